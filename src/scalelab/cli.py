@@ -1,0 +1,206 @@
+"""`scalelab`: one entry point, one subcommand per job.
+
+Every user error ends with one line on stderr and exit code 2 (a diverged run: exit code 3).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from scalelab.errors import Diverged, UserError
+
+ACTIVE_HELP = ("'active' parameters are those one token uses: all dense weights, both vocabulary matrices "
+               "(input embedding and output head), routers, shared experts and top_k routed experts (the "
+               "convention Mistral uses for Mixtral's 12.9B). 6N uses the active count.")
+
+
+def _emit(obj, as_json: bool, render) -> None:
+    if as_json:
+        print(json.dumps(obj, indent=2, default=float))
+    else:
+        render(obj)
+
+
+# ---- train / sample / count / export ------------------------------------------------------------
+
+def cmd_train(a) -> int:
+    from scalelab.config import load_config
+    from scalelab.train.loop import train
+
+    cfg = load_config(a.config, a.overrides)
+    out = Path(a.out)
+    if not a.resume and (out / "checkpoints").exists():
+        raise UserError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    summary = train(cfg, out, resume=a.resume)
+    f = summary["final"]
+    print(f"done: {summary['steps']} steps, {summary['tokens']:,} tokens, val loss {f.get('val_loss', float('nan')):.4f}"
+          f" (ln V = {summary['ln_vocab']:.3f}), {f.get('val_bpb', float('nan')):.4f} bits/byte -> {out}")
+    return 0
+
+
+def cmd_sample(a) -> int:
+    import torch
+
+    from scalelab.model.transformer import generate
+    from scalelab.train.loop import load_run
+
+    model, cfg, tok = load_run(a.run_dir)
+    ids = tok.encode(a.prompt).ids or [0]
+    if len(ids) >= cfg.model.max_seq_len:
+        raise UserError(f"--prompt is {len(ids)} tokens; the model's context is {cfg.model.max_seq_len}")
+    g = torch.Generator().manual_seed(a.seed)
+    out = generate(model, torch.tensor([ids] * a.num_samples), a.max_new_tokens, temperature=a.temperature,
+                   top_k=a.top_k, top_p=a.top_p, use_cache=not a.no_cache, generator=g)
+    for row in out.tolist():
+        print(tok.decode(row))
+        if a.num_samples > 1:
+            print("-" * 40)
+    return 0
+
+
+def _load_model_config(path: str):
+    """A model config from an HF config.json, a scalelab run config (.toml/.json) or a run directory."""
+    from scalelab.model.hf import config_from_hf
+
+    p = Path(path)
+    if p.is_dir():
+        p = p / "config.json"
+    if not p.exists():
+        raise UserError(f"config file not found: {p}")
+    if p.suffix == ".json":
+        try:
+            d = json.loads(p.read_text())
+        except json.JSONDecodeError as e:
+            raise UserError(f"{p} is not valid JSON: {e}") from None
+        if "model_type" in d or "architectures" in d:
+            return config_from_hf(d)
+    from scalelab.config import load_config
+
+    return load_config(p).model
+
+
+def cmd_count(a) -> int:
+    cfg = _load_model_config(a.config)
+    res = cfg.counts(a.seq_len)
+    extra = None
+    if any(v is not None for v in (a.batch, a.gpu, a.dtype, a.zero)) or a.memory:
+        from scalelab.economics.memory import memory_report
+
+        extra = memory_report(cfg, seq_len=a.seq_len or cfg.max_seq_len, batch=a.batch or 1,
+                              dtype=a.dtype or "bf16", zero=a.zero or 0, dp=a.dp, gpu=a.gpu)
+        res.update(extra)
+
+    def render(r):
+        from rich.console import Console
+        from rich.table import Table
+
+        t = Table(title=f"{a.config}", show_header=True)
+        t.add_column("quantity")
+        t.add_column("value", justify="right")
+        for k, v in r.items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                t.add_row(k, f"{v:,.0f}" if abs(v) >= 100 else f"{v:.4g}")
+            elif isinstance(v, (str, int)):
+                t.add_row(k, str(v))
+        Console().print(t)
+
+    _emit(res, a.json, render)
+    return 0
+
+
+def cmd_export(a) -> int:
+    from scalelab.model.hf import save_hf
+    from scalelab.train.loop import load_run
+
+    model, _, tok = load_run(a.run_dir)
+    out = save_hf(model, a.out)
+    tok.save(str(Path(out) / "tokenizer.json"))
+    print(f"wrote {out}/config.json, model.safetensors, tokenizer.json "
+          f"({'MixtralForCausalLM' if model.cfg.moe else 'LlamaForCausalLM'})")
+    return 0
+
+
+# ---- parser --------------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="scalelab", description="A laboratory for language-model scaling.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    t = sub.add_parser("train", help="train one model from a config", description=(
+        "Train one model. CONFIG is a TOML (or JSON) run config; omit it for the defaults. Overrides "
+        "are section.key=value, e.g. model.d_model=256 train.max_tokens=5e6 schedule.kind=wsd."))
+    t.add_argument("config", nargs="?", help="run config (.toml or .json)")
+    t.add_argument("overrides", nargs="*", help="section.key=value overrides")
+    t.add_argument("--out", default="runs/train", help="run directory (default runs/train)")
+    t.add_argument("--resume", action="store_true", help="continue from the run directory's last checkpoint")
+    t.set_defaults(fn=cmd_train)
+
+    s = sub.add_parser("sample", help="generate text from a trained run")
+    s.add_argument("run_dir")
+    s.add_argument("--prompt", default="def ")
+    s.add_argument("--max-new-tokens", type=int, default=64)
+    s.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
+    s.add_argument("--top-k", type=int, default=None)
+    s.add_argument("--top-p", type=float, default=None)
+    s.add_argument("--num-samples", type=int, default=1)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--no-cache", action="store_true", help="recompute the whole prefix each token (slow)")
+    s.set_defaults(fn=cmd_sample)
+
+    c = sub.add_parser("count", help="exact parameter, FLOP and memory counts of a model config",
+                       description="Analytic counts from a config alone, no weights allocated. " + ACTIVE_HELP)
+    c.add_argument("config", help="HF config.json, scalelab run config, or run directory")
+    c.add_argument("--json", action="store_true")
+    c.add_argument("--seq-len", type=int, default=None, help="context for the attention FLOPs (default max_seq_len)")
+    c.add_argument("--batch", type=int, default=None, help="micro-batch for activation / KV-cache memory")
+    c.add_argument("--gpu", default=None, help="hardware name for memory fit (see `scalelab plan --help`)")
+    c.add_argument("--dtype", default=None, help="weights dtype for serving: fp32, bf16, int8, int4")
+    c.add_argument("--zero", type=int, default=None, choices=[0, 1, 2, 3], help="ZeRO stage for training memory")
+    c.add_argument("--dp", type=int, default=1, help="data-parallel ranks for ZeRO sharding")
+    c.add_argument("--memory", action="store_true", help="also print training and serving memory")
+    c.set_defaults(fn=cmd_count)
+
+    e = sub.add_parser("export", help="export a run as Hugging Face safetensors + config.json")
+    e.add_argument("run_dir")
+    e.add_argument("--out", required=True)
+    e.set_defaults(fn=cmd_export)
+
+    for register in _registrars():
+        register(sub)
+    return p
+
+
+def _registrars():
+    from scalelab import cli_laws
+
+    regs = [cli_laws.register]
+    try:
+        from scalelab import cli_ladder
+
+        regs.append(cli_ladder.register)
+    except ImportError:
+        pass
+    return regs
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.fn(args) or 0
+    except UserError as e:
+        print(f"scalelab: error: {e}", file=sys.stderr)
+        return 2
+    except Diverged as e:
+        print(f"scalelab: {e}", file=sys.stderr)
+        return 3
+    except KeyboardInterrupt:
+        print("scalelab: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

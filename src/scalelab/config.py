@@ -1,0 +1,258 @@
+"""Typed, frozen run configuration loaded from TOML (or JSON) with strict ``key=value`` overrides.
+
+    [model]     ModelConfig  (scalelab.model.config), with an optional [model.moe] table
+    [data]      DataConfig   corpus and tokenizer
+    [optim]     OptimConfig  AdamW
+    [schedule]  ScheduleConfig
+    [train]     TrainConfig  batch, budget, evaluation, checkpoints, device
+
+Unknown keys and wrong types are errors (exit code 2) that name the key and what it accepts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from scalelab.errors import UserError
+from scalelab.model.config import ModelConfig, MoEConfig
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    corpus: str = "stdlib"  # "stdlib", a local path (.txt/.jsonl/.parquet or a folder), or "hf:NAME"
+    text_field: str = "text"
+    hf_split: str = "train"
+    hf_data_files: str | None = None
+    max_bytes: int = 0  # cap on corpus bytes read (0 = all)
+    tokenizer_train_bytes: int = 8_000_000
+    val_fraction: float = 0.03
+    shard_tokens: int = 50_000_000
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    lr: float = 3e-3
+    beta1: float = 0.9
+    beta2: float = 0.95
+    eps: float = 1e-8
+    weight_decay: float = 0.1  # applied to matrices only (not norms gains)
+    grad_clip: float = 1.0  # global-norm clip; 0 disables
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    kind: str = "cosine"  # cosine | wsd | constant
+    warmup_steps: int = -1  # -1 = warmup_frac of the run
+    warmup_frac: float = 0.05
+    min_lr_ratio: float = 0.1  # final lr / peak lr (cosine, wsd)
+    decay_frac: float = 0.2  # wsd: the last fraction of steps that cools down
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    batch_size: int = 16  # sequences per micro-batch
+    grad_accum: int = 1
+    seq_len: int = 256
+    max_tokens: int = 2_000_000  # token budget; the run takes ceil(max_tokens / tokens_per_step) steps
+    max_steps: int = 0  # if > 0, overrides max_tokens
+    eval_every: int = 100  # steps; evaluation also runs at the end
+    eval_tokens: int = 65_536
+    log_every: int = 10
+    checkpoint_every: int = 0  # steps; 0 = only at the end (and at every evaluation if resumable)
+    keep_checkpoints: int = 2
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | mps
+    dtype: str = "auto"  # auto (bf16 autocast where supported) | fp32 | bf16
+    compile: str = "auto"  # auto | on | off
+    threads: int = 0  # torch intra-op threads on CPU; 0 = leave torch's default
+    divergence_factor: float = 1.5  # stop when loss > factor * ln(vocab) or is not finite
+    progress: bool = True
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.batch_size * self.grad_accum * self.seq_len
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def validate(self) -> "RunConfig":
+        self.model.validate()
+        t, s = self.train, self.schedule
+        for name in ("batch_size", "grad_accum", "seq_len", "log_every", "eval_every", "eval_tokens"):
+            if getattr(t, name) < 1:
+                raise UserError(f"train.{name} must be >= 1, got {getattr(t, name)}")
+        if t.seq_len > self.model.max_seq_len:
+            raise UserError(f"train.seq_len={t.seq_len} exceeds model.max_seq_len={self.model.max_seq_len}; "
+                            "raise model.max_seq_len or lower train.seq_len")
+        if t.max_tokens <= 0 and t.max_steps <= 0:
+            raise UserError("set train.max_tokens or train.max_steps to a positive number")
+        if s.kind not in ("cosine", "wsd", "constant"):
+            raise UserError(f"schedule.kind must be cosine, wsd or constant, got {s.kind!r}")
+        if not 0 <= s.min_lr_ratio <= 1 or not 0 < s.decay_frac <= 1 or not 0 <= s.warmup_frac < 1:
+            raise UserError("schedule.min_lr_ratio must be in [0, 1], decay_frac in (0, 1], warmup_frac in [0, 1)")
+        if self.optim.lr <= 0:
+            raise UserError(f"optim.lr must be > 0, got {self.optim.lr}")
+        for name, allowed in (("device", ("auto", "cpu", "cuda", "mps")), ("dtype", ("auto", "fp32", "bf16")),
+                              ("compile", ("auto", "on", "off"))):
+            if getattr(t, name) not in allowed and not (name == "device" and t.device.startswith("cuda:")):
+                raise UserError(f"train.{name} must be one of {allowed}, got {getattr(t, name)!r}")
+        return self
+
+    @property
+    def total_steps(self) -> int:
+        t = self.train
+        return t.max_steps if t.max_steps > 0 else max(1, math.ceil(t.max_tokens / t.tokens_per_step))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# ---- generic (de)serialisation -------------------------------------------------------------------
+
+def build(cls, data: dict, where: str = ""):
+    """Build dataclass ``cls`` from a nested dict, checking every key and type."""
+    if not isinstance(data, dict):
+        raise UserError(f"{where or 'config'} must be a table of keys, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise UserError(f"unknown config key {_join(where, unknown[0])!r}; known keys in "
+                        f"[{where or 'top level'}]: {', '.join(sorted(names))}")
+    kwargs = {k: _coerce(hints[k], v, _join(where, k)) for k, v in data.items()}
+    try:
+        return cls(**kwargs)
+    except TypeError as e:
+        raise UserError(f"bad config for [{where}]: {e}") from None
+
+
+def _join(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key
+
+
+def _coerce(tp, value, where: str):
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(args[0], value, where)
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        return build(tp, value, where)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():  # 1e6 written in TOML as a float
+            return int(value)
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    else:
+        return value
+    raise UserError(f"config key {where!r} must be {tp.__name__}, got {value!r}")
+
+
+def parse_scalar(text: str, tp):
+    """Parse the text of a ``key=value`` override as type ``tp``."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        if text.lower() in ("none", "null"):
+            return None
+        tp = [a for a in typing.get_args(tp) if a is not type(None)][0]
+    if tp is bool:
+        low = text.lower()
+        if low in ("true", "1", "yes", "on"):
+            return True
+        if low in ("false", "0", "no", "off"):
+            return False
+        raise ValueError
+    if tp is int:
+        f = float(text)
+        if not f.is_integer():
+            raise ValueError
+        return int(f)
+    if tp is float:
+        return float(text)
+    return text
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Apply ``section.key=value`` overrides to a raw config dict, strictly: unknown keys and
+    unparsable values are errors. Works on the user's raw keys, not the resolved config, so derived
+    fields (head_dim, d_ff, ...) are derived again from the overridden values."""
+    data = json.loads(json.dumps(data))  # deep copy
+    for ov in overrides:
+        if "=" not in ov:
+            raise UserError(f"override {ov!r} must look like section.key=value, e.g. train.max_tokens=1e6")
+        key, text = ov.split("=", 1)
+        parts = key.strip().split(".")
+        node, cls = data, RunConfig
+        for i, part in enumerate(parts):
+            hints = typing.get_type_hints(cls)
+            if part not in hints:
+                where = ".".join(parts[:i]) or "top level"
+                raise UserError(f"unknown config key {key!r}; keys in [{where}]: {', '.join(sorted(hints))}")
+            tp = hints[part]
+            inner = [a for a in typing.get_args(tp) if dataclasses.is_dataclass(a)] if typing.get_origin(tp) \
+                else ([tp] if dataclasses.is_dataclass(tp) else [])
+            if i < len(parts) - 1:
+                if not inner:
+                    raise UserError(f"config key {'.'.join(parts[:i + 1])!r} is a value, not a section")
+                if node.get(part) is None:  # e.g. model.moe.num_experts=8 on a dense model
+                    node[part] = {}
+                node, cls = node[part], inner[0]
+            else:
+                if inner:
+                    if text.strip().lower() in ("none", "null") and typing.get_origin(tp):
+                        node[part] = None
+                        continue
+                    raise UserError(f"config key {key!r} is a section; set one of its keys, e.g. {key}.<key>=...")
+                try:
+                    node[part] = parse_scalar(text.strip(), tp)
+                except ValueError:
+                    name = getattr(tp, "__name__", str(tp))
+                    raise UserError(f"config key {key!r} expects {name}, got {text!r}") from None
+    return data
+
+
+def load_dict(data: dict) -> RunConfig:
+    return build(RunConfig, data).validate()
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
+    """Load a TOML/JSON run config (None = all defaults) and apply overrides."""
+    data: dict = {}
+    if path is not None:
+        p = Path(path)
+        if not p.exists():
+            raise UserError(f"config file not found: {p}")
+        try:
+            data = json.loads(p.read_text()) if p.suffix == ".json" else tomllib.loads(p.read_text())
+        except (tomllib.TOMLDecodeError, json.JSONDecodeError) as e:
+            raise UserError(f"{p} is not valid {'JSON' if p.suffix == '.json' else 'TOML'}: {e}") from None
+    return load_dict(apply_overrides(data, overrides or []))
+
+
+__all__ = ["RunConfig", "ModelConfig", "MoEConfig", "DataConfig", "OptimConfig", "ScheduleConfig",
+           "TrainConfig", "load_config", "apply_overrides", "build"]

@@ -1,0 +1,1 @@
+"""Data: corpora (offline default + local files + Hugging Face datasets), BPE tokenizer, token shards."""

@@ -1,0 +1,211 @@
+"""Token shards: the corpus tokenized once into memory-mapped arrays, with a manifest.
+
+Layout of a dataset directory (cached under ``$SCALELAB_CACHE/datasets/<key>/``; the key hashes the
+corpus content, the tokenizer settings and the split, so a change to any of them rebuilds)::
+
+    manifest.json          splits -> shards (file, num_tokens), bytes of text per split, dtype
+    tokenizer.json         the BPE tokenizer the shards were encoded with
+    train_000.bin ...      uint16 (vocab <= 65536) or uint32 token ids, documents separated by EOT
+
+Sampling is a pure function of (seed, step, micro-step): resuming at step s reproduces exactly the
+batches an uninterrupted run would have seen, with no sampler state to save.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from scalelab.data.corpora import corpus_fingerprint, is_validation, iter_corpus
+from scalelab.data.tokenizer import EOT, cache_dir, load_tokenizer, save_atomic, train_bpe
+from scalelab.errors import UserError
+
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """What defines a tokenized dataset (a subset of the run's DataConfig plus the vocab size)."""
+
+    corpus: str = "stdlib"
+    vocab_size: int = 4096
+    text_field: str = "text"
+    hf_split: str = "train"
+    hf_data_files: str | None = None
+    max_bytes: int = 0  # 0 = the whole corpus
+    tokenizer_train_bytes: int = 8_000_000
+    val_fraction: float = 0.03
+    shard_tokens: int = 50_000_000
+
+    def key(self) -> str:
+        fp = corpus_fingerprint(self.corpus, self.text_field, self.max_bytes or None)
+        spec = json.dumps([FORMAT_VERSION, fp, self.vocab_size, self.hf_split, self.max_bytes,
+                           self.tokenizer_train_bytes, self.val_fraction, self.shard_tokens])
+        return hashlib.sha256(spec.encode()).hexdigest()[:16]
+
+
+def _docs(spec: DataSpec):
+    total = 0
+    for doc_id, text in iter_corpus(spec.corpus, spec.text_field, spec.hf_split, spec.hf_data_files):
+        yield doc_id, text
+        total += len(text.encode("utf-8", errors="replace"))
+        if spec.max_bytes and total >= spec.max_bytes:
+            return
+
+
+def build_dataset(spec: DataSpec, root: Path | None = None, log=print) -> Path:
+    """Tokenize ``spec``'s corpus into shards (or return the cached directory)."""
+    root = Path(root) if root else cache_dir() / "datasets"
+    out = root / spec.key()
+    if (out / "manifest.json").exists():
+        return out
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=root))
+    try:
+        log(f"building dataset {out.name} from corpus {spec.corpus!r} (vocab {spec.vocab_size}) ...")
+        train_texts, budget = [], spec.tokenizer_train_bytes
+        for doc_id, text in _docs(spec):
+            if budget <= 0:
+                break
+            if not is_validation(doc_id, spec.val_fraction):
+                train_texts.append(text)
+                budget -= len(text.encode("utf-8", errors="replace"))
+        if not train_texts:
+            raise UserError(f"data.corpus {spec.corpus!r} yielded no training text")
+        tok = train_bpe(train_texts, spec.vocab_size)
+        del train_texts
+        save_atomic(tok, tmp / "tokenizer.json")
+        manifest = _write_shards(spec, tok, tmp)
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
+        try:
+            os.rename(tmp, out)
+        except OSError:  # another process finished the same dataset first: use theirs
+            shutil.rmtree(tmp, ignore_errors=True)
+        return out
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _write_shards(spec: DataSpec, tok, out: Path) -> dict:
+    eot = tok.token_to_id(EOT)
+    dtype = np.uint16 if tok.get_vocab_size() <= 65536 else np.uint32
+    splits = {s: {"shards": [], "num_tokens": 0, "num_bytes": 0, "num_docs": 0} for s in ("train", "val")}
+    handles: dict[str, tuple] = {}
+
+    def write(split: str, ids: np.ndarray):
+        info = splits[split]
+        while len(ids):
+            if split not in handles or handles[split][1] >= spec.shard_tokens:
+                if split in handles:
+                    handles[split][0].close()
+                name = f"{split}_{len(info['shards']):03d}.bin"
+                info["shards"].append({"file": name, "num_tokens": 0})
+                handles[split] = [open(out / name, "wb"), 0]
+            fh = handles[split]
+            room = spec.shard_tokens - fh[1]
+            chunk, ids = ids[:room], ids[room:]
+            chunk.astype(dtype).tofile(fh[0])
+            fh[1] += len(chunk)
+            info["shards"][-1]["num_tokens"] += len(chunk)
+            info["num_tokens"] += len(chunk)
+
+    batch: list[tuple[str, str]] = []
+
+    def flush():
+        encs = tok.encode_batch([t for _, t in batch])
+        for (doc_id, text), enc in zip(batch, encs):
+            split = "val" if is_validation(doc_id, spec.val_fraction) else "train"
+            splits[split]["num_bytes"] += len(text.encode("utf-8", errors="replace"))
+            splits[split]["num_docs"] += 1
+            write(split, np.asarray(enc.ids + [eot], dtype=np.int64))
+        batch.clear()
+
+    for doc in _docs(spec):
+        batch.append(doc)
+        if len(batch) >= 256:
+            flush()
+    if batch:
+        flush()
+    for fh in handles.values():
+        fh[0].close()
+    for s, info in splits.items():
+        if info["num_tokens"] == 0:
+            raise UserError(f"the {s} split of corpus {spec.corpus!r} is empty; add documents or change "
+                            "data.val_fraction")
+    return {"format_version": FORMAT_VERSION, "spec": spec.__dict__, "dtype": np.dtype(dtype).name,
+            "vocab_size": tok.get_vocab_size(), "eot_id": eot, "splits": splits}
+
+
+class TokenDataset:
+    """Memory-mapped view of a dataset directory, with deterministic batch sampling."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        mpath = self.path / "manifest.json"
+        if not mpath.exists():
+            raise UserError(f"{self.path} is not a scalelab dataset (no manifest.json)")
+        try:
+            self.manifest = json.loads(mpath.read_text())
+        except json.JSONDecodeError:
+            raise UserError(f"{mpath} is corrupt; delete {self.path} and it will be rebuilt") from None
+        self.dtype = np.dtype(self.manifest["dtype"])
+        self.vocab_size = self.manifest["vocab_size"]
+        self.eot_id = self.manifest["eot_id"]
+        self.splits: dict[str, list[np.memmap]] = {}
+        for split, info in self.manifest["splits"].items():
+            arrs = []
+            for sh in info["shards"]:
+                f = self.path / sh["file"]
+                expected = sh["num_tokens"] * self.dtype.itemsize
+                if not f.exists() or f.stat().st_size != expected:
+                    raise UserError(f"corrupt shard {f}: expected {expected} bytes; delete {self.path} "
+                                    "and it will be rebuilt")
+                arrs.append(np.memmap(f, dtype=self.dtype, mode="r"))
+            self.splits[split] = arrs
+
+    def tokenizer(self):
+        return load_tokenizer(self.path / "tokenizer.json")
+
+    def num_tokens(self, split: str) -> int:
+        return self.manifest["splits"][split]["num_tokens"]
+
+    def bytes_per_token(self, split: str = "val") -> float:
+        info = self.manifest["splits"][split]
+        return info["num_bytes"] / info["num_tokens"]
+
+    def sample(self, batch_size: int, seq_len: int, seed: int, step: int, micro: int = 0,
+               split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
+        """B random windows of seq_len + 1 tokens; a pure function of (seed, step, micro)."""
+        arrs = self.splits[split]
+        sizes = np.array([len(a) for a in arrs], dtype=np.int64)
+        if sizes.max() <= seq_len + 1:
+            raise UserError(f"the {split} split has fewer than seq_len+1={seq_len + 1} tokens per shard; "
+                            "use a larger corpus or a shorter train.seq_len")
+        rng = np.random.default_rng([seed, step, micro])
+        which = rng.choice(len(arrs), size=batch_size, p=sizes / sizes.sum()) if len(arrs) > 1 \
+            else np.zeros(batch_size, dtype=np.int64)
+        starts = (rng.random(batch_size) * (sizes[which] - seq_len - 1)).astype(np.int64)
+        buf = np.stack([arrs[w][s:s + seq_len + 1] for w, s in zip(which, starts)]).astype(np.int64)
+        t = torch.from_numpy(buf)
+        return t[:, :-1], t[:, 1:]  # inputs (B, T), targets (B, T)
+
+    def eval_windows(self, seq_len: int, max_tokens: int, split: str = "val") -> torch.Tensor:
+        """A fixed validation set: up to max_tokens worth of windows, evenly spaced over the split."""
+        arr = np.concatenate([np.asarray(a) for a in self.splits[split]]) if len(self.splits[split]) > 1 \
+            else self.splits[split][0]
+        n_avail = (len(arr) - 1) // (seq_len + 1)
+        n = max(1, min(n_avail, max_tokens // seq_len))
+        if n_avail < 1:
+            raise UserError(f"the {split} split is shorter than one window of {seq_len + 1} tokens")
+        stride = (len(arr) - seq_len - 1) // max(1, n - 1) if n > 1 else 0
+        rows = [np.asarray(arr[i * stride:i * stride + seq_len + 1], dtype=np.int64) for i in range(n)]
+        return torch.from_numpy(np.stack(rows))  # (n, T + 1)

@@ -1,0 +1,136 @@
+"""`FittedLaw`: a law form with parameters, optional bootstrap samples, prediction and allocation.
+
+A fitted law is what `scalelab fit` writes (JSON) and what `scalelab predict` / `scalelab plan` read.
+Approach-2 fits carry no loss surface, only the allocation N_opt = k C^a (form "allocation").
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from scalelab.errors import UserError
+from scalelab.laws.forms import FORMS, get_form
+
+
+@dataclass
+class FittedLaw:
+    form: str  # chinchilla | kaplan | compute | overtraining | data_constrained | allocation
+    params: dict
+    approach: str = ""  # "1", "2", "3", "published"
+    samples: list[dict] = field(default_factory=list)  # bootstrap parameter draws
+    info: dict = field(default_factory=dict)  # n_points, objective, conventions, source, ...
+
+    # ---- prediction -----------------------------------------------------------------------
+    def predict(self, N, D, **kw) -> np.ndarray:
+        if self.form == "allocation":
+            raise UserError("an approach-2 fit has no loss surface: it predicts N*(C), D*(C) only "
+                            "(use --compute); fit approach 3 to predict a loss")
+        return get_form(self.form).predict(self.params, N, D, **kw)
+
+    def predict_samples(self, N, D) -> np.ndarray | None:
+        if not self.samples or self.form == "allocation":
+            return None
+        f = get_form(self.form)
+        return np.array([f.predict(s, N, D) for s in self.samples])
+
+    def interval(self, values: np.ndarray | None, level: float = 0.9):
+        if values is None or len(values) == 0:
+            return None
+        q = (1 - level) / 2
+        return np.nanquantile(values, q, axis=0), np.nanquantile(values, 1 - q, axis=0)
+
+    # ---- allocation -----------------------------------------------------------------------
+    def exponents(self, params: dict | None = None) -> tuple[float, float]:
+        """(a, b): N_opt ∝ C^a, D_opt ∝ C^b."""
+        p = self.params if params is None else params
+        if self.form in ("chinchilla", "data_constrained"):
+            s = p["alpha"] + p["beta"]
+            return p["beta"] / s, p["alpha"] / s
+        if self.form == "allocation":
+            return p["a"], p["b"]
+        raise UserError(f"the {self.form} form has no closed-form allocation exponents")
+
+    def allocate(self, C, flops_per_token=None, params: dict | None = None) -> dict:
+        """Compute-optimal N*, D* for budget(s) C; ``flops_per_token(N)`` defaults to 6N."""
+        from scalelab.laws.allocation import allocate
+
+        return allocate(self, np.asarray(C, float), flops_per_token, params)
+
+    def allocate_with_interval(self, C, level: float = 0.9, flops_per_token=None) -> dict:
+        out = self.allocate(C, flops_per_token)
+        if self.samples:
+            draws = [self.allocate(C, flops_per_token, s) for s in self.samples]
+            for key in ("N_opt", "D_opt", "tokens_per_param", "loss"):
+                if key in out and out[key] is not None:
+                    vals = np.array([d[key] for d in draws], float)
+                    lo, hi = self.interval(vals, level)
+                    out[key + "_lo"], out[key + "_hi"] = lo, hi
+        return out
+
+    def ci(self, level: float = 0.9) -> dict:
+        """Per-parameter (and allocation-exponent) bootstrap intervals."""
+        if not self.samples:
+            return {}
+        out = {}
+        for k in self.params:
+            vals = np.array([s[k] for s in self.samples], float)
+            lo, hi = self.interval(vals, level)
+            out[k] = [float(lo), float(hi)]
+        if self.form in ("chinchilla", "allocation"):
+            ab = np.array([self.exponents(s) for s in self.samples])
+            for j, name in enumerate(("a", "b")):
+                lo, hi = self.interval(ab[:, j], level)
+                out[name] = [float(lo), float(hi)]
+        return out
+
+    # ---- serialisation --------------------------------------------------------------------
+    def summary(self, level: float = 0.9) -> dict:
+        d = {k: float(v) for k, v in self.params.items()}
+        if self.form in ("chinchilla", "allocation", "data_constrained"):
+            a, b = self.exponents()
+            d.update(a=a, b=b)
+        d.update(form=self.form, approach=self.approach)
+        if self.samples:
+            d["ci"] = self.ci(level)
+            d["ci_level"] = level
+            d["bootstrap"] = len(self.samples)
+        d.update({k: v for k, v in self.info.items() if k not in d})
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(_plain(asdict(self)), indent=2)
+
+    def save(self, path: str | Path) -> None:
+        from scalelab.train.checkpoint import atomic_write_text
+
+        atomic_write_text(Path(path), self.to_json())
+
+    @classmethod
+    def load(cls, path: str | Path) -> "FittedLaw":
+        p = Path(path)
+        if not p.exists():
+            raise UserError(f"law file not found: {p}")
+        try:
+            d = json.loads(p.read_text())
+            if d["form"] not in FORMS and d["form"] != "allocation":
+                raise KeyError("form")
+            return cls(form=d["form"], params=d["params"], approach=d.get("approach", ""),
+                       samples=d.get("samples", []), info=d.get("info", {}))
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise UserError(f"{p} is not a scalelab fit file (written by `scalelab fit --out`)") from None
+
+
+def _plain(x):
+    if isinstance(x, dict):
+        return {k: _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    return x

@@ -1,0 +1,132 @@
+"""Tables of runs: (N, D, loss) rows with optional C, run, step, and the parameter convention.
+
+Column aliases accepted: N = params | n_params | Model Size; D = tokens | Training Tokens;
+C = flops | compute | Training FLOP; loss = val_loss | Loss. When only C is given, D = C / (6 N).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from scalelab.errors import UserError
+
+ALIASES = {
+    "N": ["N", "params", "n_params", "num_params", "Model Size", "parameters"],
+    "D": ["D", "tokens", "n_tokens", "Training Tokens", "data"],
+    "C": ["C", "flops", "compute", "Training FLOP", "FLOPs"],
+    "loss": ["loss", "val_loss", "Loss", "final_loss"],
+}
+
+
+@dataclass
+class RunTable:
+    """Validated run table. ``N`` follows ``param_convention`` ("total" or "non_embedding")."""
+
+    df: pd.DataFrame
+    param_convention: str = "total"
+    source: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def N(self) -> np.ndarray:
+        return self.df["N"].to_numpy(float)
+
+    @property
+    def D(self) -> np.ndarray:
+        return self.df["D"].to_numpy(float)
+
+    @property
+    def C(self) -> np.ndarray:
+        return self.df["C"].to_numpy(float)
+
+    @property
+    def loss(self) -> np.ndarray:
+        return self.df["loss"].to_numpy(float)
+
+    def __len__(self) -> int:
+        return len(self.df)
+
+    def subset(self, mask) -> "RunTable":
+        return RunTable(self.df[np.asarray(mask)].reset_index(drop=True), self.param_convention, self.source,
+                        list(self.notes))
+
+    def finals(self) -> "RunTable":
+        """Only each run's final point (for tables of curves); unchanged if there is no `final`."""
+        if "final" in self.df.columns:
+            return self.subset(self.df["final"].astype(bool).to_numpy())
+        return self
+
+    def run_ids(self) -> np.ndarray:
+        return self.df["run"].to_numpy() if "run" in self.df.columns else np.arange(len(self.df))
+
+
+def _find(df: pd.DataFrame, key: str) -> str | None:
+    for a in ALIASES[key]:
+        if a in df.columns:
+            return a
+    return None
+
+
+def load_table(src, params: str | None = None, drop_highest_loss: int = 0) -> RunTable:
+    """Read a CSV / Parquet path or a DataFrame into a validated `RunTable`.
+
+    ``params`` picks the parameter column when a table has several (e.g. the ladder exports ``N``
+    (total) and ``N_non_embedding``): "total" or "non_embedding". ``drop_highest_loss`` removes the
+    k highest-loss rows (Besiroglu et al. drop 5 outliers from the Chinchilla points).
+    """
+    if isinstance(src, pd.DataFrame):
+        df, source = src.copy(), "DataFrame"
+    else:
+        p = Path(src)
+        if not p.exists():
+            raise UserError(f"table not found: {p}")
+        try:
+            df = pd.read_parquet(p) if p.suffix == ".parquet" else pd.read_csv(p)
+        except Exception as e:  # pandas raises many types for malformed files
+            raise UserError(f"cannot read table {p}: {e}".splitlines()[0]) from None
+        source = str(p)
+    convention = "total"
+    if params == "non_embedding":
+        col = next((c for c in ("N_non_embedding", "params_non_embedding") if c in df.columns), None)
+        if col is None:
+            raise UserError("--params non_embedding needs a column N_non_embedding in the table")
+        df["N"] = df[col]
+        convention = "non_embedding"
+    elif params not in (None, "total"):
+        raise UserError(f"params must be 'total' or 'non_embedding', got {params!r}")
+    cols = {k: _find(df, k) for k in ALIASES}
+    if cols["N"] is None:
+        raise UserError(f"table has no parameter column; name one of {ALIASES['N']} (columns: {list(df.columns)})")
+    if cols["loss"] is None:
+        raise UserError(f"table has no loss column; name one of {ALIASES['loss']}")
+    out = pd.DataFrame({"N": pd.to_numeric(df[cols["N"]], errors="coerce"),
+                        "loss": pd.to_numeric(df[cols["loss"]], errors="coerce")})
+    if cols["D"] is not None:
+        out["D"] = pd.to_numeric(df[cols["D"]], errors="coerce")
+    if cols["C"] is not None:
+        out["C"] = pd.to_numeric(df[cols["C"]], errors="coerce")
+    if "D" not in out and "C" not in out:
+        raise UserError(f"table needs a token column ({ALIASES['D']}) or a compute column ({ALIASES['C']})")
+    if "D" not in out:
+        out["D"] = out["C"] / (6.0 * out["N"])
+    if "C" not in out:
+        out["C"] = 6.0 * out["N"] * out["D"]
+    for extra in ("run", "step", "final", "budget", "N_non_embedding", "seed"):
+        if extra in df.columns:
+            out[extra] = df[extra].to_numpy()
+    for c in ("N", "D", "C", "loss"):
+        bad = ~np.isfinite(out[c].to_numpy(float)) | (out[c].to_numpy(float) <= 0)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise UserError(f"table row {i + 1}: column {c} must be a positive finite number, got "
+                            f"{df.iloc[i][cols.get(c) or c] if (cols.get(c) or c) in df.columns else out[c].iloc[i]!r}")
+    notes = []
+    if drop_highest_loss > 0:
+        keep = out["loss"].rank(method="first", ascending=False) > drop_highest_loss
+        out = out[keep.to_numpy()].reset_index(drop=True)
+        notes.append(f"dropped the {drop_highest_loss} highest-loss points")
+    return RunTable(out.reset_index(drop=True), convention, source, notes)

@@ -1,0 +1,225 @@
+"""Model configuration and exact analytic accounting.
+
+Every count here is computed from the config alone, without allocating a single weight, and is tested
+equal to ``sum(p.numel() for p in model.parameters())``.
+
+Conventions (stated once, used everywhere):
+
+* ``num_params_embedding`` counts the vocabulary matrices: the input embedding plus, when the output
+  head is not tied to it, the output projection ("unembedding"). Kaplan et al. (2020) exclude these
+  from N; Hoffmann et al. (2022) include them.
+* ``num_params_active`` is what one token touches: all dense parameters, both vocabulary matrices,
+  routers, shared experts and ``top_k`` routed experts per MoE layer. This is the convention Mistral
+  uses for Mixtral-8x7B (12.9B active of 46.7B).
+* ``flops_per_token_6n`` = 6 * num_params_active (Kaplan's C = 6ND with the active count).
+* ``flops_per_token_exact`` counts every matmul of a training step (forward + backward = 3x
+  forward): Q, K, V, O projections, attention scores and values over the context, SwiGLU, router,
+  active experts and the output logits. The input embedding is a lookup (0 FLOPs); norms, softmax and
+  activations are elementwise and left out (well under 1%), as in Chinchilla's Table A4.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields, replace
+
+from scalelab.errors import UserError
+
+
+@dataclass(frozen=True)
+class MoEConfig:
+    """Mixture-of-Experts feed-forward layers (Switch / Mixtral style).
+
+    capacity_factor: None means dropless (every routed token is computed); a number caps each
+    expert at ceil(capacity_factor * tokens * top_k / num_experts) tokens and drops the rest.
+    """
+
+    num_experts: int = 8
+    top_k: int = 2
+    d_expert: int = 0  # 0 = same as the dense d_ff
+    num_shared_experts: int = 0
+    capacity_factor: float | None = None
+    lb_coef: float = 0.01  # Switch load-balancing loss coefficient (Fedus et al. 2021)
+    z_coef: float = 1e-3  # router z-loss coefficient (Zoph et al. 2022, ST-MoE)
+
+    def validate(self) -> None:
+        if self.num_experts < 1:
+            raise UserError(f"model.moe.num_experts must be >= 1, got {self.num_experts}")
+        if not 1 <= self.top_k <= self.num_experts:
+            raise UserError(
+                f"model.moe.top_k must be between 1 and num_experts={self.num_experts}, got {self.top_k}"
+            )
+        if self.d_expert < 0 or self.num_shared_experts < 0:
+            raise UserError("model.moe.d_expert and model.moe.num_shared_experts must be >= 0")
+        if self.capacity_factor is not None and self.capacity_factor <= 0:
+            raise UserError("model.moe.capacity_factor must be > 0, or omitted for dropless routing")
+        if self.lb_coef < 0 or self.z_coef < 0:
+            raise UserError("model.moe.lb_coef and model.moe.z_coef must be >= 0")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A decoder-only transformer: RMSNorm pre-norm, RoPE, grouped-query attention, SwiGLU."""
+
+    d_model: int = 128
+    n_layers: int = 4
+    n_heads: int = 4
+    n_kv_heads: int = 0  # 0 = n_heads (multi-head attention); 1 = multi-query
+    head_dim: int = 0  # 0 = d_model // n_heads
+    d_ff: int = 0  # 0 = the SwiGLU rule: 8/3 d_model rounded up to a multiple of 64
+    vocab_size: int = 4096
+    max_seq_len: int = 256
+    tie_embeddings: bool = True
+    rope_theta: float = 10000.0
+    norm_eps: float = 1e-5
+    init_std: float = 0.02
+    moe: MoEConfig | None = None
+
+    # ---- derived shapes -------------------------------------------------------------------
+    def __post_init__(self) -> None:
+        # Fill the 0 = "derive it" fields so that every consumer sees concrete numbers.
+        if self.n_kv_heads == 0:
+            object.__setattr__(self, "n_kv_heads", self.n_heads)
+        if self.head_dim == 0 and self.n_heads > 0:
+            object.__setattr__(self, "head_dim", self.d_model // self.n_heads)
+        if self.d_ff == 0:
+            object.__setattr__(self, "d_ff", swiglu_hidden(self.d_model))
+        if self.moe is not None and self.moe.d_expert == 0:
+            object.__setattr__(self, "moe", replace(self.moe, d_expert=self.d_ff))
+
+    def validate(self) -> "ModelConfig":
+        for name in ("d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim", "d_ff", "vocab_size",
+                     "max_seq_len"):
+            if getattr(self, name) < 1:
+                raise UserError(f"model.{name} must be >= 1, got {getattr(self, name)}")
+        if self.n_heads % self.n_kv_heads:
+            raise UserError(
+                f"model.n_heads={self.n_heads} is not divisible by model.n_kv_heads={self.n_kv_heads}; "
+                "pick n_kv_heads among the divisors of n_heads"
+            )
+        if self.head_dim % 2:
+            raise UserError(f"model.head_dim must be even for RoPE, got {self.head_dim}")
+        if self.rope_theta <= 0 or self.norm_eps <= 0 or self.init_std <= 0:
+            raise UserError("model.rope_theta, model.norm_eps and model.init_std must be > 0")
+        if self.moe is not None:
+            self.moe.validate()
+        return self
+
+    @property
+    def q_dim(self) -> int:
+        return self.n_heads * self.head_dim
+
+    @property
+    def kv_dim(self) -> int:
+        return self.n_kv_heads * self.head_dim
+
+    @property
+    def is_moe(self) -> bool:
+        return self.moe is not None
+
+    # ---- parameter counts -----------------------------------------------------------------
+    @property
+    def num_params_attention_per_layer(self) -> int:
+        # Wq (q_dim x d), Wk and Wv (kv_dim x d each), Wo (d x q_dim); no biases.
+        return 2 * self.d_model * self.q_dim + 2 * self.d_model * self.kv_dim
+
+    @property
+    def num_params_mlp_per_layer(self) -> int:
+        """Feed-forward parameters stored per layer (all experts for MoE)."""
+        if self.moe is None:
+            return 3 * self.d_model * self.d_ff
+        m = self.moe
+        experts = (m.num_experts + m.num_shared_experts) * 3 * self.d_model * m.d_expert
+        return experts + self.d_model * m.num_experts  # + router
+
+    @property
+    def num_params_mlp_active_per_layer(self) -> int:
+        if self.moe is None:
+            return self.num_params_mlp_per_layer
+        m = self.moe
+        return (m.top_k + m.num_shared_experts) * 3 * self.d_model * m.d_expert + self.d_model * m.num_experts
+
+    @property
+    def num_params_embedding(self) -> int:
+        return self.vocab_size * self.d_model * (1 if self.tie_embeddings else 2)
+
+    @property
+    def num_params_non_embedding(self) -> int:
+        per_layer = self.num_params_attention_per_layer + self.num_params_mlp_per_layer + 2 * self.d_model
+        return self.n_layers * per_layer + self.d_model  # + final norm
+
+    @property
+    def num_params_total(self) -> int:
+        return self.num_params_embedding + self.num_params_non_embedding
+
+    @property
+    def num_params_active_non_embedding(self) -> int:
+        per_layer = self.num_params_attention_per_layer + self.num_params_mlp_active_per_layer + 2 * self.d_model
+        return self.n_layers * per_layer + self.d_model
+
+    @property
+    def num_params_active(self) -> int:
+        return self.num_params_embedding + self.num_params_active_non_embedding
+
+    # ---- FLOPs ----------------------------------------------------------------------------
+    @property
+    def flops_per_token_6n(self) -> int:
+        return 6 * self.num_params_active
+
+    def forward_flops_per_token(self, seq_len: int | None = None, causal: bool = False) -> int:
+        """Matmul FLOPs of one forward pass per token at context ``seq_len``.
+
+        Attention scores and values cost 2 * 2 * seq_len * q_dim per layer (QK^T and AV). With
+        ``causal=True`` only the lower triangle is counted (about half); the default counts the full
+        square as Chinchilla (Hoffmann et al. 2022, Appendix F) and Kaplan do.
+        """
+        t = self.max_seq_len if seq_len is None else seq_len
+        ctx = (t + 1) / 2 if causal else t
+        d = self.d_model
+        proj = 2 * self.num_params_attention_per_layer
+        attn = 2 * 2 * ctx * self.q_dim
+        if self.moe is None:
+            mlp = 2 * 3 * d * self.d_ff
+        else:
+            m = self.moe
+            mlp = 2 * d * m.num_experts + 2 * 3 * d * m.d_expert * (m.top_k + m.num_shared_experts)
+        logits = 2 * d * self.vocab_size
+        return int(round(self.n_layers * (proj + attn + mlp) + logits))
+
+    def flops_per_token_exact(self, seq_len: int | None = None, causal: bool = False) -> int:
+        """Training FLOPs per token: forward + backward (2x forward) = 3x forward."""
+        return 3 * self.forward_flops_per_token(seq_len, causal)
+
+    # ---- (de)serialisation ----------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        from scalelab.config import build  # strict keys and types, shared with the run config
+
+        return build(cls, d, "model")
+
+    def counts(self, seq_len: int | None = None) -> dict:
+        """Every analytic count in one dictionary (what `scalelab count --json` prints)."""
+        return {
+            "num_params_total": self.num_params_total,
+            "num_params_embedding": self.num_params_embedding,
+            "num_params_non_embedding": self.num_params_non_embedding,
+            "num_params_active": self.num_params_active,
+            "num_params_active_non_embedding": self.num_params_active_non_embedding,
+            "flops_per_token_6n": self.flops_per_token_6n,
+            "flops_per_token_exact": self.flops_per_token_exact(seq_len),
+            "flops_per_token_exact_causal": self.flops_per_token_exact(seq_len, causal=True),
+            "seq_len": self.max_seq_len if seq_len is None else seq_len,
+            "active_convention": "all parameters one token uses: dense + both vocabulary matrices + "
+                                 "router + shared + top_k routed experts",
+        }
+
+
+def swiglu_hidden(d_model: int, multiple_of: int = 64) -> int:
+    """SwiGLU width: 2/3 of 4*d_model so the three matrices cost what a 4x GELU MLP costs (Shazeer
+    2020), rounded up to a multiple of ``multiple_of`` as Llama does."""
+    hidden = int(8 * d_model / 3)
+    return multiple_of * math.ceil(hidden / multiple_of)
+

@@ -1,0 +1,1 @@
+"""Training: one run from a typed config (loop, optimizer, schedules, checkpoints, metrics)."""

@@ -1,0 +1,239 @@
+"""The training loop: one run from a `RunConfig`, read top to bottom.
+
+    build data -> build model and AdamW -> (resume) -> for each step:
+        lr from the schedule; grad_accum micro-batches of (B, T) tokens; clip; AdamW step;
+        every log_every steps: one host sync, metrics line, divergence check;
+        every eval_every steps and at the end: validation loss and bits/byte, checkpoint.
+
+Determinism: batches are a pure function of (seed, step, micro) and the lr of the step, so a
+resumed run repeats an uninterrupted one exactly on CPU (tested).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+
+from scalelab.config import RunConfig
+from scalelab.data.shards import DataSpec, TokenDataset, build_dataset
+from scalelab.errors import Diverged, UserError
+from scalelab.model.transformer import Transformer
+from scalelab.train.checkpoint import atomic_write_text, latest_checkpoint, load_checkpoint, save_checkpoint
+from scalelab.train.metrics import MetricsWriter, bits_per_byte, matmul_peak_flops
+from scalelab.train.optim import build_optimizer
+from scalelab.train.schedule import lr_at
+
+
+def data_spec(cfg: RunConfig) -> DataSpec:
+    d = cfg.data
+    return DataSpec(corpus=d.corpus, vocab_size=cfg.model.vocab_size, text_field=d.text_field,
+                    hf_split=d.hf_split, hf_data_files=d.hf_data_files, max_bytes=d.max_bytes,
+                    tokenizer_train_bytes=d.tokenizer_train_bytes, val_fraction=d.val_fraction,
+                    shard_tokens=d.shard_tokens)
+
+
+def load_dataset(cfg: RunConfig, log=print) -> TokenDataset:
+    ds = TokenDataset(build_dataset(data_spec(cfg), log=log))
+    if ds.vocab_size > cfg.model.vocab_size:
+        raise UserError(f"the tokenizer has {ds.vocab_size} tokens but model.vocab_size={cfg.model.vocab_size}")
+    return ds
+
+
+def resolve_device(cfg: RunConfig) -> tuple[str, torch.dtype | None, bool]:
+    """-> (device, autocast dtype or None, compile?)."""
+    t = cfg.train
+    dev = t.device
+    if dev == "auto":
+        dev = "cuda" if torch.cuda.is_available() else ("mps" if torch.backends.mps.is_available() else "cpu")
+    if dev.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError("train.device=cuda but no CUDA device is visible; use train.device=cpu")
+    amp = None
+    if t.dtype == "bf16" or (t.dtype == "auto" and dev.startswith("cuda") and torch.cuda.is_bf16_supported()):
+        amp = torch.bfloat16
+    compile_ = t.compile == "on" or (t.compile == "auto" and dev.startswith("cuda"))
+    return dev, amp, compile_
+
+
+@torch.no_grad()
+def evaluate(model, windows: torch.Tensor, batch_size: int, device: str, amp) -> float:
+    """Mean next-token loss (nats) over a fixed set of windows (n, T + 1)."""
+    model.eval()
+    total, count = 0.0, 0
+    for i in range(0, len(windows), batch_size):
+        w = windows[i:i + batch_size].to(device)
+        with _autocast(device, amp):
+            out = model(w[:, :-1], targets=w[:, 1:], return_logits=False)
+        total += out.loss.item() * w[:, 1:].numel()
+        count += w[:, 1:].numel()
+    model.train()
+    return total / count
+
+
+def _autocast(device: str, amp):
+    return torch.autocast(device_type=device.split(":")[0], dtype=amp) if amp is not None else nullcontext()
+
+
+def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, dataset: TokenDataset | None = None,
+          on_log=None, console=None, stop_at_step: int | None = None, decay_start: int | None = None) -> dict:
+    """Train one run into ``run_dir``; returns the summary dict (also written to summary.json).
+
+    ``on_log(record)`` is called with every metrics record (the ladder streams them into its store).
+    ``stop_at_step`` ends early after that step with a checkpoint (used for WSD branching and tests).
+    """
+    cfg = cfg.validate()
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    t_cfg, m_cfg = cfg.train, cfg.model
+    log = console.log if console is not None else print
+    if t_cfg.threads > 0:
+        torch.set_num_threads(t_cfg.threads)
+    device, amp, compile_ = resolve_device(cfg)
+    ds = dataset or load_dataset(cfg, log=log)
+    atomic_write_text(run_dir / "config.json", json.dumps(cfg.to_dict(), indent=2))
+    (run_dir / "tokenizer.json").write_bytes((ds.path / "tokenizer.json").read_bytes())
+
+    torch.manual_seed(t_cfg.seed)
+    model = Transformer(m_cfg).to(device)
+    optimizer = build_optimizer(model, cfg.optim, device.split(":")[0])
+    step_fn = torch.compile(model) if compile_ else model
+
+    total_steps = cfg.total_steps
+    start_step, tokens_seen, best_val = 0, 0, math.inf
+    ckpt = latest_checkpoint(run_dir) if resume else None
+    if ckpt is not None:
+        state = load_checkpoint(ckpt, model, optimizer)
+        start_step, tokens_seen = state["step"], state["tokens"]
+        torch.set_rng_state(torch.tensor(state["torch_rng"], dtype=torch.uint8))
+        log(f"resumed {run_dir} from {ckpt.name} (step {start_step}/{total_steps})")
+    metrics = MetricsWriter(run_dir / "metrics.jsonl", resume_step=start_step if ckpt is not None else None)
+
+    tokens_per_step = t_cfg.tokens_per_step
+    flops_per_token = m_cfg.flops_per_token_exact(t_cfg.seq_len)
+    peak = matmul_peak_flops(device, "bf16" if amp is not None else "fp32")
+    eval_set = ds.eval_windows(t_cfg.seq_len, t_cfg.eval_tokens)
+    bpt = ds.bytes_per_token("val")
+    diverge_at = t_cfg.divergence_factor * math.log(m_cfg.vocab_size)
+    end_step = min(total_steps, stop_at_step) if stop_at_step is not None else total_steps
+
+    progress = _progress(t_cfg.progress and console is None, total_steps, start_step)
+    task = progress.add_task("train", total=total_steps, completed=start_step, loss=float("nan"), tps=0.0) \
+        if progress else None
+    loss_acc = torch.zeros((), device=device)
+    moe_acc: dict[str, torch.Tensor] = {}
+    window_steps, t_window = 0, time.perf_counter()
+    last: dict = {}
+    model.train()
+    try:
+        for step in range(start_step, end_step):
+            lr = lr_at(step, total_steps, cfg.optim.lr, cfg.schedule, decay_start)
+            for g in optimizer.param_groups:
+                g["lr"] = lr
+            for micro in range(t_cfg.grad_accum):
+                x, y = ds.sample(t_cfg.batch_size, t_cfg.seq_len, t_cfg.seed, step, micro)
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                with _autocast(device, amp):
+                    out = step_fn(x, targets=y, return_logits=False)
+                loss = out.loss if out.aux_loss is None else out.loss + out.aux_loss
+                (loss / t_cfg.grad_accum).backward()
+                loss_acc += out.loss.detach() / t_cfg.grad_accum
+                for k, v in out.moe.items():
+                    moe_acc[k] = moe_acc.get(k, 0) + v.detach() / t_cfg.grad_accum
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), _clip_value(cfg))
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            tokens_seen += tokens_per_step
+            window_steps += 1
+            done = step + 1
+            is_eval = done % t_cfg.eval_every == 0 or done == total_steps
+            if done % t_cfg.log_every == 0 or is_eval or done == end_step:
+                train_loss = loss_acc.item() / window_steps  # the one host sync per log window
+                if not math.isfinite(train_loss) or train_loss > diverge_at:
+                    raise Diverged(f"training diverged at step {done}: loss {train_loss:.4g} "
+                                   f"(limit {diverge_at:.3g}); lower optim.lr or raise schedule.warmup_frac. "
+                                   f"Last good checkpoint: {latest_checkpoint(run_dir) or 'none'}")
+                dt = time.perf_counter() - t_window
+                tps = window_steps * tokens_per_step / dt
+                rec = {"step": done, "tokens": tokens_seen, "flops": tokens_seen * flops_per_token, "lr": lr,
+                       "train_loss": train_loss, "grad_norm": float(grad_norm), "tokens_per_s": tps,
+                       "mfu": tps * flops_per_token / peak}
+                if moe_acc:
+                    rec.update({"lb_loss": moe_acc["lb_loss"].item() / window_steps,
+                                "z_loss": moe_acc["z_loss"].item() / window_steps,
+                                "dropped_frac": moe_acc["dropped_frac"].item() / window_steps,
+                                "expert_load": (moe_acc["load"] / window_steps).tolist()})
+                if is_eval or done == end_step:
+                    val = evaluate(model, eval_set, t_cfg.batch_size, device, amp)
+                    best_val = min(best_val, val)
+                    rec.update(val_loss=val, val_bpb=bits_per_byte(val, bpt))
+                metrics.write(rec)
+                last = rec
+                if on_log:
+                    on_log(rec)
+                if progress:
+                    progress.update(task, completed=done, loss=train_loss, tps=tps)
+                    if "val_loss" in rec:
+                        progress.console.print(f"step {done}/{total_steps}  train {train_loss:.4f}  "
+                                             f"val {rec['val_loss']:.4f}  bpb {rec['val_bpb']:.4f}  "
+                                             f"{tps:,.0f} tok/s  MFU {rec['mfu']:.1%}")
+                loss_acc.zero_()
+                moe_acc = {}
+                window_steps, t_window = 0, time.perf_counter()
+                ck_every = t_cfg.checkpoint_every
+                if done == end_step or (ck_every and done % ck_every == 0) or (not ck_every and is_eval):
+                    save_checkpoint(run_dir, done, model, optimizer,
+                                    {"step": done, "tokens": tokens_seen,
+                                     "torch_rng": torch.get_rng_state().tolist()}, keep=t_cfg.keep_checkpoints)
+    finally:
+        if progress:
+            progress.stop()
+        metrics.close()
+
+    summary = {"run_dir": str(run_dir), "steps": end_step, "total_steps": total_steps, "tokens": tokens_seen,
+               "complete": end_step == total_steps,
+               "num_params_total": m_cfg.num_params_total, "num_params_active": m_cfg.num_params_active,
+               "num_params_non_embedding": m_cfg.num_params_non_embedding,
+               "flops_per_token_exact": flops_per_token, "flops_6nd": 6 * m_cfg.num_params_active * tokens_seen,
+               "flops": flops_per_token * tokens_seen, "final": last, "peak_flops": peak, "device": device,
+               "ln_vocab": math.log(m_cfg.vocab_size), "bytes_per_token": bpt}
+    if end_step == total_steps:
+        atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
+    return summary
+
+
+def _clip_value(cfg: RunConfig) -> float:
+    return cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else float("inf")
+
+
+def _progress(enabled: bool, total: int, start: int):
+    if not enabled:
+        return None
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    p = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                 TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[tps]:,.0f} tok/s"),
+                 TimeRemainingColumn())
+    p.start()
+    return p
+
+
+def load_run(run_dir: str | Path, device: str = "cpu"):
+    """(model, config, tokenizer) from a run directory's newest checkpoint."""
+    from scalelab.config import load_dict
+    from scalelab.data.tokenizer import load_tokenizer
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.json").exists():
+        raise UserError(f"{run_dir} is not a scalelab run directory (no config.json)")
+    cfg = load_dict(json.loads((run_dir / "config.json").read_text()))
+    ckpt = latest_checkpoint(run_dir)
+    if ckpt is None:
+        raise UserError(f"{run_dir} has no checkpoint yet; train it first")
+    model = Transformer(cfg.model)
+    load_checkpoint(ckpt, model)
+    return model.to(device).eval(), cfg, load_tokenizer(run_dir / "tokenizer.json")
+
