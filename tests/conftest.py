@@ -1,0 +1,51 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory):
+    """Every test session tokenizes into its own cache: tests never depend on ~/.cache."""
+    cache = tmp_path_factory.mktemp("scalelab-cache")
+    old = os.environ.get("SCALELAB_CACHE")
+    os.environ["SCALELAB_CACHE"] = str(cache)
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    yield cache
+    if old is None:
+        os.environ.pop("SCALELAB_CACHE", None)
+    else:
+        os.environ["SCALELAB_CACHE"] = old
+
+
+# A small slice of the default corpus: fast to tokenize (~2 s), big enough to learn from.
+SMALL_DATA = ["data.max_bytes=3000000", "data.tokenizer_train_bytes=1000000", "model.vocab_size=512"]
+TINY_MODEL = ["model.d_model=64", "model.n_layers=2", "model.n_heads=4", "model.max_seq_len=64",
+              "train.seq_len=64", "train.batch_size=8", "train.eval_tokens=4096", "train.progress=false"]
+
+
+@pytest.fixture(scope="session")
+def small_cfg():
+    from scalelab.config import load_config
+
+    return lambda *extra: load_config(None, SMALL_DATA + TINY_MODEL + list(extra))
+
+
+@pytest.fixture(scope="session")
+def small_dataset(small_cfg):
+    from scalelab.train.loop import load_dataset
+
+    return load_dataset(small_cfg(), log=lambda *a: None)
+
+
+def run_cli(*args, env=None):
+    """Run the installed `scalelab` console script; returns CompletedProcess."""
+    import subprocess
+
+    exe = Path(sys.executable).parent / "scalelab"
+    return subprocess.run([str(exe), *map(str, args)], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=600)

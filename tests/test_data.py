@@ -1,0 +1,97 @@
+"""Data: tokenizer round trip, shards, deterministic sampling, local and HF-datasets sources."""
+
+import json
+
+import numpy as np
+import pytest
+
+from scalelab.data.corpora import is_validation, iter_corpus, iter_stdlib
+from scalelab.data.shards import DataSpec, TokenDataset, build_dataset
+from scalelab.data.tokenizer import train_bpe
+from scalelab.errors import UserError
+
+TEXT = ["def f(x):\n    return x * 2  # double\n", "Ünïcödé ✓ and emoji 🚀 survive byte-level BPE.\n",
+        "class A:\n    '''Docstring.'''\n    pass\n"] * 50
+
+
+def test_tokenizer_round_trip_exact():
+    tok = train_bpe(TEXT, vocab_size=300)
+    for t in TEXT[:3] + ["completely unseen text: ∑ x_i² ≥ 0 \t\t\n"]:
+        assert tok.decode(tok.encode(t).ids) == t
+    assert tok.get_vocab_size() <= 300
+
+
+def test_stdlib_corpus_is_deterministic_and_large():
+    docs = list(iter_stdlib())
+    assert len(docs) > 500
+    assert sum(len(t) for _, t in docs) > 10_000_000  # the default corpus is real and sizeable
+    assert [d for d, _ in docs] == sorted(d for d, _ in docs)
+
+
+def test_split_is_by_document_and_stable():
+    ids = [f"doc{i}" for i in range(5000)]
+    val = [i for i in ids if is_validation(i, 0.03)]
+    assert 100 < len(val) < 200
+    assert val == [i for i in ids if is_validation(i, 0.03)]
+
+
+def test_dataset_build_sample_and_eval(small_dataset):
+    ds = small_dataset
+    x1, y1 = ds.sample(4, 32, seed=0, step=7)
+    x2, y2 = ds.sample(4, 32, seed=0, step=7)
+    assert x1.shape == (4, 32) and np.array_equal(x1, x2) and np.array_equal(y1, y2)
+    assert np.array_equal(x1[:, 1:], y1[:, :-1])  # targets are inputs shifted by one
+    x3, _ = ds.sample(4, 32, seed=0, step=8)
+    assert not np.array_equal(x1, x3)
+    ev = ds.eval_windows(32, 2048)
+    assert ev.shape == (64, 33)
+    assert 1.5 < ds.bytes_per_token() < 6.0  # BPE merges: more than one byte per token
+    m = ds.manifest["splits"]
+    assert m["val"]["num_docs"] > 0 and m["train"]["num_docs"] > 10 * m["val"]["num_docs"]
+
+
+def test_corrupt_shard_is_a_clear_error(small_dataset, tmp_path):
+    import shutil
+
+    copy = tmp_path / "ds"
+    shutil.copytree(small_dataset.path, copy)
+    shard = copy / "train_000.bin"
+    shard.write_bytes(shard.read_bytes()[:-7])
+    with pytest.raises(UserError, match="corrupt shard"):
+        TokenDataset(copy)
+
+
+def _write_sources(tmp_path):
+    docs = [f"record {i}: the quick brown fox jumps over {i % 7} lazy dogs." for i in range(400)]
+    (tmp_path / "a.txt").write_text("\n".join(docs[:200]))
+    with (tmp_path / "b.jsonl").open("w") as f:
+        for d in docs:
+            f.write(json.dumps({"text": d, "id": 1}) + "\n")
+    import pandas as pd
+
+    pd.DataFrame({"content": docs}).to_parquet(tmp_path / "c.parquet")
+    return docs
+
+
+def test_local_sources(tmp_path):
+    docs = _write_sources(tmp_path)
+    assert [t for _, t in iter_corpus(str(tmp_path / "b.jsonl"))] == docs
+    assert [t for _, t in iter_corpus(str(tmp_path / "c.parquet"), text_field="content")] == docs
+    assert len(list(iter_corpus(str(tmp_path / "a.txt")))) == 1
+    with pytest.raises(UserError, match="no column 'text'"):
+        list(iter_corpus(str(tmp_path / "c.parquet")))
+    with pytest.raises(UserError, match="neither"):
+        list(iter_corpus(str(tmp_path / "missing.txt")))
+    spec = DataSpec(corpus=str(tmp_path / "b.jsonl"), vocab_size=300, val_fraction=0.1, shard_tokens=1000)
+    ds = TokenDataset(build_dataset(spec, root=tmp_path / "cache", log=lambda *a: None))
+    assert len(ds.splits["train"]) > 1  # rolled over into several shards
+    assert ds.num_tokens("train") == sum(len(a) for a in ds.splits["train"])
+    x, _ = ds.sample(8, 16, seed=1, step=0)
+    assert x.max() < ds.vocab_size
+
+
+def test_huggingface_datasets_streaming_on_a_local_file(tmp_path):
+    pytest.importorskip("datasets")
+    docs = _write_sources(tmp_path)
+    got = [t for _, t in iter_corpus("hf:json", hf_data_files=str(tmp_path / "b.jsonl"))]
+    assert got == docs

@@ -1,0 +1,207 @@
+"""Scaling laws: published reproduction, synthetic recovery with bootstrap coverage, approaches 1-2,
+allocation, inference-aware sizing, selection, bad tables."""
+
+from importlib import resources
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from scalelab.errors import UserError
+from scalelab.laws.allocation import inference_aware
+from scalelab.laws.fitting import fit_approach1, fit_approach2, fit_approach3
+from scalelab.laws.law import FittedLaw
+from scalelab.laws.published import PUBLISHED, get_law
+from scalelab.laws.selection import choose_form, holdout
+from scalelab.laws.synthetic import isoflop_table
+from scalelab.laws.table import load_table
+
+CHIN = str(resources.files("scalelab") / "examples" / "chinchilla_besiroglu2024.csv")
+TRUTH = FittedLaw(form="chinchilla", params={"E": 1.8, "A": 400.0, "B": 1500.0, "alpha": 0.34, "beta": 0.37})
+
+
+def _rel(a, b):
+    return abs(a - b) / abs(b)
+
+
+def test_reproduces_besiroglu_plain_huber():
+    table = load_table(CHIN, drop_highest_loss=5)
+    assert len(table) == 240
+    law = fit_approach3(table)
+    want = {"E": 1.817, "A": 478, "B": 2144, "alpha": 0.347, "beta": 0.367}
+    for k, v in want.items():
+        assert _rel(law.params[k], v) < 0.02, (k, law.params[k], v)
+
+
+def test_reproduces_besiroglu_huber_likelihood_fit():
+    law = fit_approach3(load_table(CHIN, drop_highest_loss=5), objective="huber-likelihood")
+    want = {"E": 1.817, "A": 482, "B": 2085, "alpha": 0.348, "beta": 0.366}
+    for k, v in want.items():
+        assert _rel(law.params[k], v) < 0.02, (k, law.params[k], v)
+
+
+def test_varpro_agrees_with_grid_lbfgs():
+    table = load_table(CHIN, drop_highest_loss=5)
+    a, b = fit_approach3(table), fit_approach3(table, method="varpro")
+    for k in a.params:
+        assert _rel(a.params[k], b.params[k]) < 1e-3
+
+
+def test_published_allocations():
+    # Hoffmann's rounded constants imply ~93 tokens/param at Chinchilla's own budget; the refit ~18.
+    C = 5.76e23
+    h = PUBLISHED["hoffmann2022"].allocate(C)
+    b = PUBLISHED["besiroglu2024"].allocate(C)
+    assert 85 < h["tokens_per_param"][0] < 100
+    assert 15 < b["tokens_per_param"][0] < 22
+    # the numeric allocator agrees with the closed form
+    num = PUBLISHED["besiroglu2024"].allocate(C, flops_per_token=lambda n: 6.0 * n)
+    assert _rel(num["N_opt"][0], b["N_opt"][0]) < 1e-3
+    # every built-in predicts a plausible loss for a Chinchilla-sized run
+    for name, law in PUBLISHED.items():
+        loss = float(np.atleast_1d(law.predict(70e9, 1.4e12))[0])
+        assert 1.5 < loss < 2.6, name
+
+
+def test_muennighoff_repetition_costs_loss():
+    law = PUBLISHED["muennighoff2023"]
+    N, D = 1e9, 1e11
+    fresh = law.predict(N, D)
+    four_epochs = law.predict(N, D, unique_tokens=D / 4)
+    forty_epochs = law.predict(N, D, unique_tokens=D / 40)
+    assert fresh < four_epochs < forty_epochs
+    assert _rel(four_epochs, fresh) < 0.01  # ~4 epochs are almost as good as new data (their finding)
+
+
+def test_synthetic_recovery_with_bootstrap_coverage():
+    """Intervals must contain the truth about as often as they claim (90% nominal)."""
+    budgets = np.geomspace(1e18, 1e21, 6)
+    hits = {k: 0 for k in ("alpha", "beta", "a")}
+    reps = 16
+    a_true = TRUTH.exponents()[0]
+    widths = []
+    for rep in range(reps):
+        table = load_table(isoflop_table(TRUTH, budgets, 7, noise=0.005, seed=rep))
+        law = fit_approach3(table, bootstrap=80, seed=rep)
+        ci = law.ci(0.9)
+        for k in ("alpha", "beta"):
+            hits[k] += ci[k][0] <= TRUTH.params[k] <= ci[k][1]
+        hits["a"] += ci["a"][0] <= a_true <= ci["a"][1]
+        widths.append(ci["a"][1] - ci["a"][0])
+    assert np.median(widths) < 0.1  # informative intervals, not vacuous ones
+    for k, h in hits.items():
+        assert h / reps >= 0.75, (k, h)
+
+
+def test_approach2_recovers_exponent():
+    budgets = np.geomspace(1e17, 1e21, 9)
+    table = load_table(isoflop_table(TRUTH, budgets, 9, span=16, noise=0.002, seed=0))
+    law = fit_approach2(table, bootstrap=50)
+    a_true = TRUTH.exponents()[0]
+    assert abs(law.params["a"] - a_true) < 0.02
+    assert abs(law.params["b"] - (1 - a_true)) < 0.02
+    assert len(law.info["optima"]) == 9 and not any(o["edge"] for o in law.info["optima"])
+    lo, hi = law.ci()["a"]
+    assert lo < law.params["a"] < hi
+    # allocation from the approach-2 fit, without E, A, B
+    out = law.allocate(1e22)
+    assert out["loss"] is None and _rel(out["N_opt"][0], TRUTH.allocate(1e22)["N_opt"][0]) < 0.15
+
+
+def test_approach2_warns_at_the_edge():
+    budgets = np.geomspace(1e18, 1e20, 3)
+    df = isoflop_table(TRUTH, budgets, 5, noise=0.0)
+    # shift the sizes of the last budget far below the optimum: its minimum is at the edge
+    last = df["budget"] == budgets[-1]
+    df.loc[last, "N"] = df.loc[last, "N"] / 30
+    df.loc[last, "D"] = df.loc[last, "C"] / (6 * df.loc[last, "N"])
+    df.loc[last, "loss"] = TRUTH.predict(df.loc[last, "N"], df.loc[last, "D"])
+    with pytest.warns(UserWarning, match="edge"):
+        fit_approach2(load_table(df))
+
+
+def test_approach1_from_training_curves():
+    rows = []
+    for N in np.geomspace(1e7, 1e10, 10):
+        for D in np.geomspace(1e8, 1e12, 40):
+            rows.append({"run": f"N{N:.2e}", "N": N, "D": D, "loss": float(TRUTH.predict(N, D))})
+    law = fit_approach1(load_table(pd.DataFrame(rows)))
+    assert abs(law.params["a"] - TRUTH.exponents()[0]) < 0.06  # the envelope is coarse (10 sizes)
+
+
+def test_holdout_and_form_selection():
+    budgets = np.geomspace(1e17, 1e20, 6)
+    table = load_table(isoflop_table(TRUTH, budgets, 7, noise=0.003, seed=3))
+    h = holdout(table)
+    assert h["n_test"] == 7 and h["mean_abs_relative_error"] < 0.01
+    best, ranking = choose_form(table, forms=("chinchilla", "kaplan", "compute"))
+    assert best == "chinchilla"  # the true form extrapolates best
+    assert ranking[-1]["mean_abs_relative_error"] > ranking[0]["mean_abs_relative_error"]
+
+
+def test_other_forms_fit_their_own_data():
+    rng = np.random.default_rng(0)
+    N = np.exp(rng.uniform(np.log(1e7), np.log(1e10), 60))
+    D = np.exp(rng.uniform(np.log(1e9), np.log(1e12), 60))
+    for form, params in (("kaplan", {"Nc": 6.4e13, "Dc": 1.8e13, "alpha_N": 0.076, "alpha_D": 0.103}),
+                         ("overtraining", {"E": 1.8, "a": 300.0, "b": 900.0, "eta": 0.12})):
+        truth = FittedLaw(form=form, params=params)
+        df = pd.DataFrame({"N": N, "D": D, "loss": truth.predict(N, D)})
+        law = fit_approach3(load_table(df), form=form)
+        pred = law.predict(N, D)
+        assert np.max(np.abs(pred / df["loss"] - 1)) < 1e-3, form
+    C = np.geomspace(1e15, 1e21, 30)
+    truth = FittedLaw(form="compute", params={"a": 40.0, "b": -0.1, "c": 1.7})
+    df = pd.DataFrame({"C": C, "N": np.sqrt(C / 120), "loss": truth.predict(np.sqrt(C / 120), np.sqrt(C * 20 / 6))})
+    law = fit_approach3(load_table(df), form="compute")
+    assert _rel(law.params["b"], -0.1) < 0.02
+
+
+def test_inference_aware_sizing_is_smaller_and_monotone():
+    law = PUBLISHED["hoffmann2022"]
+    target = float(law.predict(13e9, 13e9 * 20))  # loss of a 13B model at 20 tokens/param
+    prev_n = np.inf
+    savings = []
+    for demand in (0.0, 2e11, 2e12, 2e13):
+        r = inference_aware(law, target, demand)
+        assert r["optimal"]["N"] <= prev_n * (1 + 1e-6)
+        prev_n = r["optimal"]["N"]
+        savings.append(r["flops_saving"])
+        assert r["optimal"]["total_flops"] <= r["chinchilla_optimal"]["total_flops"] * (1 + 1e-9)
+    r = inference_aware(law, target, 2e12)
+    assert r["optimal"]["N"] < 13e9 and r["flops_saving"] > 0
+    assert savings == sorted(savings)
+    with pytest.raises(UserError, match="irreducible"):
+        inference_aware(law, 1.0, 1e12)
+
+
+def test_fit_file_round_trip(tmp_path):
+    table = load_table(CHIN, drop_highest_loss=5)
+    law = fit_approach3(table, bootstrap=20)
+    law.save(tmp_path / "fit.json")
+    back = get_law(str(tmp_path / "fit.json"))
+    assert back.params == pytest.approx(law.params)
+    assert len(back.samples) == 20
+    lo, hi = back.interval(back.predict_samples(1e9, 2e10)[:, 0] if np.ndim(back.predict_samples(1e9, 2e10)) > 1
+                           else back.predict_samples(1e9, 2e10))
+    assert lo < float(back.predict(1e9, 2e10)) < hi
+
+
+@pytest.mark.parametrize("df,msg", [
+    (pd.DataFrame({"N": [1e6, 2e6], "loss": [3.0, 2.9]}), "token column"),
+    (pd.DataFrame({"N": [1e6, -2e6], "D": [1e9, 1e9], "loss": [3.0, 2.9]}), "row 2: column N"),
+    (pd.DataFrame({"N": [1e6, 2e6], "D": [1e9, float("nan")], "loss": [3.0, 2.9]}), "row 2: column D"),
+    (pd.DataFrame({"params": [1e6], "tokens": [1e9]}), "no loss column"),
+    (pd.DataFrame({"x": [1]}), "no parameter column"),
+])
+def test_bad_tables(df, msg):
+    with pytest.raises(UserError, match=msg):
+        load_table(df)
+
+
+def test_too_few_points():
+    df = pd.DataFrame({"N": [1e6, 2e6, 3e6], "D": [1e9] * 3, "loss": [3.0, 2.9, 2.8]})
+    with pytest.raises(UserError, match="only 3 points"):
+        fit_approach3(load_table(df))
+    with pytest.raises(UserError, match="at least 2 compute budgets"):
+        fit_approach2(load_table(df))

@@ -1,0 +1,172 @@
+"""Model: exact counts, MoE against references, init, KV cache."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from conftest import FIXTURES
+from scalelab.errors import UserError
+from scalelab.model import ModelConfig, MoEConfig
+from scalelab.model.hf import config_from_hf
+from scalelab.model.moe import MoE
+from scalelab.model.layers import SwiGLU
+from scalelab.model.transformer import Transformer, generate
+
+VARIANTS = [
+    ModelConfig(d_model=64, n_layers=2, n_heads=4, vocab_size=300),
+    ModelConfig(d_model=96, n_layers=3, n_heads=6, n_kv_heads=2, vocab_size=301, tie_embeddings=False),
+    ModelConfig(d_model=64, n_layers=2, n_heads=4, n_kv_heads=1, head_dim=24, d_ff=100, vocab_size=128),
+    ModelConfig(d_model=64, n_layers=2, n_heads=4, vocab_size=200, moe=MoEConfig(num_experts=4, top_k=2)),
+    ModelConfig(d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=200, tie_embeddings=False,
+                moe=MoEConfig(num_experts=8, top_k=2, d_expert=32, num_shared_experts=2)),
+]
+
+
+@pytest.mark.parametrize("cfg", VARIANTS, ids=lambda c: f"d{c.d_model}-moe{bool(c.moe)}-tie{c.tie_embeddings}")
+def test_analytic_counts_equal_numel(cfg):
+    model = Transformer(cfg)
+    assert cfg.num_params_total == sum(p.numel() for p in model.parameters())
+    emb = model.tok_emb.weight.numel() * (1 if cfg.tie_embeddings else 2)
+    assert cfg.num_params_embedding == emb
+    assert cfg.num_params_non_embedding == cfg.num_params_total - emb
+    if cfg.moe is None:
+        assert cfg.num_params_active == cfg.num_params_total
+    else:
+        m = cfg.moe
+        inactive = cfg.n_layers * (m.num_experts - m.top_k) * 3 * cfg.d_model * m.d_expert
+        assert cfg.num_params_active == cfg.num_params_total - inactive
+
+
+def test_published_counts():
+    llama = config_from_hf(FIXTURES / "llama-2-7b.config.json")
+    assert llama.num_params_total == 6_738_415_616
+    mixtral = config_from_hf(FIXTURES / "mixtral-8x7b.config.json")
+    assert mixtral.num_params_total == 46_702_792_704
+    assert mixtral.num_params_active == 12_879_925_248
+    assert mixtral.n_kv_heads == 8 and mixtral.moe.top_k == 2
+
+
+def test_flops_exact_accounts_for_attention():
+    cfg = ModelConfig(d_model=256, n_layers=4, n_heads=4, vocab_size=1000, max_seq_len=512)
+    # Without the attention term, the exact count is 6 x (matmul parameters) = 6 x (non-embedding
+    # matrices + output head): embeddings lookups and norm gains cost no matmul FLOPs.
+    norms = cfg.n_layers * 2 * cfg.d_model + cfg.d_model
+    matmul_params = cfg.num_params_non_embedding - norms + cfg.vocab_size * cfg.d_model
+    attn = 3 * cfg.n_layers * 2 * 2 * 512 * cfg.q_dim
+    assert cfg.flops_per_token_exact(512) == 6 * matmul_params + attn
+    assert cfg.flops_per_token_exact(512, causal=True) < cfg.flops_per_token_exact(512)
+
+
+def test_moe_one_expert_top1_equals_dense_swiglu():
+    torch.manual_seed(0)
+    d, f = 32, 48
+    moe = MoE(d, MoEConfig(num_experts=1, top_k=1, d_expert=f, lb_coef=0, z_coef=0))
+    dense = SwiGLU(d, f)
+    for p in moe.parameters():
+        torch.nn.init.normal_(p, std=0.2)
+    with torch.no_grad():
+        dense.w1.weight.copy_(moe.w1[0])
+        dense.w3.weight.copy_(moe.w3[0])
+        dense.w2.weight.copy_(moe.w2[0])
+    x = torch.randn(3, 5, d, requires_grad=True)
+    x2 = x.detach().clone().requires_grad_(True)
+    y_moe, _ = moe(x)
+    y_dense = dense(x2)
+    torch.testing.assert_close(y_moe, y_dense, rtol=1e-5, atol=1e-6)
+    g = torch.randn_like(y_moe)
+    y_moe.backward(g)
+    y_dense.backward(g)
+    torch.testing.assert_close(x.grad, x2.grad, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(moe.w1.grad[0], dense.w1.weight.grad, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(moe.w2.grad[0], dense.w2.weight.grad, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("capacity", [None, 1.0, 0.5])
+def test_sorted_dispatch_matches_reference(capacity):
+    torch.manual_seed(1)
+    cfg = MoEConfig(num_experts=6, top_k=2, d_expert=40, num_shared_experts=1, capacity_factor=capacity)
+    fast = MoE(32, cfg, dispatch="sorted")
+    for p in fast.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    ref = MoE(32, cfg, dispatch="reference")
+    ref.load_state_dict(fast.state_dict())
+    x = torch.randn(4, 9, 32)
+    y1, a1 = fast(x)
+    y2, a2 = ref(x)
+    torch.testing.assert_close(y1, y2, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(a1.lb_loss, a2.lb_loss)
+    if capacity is not None and capacity < 1:
+        assert float(a1.dropped_frac) > 0  # the capacity limit really dropped something
+    # gradients agree too
+    y1.square().sum().backward()
+    y2.square().sum().backward()
+    for (n, p1), p2 in zip(fast.named_parameters(), ref.parameters()):
+        torch.testing.assert_close(p1.grad, p2.grad, rtol=1e-4, atol=1e-5, msg=n)
+
+
+def test_load_balancing_loss_analytic_values():
+    E = 8
+    moe = MoE(16, MoEConfig(num_experts=E, top_k=2, d_expert=8))
+    torch.nn.init.zeros_(moe.router.weight)  # uniform router probabilities P_i = 1/E
+    _, aux = moe(torch.randn(2, 16, 16))
+    # E * sum_i f_i * (1/E) = sum_i f_i = 1 whatever the dispatch
+    assert aux.lb_loss.item() == pytest.approx(1.0, abs=1e-6)
+    assert aux.z_loss.item() == pytest.approx(math.log(E) ** 2, rel=1e-6)
+    # all tokens routed to one expert with probability ~1: lb = E * 1 * 1 = E
+    with torch.no_grad():
+        moe.router.weight.zero_()
+        moe.router.weight[0, :] = 50.0
+    x = torch.ones(1, 4, 16)
+    cfg1 = MoE(16, MoEConfig(num_experts=E, top_k=1, d_expert=8))
+    cfg1.load_state_dict(moe.state_dict())
+    _, aux1 = cfg1(x)
+    assert aux1.lb_loss.item() == pytest.approx(E, rel=1e-4)
+
+
+def test_initial_loss_close_to_ln_vocab():
+    torch.manual_seed(0)
+    for cfg in (VARIANTS[0], VARIANTS[1], VARIANTS[4]):
+        model = Transformer(cfg)
+        x = torch.randint(0, cfg.vocab_size, (4, 32))
+        y = torch.randint(0, cfg.vocab_size, (4, 32))
+        loss = model(x, targets=y).loss.item()
+        assert abs(loss - math.log(cfg.vocab_size)) < 0.1
+
+
+@pytest.mark.parametrize("cfg", [VARIANTS[1], VARIANTS[4]], ids=["gqa", "moe"])
+def test_greedy_with_and_without_cache_identical(cfg):
+    torch.manual_seed(3)
+    model = Transformer(cfg)
+    for p in model.parameters():  # larger weights make the argmax sensitive to any mistake
+        if p.dim() > 1:
+            torch.nn.init.normal_(p, std=0.3)
+    prompt = torch.randint(0, cfg.vocab_size, (2, 5))
+    a = generate(model, prompt, 20, temperature=0, use_cache=True)
+    b = generate(model, prompt, 20, temperature=0, use_cache=False)
+    assert a.shape == (2, 25)
+    assert torch.equal(a, b)
+    # the cached logits equal the full recomputation
+    cache = model.new_cache(2)
+    model(a[:, :10], cache=cache)
+    step = model(a[:, 10:12], cache=cache).logits  # a 2-token chunk after a non-empty cache
+    full = model(a[:, :12]).logits[:, 10:12]
+    torch.testing.assert_close(step, full, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("kw,msg", [
+    (dict(n_heads=6, n_kv_heads=4), "not divisible"),
+    (dict(d_model=0), "model.d_model"),
+    (dict(head_dim=7), "even"),
+    (dict(moe=MoEConfig(num_experts=4, top_k=5)), "top_k"),
+])
+def test_bad_model_configs(kw, msg):
+    with pytest.raises(UserError, match=msg):
+        ModelConfig(**{"d_model": 64, "n_heads": 4, **kw}).validate()
+
+
+def test_counts_json_roundtrip():
+    cfg = VARIANTS[4]
+    again = ModelConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
+    assert again == cfg

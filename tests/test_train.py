@@ -1,0 +1,106 @@
+"""Training: loss falls, exact resume, divergence handling, schedules, config errors."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from scalelab.config import ScheduleConfig, load_config
+from scalelab.errors import Diverged, UserError
+from scalelab.train.checkpoint import latest_checkpoint
+from scalelab.train.loop import load_run, train
+from scalelab.train.metrics import read_metrics
+from scalelab.train.schedule import lr_at
+
+
+def test_loss_falls_well_below_ln_vocab(small_cfg, small_dataset, tmp_path):
+    cfg = small_cfg("train.max_steps=150", "train.eval_every=50", "optim.lr=3e-3")
+    s = train(cfg, tmp_path, dataset=small_dataset)
+    recs = read_metrics(tmp_path / "metrics.jsonl")
+    vals = [r["val_loss"] for r in recs if "val_loss" in r]
+    assert len(vals) == 3
+    assert vals[0] > vals[1] > vals[2]
+    assert vals[-1] < math.log(512) - 1.5  # ln 512 = 6.24
+    assert s["final"]["val_bpb"] > 0
+    assert (tmp_path / "summary.json").exists()
+    assert s["tokens"] == 150 * 8 * 64
+    assert recs[-1]["flops"] == s["tokens"] * cfg.model.flops_per_token_exact(64)
+
+
+@pytest.mark.parametrize("moe", [False, True], ids=["dense", "moe"])
+def test_resume_equals_uninterrupted(small_cfg, small_dataset, tmp_path, moe):
+    extra = ["model.moe.num_experts=4", "model.moe.top_k=2"] if moe else []
+    cfg = small_cfg("train.max_steps=24", "train.eval_every=8", "train.log_every=4", "train.grad_accum=2", *extra)
+    full = tmp_path / "full"
+    part = tmp_path / "part"
+    train(cfg, full, dataset=small_dataset)
+    train(cfg, part, dataset=small_dataset, stop_at_step=12)  # "killed" after step 12
+    assert latest_checkpoint(part).name == "step_00000012"
+    train(cfg, part, dataset=small_dataset, resume=True)
+    a, b = read_metrics(full / "metrics.jsonl"), read_metrics(part / "metrics.jsonl")
+    assert [r["step"] for r in a] == [r["step"] for r in b]
+    for ra, rb in zip(a, b):
+        for k in ("train_loss", "val_loss", "grad_norm", "lr"):
+            if k in ra:
+                assert ra[k] == rb[k], (ra["step"], k)
+    ma, _, _ = load_run(full)
+    mb, _, _ = load_run(part)
+    for (n, p), q in zip(ma.named_parameters(), mb.parameters()):
+        assert torch.equal(p, q), n
+    if moe:
+        assert "expert_load" in a[-1] and len(a[-1]["expert_load"]) == 4
+        assert a[-1]["lb_loss"] >= 1.0 - 1e-6  # E * sum f_i P_i >= 1 up to sampling
+
+
+def test_divergence_stops_and_keeps_last_good_checkpoint(small_cfg, small_dataset, tmp_path):
+    good = small_cfg("train.max_steps=60", "train.eval_every=10", "train.log_every=5")
+    train(good, tmp_path, dataset=small_dataset, stop_at_step=10)
+    # continue the same run with an absurd learning rate: it must stop, naming the good checkpoint
+    bad = small_cfg("train.max_steps=60", "train.eval_every=10", "train.log_every=5", "optim.lr=30",
+                    "optim.grad_clip=0")
+    with pytest.raises(Diverged, match="step_00000010"):
+        train(bad, tmp_path, dataset=small_dataset, resume=True)
+    ck = latest_checkpoint(tmp_path)
+    assert ck.name == "step_00000010"
+    assert json.loads((ck / "state.json").read_text())["step"] == 10
+
+
+def test_schedules():
+    total, peak = 100, 1.0
+    cos = ScheduleConfig(kind="cosine", warmup_steps=10, min_lr_ratio=0.1)
+    lrs = [lr_at(s, total, peak, cos) for s in range(total)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert lrs[-1] == pytest.approx(0.1)
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
+    wsd = ScheduleConfig(kind="wsd", warmup_steps=10, decay_frac=0.2, min_lr_ratio=0.0)
+    w = [lr_at(s, total, peak, wsd) for s in range(total)]
+    assert all(v == 1.0 for v in w[10:80])
+    assert w[-1] == pytest.approx(0.0) and w[85] < w[80]
+    const = ScheduleConfig(kind="constant", warmup_steps=0)
+    assert {lr_at(s, total, peak, const) for s in range(total)} == {1.0}
+
+
+@pytest.mark.parametrize("overrides,msg", [
+    (["train.bogus=1"], "unknown config key 'train.bogus'"),
+    (["model.n_heads=6", "model.n_kv_heads=4"], "not divisible"),
+    (["train.batch_size=x"], "expects int"),
+    (["train.seq_len=512"], "exceeds model.max_seq_len"),
+    (["schedule.kind=linear"], "cosine, wsd or constant"),
+    (["nodot"], "section.key=value"),
+    (["model=3"], "is a section"),
+])
+def test_config_errors_are_clear(overrides, msg):
+    with pytest.raises(UserError, match=msg):
+        load_config(None, overrides)
+
+
+def test_config_toml_and_derived_fields(tmp_path):
+    p = tmp_path / "run.toml"
+    p.write_text('[model]\nd_model = 128\nn_heads = 4\n[model.moe]\nnum_experts = 4\n[train]\nmax_tokens = 1e6\n')
+    cfg = load_config(p, ["model.d_model=256"])
+    assert cfg.model.head_dim == 64 and cfg.model.d_ff == 704  # derived again after the override
+    assert cfg.model.moe.num_experts == 4 and cfg.train.max_tokens == 1_000_000
+    p.write_text("[model\n")
+    with pytest.raises(UserError, match="not valid TOML"):
+        load_config(p)
