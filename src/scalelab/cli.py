@@ -30,7 +30,10 @@ def cmd_train(a) -> int:
     from scalelab.config import load_config
     from scalelab.train.loop import train
 
-    cfg = load_config(a.config, a.overrides)
+    config, overrides = a.config, list(a.overrides)
+    if config is not None and "=" in config and not Path(config).exists():  # no file: all overrides
+        config, overrides = None, [config, *overrides]
+    cfg = load_config(config, overrides)
     out = Path(a.out)
     if not a.resume and (out / "checkpoints").exists():
         raise UserError(f"{out} already holds a run; pass --resume to continue it or choose another --out")

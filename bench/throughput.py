@@ -1,0 +1,161 @@
+"""Training throughput: scalelab's step vs `transformers` Llama / Mixtral with the same shapes.
+
+For each config both implementations run a full training step (forward, backward, AdamW) on the
+same batch size and sequence length, alternating in the same process over several repetitions;
+we report medians, the speed-up, and MFU against a matmul peak measured here on the same device.
+
+    python bench/throughput.py                    # the default configs
+    python bench/throughput.py --quick            # three sizes, fewer repetitions
+    python bench/throughput.py --json out.json    # rows: config, d_model, moe, tokens_per_s, ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from scalelab.model import ModelConfig, MoEConfig
+from scalelab.model.hf import config_to_hf
+from scalelab.model.transformer import Transformer
+from scalelab.train.metrics import matmul_peak_flops
+
+CONFIGS = [  # name, d_model, n_layers, n_heads, vocab, seq, batch, moe
+    ("d64-v4k", 64, 2, 4, 4096, 256, 16, False),
+    ("d128-v4k", 128, 4, 4, 4096, 256, 16, False),
+    ("d256-v4k", 256, 6, 4, 4096, 256, 16, False),
+    ("d512-v4k", 512, 8, 8, 4096, 256, 16, False),
+    ("d128-v32k", 128, 4, 4, 32000, 256, 16, False),
+    ("d256-v4k-s512", 256, 6, 4, 4096, 512, 8, False),
+    ("moe-d256-e8k2", 256, 4, 4, 4096, 256, 16, True),
+]
+QUICK = ["d64-v4k", "d128-v4k", "d256-v4k"]
+
+
+def model_config(d, L, H, V, T, moe) -> ModelConfig:
+    return ModelConfig(d_model=d, n_layers=L, n_heads=H, vocab_size=V, max_seq_len=T, tie_embeddings=False,
+                       moe=MoEConfig(num_experts=8, top_k=2, lb_coef=0.0, z_coef=0.0) if moe else None)
+
+
+def hf_model(cfg: ModelConfig):
+    import transformers
+
+    d = config_to_hf(cfg)
+    cls = transformers.MixtralConfig if cfg.moe else transformers.LlamaConfig
+    hc = cls(**{k: v for k, v in d.items() if k not in ("architectures", "model_type", "torch_dtype")})
+    model_cls = transformers.MixtralForCausalLM if cfg.moe else transformers.LlamaForCausalLM
+    m = model_cls(hc)
+    m.config.use_cache = False
+    return m
+
+
+def make_step(model, kind: str, x, y, device):
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, foreach=True) if device == "cpu" else \
+        torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+
+    def step():
+        if kind == "scalelab":
+            out = model(x, targets=y, return_logits=False)
+            loss = out.loss if out.aux_loss is None else out.loss + out.aux_loss
+        else:
+            loss = model(input_ids=x, labels=x).loss  # HF shifts labels internally
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return loss
+
+    return step
+
+
+def timed(step, n, device) -> float:
+    if device == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(n):
+        step()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - t0
+
+
+def bench_config(spec, reps, steps, device, amp, peak) -> dict:
+    name, d, L, H, V, T, B, moe = spec
+    cfg = model_config(d, L, H, V, T, moe)
+    torch.manual_seed(0)
+    x = torch.randint(0, V, (B, T), device=device)
+    y = torch.roll(x, -1, dims=1)
+    ours = Transformer(cfg).to(device).train()
+    theirs = hf_model(cfg).to(device).train()
+    ctx = (lambda: torch.autocast(device, dtype=torch.bfloat16)) if amp else None
+    steps_fn = {"scalelab": make_step(ours, "scalelab", x, y, device), "hf": make_step(theirs, "hf", x, y, device)}
+
+    def run(kind, n):
+        if ctx:
+            with ctx():
+                return timed(steps_fn[kind], n, device)
+        return timed(steps_fn[kind], n, device)
+
+    for kind in steps_fn:  # warm-up
+        run(kind, 2)
+    times = {"scalelab": [], "hf": []}
+    mem = {}
+    for _ in range(reps):
+        for kind in ("scalelab", "hf"):
+            if device == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+            times[kind].append(run(kind, steps) / steps)
+            if device == "cuda":
+                mem[kind] = torch.cuda.max_memory_allocated()
+    tok = B * T
+    fpt = cfg.flops_per_token_exact(T)
+    ours_tps = tok / statistics.median(times["scalelab"])
+    hf_tps = tok / statistics.median(times["hf"])
+    return {"config": name, "d_model": d, "n_layers": L, "vocab_size": V, "seq_len": T, "batch": B, "moe": moe,
+            "num_params_total": cfg.num_params_total, "flops_per_token": fpt,
+            "tokens_per_s": ours_tps, "hf_tokens_per_s": hf_tps, "speedup_vs_hf": ours_tps / hf_tps,
+            "mfu": ours_tps * fpt / peak, "hf_mfu": hf_tps * fpt / peak,
+            "peak_memory_bytes": mem.get("scalelab", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024),
+            "hf_peak_memory_bytes": mem.get("hf"),
+            "memory_note": "CUDA max allocated" if mem else "process max RSS so far (CPU; monotone)"}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--json", default=None, help="write the rows to this JSON file")
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--configs", default=None, help="comma-separated names")
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    a = ap.parse_args(argv)
+    names = a.configs.split(",") if a.configs else (QUICK if a.quick else [c[0] for c in CONFIGS])
+    specs = [c for c in CONFIGS if c[0] in names]
+    amp = a.device == "cuda"
+    peak = matmul_peak_flops(a.device, "bf16" if amp else "fp32", n=2048 if a.device == "cuda" else 1024)
+    print(f"device {a.device} ({platform.processor() or platform.machine()}), torch {torch.__version__}, "
+          f"threads {torch.get_num_threads()}, measured matmul peak {peak / 1e9:.1f} GFLOP/s")
+    rows = []
+    print(f"{'config':<16}{'params':>10}{'tok/s':>10}{'HF tok/s':>10}{'speedup':>9}{'MFU':>7}{'HF MFU':>8}")
+    for spec in specs:
+        r = bench_config(spec, 3 if a.quick else a.reps, a.steps, a.device, amp, peak)
+        rows.append(r)
+        print(f"{r['config']:<16}{r['num_params_total'] / 1e6:>9.2f}M{r['tokens_per_s']:>10,.0f}"
+              f"{r['hf_tokens_per_s']:>10,.0f}{r['speedup_vs_hf']:>8.2f}x{r['mfu']:>7.1%}{r['hf_mfu']:>8.1%}")
+        sys.stdout.flush()
+    if a.json:
+        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.json).write_text(json.dumps({"device": a.device, "peak_flops": peak, "torch": torch.__version__,
+                                            "rows": rows}, indent=2))
+        print(f"wrote {a.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""The `scalelab` command as a user runs it: JSON outputs, one-line errors with exit code 2."""
+
+import json
+
+import pytest
+
+from conftest import FIXTURES, SMALL_DATA, TINY_MODEL, run_cli
+
+
+def test_count_llama_and_mixtral_json():
+    r = run_cli("count", FIXTURES / "llama-2-7b.config.json", "--json")
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert d["num_params_total"] == 6_738_415_616
+    assert d["num_params_embedding"] + d["num_params_non_embedding"] == d["num_params_total"]
+    assert d["flops_per_token_6n"] == 6 * d["num_params_active"]
+    assert d["flops_per_token_exact"] > d["flops_per_token_6n"]  # attention at 4k context
+    d = json.loads(run_cli("count", FIXTURES / "mixtral-8x7b.config.json", "--json").stdout)
+    assert (d["num_params_total"], d["num_params_active"]) == (46_702_792_704, 12_879_925_248)
+    assert "active" in run_cli("count", "--help").stdout
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["count", "missing.json"], "not found"),
+    (["train", "model.n_heads=6", "model.n_kv_heads=4"], "not divisible"),
+    (["train", "train.nope=1"], "unknown config key"),
+    (["fit", "missing.csv"], "not found"),
+    (["predict", "nolaw", "--compute", "1e20"], "unknown law"),
+    (["predict", "hoffmann2022", "--params", "-5", "--tokens", "1e9"], "positive"),
+    (["sample", "nowhere"], "not a scalelab run directory"),
+])
+def test_user_errors_are_one_line_exit_2(args, msg, tmp_path):
+    r = run_cli(*args)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and msg in lines[0] and "Traceback" not in r.stderr
+
+
+def test_bad_table_exit_2(tmp_path):
+    p = tmp_path / "t.csv"
+    p.write_text("N,D,loss\n1e6,1e9,3.0\n-1,1e9,2.9\n")
+    r = run_cli("fit", p)
+    assert r.returncode == 2 and "row 2: column N" in r.stderr
+
+
+def test_fit_example_and_predict_json(tmp_path):
+    out = tmp_path / "fit.json"
+    r = run_cli("fit", "--example", "chinchilla", "--bootstrap", "50", "--json", "--out", out)
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    for k in ("E", "A", "B", "alpha", "beta", "a", "b", "ci"):
+        assert k in d
+    assert abs(d["alpha"] - 0.347) < 0.01 and set(d["ci"]) >= {"E", "alpha", "a"}
+    r = run_cli("predict", out, "--params", "7e10", "--tokens", "1.4e12", "--json")
+    p = json.loads(r.stdout)
+    assert p["loss_lo"] < p["loss"] < p["loss_hi"]
+    r = run_cli("predict", out, "--compute", "1e24", "--json")
+    p = json.loads(r.stdout)
+    assert {"N_opt", "D_opt", "tokens_per_param", "loss", "N_opt_lo", "N_opt_hi"} <= set(p)
+
+
+def test_train_sample_export_end_to_end(tmp_path):
+    run = tmp_path / "run"
+    r = run_cli("train", *SMALL_DATA, *TINY_MODEL, "train.max_steps=30", "train.eval_every=15", "--out", run)
+    assert r.returncode == 0, r.stderr
+    assert "val loss" in r.stdout
+    r = run_cli("train", *SMALL_DATA, *TINY_MODEL, "train.max_steps=30", "--out", run)
+    assert r.returncode == 2 and "--resume" in r.stderr  # never silently overwrite a run
+    r = run_cli("sample", run, "--prompt", "def ", "--max-new-tokens", "20", "--temperature", "0")
+    assert r.returncode == 0 and r.stdout.startswith("def ")
+    r2 = run_cli("sample", run, "--prompt", "def ", "--max-new-tokens", "20", "--temperature", "0", "--no-cache")
+    assert r2.stdout == r.stdout
+    r = run_cli("export", run, "--out", tmp_path / "hf")
+    assert r.returncode == 0 and (tmp_path / "hf" / "model.safetensors").exists()
