@@ -108,7 +108,7 @@ def cmd_count(a) -> int:
                 t.add_row(k, f"{v:,.0f}" if abs(v) >= 100 else f"{v:.4g}")
             elif isinstance(v, (str, int)):
                 t.add_row(k, str(v))
-        Console().print(t)
+        console().print(t)
 
     _emit(res, a.json, render)
     return 0
@@ -177,16 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _registrars():
-    from scalelab import cli_laws
+    from scalelab import cli_ladder, cli_laws
 
-    regs = [cli_laws.register]
-    try:
-        from scalelab import cli_ladder
-
-        regs.append(cli_ladder.register)
-    except ImportError:
-        pass
-    return regs
+    return [cli_laws.register, cli_ladder.register]
 
 
 def main(argv: list[str] | None = None) -> int:

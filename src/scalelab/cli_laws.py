@@ -20,7 +20,7 @@ def _print_json(obj) -> None:
 
 
 def _table(title: str, rows: list[tuple]) -> None:
-    from rich.console import Console
+    from scalelab.ui import console
     from rich.table import Table
 
     t = Table(title=title)
@@ -29,7 +29,7 @@ def _table(title: str, rows: list[tuple]) -> None:
     t.add_column("interval", justify="right")
     for r in rows:
         t.add_row(*[str(x) for x in r])
-    Console().print(t)
+    console().print(t)
 
 
 def _fmt(v) -> str:

@@ -84,7 +84,9 @@ def _fit_huber_likelihood(form, theta0, F, y, delta, w=None):
     r = form.log_predict(theta0, F)[0] - y
     x0 = np.append(theta0, np.log(max(np.median(np.abs(r)), 1e-6)))
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        b = form.bounds()
         res = minimize(_huber_nll, x0, args=(form, F, y, delta, w), jac=True, method="L-BFGS-B",
+                       bounds=None if b is None else b + [(None, None)],
                        options={"maxiter": 5000, "ftol": 1e-15, "gtol": 1e-10})
     return res.x[:-1], float(res.fun), float(np.exp(res.x[-1]))
 
@@ -92,7 +94,7 @@ def _fit_huber_likelihood(form, theta0, F, y, delta, w=None):
 def _lbfgs(form, theta0, F, y, delta, w=None):
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         res = minimize(_objective, theta0, args=(form, F, y, delta, w), jac=True, method="L-BFGS-B",
-                       options={"maxiter": 1000, "ftol": 1e-14, "gtol": 1e-10})
+                       bounds=form.bounds(), options={"maxiter": 1000, "ftol": 1e-14, "gtol": 1e-10})
     return res.x, float(res.fun)
 
 
@@ -150,6 +152,14 @@ def fit_approach3(table: RunTable, method: str = "lbfgs", delta: float = HUBER_D
         extra["sigma"] = sigma
     elif objective != "huber":
         raise UserError(f"unknown objective {objective!r}; use huber or huber-likelihood")
+    at_bound = []
+    for name, v, bd in zip(f.theta_names, theta, f.bounds() or []):
+        if bd[0] is not None and (abs(v - bd[0]) < 1e-6 or abs(v - bd[1]) < 1e-6):
+            at_bound.append(name)
+    if at_bound:
+        extra["degenerate"] = (f"{', '.join(at_bound)} at the bound of the search box: the table does not "
+                               "determine this term; add runs that vary it (more sizes or budgets)")
+        warnings.warn(extra["degenerate"], stacklevel=2)
     law = FittedLaw(form=form, params=f.to_params(theta), approach="3",
                     info={"n_points": len(table), "objective": obj, "objective_kind": objective, **extra,
                           "method": method, "huber_delta": delta,
@@ -263,8 +273,9 @@ def fit_approach2(table: RunTable, bootstrap: int = 0, seed: int = 0, warn=True)
     labels = isoflop_groups(table)
     rows, warns = _parabola_optima(table, labels)
     if len(rows) < 2:
-        raise UserError("approach 2 needs at least 2 compute budgets with >= 3 model sizes each "
-                        f"(found {len(rows)}); add runs or use --approach 3")
+        why = f" ({warns[0]})" if warns else ""
+        raise UserError("approach 2 needs at least 2 compute budgets with >= 3 model sizes and a valley each "
+                        f"(found {len(rows)}){why}; add runs or use --approach 3")
     if warn:
         for msg in warns:
             warnings.warn(msg, stacklevel=2)

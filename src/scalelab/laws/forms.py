@@ -50,6 +50,10 @@ class Form:
     def grid(self) -> np.ndarray:
         raise NotImplementedError
 
+    def bounds(self):
+        """Box constraints for L-BFGS-B (None = unbounded); keep exponents physical."""
+        return None
+
     def predict(self, params: dict, N, D) -> np.ndarray:
         pred, _ = self.log_predict(self.to_theta(params), self.features(N, D))
         return np.exp(pred)
@@ -65,6 +69,10 @@ class Chinchilla(Form):
         pred, (w1, w2, w3) = _lse([a - al * F["lnN"], b - be * F["lnD"], e + 0.0 * F["lnN"]])
         jac = np.stack([w1, w2, w3, -w1 * F["lnN"], -w2 * F["lnD"]], axis=-1)
         return pred, jac
+
+    def bounds(self):
+        # exponents in [0, 4]: beyond that a term is a step function the data cannot pin down
+        return [(-50, 100), (-50, 100), (-10, 10), (0.0, 4.0), (0.0, 4.0)]
 
     def to_params(self, theta):
         a, b, e, al, be = (float(x) for x in theta)

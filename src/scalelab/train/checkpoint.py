@@ -48,6 +48,26 @@ def save_checkpoint(run_dir: Path, step: int, model, optimizer, state: dict, kee
     return final
 
 
+def keep_copy(ckpt: Path, dest: Path) -> Path:
+    """Copy a checkpoint directory atomically (temporary name, then rename)."""
+    dest = Path(dest)
+    if dest.exists():
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(ckpt, tmp)
+    os.rename(tmp, dest)
+    return dest
+
+
+def seed_from(ckpt: Path, run_dir: Path) -> None:
+    """Start run_dir from another run's checkpoint (a WSD cooldown branch)."""
+    root = Path(run_dir) / "checkpoints"
+    keep_copy(ckpt, root / Path(ckpt).name)
+    atomic_write_text(root / "LATEST", Path(ckpt).name)
+
+
 def _prune(root: Path, keep: int) -> None:
     done = sorted(p for p in root.glob("step_*") if p.is_dir())
     for p in done[:-keep] if keep > 0 else []:

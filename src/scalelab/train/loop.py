@@ -23,8 +23,9 @@ from scalelab.config import RunConfig
 from scalelab.data.shards import DataSpec, TokenDataset, build_dataset
 from scalelab.errors import Diverged, UserError
 from scalelab.model.transformer import Transformer
-from scalelab.train.checkpoint import atomic_write_text, latest_checkpoint, load_checkpoint, save_checkpoint
-from scalelab.train.metrics import MetricsWriter, bits_per_byte, matmul_peak_flops
+from scalelab.train.checkpoint import (atomic_write_text, keep_copy, latest_checkpoint, load_checkpoint,
+                                      save_checkpoint)
+from scalelab.train.metrics import MetricsWriter, bits_per_byte, matmul_peak_flops, read_metrics
 from scalelab.train.optim import build_optimizer
 from scalelab.train.schedule import lr_at
 
@@ -79,11 +80,14 @@ def _autocast(device: str, amp):
 
 
 def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, dataset: TokenDataset | None = None,
-          on_log=None, console=None, stop_at_step: int | None = None, decay_start: int | None = None) -> dict:
+          on_log=None, console=None, stop_at_step: int | None = None, decay_start: int | None = None,
+          save_at: tuple[int, ...] = ()) -> dict:
     """Train one run into ``run_dir``; returns the summary dict (also written to summary.json).
 
     ``on_log(record)`` is called with every metrics record (the ladder streams them into its store).
     ``stop_at_step`` ends early after that step with a checkpoint (used for WSD branching and tests).
+    ``decay_start`` starts a WSD cooldown at that step; ``save_at`` keeps a copy of the checkpoint of
+    those steps under ``run_dir/branch_points/`` (where WSD cooldown branches start from).
     """
     cfg = cfg.validate()
     run_dir = Path(run_dir)
@@ -111,6 +115,7 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, dataset: To
         torch.set_rng_state(torch.tensor(state["torch_rng"], dtype=torch.uint8))
         log(f"resumed {run_dir} from {ckpt.name} (step {start_step}/{total_steps})")
     metrics = MetricsWriter(run_dir / "metrics.jsonl", resume_step=start_step if ckpt is not None else None)
+    previous = read_metrics(run_dir / "metrics.jsonl") if ckpt is not None else []
 
     tokens_per_step = t_cfg.tokens_per_step
     flops_per_token = m_cfg.flops_per_token_exact(t_cfg.seq_len)
@@ -126,7 +131,8 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, dataset: To
     loss_acc = torch.zeros((), device=device)
     moe_acc: dict[str, torch.Tensor] = {}
     window_steps, t_window = 0, time.perf_counter()
-    last: dict = {}
+    last: dict = previous[-1] if previous else {}  # a run resumed at its very end keeps its final record
+    save_at = set(save_at)
     model.train()
     try:
         for step in range(start_step, end_step):
@@ -150,7 +156,11 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, dataset: To
             window_steps += 1
             done = step + 1
             is_eval = done % t_cfg.eval_every == 0 or done == total_steps
-            if done % t_cfg.log_every == 0 or is_eval or done == end_step:
+            ck_every = t_cfg.checkpoint_every
+            want_ckpt = done == end_step or done in save_at or (ck_every and done % ck_every == 0) or \
+                (not ck_every and is_eval)
+            # log (one host sync + divergence check) before any checkpoint: never save a diverged model
+            if done % t_cfg.log_every == 0 or is_eval or want_ckpt:
                 train_loss = loss_acc.item() / window_steps  # the one host sync per log window
                 if not math.isfinite(train_loss) or train_loss > diverge_at:
                     raise Diverged(f"training diverged at step {done}: loss {train_loss:.4g} "
@@ -183,11 +193,12 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, dataset: To
                 loss_acc.zero_()
                 moe_acc = {}
                 window_steps, t_window = 0, time.perf_counter()
-                ck_every = t_cfg.checkpoint_every
-                if done == end_step or (ck_every and done % ck_every == 0) or (not ck_every and is_eval):
-                    save_checkpoint(run_dir, done, model, optimizer,
-                                    {"step": done, "tokens": tokens_seen,
-                                     "torch_rng": torch.get_rng_state().tolist()}, keep=t_cfg.keep_checkpoints)
+            if want_ckpt:
+                path = save_checkpoint(run_dir, done, model, optimizer,
+                                       {"step": done, "tokens": tokens_seen,
+                                        "torch_rng": torch.get_rng_state().tolist()}, keep=t_cfg.keep_checkpoints)
+                if done in save_at:
+                    keep_copy(path, run_dir / "branch_points" / path.name)
     finally:
         if progress:
             progress.stop()

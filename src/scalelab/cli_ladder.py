@@ -1,0 +1,154 @@
+"""`scalelab ladder plan|run|status|export` and `scalelab demo`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from scalelab.errors import UserError
+
+
+def _parse_budgets(text: str) -> tuple[float, ...]:
+    try:
+        vals = tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise UserError(f"--budgets must be comma-separated numbers like 1e12,3e12,1e13, got {text!r}") from None
+    if not vals:
+        raise UserError("--budgets is empty")
+    return vals
+
+
+def plan_table(rungs, title: str) -> None:
+    from scalelab.ui import console
+    from rich.table import Table
+
+    t = Table(title=title)
+    for col in ("name", "N", "non-emb N", "D", "C=6ND", "D/N", "steps", "batch", "lr", "warmup"):
+        t.add_column(col, justify="right" if col != "name" else "left")
+    for r in rungs:
+        t.add_row(r.name, f"{r.N:,}", f"{r.N_non_embedding:,}", f"{r.D:,}", f"{r.C:.3g}", f"{r.D / r.N:.1f}",
+                  str(r.steps), str(r.batch_size), f"{r.lr:.4f}", str(r.warmup_steps))
+    console().print(t)
+
+
+def cmd_plan(a) -> int:
+    from dataclasses import replace
+
+    from scalelab.config import DataConfig
+    from scalelab.ladder.plan import LadderSpec, plan, spec_to_toml
+    from scalelab.train.checkpoint import atomic_write_text
+
+    spec = LadderSpec(budgets=_parse_budgets(a.budgets), sizes_per_budget=a.sizes_per_budget, strategy=a.strategy,
+                      vocab_size=a.vocab_size, seq_len=a.seq_len, tokens_per_param=a.tokens_per_param, span=a.span,
+                      min_width=a.min_width)
+    if a.corpus:
+        spec = replace(spec, data=DataConfig(corpus=a.corpus, tokenizer_train_bytes=spec.data.tokenizer_train_bytes))
+    rungs = plan(spec)
+    if a.json:
+        from dataclasses import asdict
+
+        print(json.dumps([{**asdict(r), "C": r.C} for r in rungs], indent=2))
+    else:
+        plan_table(rungs, f"IsoFLOP ladder: {len(rungs)} runs, C = 6 N D with N = total parameters")
+        total = sum(r.C for r in rungs)
+        print(f"total compute {total:.3g} FLOPs; strategy {spec.strategy}")
+    if a.out:
+        atomic_write_text(Path(a.out), spec_to_toml(spec))
+        if not a.json:
+            print(f"wrote {a.out}")
+    return 0
+
+
+def cmd_run(a) -> int:
+    from scalelab.ladder.executors import run_ladder
+    from scalelab.ladder.plan import load_spec
+
+    spec = load_spec(a.ladder)
+    if a.threads is not None:
+        from dataclasses import replace
+
+        spec = replace(spec, threads=a.threads)
+
+    def progress(done, total, name):
+        print(f"[{done}/{total}] " + (f"finished {name}" if name else "runs done before this start"), flush=True)
+
+    run_ladder(spec, a.out, parallel=a.parallel, progress=progress)
+    print(f"ladder complete -> {a.out}; `scalelab ladder export {a.out} --out runs.csv`")
+    return 0
+
+
+def cmd_status(a) -> int:
+    from scalelab.ui import console
+    from rich.table import Table
+
+    from scalelab.ladder.results import open_store
+
+    store = open_store(a.dir)
+    runs, prog = store.runs(), store.progress()
+    if a.json:
+        print(json.dumps([{**{k: v for k, v in r.items() if k != "spec"}, "step": prog.get(r["name"], 0)}
+                          for r in runs], indent=2))
+        return 0
+    t = Table(title=f"{a.dir}: {sum(r['status'] == 'done' for r in runs)}/{len(runs)} done")
+    for col in ("run", "status", "progress", "N", "D", "final loss", "attempts", "wall s"):
+        t.add_column(col)
+    for r in runs:
+        step = prog.get(r["name"], 0)
+        t.add_row(r["name"], r["status"], f"{step}/{r['steps']}", f"{r['N']:,}", f"{r['D']:,}",
+                  f"{r['final_loss']:.4f}" if r["final_loss"] else "", str(r["attempts"]),
+                  f"{r['wall_seconds']:.0f}" if r["wall_seconds"] else "")
+    console().print(t)
+    return 0
+
+
+def cmd_export(a) -> int:
+    from scalelab.ladder.results import export
+
+    df = export(a.dir, a.out)
+    print(f"wrote {len(df)} rows ({int(df['final'].sum())} final points) to {a.out}")
+    return 0
+
+
+def cmd_demo(a) -> int:
+    from scalelab.demo import run_demo
+
+    run_demo(a.out, quick=a.quick, parallel=a.parallel)
+    return 0
+
+
+def register(sub) -> None:
+    lad = sub.add_parser("ladder", help="plan, run, inspect and export IsoFLOP ladders")
+    ls = lad.add_subparsers(dest="ladder_cmd", required=True, metavar="ACTION")
+    p = ls.add_parser("plan", help="plan an IsoFLOP grid from compute budgets (no training)")
+    p.add_argument("--budgets", required=True, help="FLOP budgets, e.g. 1e12,3e12,1e13")
+    p.add_argument("--sizes-per-budget", type=int, default=4)
+    p.add_argument("--strategy", choices=["cosine", "wsd"], default="cosine")
+    p.add_argument("--corpus", default=None, help="stdlib (default), a local path, or hf:NAME")
+    p.add_argument("--vocab-size", type=int, default=512)
+    p.add_argument("--seq-len", type=int, default=128)
+    p.add_argument("--tokens-per-param", type=float, default=40.0, help="centre of the sizes (D/N at the guess)")
+    p.add_argument("--span", type=float, default=16.0, help="largest/smallest size ratio per budget")
+    p.add_argument("--min-width", type=int, default=16)
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--out", default=None, help="write the ladder file (TOML)")
+    p.set_defaults(fn=cmd_plan)
+    r = ls.add_parser("run", help="run or resume a ladder")
+    r.add_argument("ladder", help="LADDER.toml from `scalelab ladder plan --out`")
+    r.add_argument("--out", required=True)
+    r.add_argument("--parallel", type=int, default=1, help="runs at a time (processes)")
+    r.add_argument("--threads", type=int, default=None, help="torch threads per run")
+    r.set_defaults(fn=cmd_run)
+    s = ls.add_parser("status", help="progress of a ladder")
+    s.add_argument("dir")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_status)
+    e = ls.add_parser("export", help="write the (run, tokens, loss) table that `scalelab fit` reads")
+    e.add_argument("dir")
+    e.add_argument("--out", required=True, help="runs.csv or runs.parquet")
+    e.set_defaults(fn=cmd_export)
+
+    d = sub.add_parser("demo", help="the end-to-end demo: ladder -> laws -> a predicted, then trained, bigger run")
+    d.add_argument("--out", default="runs/demo")
+    d.add_argument("--parallel", type=int, default=2)
+    d.add_argument("--quick", action="store_true", help="a smaller ladder (for a first look; ~1 min)")
+    d.set_defaults(fn=cmd_demo)

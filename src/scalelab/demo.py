@@ -1,0 +1,228 @@
+"""`scalelab demo`: from compute budgets to a trained ladder, fitted laws, and a prediction for a run
+four times bigger than any in the ladder, which is then trained and checked.
+
+Everything lands in one directory:
+    OUT/ladder.sqlite        every run's spec, status and metrics (the store)
+    OUT/runs/<name>/         each run: config, metrics.jsonl, checkpoints
+    OUT/runs.csv             the exported table (`scalelab fit OUT/runs.csv`)
+    OUT/fit_approach3.json   fitted laws with bootstrap samples (`scalelab predict OUT/fit_approach3.json`)
+    OUT/fit_approach2.json
+    OUT/summary.json         the figures printed at the end
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+import warnings
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from scalelab.config import DataConfig
+from scalelab.errors import UserError
+from scalelab.ladder.executors import run_ladder
+from scalelab.ladder.heuristics import HEURISTICS
+from scalelab.ladder.plan import LadderSpec, Rung, family, plan
+from scalelab.ladder.results import results_table
+from scalelab.ladder.store import Store
+from scalelab.train.checkpoint import atomic_write_text
+
+DEMO = LadderSpec(budgets=(1e11, 3e11, 1e12), sizes_per_budget=4, span=16.0, tokens_per_param=40.0,
+                  vocab_size=512, seq_len=128, min_width=16, threads=1, eval_tokens=16384, evals_per_run=2,
+                  data=DataConfig(tokenizer_train_bytes=4_000_000))
+QUICK = replace(DEMO, budgets=(3e10, 1e11, 3e11), eval_tokens=8192)
+HOLDOUT_FACTOR = 4.0
+TARGETS = (1e15, 1e18, 1e21)
+
+
+def holdout_rung(spec: LadderSpec, n_star: float, C: float) -> Rung:
+    """The family shape nearest the compute-optimal N*(C), trained on D = C / (6N)."""
+    c = min(family(spec), key=lambda m: abs(math.log(m.num_params_total / n_star)))
+    heur = HEURISTICS[spec.heuristics]()
+    N = c.num_params_total
+    D = C / (6.0 * N)
+    b = heur.batch_size(C, D, spec.seq_len)
+    steps = max(1, round(D / (b * spec.seq_len)))
+    return Rung(name=f"holdout-C{C:.0e}-N{N / 1e3:.0f}k".replace("+", ""), budget=C, d_model=c.d_model,
+                n_layers=c.n_layers, n_heads=c.n_heads, N=N, N_non_embedding=c.num_params_non_embedding,
+                D=steps * b * spec.seq_len, steps=steps, batch_size=b, lr=heur.lr(C),
+                warmup_steps=heur.warmup_steps(N, b * spec.seq_len, steps))
+
+
+class _FlopsProgress:
+    """One progress bar for the whole demo, in planned FLOPs, fed by polling the store."""
+
+    def __init__(self, store_path: Path, rungs: list[Rung], extra_flops: float):
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self.path, self.N = store_path, {r.name: r.N for r in rungs}
+        self.prog = Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                             TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), transient=False)
+        self.task = self.prog.add_task("demo", total=sum(r.C for r in rungs) + extra_flops)
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._poll, daemon=True)
+
+    def add(self, rungs: list[Rung]) -> None:
+        self.N.update({r.name: r.N for r in rungs})
+
+    def _poll(self):
+        while not self._stop.wait(1.0):
+            try:
+                store = Store(self.path)
+                done = 0.0
+                for row in store.conn.execute("SELECT run, MAX(tokens) AS t FROM points GROUP BY run"):
+                    done += 6.0 * self.N.get(row["run"], 0) * (row["t"] or 0)
+                store.close()
+                self.prog.update(self.task, completed=done)
+            except Exception:
+                pass
+
+    def __enter__(self):
+        self.prog.start()
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self.thread.join()
+        self.prog.update(self.task, completed=self.prog.tasks[0].total)
+        self.prog.stop()
+
+
+def run_demo(out_dir: str | Path, quick: bool = False, parallel: int = 2) -> dict:
+    from scalelab.laws.fitting import fit_approach2, fit_approach3
+    from scalelab.laws.selection import leave_largest_out
+    from scalelab.laws.table import load_table
+    from scalelab.ui import console
+
+    t0 = time.time()
+    out = Path(out_dir)
+    con = console()
+    spec = QUICK if quick else DEMO
+    rungs = plan(spec)
+    C_hold = HOLDOUT_FACTOR * max(spec.budgets)
+    con.print(f"[bold]scalelab demo[/]: {len(rungs)} runs at budgets "
+              f"{', '.join(f'{b:.0e}' for b in spec.budgets)} FLOPs, then a held-out run at {C_hold:.0e} FLOPs\n"
+              f"corpus: Python standard library (offline), byte-level BPE vocab {spec.vocab_size}, "
+              f"context {spec.seq_len}; C = 6 N D, N = total parameters (tied embeddings); out: {out}")
+    with _FlopsProgress(out / "ladder.sqlite", rungs, C_hold) as bar:
+        store = run_ladder(spec, out, parallel=parallel)
+        df = results_table(store)
+        df.to_csv(out / "runs.csv", index=False)
+        table = load_table(df[~df["holdout"]].reset_index(drop=True)).finals()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            law3 = fit_approach3(table, bootstrap=200, seed=0)  # Chinchilla form
+            try:
+                law2 = fit_approach2(table, bootstrap=200, seed=0)
+            except UserError as e:  # no valley at some budget: allocate with approach 3 instead
+                warnings.warn(f"approach 2 unavailable: {e}")
+                law2 = None
+        alloc_law = law2 or law3
+            # Which form to extrapolate with? The one that best predicted the largest budget from the
+            # smaller ones, inside this ladder (leave-largest-out cross-validation).
+            ranking = leave_largest_out(table, forms=("chinchilla", "kaplan", "overtraining"), k=1)
+            chosen = ranking[0]["form"]
+            law_sel = law3 if chosen == "chinchilla" else fit_approach3(table, form=chosen, bootstrap=200, seed=0)
+        law3.save(out / "fit_approach3.json")
+        if law2 is not None:
+            law2.save(out / "fit_approach2.json")
+        law_sel.save(out / "fit_selected.json")
+        n_star = float(alloc_law.allocate(C_hold)["N_opt"][0])  # approach 2: straight from the IsoFLOP minima
+        hold = holdout_rung(spec, n_star, C_hold)
+        bar.add([hold])
+        pred = float(law_sel.predict(hold.N, hold.D))
+        lo, hi = law_sel.interval(law_sel.predict_samples(hold.N, hold.D))
+        by_form = {chosen: pred}
+        for form in ("chinchilla", "kaplan", "overtraining"):
+            if form not in by_form:
+                by_form[form] = float((law3 if form == "chinchilla" else fit_approach3(table, form=form))
+                                      .predict(hold.N, hold.D))
+        store.set_meta("holdouts", [hold.name])
+        run_ladder(replace(spec, threads=0), out, parallel=1, rungs=rungs + [hold], only=[hold.name])
+        actual = [r for r in store.runs() if r["name"] == hold.name][0]["final_loss"]
+    df = results_table(store)
+    df.to_csv(out / "runs.csv", index=False)
+    store.close()
+    rel = (actual - pred) / pred
+    interior = {f"{o['C']:.3g}": not o["edge"] for o in law2.info["optima"]} if law2 else {}
+    allocations = []
+    for C in TARGETS:
+        a = alloc_law.allocate_with_interval(C)
+        row = {k: float(np.atleast_1d(v)[0]) for k, v in a.items() if v is not None}
+        ls = law_sel.predict_samples(row["N_opt"], row["D_opt"])
+        row["loss"] = float(law_sel.predict(row["N_opt"], row["D_opt"]))
+        if ls is not None:
+            row["loss_lo"], row["loss_hi"] = (float(x) for x in law_sel.interval(ls))
+        allocations.append(row)
+    s3 = law3.summary()
+    summary = {
+        "runs": len(rungs) + 1, "ladder_runs": len(rungs), "budgets": list(spec.budgets),
+        "conventions": {"flops": "C = 6 N D", "params": "total (tied embeddings)", "loss": "validation nats/token"},
+        "fit": {"approach3": {k: s3[k] for k in ("E", "A", "B", "alpha", "beta", "a", "b", "ci")},
+                "approach2": ({"a": law2.params["a"], "b": law2.params["b"], "k": law2.params["k"], "ci": law2.ci(),
+                               "optima": law2.info["optima"]} if law2 else None),
+                "selection": {"method": "leave-largest-budget-out", "ranking": ranking, "chosen": chosen,
+                              "params": {k: float(v) for k, v in law_sel.params.items()}}},
+        "interior_minima": interior, "warnings": sorted({str(w.message) for w in caught}),
+        "holdout": {"name": hold.name, "C": C_hold, "N": hold.N, "D": hold.D, "law": chosen,
+                    "predicted_loss": pred, "predicted_interval": [float(lo), float(hi)], "actual_loss": actual,
+                    "relative_error": rel, "predicted_by_form": by_form,
+                    "relative_error_by_form": {k: (actual - v) / v for k, v in by_form.items()}},
+        "allocations": allocations,
+        "wall_seconds": time.time() - t0,
+    }
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, default=float))
+    _print_summary(con, summary)
+    return summary
+
+
+def _print_summary(con, s: dict) -> None:
+    from rich.table import Table
+
+    f3, f2, h = s["fit"]["approach3"], s["fit"]["approach2"], s["holdout"]
+    t = Table(title="fitted laws (90% bootstrap intervals)")
+    t.add_column("parameter")
+    t.add_column("approach 3", justify="right")
+    t.add_column("approach 2", justify="right")
+    for k in ("E", "A", "B", "alpha", "beta", "a", "b"):
+        ci = f3["ci"].get(k)
+        v3 = f"{f3[k]:.4g} [{ci[0]:.3g}, {ci[1]:.3g}]" if ci else f"{f3[k]:.4g}"
+        v2 = ""
+        if k in ("a", "b") and f2:
+            c2 = f2["ci"].get(k)
+            v2 = f"{f2[k]:.3f} [{c2[0]:.3f}, {c2[1]:.3f}]" if c2 else f"{f2[k]:.3f}"
+        t.add_row(k, v3, v2)
+    con.print(t)
+    edges = [c for c, ok in s["interior_minima"].items() if not ok]
+    con.print("IsoFLOP minima: " + ("interior at every budget" if not edges else f"at the edge for {edges}"))
+    sel = s["fit"]["selection"]
+    con.print("extrapolation check inside the ladder (fit on smaller budgets, predict the largest): " +
+              ", ".join(f"{r['form']} {r['mean_abs_relative_error']:.1%}" for r in sel["ranking"]) +
+              f" -> predicting with [bold]{sel['chosen']}[/]")
+    t = Table(title=f"held-out run: {HOLDOUT_FACTOR:.0f}x the largest ladder budget, at approach 2's N*(C)")
+    for col in ("C", "N", "D", "law", "predicted loss", "actual loss", "error"):
+        t.add_column(col, justify="right")
+    for form, p in h["predicted_by_form"].items():
+        iv = f" [{h['predicted_interval'][0]:.4f}, {h['predicted_interval'][1]:.4f}]" if form == h["law"] else ""
+        t.add_row(f"{h['C']:.3g}", f"{h['N']:,}", f"{h['D']:,}", form + (" (chosen)" if form == h["law"] else ""),
+                  f"{p:.4f}{iv}", f"{h['actual_loss']:.4f}", f"{h['relative_error_by_form'][form]:+.2%}")
+    con.print(t)
+    src = "approach 2" if f2 else "approach 3"
+    t = Table(title=f"compute-optimal allocation extrapolated from this ladder ({src}; loss from {h['law']})")
+    for col in ("C (FLOPs)", "N*", "D*", "D*/N*", "loss"):
+        t.add_column(col, justify="right")
+    for a in s["allocations"]:
+        t.add_row(f"{a['C']:.0e}", f"{a['N_opt']:.3g} [{a['N_opt_lo']:.2g}, {a['N_opt_hi']:.2g}]",
+                  f"{a['D_opt']:.3g} [{a['D_opt_lo']:.2g}, {a['D_opt_hi']:.2g}]",
+                  f"{a['tokens_per_param']:.1f}",
+                  f"{a['loss']:.3f}" + (f" [{a['loss_lo']:.3f}, {a['loss_hi']:.3f}]" if "loss_lo" in a else ""))
+    con.print(t)
+    for w in s["warnings"]:
+        con.print(f"[yellow]warning:[/] {w}")
+    con.print(f"{s['runs']} runs in {s['wall_seconds'] / 60:.1f} min. Files: summary.json, runs.csv, "
+              "fit_*.json (try `scalelab predict <out>/fit_selected.json --compute 1e18`)")

@@ -1,0 +1,1 @@
+"""Ladders: plan IsoFLOP grids from compute budgets, run them resumably, store results in SQLite."""

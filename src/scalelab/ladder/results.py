@@ -1,0 +1,59 @@
+"""Ladder results as a table `scalelab fit` reads: one row per (run, evaluated token count)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from scalelab.errors import UserError
+from scalelab.ladder.store import Store
+
+
+def open_store(out_dir: str | Path) -> Store:
+    p = Path(out_dir)
+    db = p if p.suffix == ".sqlite" else p / "ladder.sqlite"
+    if not db.exists():
+        raise UserError(f"{p} holds no ladder (no ladder.sqlite); run `scalelab ladder run` first")
+    return Store(db)
+
+
+def results_table(store: Store, include_holdout: bool = True) -> pd.DataFrame:
+    runs = {r["name"]: r for r in store.runs()}
+    holdouts = set(store.get_meta("holdouts", []))
+    rows = []
+    for p in store.points():
+        if p["val_loss"] is None:
+            continue
+        r = runs[p["run"]]
+        if r["name"] in holdouts and not include_holdout:
+            continue
+        spec = json.loads(r["spec"])
+        rows.append({"run": r["name"], "budget": r["budget"], "N": r["N"], "N_non_embedding": r["N_non_embedding"],
+                     "D": p["tokens"], "C": 6.0 * r["N"] * p["tokens"], "C_exact": p["flops"], "loss": p["val_loss"],
+                     "bpb": p["val_bpb"], "step": p["step"], "final": r["status"] == "done" and p["step"] == r["steps"],
+                     "d_model": spec["d_model"], "n_layers": spec["n_layers"], "lr": spec["lr"],
+                     "batch_size": spec["batch_size"], "holdout": r["name"] in holdouts})
+    return pd.DataFrame(rows)
+
+
+def export(out_dir: str | Path, dest: str | Path) -> pd.DataFrame:
+    from scalelab.train.checkpoint import atomic_write_text
+
+    store = open_store(out_dir)
+    df = results_table(store)
+    store.close()
+    if df.empty:
+        raise UserError(f"{out_dir} has no evaluated runs yet")
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if dest.suffix == ".parquet":
+        tmp = dest.with_name(f".{dest.name}.tmp")
+        df.to_parquet(tmp, index=False)
+        tmp.replace(dest)
+    elif dest.suffix == ".csv":
+        atomic_write_text(dest, df.to_csv(index=False))
+    else:
+        raise UserError(f"--out must end in .csv or .parquet, got {dest.name}")
+    return df

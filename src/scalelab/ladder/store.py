@@ -1,0 +1,112 @@
+"""The ladder's embedded SQLite store: every run's spec, status, final and intermediate metrics.
+
+WAL journal (readers never block the writer), every change in a transaction, a busy timeout so
+parallel runs can write. A run is `done` only once its final metrics are committed together with
+the status, so a crash can never leave a run half-recorded or recorded twice.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    name TEXT PRIMARY KEY,
+    spec TEXT NOT NULL,              -- the planned rung (JSON)
+    status TEXT NOT NULL DEFAULT 'pending',   -- pending | running | done | failed
+    budget REAL, N INTEGER, N_non_embedding INTEGER, D INTEGER, C REAL, steps INTEGER,
+    final_loss REAL, final_bpb REAL, flops_exact REAL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    started_at REAL, finished_at REAL, wall_seconds REAL,
+    run_dir TEXT, error TEXT
+);
+CREATE TABLE IF NOT EXISTS points (
+    run TEXT NOT NULL REFERENCES runs(name),
+    step INTEGER NOT NULL, tokens INTEGER, flops REAL, lr REAL,
+    train_loss REAL, val_loss REAL, val_bpb REAL, tokens_per_s REAL,
+    PRIMARY KEY (run, step)
+);
+"""
+
+
+class Store:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+        self.conn.row_factory = sqlite3.Row
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=NORMAL")
+        self.conn.execute("PRAGMA busy_timeout=60000")
+        self.conn.executescript(SCHEMA)
+
+    @contextmanager
+    def tx(self):
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # ---- meta ------------------------------------------------------------------------------
+    def set_meta(self, key: str, value) -> None:
+        with self.tx() as c:
+            c.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
+
+    def get_meta(self, key: str, default=None):
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return json.loads(row["value"]) if row else default
+
+    # ---- runs ------------------------------------------------------------------------------
+    def add_planned(self, rungs) -> None:
+        """Register planned rungs; existing rows (and their status) are left untouched."""
+        from dataclasses import asdict
+
+        with self.tx() as c:
+            for r in rungs:
+                c.execute("INSERT OR IGNORE INTO runs (name, spec, budget, N, N_non_embedding, D, C, steps) "
+                          "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                          (r.name, json.dumps(asdict(r)), r.budget, r.N, r.N_non_embedding, r.D, r.C, r.steps))
+
+    def mark_running(self, name: str, run_dir: str) -> None:
+        with self.tx() as c:
+            c.execute("UPDATE runs SET status='running', attempts=attempts+1, started_at=COALESCE(started_at, ?), "
+                      "run_dir=?, error=NULL WHERE name=?", (time.time(), run_dir, name))
+
+    def mark_done(self, name: str, final: dict, flops_exact: float, wall_seconds: float) -> None:
+        with self.tx() as c:
+            c.execute("UPDATE runs SET status='done', final_loss=?, final_bpb=?, flops_exact=?, finished_at=?, "
+                      "wall_seconds=? WHERE name=?",
+                      (final.get("val_loss"), final.get("val_bpb"), flops_exact, time.time(), wall_seconds, name))
+
+    def mark_failed(self, name: str, error: str) -> None:
+        with self.tx() as c:
+            c.execute("UPDATE runs SET status='failed', error=? WHERE name=?", (error[:2000], name))
+
+    def add_point(self, name: str, rec: dict) -> None:
+        with self.tx() as c:
+            c.execute("INSERT OR REPLACE INTO points VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                      (name, rec["step"], rec.get("tokens"), rec.get("flops"), rec.get("lr"), rec.get("train_loss"),
+                       rec.get("val_loss"), rec.get("val_bpb"), rec.get("tokens_per_s")))
+
+    def runs(self, status: str | None = None) -> list[dict]:
+        q = "SELECT * FROM runs" + (" WHERE status = ?" if status else "") + " ORDER BY budget, N"
+        return [dict(r) for r in self.conn.execute(q, (status,) if status else ())]
+
+    def points(self, name: str | None = None) -> list[dict]:
+        q = "SELECT * FROM points" + (" WHERE run = ?" if name else "") + " ORDER BY run, step"
+        return [dict(r) for r in self.conn.execute(q, (name,) if name else ())]
+
+    def progress(self) -> dict[str, int]:
+        """Latest recorded step per run."""
+        return {r["run"]: r["s"] for r in self.conn.execute("SELECT run, MAX(step) AS s FROM points GROUP BY run")}

@@ -1,0 +1,176 @@
+"""Ladders: planning, the store, kill-and-resume safety, WSD branches, export -> fit."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import run_cli
+from scalelab.config import load_dict
+from scalelab.errors import UserError
+from scalelab.ladder.executors import run_ladder
+from scalelab.ladder.plan import LadderSpec, load_spec, plan, rung_overrides, spec_to_toml
+from scalelab.ladder.results import open_store, results_table
+from scalelab.train.loop import train
+
+TINY = """
+[ladder]
+budgets = [4e9, 1.2e10]
+sizes_per_budget = 2
+span = 3.0
+tokens_per_param = 40.0
+strategy = "{strategy}"
+vocab_size = 300
+seq_len = 32
+min_width = 16
+threads = 1
+eval_tokens = 2048
+evals_per_run = 4
+
+[data]
+max_bytes = 1000000
+val_fraction = 0.1
+tokenizer_train_bytes = 200000
+"""
+
+
+def tiny_spec(tmp_path, strategy="cosine", sizes=2) -> Path:
+    p = tmp_path / f"ladder-{strategy}.toml"
+    p.write_text(TINY.format(strategy=strategy).replace("sizes_per_budget = 2", f"sizes_per_budget = {sizes}"))
+    return p
+
+
+def test_plan_grid_properties():
+    spec = LadderSpec(budgets=(1e11, 3e11, 1e12), sizes_per_budget=4, span=16, tokens_per_param=40,
+                      vocab_size=512, min_width=16)
+    rungs = plan(spec)
+    assert len(rungs) == 12
+    for C in spec.budgets:
+        rs = [r for r in rungs if r.budget == C]
+        assert len({r.N for r in rs}) == 4  # distinct sizes
+        for r in rs:
+            assert abs(r.C / C - 1) < 0.1  # every run spends its budget (up to whole steps)
+            assert r.D == r.steps * r.batch_size * spec.seq_len
+            assert 1 <= r.warmup_steps <= r.steps // 4
+    # bigger budgets get bigger batches and lower learning rates (DeepSeek LLM heuristics)
+    lrs = {r.budget: r.lr for r in rungs}
+    assert lrs[1e11] > lrs[3e11] > lrs[1e12]
+    spec2 = load_spec_from_text(spec_to_toml(spec))
+    assert spec2 == spec
+
+
+def load_spec_from_text(text):
+    import tomllib
+
+    from scalelab.ladder.plan import spec_from_dict
+
+    return spec_from_dict(tomllib.loads(text))
+
+
+def test_impossible_budget_rejected_at_plan_time():
+    with pytest.raises(UserError, match="too small"):
+        plan(LadderSpec(budgets=(1e6,), vocab_size=512, min_width=16))
+    r = run_cli("ladder", "plan", "--budgets", "1e6,1e12")
+    assert r.returncode == 2 and "too small" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = run_cli("ladder", "plan", "--budgets", "abc")
+    assert r.returncode == 2 and "--budgets" in r.stderr
+
+
+def test_plan_cli_json_and_file(tmp_path):
+    out = tmp_path / "l.toml"
+    r = run_cli("ladder", "plan", "--budgets", "1e11,3e11", "--sizes-per-budget", "3", "--json", "--out", out)
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)
+    assert len(rows) == 6 and {"name", "N", "N_non_embedding", "D", "C", "steps", "batch_size", "lr"} <= set(rows[0])
+    assert len(plan(load_spec(out))) == 6
+
+
+def _final_losses(out):
+    store = open_store(out)
+    runs = store.runs()
+    store.close()
+    return {r["name"]: (r["status"], r["final_loss"], r["attempts"]) for r in runs}
+
+
+def test_sigkill_at_random_moments_then_resume(tmp_path):
+    spec_file = tiny_spec(tmp_path)
+    ref = tmp_path / "ref"
+    run_ladder(load_spec(spec_file), ref)
+    expected = {k: v[1] for k, v in _final_losses(ref).items()}
+    assert len(expected) == 4 and all(v is not None for v in expected.values())
+
+    out = tmp_path / "killed"
+    exe = Path(sys.executable).parent / "scalelab"
+    rng = random.Random(1234)
+    kills = 0
+    for _ in range(12):
+        p = subprocess.Popen([str(exe), "ladder", "run", str(spec_file), "--out", str(out)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+        try:
+            p.wait(timeout=rng.uniform(2.0, 4.5))
+            assert p.returncode == 0, p.stderr.read().decode()
+            break
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)  # the whole process group, mid-write if it happens to be
+            p.wait()
+            kills += 1
+    else:
+        r = run_cli("ladder", "run", spec_file, "--out", out)
+        assert r.returncode == 0, r.stderr
+    got = _final_losses(out)
+    assert kills >= 2
+    assert set(got) == set(expected)  # every run exactly once (name is the primary key)
+    assert all(s == "done" for s, _, _ in got.values())
+    assert any(a > 1 for _, _, a in got.values())  # some run really was interrupted and resumed
+    for name, loss in expected.items():
+        assert got[name][1] == loss, name  # identical results, bit for bit
+    df = results_table(open_store(out))
+    assert not df.duplicated(["run", "step"]).any()
+
+
+def test_wsd_branches_equal_direct_runs_and_export_fits(tmp_path):
+    spec_file = tiny_spec(tmp_path, "wsd", sizes=3)
+    spec = load_spec(spec_file)
+    rungs = plan(spec)
+    groups = {r.group for r in rungs}
+    assert len(groups) < len(rungs)  # some shape serves several budgets: real branching
+    out = tmp_path / "wsd"
+    r = run_cli("ladder", "run", spec_file, "--out", out, "--parallel", "2")
+    assert r.returncode == 0, r.stderr
+    status = _final_losses(out)
+    assert all(s == "done" for s, _, _ in status.values())
+    # a branch equals a fresh WSD run of the same length cooling down at the same step
+    branch = min((r for r in rungs if r.decay_start is not None), key=lambda r: r.steps)
+    direct = train(load_dict(rung_overrides(spec, branch)), tmp_path / "direct", decay_start=branch.decay_start)
+    assert direct["final"]["val_loss"] == status[branch.name][1]
+
+    csv = tmp_path / "runs.csv"
+    r = run_cli("ladder", "export", out, "--out", csv)
+    assert r.returncode == 0, r.stderr
+    df = pd.read_csv(csv)
+    assert {"run", "N", "N_non_embedding", "D", "C", "loss", "final"} <= set(df.columns)
+    assert df["final"].sum() == len(rungs)
+    run_cli("ladder", "export", out, "--out", tmp_path / "runs.parquet")
+    assert len(pd.read_parquet(tmp_path / "runs.parquet")) == len(df)
+    r = run_cli("fit", csv, "--form", "kaplan", "--json")  # the exported table is what `fit` reads
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["n_points"] == len(rungs)  # final points only
+    r = run_cli("ladder", "status", out)
+    assert r.returncode == 0 and f"{len(rungs)}/{len(rungs)} done" in r.stdout
+
+
+def test_rerun_with_another_ladder_is_refused(tmp_path):
+    spec_file = tiny_spec(tmp_path)
+    out = tmp_path / "o"
+    run_ladder(load_spec(spec_file), out, only=[])  # registers the ladder, trains nothing
+    other = tmp_path / "other.toml"
+    other.write_text(TINY.format(strategy="cosine").replace("budgets = [4e9, 1.2e10]", "budgets = [5e9, 1.2e10]"))
+    r = run_cli("ladder", "run", other, "--out", out)
+    assert r.returncode == 2 and "different ladder" in r.stderr
