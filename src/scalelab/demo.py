@@ -122,12 +122,12 @@ def run_demo(out_dir: str | Path, quick: bool = False, parallel: int = 2) -> dic
             except UserError as e:  # no valley at some budget: allocate with approach 3 instead
                 warnings.warn(f"approach 2 unavailable: {e}")
                 law2 = None
-        alloc_law = law2 or law3
             # Which form to extrapolate with? The one that best predicted the largest budget from the
             # smaller ones, inside this ladder (leave-largest-out cross-validation).
             ranking = leave_largest_out(table, forms=("chinchilla", "kaplan", "overtraining"), k=1)
             chosen = ranking[0]["form"]
             law_sel = law3 if chosen == "chinchilla" else fit_approach3(table, form=chosen, bootstrap=200, seed=0)
+        alloc_law = law2 or law3
         law3.save(out / "fit_approach3.json")
         if law2 is not None:
             law2.save(out / "fit_approach2.json")
