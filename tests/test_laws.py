@@ -205,3 +205,53 @@ def test_too_few_points():
         fit_approach3(load_table(df))
     with pytest.raises(UserError, match="at least 2 compute budgets"):
         fit_approach2(load_table(df))
+
+
+def test_kaplan_limits_and_param_conversion():
+    from scalelab.laws.forms import Kaplan
+    from scalelab.laws.table import convert_params
+    from scalelab.model import ModelConfig
+
+    p = PUBLISHED["kaplan2020"].params
+    # the joint form tends to L(N) when data is unlimited and to L(D) when the model is
+    assert _rel(float(PUBLISHED["kaplan2020"].predict(1e9, 1e22)), float(Kaplan.loss_N(p, 1e9))) < 1e-3
+    assert _rel(float(PUBLISHED["kaplan2020"].predict(1e18, 1e10)), float(Kaplan.loss_D(p, 1e10))) < 1e-3
+    cfgs = [ModelConfig(d_model=d, n_layers=2, n_heads=4, vocab_size=512, tie_embeddings=t)
+            for d in (64, 128) for t in (True, False)]
+    for c in cfgs:
+        ne = convert_params(c.num_params_total, "non_embedding", c.d_model, c.vocab_size, c.tie_embeddings)
+        assert ne == c.num_params_non_embedding
+        assert convert_params(ne, "total", c.d_model, c.vocab_size, c.tie_embeddings) == c.num_params_total
+    with pytest.raises(UserError, match="non-positive"):
+        convert_params(100, "non_embedding", 64, 512)
+
+
+def test_predict_cli_with_an_approach2_fit(tmp_path):
+    from conftest import run_cli
+    import json as _json
+
+    budgets = np.geomspace(1e17, 1e21, 5)
+    csv = tmp_path / "iso.csv"
+    isoflop_table(TRUTH, budgets, 7, noise=0.0).to_csv(csv, index=False)
+    fit = tmp_path / "a2.json"
+    assert run_cli("fit", csv, "--approach", "2", "--bootstrap", "20", "--out", fit).returncode == 0
+    r = run_cli("predict", fit, "--compute", "1e22", "--json")
+    d = _json.loads(r.stdout)
+    assert r.returncode == 0 and "loss" not in d and d["N_opt_lo"] <= d["N_opt"] <= d["N_opt_hi"]
+    r = run_cli("predict", fit, "--params", "1e9", "--tokens", "1e10")
+    assert r.returncode == 2 and "no loss surface" in r.stderr
+
+
+def test_inference_aware_from_a_13b_compute_optimal_target():
+    """Target = the loss of the model that is compute-optimal at 13B parameters under the law."""
+    law = PUBLISHED["hoffmann2022"]
+    p = law.params
+    s = p["alpha"] + p["beta"]
+    G = (p["alpha"] * p["A"] / (p["beta"] * p["B"])) ** (1 / s)
+    C = 6 * (13e9 / G) ** (s / p["beta"])
+    assert _rel(float(law.allocate(C)["N_opt"][0]), 13e9) < 1e-9
+    target = float(law.allocate(C)["loss"][0])
+    zero = inference_aware(law, target, 0.0)
+    assert _rel(zero["optimal"]["N"], 13e9) < 1e-3  # no demand: back to the compute-optimal model
+    r = inference_aware(law, target, 2e12)
+    assert r["optimal"]["N"] < 0.7 * 13e9 and r["flops_saving"] > 0.05

@@ -93,21 +93,28 @@ def cmd_count(a) -> int:
         from scalelab.economics.memory import memory_report
 
         extra = memory_report(cfg, seq_len=a.seq_len or cfg.max_seq_len, batch=a.batch or 1,
-                              dtype=a.dtype or "bf16", zero=a.zero or 0, dp=a.dp, gpu=a.gpu)
+                              dtype=a.dtype or "bf16", zero=a.zero or 0, dp=a.dp, gpu=a.gpu, regime=a.regime,
+                              recompute=a.recompute)
         res.update(extra)
 
     def render(r):
-        from rich.console import Console
+        from scalelab.ui import console
         from rich.table import Table
 
         t = Table(title=f"{a.config}", show_header=True)
         t.add_column("quantity")
         t.add_column("value", justify="right")
-        for k, v in r.items():
-            if isinstance(v, (int, float)) and not isinstance(v, bool):
+        def add(k, v):
+            if isinstance(v, dict):
+                for kk, vv in v.items():
+                    add(f"{k}.{kk}", vv)
+            elif isinstance(v, (int, float)) and not isinstance(v, bool):
                 t.add_row(k, f"{v:,.0f}" if abs(v) >= 100 else f"{v:.4g}")
-            elif isinstance(v, (str, int)):
+            elif isinstance(v, (str, bool)):
                 t.add_row(k, str(v))
+
+        for k, v in r.items():
+            add(k, v)
         console().print(t)
 
     _emit(res, a.json, render)
@@ -163,6 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--dtype", default=None, help="weights dtype for serving: fp32, bf16, int8, int4")
     c.add_argument("--zero", type=int, default=None, choices=[0, 1, 2, 3], help="ZeRO stage for training memory")
     c.add_argument("--dp", type=int, default=1, help="data-parallel ranks for ZeRO sharding")
+    c.add_argument("--regime", default="mixed", help="training precision: fp32, mixed, mixed-fp32-grads, adam8bit, bf16")
+    c.add_argument("--recompute", default="none", choices=["none", "selective", "full"])
     c.add_argument("--memory", action="store_true", help="also print training and serving memory")
     c.set_defaults(fn=cmd_count)
 
@@ -177,9 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _registrars():
-    from scalelab import cli_ladder, cli_laws
+    from scalelab import cli_econ, cli_ladder, cli_laws
 
-    return [cli_laws.register, cli_ladder.register]
+    return [cli_laws.register, cli_ladder.register, cli_econ.register]
 
 
 def main(argv: list[str] | None = None) -> int:

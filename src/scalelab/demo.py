@@ -148,6 +148,7 @@ def run_demo(out_dir: str | Path, quick: bool = False, parallel: int = 2) -> dic
     df = results_table(store)
     df.to_csv(out / "runs.csv", index=False)
     store.close()
+    sample = _sample(out / "runs" / hold.name)
     rel = (actual - pred) / pred
     interior = {f"{o['C']:.3g}": not o["edge"] for o in law2.info["optima"]} if law2 else {}
     allocations = []
@@ -174,11 +175,25 @@ def run_demo(out_dir: str | Path, quick: bool = False, parallel: int = 2) -> dic
                     "relative_error": rel, "predicted_by_form": by_form,
                     "relative_error_by_form": {k: (actual - v) / v for k, v in by_form.items()}},
         "allocations": allocations,
+        "sample": sample,
         "wall_seconds": time.time() - t0,
     }
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, default=float))
     _print_summary(con, summary)
     return summary
+
+
+def _sample(run_dir: Path, prompt: str = "def ", tokens: int = 40) -> dict:
+    """A few tokens from the held-out model: what a 4e12-FLOP model of Python looks like."""
+    import torch
+
+    from scalelab.model.transformer import generate
+    from scalelab.train.loop import load_run
+
+    model, _, tok = load_run(run_dir)
+    ids = torch.tensor([tok.encode(prompt).ids])
+    out = generate(model, ids, tokens, temperature=0.8, top_k=40, generator=torch.Generator().manual_seed(0))
+    return {"prompt": prompt, "temperature": 0.8, "text": tok.decode(out[0].tolist())}
 
 
 def _print_summary(con, s: dict) -> None:
@@ -222,6 +237,9 @@ def _print_summary(con, s: dict) -> None:
                   f"{a['tokens_per_param']:.1f}",
                   f"{a['loss']:.3f}" + (f" [{a['loss_lo']:.3f}, {a['loss_hi']:.3f}]" if "loss_lo" in a else ""))
     con.print(t)
+    from rich.markup import escape
+
+    con.print(f"sample from the held-out model (temperature 0.8): [dim]{escape(s['sample']['text'])!r}[/]")
     for w in s["warnings"]:
         con.print(f"[yellow]warning:[/] {w}")
     con.print(f"{s['runs']} runs in {s['wall_seconds'] / 60:.1f} min. Files: summary.json, runs.csv, "

@@ -104,6 +104,16 @@ class Kaplan(Form):
         jac = np.stack([an * w1, ad * w2, w1 * (lnc - F["lnN"]), S - w1 * u1], axis=-1)
         return ad * S, jac
 
+    @staticmethod
+    def loss_N(params: dict, N) -> np.ndarray:
+        """L(N) = (Nc/N)^alpha_N: the infinite-data limit of the joint form (Kaplan eq. 1.1)."""
+        return (params["Nc"] / np.asarray(N, float)) ** params["alpha_N"]
+
+    @staticmethod
+    def loss_D(params: dict, D) -> np.ndarray:
+        """L(D) = (Dc/D)^alpha_D: the infinite-model limit of the joint form (Kaplan eq. 1.2)."""
+        return (params["Dc"] / np.asarray(D, float)) ** params["alpha_D"]
+
     def to_params(self, theta):
         lnc, ldc, an, ad = (float(x) for x in theta)
         return {"Nc": np.exp(lnc), "Dc": np.exp(ldc), "alpha_N": an, "alpha_D": ad}

@@ -64,6 +64,28 @@ class RunTable:
         return self.df["run"].to_numpy() if "run" in self.df.columns else np.arange(len(self.df))
 
 
+def embedding_params(d_model, vocab_size: int, tied: bool = True) -> np.ndarray:
+    """Vocabulary-matrix parameters of models of width d_model (input embedding, plus the output
+    head when untied): the difference between the total and the non-embedding count."""
+    return np.asarray(d_model, dtype=np.int64) * vocab_size * (1 if tied else 2)
+
+
+def convert_params(N, to: str, d_model, vocab_size: int, tied: bool = True) -> np.ndarray:
+    """Convert parameter counts between conventions: to="non_embedding" subtracts the vocabulary
+    matrices from total counts, to="total" adds them back. Kaplan et al. (2020) fit non-embedding
+    N; Hoffmann et al. (2022) total N; at small scale the choice moves the fitted exponents a lot."""
+    emb = embedding_params(d_model, vocab_size, tied)
+    if to == "non_embedding":
+        out = np.asarray(N, dtype=np.int64) - emb
+    elif to == "total":
+        out = np.asarray(N, dtype=np.int64) + emb
+    else:
+        raise UserError(f"convert to 'total' or 'non_embedding', got {to!r}")
+    if np.any(out <= 0):
+        raise UserError("conversion gives non-positive parameter counts: check vocab_size and d_model")
+    return out
+
+
 def _find(df: pd.DataFrame, key: str) -> str | None:
     for a in ALIASES[key]:
         if a in df.columns:

@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
-
 from scalelab.errors import UserError
 from scalelab.model.config import ModelConfig, MoEConfig
 
@@ -90,7 +88,7 @@ def config_to_hf(cfg: ModelConfig) -> dict:
     return hf
 
 
-def to_hf_state_dict(model) -> dict[str, torch.Tensor]:
+def to_hf_state_dict(model) -> dict:
     """Our parameters under the original HF Llama / Mixtral names (detached, contiguous, CPU)."""
     return {k: v.detach().to("cpu").contiguous() for k, v in _param_views(model).items()}
 
@@ -107,9 +105,9 @@ def save_hf(model, out_dir: str | Path) -> Path:
     return out
 
 
-@torch.no_grad()
 def load_hf(path: str | Path):
     """Build one of our models from an HF directory in the original Llama / Mixtral layout."""
+    import torch
     from safetensors.torch import load_file
 
     from scalelab.model.transformer import Transformer
@@ -127,12 +125,13 @@ def load_hf(path: str | Path):
     missing = [k for k in targets if k not in sd]
     if missing:
         raise UserError(f"{path} lacks {len(missing)} weights, e.g. {missing[0]!r}")
-    for name, t in targets.items():
-        t.copy_(sd[name])
+    with torch.no_grad():
+        for name, t in targets.items():
+            t.copy_(sd[name])
     return model
 
 
-def _param_views(model) -> dict[str, torch.Tensor]:
+def _param_views(model) -> dict:
     """HF name -> live parameter (or expert slice) of our model, writable in place."""
     cfg = model.cfg
     out = {"model.embed_tokens.weight": model.tok_emb.weight, "model.norm.weight": model.norm.weight}

@@ -1,0 +1,134 @@
+"""`scalelab plan` and `scalelab models`: compute, cost and sizing from a law, and published models."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from scalelab.errors import UserError
+
+
+def _one(x):
+    return None if x is None else float(np.atleast_1d(x)[0])
+
+
+def plan_run(C: float, law_name: str = "besiroglu2024", gpu: str = "h100-sxm", gpus: int = 1, mfu: float = 0.4,
+             price: float | None = None, inference_tokens: float | None = None) -> dict:
+    from scalelab.economics.cost import training_cost
+    from scalelab.economics.hardware import get_hardware
+    from scalelab.laws.allocation import inference_aware
+    from scalelab.laws.published import get_law
+
+    if not C > 0:
+        raise UserError("--compute must be a positive number of FLOPs")
+    law = get_law(law_name)
+    hw = get_hardware(gpu)
+    a = law.allocate_with_interval(C)
+    out = {"C": C, "law": law_name, "N_opt": _one(a["N_opt"]), "D_opt": _one(a["D_opt"]),
+           "tokens_per_param": _one(a["tokens_per_param"]), "predicted_loss": _one(a.get("loss"))}
+    for k in ("N_opt", "D_opt", "loss"):
+        if k + "_lo" in a:
+            out[k + "_interval"] = [_one(a[k + "_lo"]), _one(a[k + "_hi"])]
+    out.update(training_cost(C, hw, gpus, mfu, price))
+    if inference_tokens:
+        if out["predicted_loss"] is None:
+            raise UserError("--inference-tokens needs a law with a loss surface (not an approach-2 fit)")
+        ia = inference_aware(law, out["predicted_loss"], inference_tokens)
+        opt, chin = ia["optimal"], ia["chinchilla_optimal"]
+        cost_opt = training_cost(opt["total_flops"], hw, gpus, mfu, price)["cost_usd"]
+        cost_chin = training_cost(chin["total_flops"], hw, gpus, mfu, price)["cost_usd"]
+        out["inference_aware"] = {"inference_tokens": inference_tokens, "target_loss": out["predicted_loss"],
+                                  "N": opt["N"], "D_train": opt["D_train"], "tokens_per_param": opt["tokens_per_param"],
+                                  "total_flops": opt["total_flops"], "total_cost_usd": cost_opt,
+                                  "chinchilla_total_flops": chin["total_flops"], "chinchilla_total_cost_usd": cost_chin,
+                                  "saving": ia["flops_saving"]}
+    return out
+
+
+def cmd_plan(a) -> int:
+    from scalelab.laws.law import _plain
+    from scalelab.ui import console
+
+    out = plan_run(a.compute, a.law, a.gpu, a.gpus, a.mfu, a.price, a.inference_tokens)
+    if a.json:
+        print(json.dumps(_plain(out), indent=2))
+        return 0
+    from rich.table import Table
+
+    t = Table(title=f"{a.compute:.3g} FLOPs under {a.law} on {out['gpus']} x {out['gpu']} at {out['mfu']:.0%} MFU")
+    t.add_column("quantity")
+    t.add_column("value", justify="right")
+    iv = lambda k: f"  [{out[k][0]:.3g}, {out[k][1]:.3g}]" if k in out else ""  # noqa: E731
+    t.add_row("N* (parameters)", f"{out['N_opt']:.3g}{iv('N_opt_interval')}")
+    t.add_row("D* (tokens)", f"{out['D_opt']:.3g}{iv('D_opt_interval')}")
+    t.add_row("tokens per parameter", f"{out['tokens_per_param']:.1f}")
+    if out["predicted_loss"] is not None:
+        t.add_row("predicted loss", f"{out['predicted_loss']:.4f}{iv('loss_interval')}")
+    t.add_row("GPU-hours", f"{out['gpu_hours']:,.0f}")
+    t.add_row("wall-clock days", f"{out['days']:,.1f}")
+    t.add_row("cost (USD)", f"${out['cost_usd']:,.0f} at ${out['price_per_gpu_hour']:.2f}/GPU-hour")
+    if "inference_aware" in out:
+        ia = out["inference_aware"]
+        t.add_row(f"inference-aware N (serving {ia['inference_tokens']:.3g} tokens)", f"{ia['N']:.3g}")
+        t.add_row("inference-aware D_train", f"{ia['D_train']:.3g} ({ia['tokens_per_param']:.0f} tokens/param)")
+        t.add_row("total cost, Chinchilla-optimal -> inference-aware",
+                  f"${ia['chinchilla_total_cost_usd']:,.0f} -> ${ia['total_cost_usd']:,.0f} "
+                  f"({ia['saving']:.1%} saved)")
+    console().print(t)
+    return 0
+
+
+def cmd_models(a) -> int:
+    from scalelab.economics.published import models_table
+    from scalelab.laws.law import _plain
+    from scalelab.laws.published import get_law
+    from scalelab.ui import console
+
+    law = get_law(a.law) if a.law else None
+    rows = models_table(law)
+    if a.json:
+        print(json.dumps(_plain(rows), indent=2))
+        return 0
+    from rich.table import Table
+
+    t = Table(title="published models" + (f" vs compute-optimal under {a.law}" if law else ""))
+    cols = ["model", "params (active)", "tokens", "C = 6ND", "tokens/param"]
+    if law:
+        cols += ["N* at same C", "D*/N*", "N / N*"]
+    cols.append("source")
+    for c in cols:
+        t.add_column(c, justify="left" if c in ("model", "source") else "right")
+    for r in rows:
+        act = f"{r['params_total'] / 1e9:.1f}B" + (f" ({r['params_active'] / 1e9:.1f}B)"
+                                                    if r["params_active"] != r["params_total"] else "")
+        known = r["tokens"] is not None
+        row = [r["name"], act, f"{r['tokens'] / 1e12:.2f}T" if known else "n/d",
+               f"{r['compute_flops']:.2e}" if known else "", f"{r['tokens_per_param']:.1f}" if known else ""]
+        if law:
+            row += [f"{r['N_opt'] / 1e9:.1f}B" if known else "", f"{r['optimal_tokens_per_param']:.1f}" if known else "",
+                    f"{r['params_over_optimal']:.2f}x" if known else ""]
+        row.append(r["source"])
+        t.add_row(*row)
+    console().print(t)
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("plan", help="size, cost and time of a compute-optimal run under a scaling law",
+                       description="N*, D*, predicted loss and the cost of training them; with --inference-tokens, "
+                                   "the smaller, longer-trained model that minimises training + inference FLOPs at "
+                                   "the same loss (Sardana & Frankle 2023).")
+    p.add_argument("--compute", type=float, required=True, help="training FLOPs")
+    p.add_argument("--law", default="besiroglu2024", help="built-in law name or a fit file")
+    p.add_argument("--gpu", default="h100-sxm")
+    p.add_argument("--gpus", type=int, default=1024)
+    p.add_argument("--mfu", type=float, default=0.4)
+    p.add_argument("--price", type=float, default=None, help="USD per GPU-hour (default: the hardware table's)")
+    p.add_argument("--inference-tokens", type=float, default=None)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_plan)
+    m = sub.add_parser("models", help="published models, their compute, and distance from compute-optimal")
+    m.add_argument("--law", default=None, help="compare with the compute-optimal allocation of this law")
+    m.add_argument("--json", action="store_true")
+    m.set_defaults(fn=cmd_models)

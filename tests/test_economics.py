@@ -1,0 +1,149 @@
+"""Economics against published figures: KV cache, ZeRO, GPT-3 FLOPs, PaLM MFU, Korthikanti activations,
+inference-aware sizing; and the commands never touch torch (no weights allocated)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import FIXTURES, run_cli
+from scalelab.economics.cost import decode_throughput, training_cost
+from scalelab.economics.flops import hfu, mfu, palm_flops_per_token, train_flops_6nd
+from scalelab.economics.hardware import get_hardware
+from scalelab.economics.memory import (activation_bytes, korthikanti_bytes_per_layer, kv_cache_bytes,
+                                       kv_cache_bytes_per_token, train_state_bytes, weights_bytes)
+from scalelab.errors import UserError
+from scalelab.model import ModelConfig
+from scalelab.model.hf import config_from_hf
+
+LLAMA2_70B = ModelConfig(d_model=8192, n_layers=80, n_heads=64, n_kv_heads=8, d_ff=28672, vocab_size=32000,
+                         max_seq_len=4096, tie_embeddings=False)  # Touvron et al. 2023b, HF config
+
+
+def test_kv_cache_published_figures():
+    llama7 = config_from_hf(FIXTURES / "llama-2-7b.config.json")
+    assert kv_cache_bytes_per_token(llama7) == 524_288
+    assert kv_cache_bytes_per_token(LLAMA2_70B) == 327_680
+    assert LLAMA2_70B.num_params_total == pytest.approx(68.98e9, rel=1e-3)
+    mqa = ModelConfig(d_model=4096, n_layers=32, n_heads=32, n_kv_heads=1)
+    assert kv_cache_bytes_per_token(mqa) == 524_288 // 32
+    assert kv_cache_bytes(llama7, context=4096, batch=8) == 524_288 * 4096 * 8
+    assert kv_cache_bytes(llama7, context=32768, window=4096) == 524_288 * 4096  # sliding window
+
+
+def test_zero_paper_example():
+    # Rajbhandari et al. 2020, Fig. 1: 7.5B parameters, 64 GPUs, mixed-precision Adam (K = 12)
+    got = [train_state_bytes(7.5e9, "mixed", zero=z, dp=64)["total"] / 1e9 for z in range(4)]
+    assert got == pytest.approx([120, 31.4, 16.6, 1.9], abs=0.06)
+    assert train_state_bytes(1e9, "mixed-fp32-grads")["total"] == 18e9
+    assert train_state_bytes(1e9, "bf16")["total"] == 8e9
+    with pytest.raises(UserError, match="regime"):
+        train_state_bytes(1e9, "fp64")
+
+
+def test_gpt3_flops_and_palm_mfu():
+    assert train_flops_6nd(175e9, 300e9) == pytest.approx(3.14e23, rel=0.01)
+    # PaLM 540B: 238.3k tokens/s on 6144 TPU v4 chips (275 TFLOP/s) -> 46.2% MFU (Chowdhery et al. App. B)
+    fpt = palm_flops_per_token(540.35e9, n_layers=118, n_heads=48, head_dim=256, seq_len=2048)
+    assert mfu(238.3e3, fpt, 6144, get_hardware("tpu-v4").peak_bf16_flops) == pytest.approx(0.462, abs=0.001)
+    attn = 12 * 118 * 48 * 256 * 2048
+    assert hfu(238.3e3, fpt, 6144, 275e12, "full") == pytest.approx(0.462 * 4 / 3, abs=0.002)
+    assert 0.462 < hfu(238.3e3, fpt, 6144, 275e12, "selective", attn) < 0.47
+
+
+def test_korthikanti_gpt3_activations():
+    # GPT-3 175B, s = 2048, b = 1, h = 12288, a = 96: 2.87 GB per layer without parallelism
+    assert korthikanti_bytes_per_layer(2048, 1, 12288, 96) / 1e9 == pytest.approx(2.87, abs=0.01)
+    assert korthikanti_bytes_per_layer(2048, 1, 12288, 96, "selective") == 34 * 2048 * 12288
+    assert korthikanti_bytes_per_layer(2048, 1, 12288, 96, "full") == 2 * 2048 * 12288
+
+
+def test_our_activation_model_orders_recomputation():
+    cfg = config_from_hf(FIXTURES / "llama-2-7b.config.json")
+    none = activation_bytes(cfg, 4096, 1, "none", flash=False)["per_layer"]
+    flash = activation_bytes(cfg, 4096, 1, "none", flash=True)["per_layer"]
+    full = activation_bytes(cfg, 4096, 1, "full")["per_layer"]
+    assert none > flash > full == 2 * 4096 * cfg.d_model
+    assert none - flash == 2 * cfg.n_heads * 4096 * 4096  # the s^2 softmax term flash never stores
+
+
+def test_quantized_weights_and_serving():
+    assert weights_bytes(1e9, "int4", group_size=128) == pytest.approx(1e9 * 4.125 / 8)
+    assert weights_bytes(1e9, "int8", group_size=64, zero_point=True) == pytest.approx(1e9 * 8.5 / 8)
+    llama7 = config_from_hf(FIXTURES / "llama-2-7b.config.json")
+    h100 = get_hardware("h100-sxm")
+    one = decode_throughput(llama7, h100, batch=1, context=2048)
+    big = decode_throughput(llama7, h100, batch=256, context=2048)
+    # batch 1 is memory-bound: one step reads all bf16 weights plus the sequence's KV cache
+    step_bytes = 2 * llama7.num_params_total + 524_288 * 2048
+    assert one["bound"] == "memory" and one["tokens_per_s"] == pytest.approx(h100.bandwidth_bytes_per_s / step_bytes)
+    # batching amortises the weights but not the (MHA) KV cache: 256 x 2048 tokens of cache = 275 GB a step
+    assert 10 * one["tokens_per_s"] < big["tokens_per_s"] < 256 * one["tokens_per_s"]
+    assert big["usd_per_million_tokens"] < one["usd_per_million_tokens"]
+    # MHA at 2k context: each sequence's KV cache costs more bytes than its FLOPs can hide, so decoding
+    # never turns compute-bound; at a short context it does, near W * peak / bandwidth / 2N sequences
+    assert one["compute_bound_batch"] is None
+    # (even at 128 tokens a sequence brings 2N FLOPs per 67 MB of cache: 200 FLOPs/byte < the ridge)
+    ridge = h100.peak_bf16_flops / h100.bandwidth_bytes_per_s  # ~295 FLOPs per byte
+    assert decode_throughput(llama7, h100, batch=1, context=128)["compute_bound_batch"] is None
+    short = decode_throughput(llama7, h100, batch=1, context=32)["compute_bound_batch"]
+    kv_seq = 524_288 * 32
+    expected = 2 * llama7.num_params_total * ridge / (2 * llama7.num_params_active - ridge * kv_seq)
+    assert short == pytest.approx(expected, rel=0.05)
+    mixtral = config_from_hf(FIXTURES / "mixtral-8x7b.config.json")
+    m1 = decode_throughput(mixtral, h100, batch=1, context=2048)
+    assert m1["tokens_per_s"] > decode_throughput(llama7, h100, 1, 2048)["tokens_per_s"] / 3  # ~13B active
+
+
+def test_training_cost_arithmetic():
+    c = training_cost(1e24, get_hardware("h100-sxm"), n_gpus=1000, mfu=0.5, price=2.0)
+    gpu_hours = 1e24 / (989e12 * 0.5) / 3600
+    assert c["gpu_hours"] == pytest.approx(gpu_hours) and c["cost_usd"] == pytest.approx(2 * gpu_hours)
+    assert c["days"] == pytest.approx(gpu_hours / 1000 / 24)
+    with pytest.raises(UserError, match="mfu"):
+        training_cost(1e24, get_hardware("h100-sxm"), mfu=1.5)
+
+
+def test_plan_inference_aware_json():
+    r = run_cli("plan", "--compute", "3e23", "--law", "hoffmann2022", "--inference-tokens", "2e12", "--json")
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    for k in ("N_opt", "D_opt", "tokens_per_param", "predicted_loss", "gpu_hours", "cost_usd", "days"):
+        assert d[k] > 0
+    ia = d["inference_aware"]
+    assert ia["N"] < d["N_opt"] and ia["D_train"] > d["D_opt"] and ia["saving"] > 0
+    assert ia["total_cost_usd"] < ia["chinchilla_total_cost_usd"]
+    r = run_cli("plan", "--compute", "1e23", "--gpu", "abacus")
+    assert r.returncode == 2 and "unknown --gpu" in r.stderr
+
+
+def test_models_table():
+    r = run_cli("models", "--law", "hoffmann2022", "--json")
+    rows = {m["name"]: m for m in json.loads(r.stdout)}
+    g = rows["GPT-3 175B"]
+    assert g["compute_flops"] == pytest.approx(3.15e23, rel=0.01)
+    assert g["tokens_for_20_per_param"] == 3.5e12 and g["tokens_per_param"] < 2
+    assert g["params_over_optimal"] > 1  # GPT-3 was too big for its compute
+    assert rows["Chinchilla 70B"]["tokens_per_param"] == 20
+    assert rows["DeepSeek-V3"]["params_active"] == 37e9 and rows["Mixtral 8x7B"]["tokens"] is None
+    assert all(m["source"] for m in rows.values())
+
+
+def test_count_memory_json():
+    r = run_cli("count", FIXTURES / "llama-2-7b.config.json", "--json", "--batch", "2", "--seq-len", "2048",
+                "--gpu", "a100-80gb", "--zero", "3", "--dp", "8")
+    d = json.loads(r.stdout)
+    assert d["kv_cache_bytes_per_token"] == 524_288
+    assert d["weights_bytes"]["bf16"] == 2 * d["num_params_total"]
+    assert d["train_memory_bytes"] > d["train_state_bytes"]["total"] == 16 * d["num_params_total"] / 8
+    assert d["fits_serving"] is True
+
+
+def test_economics_never_imports_torch():
+    code = ("import sys; from scalelab.cli import main; "
+            "main(['plan', '--compute', '1e22', '--json']); main(['models', '--json']); "
+            f"main(['count', r'{FIXTURES / 'mixtral-8x7b.config.json'}', '--json', '--batch', '4']); "
+            "assert 'torch' not in sys.modules, 'torch was imported'")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
