@@ -49,3 +49,12 @@ def run_cli(*args, env=None):
     exe = Path(sys.executable).parent / "scalelab"
     return subprocess.run([str(exe), *map(str, args)], capture_output=True, text=True,
                           env={**os.environ, **(env or {})}, timeout=600)
+
+
+@pytest.fixture(scope="session")
+def quick_demo(tmp_path_factory):
+    """`scalelab demo --quick` once per session: (output dir, completed process)."""
+    out = tmp_path_factory.mktemp("demo") / "demo"
+    r = run_cli("demo", "--quick", "--out", out)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return out, r

@@ -6,10 +6,8 @@ from conftest import run_cli
 from scalelab.ladder.results import open_store
 
 
-def test_quick_demo_end_to_end_and_rerun(tmp_path):
-    out = tmp_path / "demo"
-    r = run_cli("demo", "--quick", "--out", out)
-    assert r.returncode == 0, r.stderr[-3000:]
+def test_quick_demo_end_to_end_and_rerun(quick_demo):
+    out, r = quick_demo
     s = json.loads((out / "summary.json").read_text())
     assert s["runs"] == 13 and s["ladder_runs"] == 12
     for k in ("E", "A", "B", "alpha", "beta"):
@@ -21,7 +19,8 @@ def test_quick_demo_end_to_end_and_rerun(tmp_path):
     assert abs(h["relative_error"]) < 0.15  # sanity at this tiny scale; the full demo's figure is in docs/LOG.md
     assert [a["C"] for a in s["allocations"]] == [1e15, 1e18, 1e21]
     assert s["wall_seconds"] > 0 and "fitted laws" in r.stdout
-    for f in ("runs.csv", "fit_approach3.json", "fit_selected.json", "ladder.sqlite"):
+    for f in ("runs.csv", "fit_approach3.json", "fit_selected.json", "ladder.sqlite", "report.html",
+              "figures/landscape.png", "figures/isoflop.svg"):
         assert (out / f).exists()
     # a second run finds everything done: nothing is retrained, results are unchanged
     r2 = run_cli("demo", "--quick", "--out", out)

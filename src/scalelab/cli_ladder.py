@@ -109,6 +109,15 @@ def cmd_export(a) -> int:
     return 0
 
 
+def cmd_report(a) -> int:
+    from scalelab.report.html import write_report
+
+    out = write_report(a.src, a.out, a.png)
+    size = out.stat().st_size / 1e6
+    print(f"wrote {out} ({size:.1f} MB, opens offline)" + (f" and figures in {a.png}" if a.png else ""))
+    return 0
+
+
 def cmd_demo(a) -> int:
     from scalelab.demo import run_demo
 
@@ -146,6 +155,12 @@ def register(sub) -> None:
     e.add_argument("dir")
     e.add_argument("--out", required=True, help="runs.csv or runs.parquet")
     e.set_defaults(fn=cmd_export)
+
+    rp = sub.add_parser("report", help="interactive HTML report (and PNG/SVG figures) of a ladder")
+    rp.add_argument("src", help="ladder directory or its ladder.sqlite")
+    rp.add_argument("--out", default=None, help="HTML file (default: SRC/report.html)")
+    rp.add_argument("--png", default=None, help="also write PNG and SVG figures to this directory")
+    rp.set_defaults(fn=cmd_report)
 
     d = sub.add_parser("demo", help="the end-to-end demo: ladder -> laws -> a predicted, then trained, bigger run")
     d.add_argument("--out", default="runs/demo")

@@ -178,6 +178,11 @@ def run_demo(out_dir: str | Path, quick: bool = False, parallel: int = 2) -> dic
         "sample": sample,
         "wall_seconds": time.time() - t0,
     }
+    from scalelab.report.html import write_report
+
+    report = write_report(out, out / "report.html", png_dir=out / "figures")
+    summary["report"] = str(report)
+    summary["wall_seconds"] = time.time() - t0
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, default=float))
     _print_summary(con, summary)
     return summary
@@ -242,5 +247,6 @@ def _print_summary(con, s: dict) -> None:
     con.print(f"sample from the held-out model (temperature 0.8): [dim]{escape(s['sample']['text'])!r}[/]")
     for w in s["warnings"]:
         con.print(f"[yellow]warning:[/] {w}")
-    con.print(f"{s['runs']} runs in {s['wall_seconds'] / 60:.1f} min. Files: summary.json, runs.csv, "
-              "fit_*.json (try `scalelab predict <out>/fit_selected.json --compute 1e18`)")
+    con.print(f"{s['runs']} runs in {s['wall_seconds'] / 60:.1f} min. Open {s['report']} (interactive, offline); "
+              "figures/*.png|svg, summary.json, runs.csv, fit_*.json (try `scalelab predict <out>/fit_selected.json "
+              "--compute 1e18`)")

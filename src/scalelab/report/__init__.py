@@ -1,0 +1,1 @@
+"""Reports: the interactive HTML report (plotly, self-contained) and static figures (matplotlib)."""

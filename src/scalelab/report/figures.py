@@ -1,0 +1,199 @@
+"""The report's interactive figures (plotly). Each takes `ReportData` and returns a go.Figure."""
+
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+
+from scalelab.economics.published import models_table
+from scalelab.laws.forms import get_form
+from scalelab.laws.published import PUBLISHED
+from scalelab.report.data import ReportData, hover, interval
+
+COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
+
+
+def _budgets(d: ReportData):
+    return sorted(d.finals["budget"].unique())
+
+
+def landscape(d: ReportData) -> go.Figure:
+    """Fitted L(N, D) over log axes, runs coloured by residual, IsoFLOP lines, compute-optimal path."""
+    law = d.law
+    N, D = d.finals["N"].to_numpy(float), d.finals["D"].to_numpy(float)
+    lnN = np.linspace(np.log10(N.min()) - 0.3, np.log10(N.max()) + 0.5, 40)
+    lnD = np.linspace(np.log10(D.min()) - 0.3, np.log10(D.max()) + 0.5, 40)
+    fig = go.Figure()
+    if law is not None:
+        NN, DD = np.meshgrid(10 ** lnN, 10 ** lnD)
+        Z = law.predict(NN, DD)
+        fig.add_trace(go.Surface(x=NN, y=DD, z=Z, colorscale="Viridis", opacity=0.75, showscale=False,
+                                 name="fitted L(N, D)", hovertemplate="N %{x:.3g}<br>D %{y:.3g}<br>L %{z:.4f}<extra></extra>"))
+        for i, C in enumerate(_budgets(d)):
+            n = np.geomspace(N.min() / 2, N.max() * 2, 60)
+            dd = C / (6 * n)
+            fig.add_trace(go.Scatter3d(x=n, y=dd, z=law.predict(n, dd), mode="lines", name=f"IsoFLOP {C:.2g}",
+                                       line=dict(color=COLORS[i % 8], width=5)))
+        Cs = np.geomspace(min(_budgets(d)) / 3, max(_budgets(d)) * 10, 30)
+        alloc = (d.law2 or law).allocate(Cs)
+        fig.add_trace(go.Scatter3d(x=alloc["N_opt"], y=alloc["D_opt"], z=law.predict(alloc["N_opt"], alloc["D_opt"]),
+                                   mode="lines", name="compute-optimal path", line=dict(color="black", width=7, dash="dash")))
+        resid = (d.finals["loss"].to_numpy() - law.predict(N, D)) / law.predict(N, D)
+    else:
+        resid = np.zeros(len(N))
+    fig.add_trace(go.Scatter3d(x=N, y=D, z=d.finals["loss"], mode="markers", name="runs",
+                               marker=dict(size=5, color=resid * 100, colorscale="RdBu_r", cmid=0,
+                                           colorbar=dict(title="residual %", x=1.0)),
+                               text=[hover(d, r) for _, r in d.finals.iterrows()], hovertemplate="%{text}<extra></extra>"))
+    if len(d.holdouts):
+        fig.add_trace(go.Scatter3d(x=d.holdouts["N"], y=d.holdouts["D"], z=d.holdouts["loss"], mode="markers",
+                                   name="held out", marker=dict(size=8, symbol="diamond", color="gold"),
+                                   text=[hover(d, r) for _, r in d.holdouts.iterrows()],
+                                   hovertemplate="%{text}<extra></extra>"))
+    fig.update_layout(title="Loss landscape: fitted L(N, D), runs, IsoFLOP lines and the compute-optimal path",
+                      scene=dict(xaxis=dict(title="N (parameters)", type="log"), yaxis=dict(title="D (tokens)", type="log"),
+                                 zaxis=dict(title="loss"), camera=dict(eye=dict(x=1.6, y=-1.6, z=0.9))),
+                      height=650, margin=dict(l=0, r=0, t=50, b=0), legend=dict(x=0, y=1))
+    return fig
+
+
+def isoflop(d: ReportData) -> go.Figure:
+    fig = go.Figure()
+    optima = {round(o["C"], 0): o for o in (d.law2.info.get("optima", []) if d.law2 else [])}
+    for i, C in enumerate(_budgets(d)):
+        g = d.finals[d.finals["budget"] == C].sort_values("N")
+        c = COLORS[i % 8]
+        fig.add_trace(go.Scatter(x=g["N"], y=g["loss"], mode="markers", name=f"C = {C:.2g}", marker=dict(color=c, size=9),
+                                 text=[hover(d, r) for _, r in g.iterrows()], hovertemplate="%{text}<extra></extra>"))
+        o = optima.get(round(C, 0))
+        if o:
+            x = np.linspace(np.log(g["N"].min()) - 0.3, np.log(g["N"].max()) + 0.3, 60)
+            y = o["curvature"] * (x - np.log(o["N_opt"])) ** 2 + o["loss_opt"]
+            fig.add_trace(go.Scatter(x=np.exp(x), y=y, mode="lines", line=dict(color=c), showlegend=False,
+                                     hoverinfo="skip"))
+            fig.add_trace(go.Scatter(x=[o["N_opt"]], y=[o["loss_opt"]], mode="markers", showlegend=False,
+                                     marker=dict(color=c, symbol="star", size=15, line=dict(color="black", width=1)),
+                                     hovertemplate=f"minimum C={C:.2g}<br>N* %{{x:.3g}}<br>L %{{y:.4f}}" +
+                                                   (" (at the edge!)" if o["edge"] else "") + "<extra></extra>"))
+    fig.update_layout(title="IsoFLOP curves: loss vs N at fixed compute, fitted parabolas in ln N and their minima",
+                      xaxis=dict(title="N (parameters)", type="log"), yaxis=dict(title="validation loss"), height=500)
+    return fig
+
+
+def frontier(d: ReportData) -> go.Figure:
+    from plotly.subplots import make_subplots
+
+    law = d.law2 or d.law3
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("N*(C)", "D*(C)"))
+    if law is None:
+        return fig
+    Cs = np.geomspace(min(_budgets(d)) / 3, 1e25, 80)
+    a = law.allocate(Cs)
+    for col, key in ((1, "N_opt"), (2, "D_opt")):
+        band = interval(law, lambda s, key=key: law.allocate(Cs, params=s)[key])
+        if band is not None:
+            fig.add_trace(go.Scatter(x=np.concatenate([Cs, Cs[::-1]]), y=np.concatenate([band[1], band[0][::-1]]),
+                                     fill="toself", fillcolor="rgba(31,119,180,0.2)", line=dict(width=0),
+                                     name="90% bootstrap band", showlegend=col == 1, hoverinfo="skip"), row=1, col=col)
+        fig.add_trace(go.Scatter(x=Cs, y=a[key], mode="lines", name=f"this ladder (approach {law.approach})",
+                                 line=dict(color=COLORS[0]), showlegend=col == 1), row=1, col=col)
+        ref = PUBLISHED["besiroglu2024"].allocate(Cs)
+        fig.add_trace(go.Scatter(x=Cs, y=ref[key], mode="lines", name="Chinchilla refit (Besiroglu 2024)",
+                                 line=dict(color="gray", dash="dot"), showlegend=col == 1), row=1, col=col)
+        emp = d.law2.info.get("optima", []) if d.law2 else []
+        if emp:
+            fig.add_trace(go.Scatter(x=[o["C"] for o in emp], y=[o[key] for o in emp], mode="markers",
+                                     name="IsoFLOP minima", marker=dict(color=COLORS[1], size=9),
+                                     showlegend=col == 1), row=1, col=col)
+    pub = [m for m in models_table() if m.get("compute_flops")]
+    for col, key in ((1, "params_active"), (2, "tokens")):
+        fig.add_trace(go.Scatter(x=[m["compute_flops"] for m in pub], y=[m[key] for m in pub], mode="markers+text",
+                                 text=[m["name"] for m in pub], textposition="top center", textfont=dict(size=9),
+                                 marker=dict(color=COLORS[3], symbol="diamond", size=8), name="published models",
+                                 showlegend=col == 1, customdata=[m["source"] for m in pub],
+                                 hovertemplate="%{text}<br>C %{x:.3g}<br>%{y:.3g}<br>%{customdata}<extra></extra>"),
+                      row=1, col=col)
+    for col, t in ((1, "N* (parameters)"), (2, "D* (tokens)")):
+        fig.update_xaxes(type="log", title="training compute C (FLOPs)", row=1, col=col)
+        fig.update_yaxes(type="log", title=t, row=1, col=col)
+    fig.update_layout(title="Compute-optimal frontier, extrapolated, with published models on the same axes", height=520)
+    return fig
+
+
+def curves(d: ReportData) -> go.Figure:
+    fig = go.Figure()
+    runs = d.curves.groupby("run")
+    for name, g in sorted(runs, key=lambda kv: (kv[1]["budget"].iloc[0], kv[1]["N"].iloc[0])):
+        g = g.sort_values("D")
+        spec = d.specs.get(name, {})
+        fig.add_trace(go.Scatter(x=g["D"], y=g["loss"], mode="lines+markers", name=name,
+                                 line=dict(dash="dash" if spec.get("decay_start") else "solid",
+                                           width=3 if bool(g["holdout"].iloc[0]) else 1.5),
+                                 marker=dict(size=4), text=[hover(d, r) for _, r in g.iterrows()],
+                                 hovertemplate="%{text}<extra></extra>", legendgroup=str(g["budget"].iloc[0])))
+    fig.update_layout(title="Training curves: validation loss vs tokens (dashed: WSD cooldown branches)",
+                      xaxis=dict(title="tokens D", type="log"), yaxis=dict(title="validation loss", type="log"), height=520)
+    return fig
+
+
+def prediction(d: ReportData) -> go.Figure:
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("held-out runs: predicted vs actual", "residuals of the ladder runs"))
+    law = d.law
+    if law is None:
+        return fig
+    if len(d.holdouts):
+        h = d.holdouts
+        pred = law.predict(h["N"].to_numpy(float), h["D"].to_numpy(float))
+        band = interval(law, lambda s: get_form(law.form).predict(s, h["N"].to_numpy(float), h["D"].to_numpy(float)))
+        err = dict(type="data", symmetric=False, array=band[1] - pred, arrayminus=pred - band[0]) if band else None
+        fig.add_trace(go.Scatter(x=pred, y=h["loss"], error_x=err, mode="markers", name="held out",
+                                 marker=dict(size=12, color="gold", line=dict(color="black", width=1)),
+                                 text=[f"{r['run']}: predicted {p:.4f}, actual {r['loss']:.4f} ({(r['loss'] - p) / p:+.2%})"
+                                       for (_, r), p in zip(h.iterrows(), pred)], hovertemplate="%{text}<extra></extra>"),
+                      row=1, col=1)
+        lo, hi = float(min(pred.min(), h["loss"].min())) * 0.97, float(max(pred.max(), h["loss"].max())) * 1.03
+        fig.add_trace(go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", line=dict(color="gray", dash="dot"),
+                                 name="y = x"), row=1, col=1)
+    f = d.finals
+    pred = law.predict(f["N"].to_numpy(float), f["D"].to_numpy(float))
+    fig.add_trace(go.Scatter(x=f["C"], y=(f["loss"] - pred) / pred * 100, mode="markers", name="ladder runs",
+                             marker=dict(color=np.log10(f["N"]), colorscale="Viridis", size=8),
+                             text=[hover(d, r) for _, r in f.iterrows()], hovertemplate="%{text}<extra></extra>"),
+                  row=1, col=2)
+    fig.update_xaxes(title="predicted loss", row=1, col=1)
+    fig.update_yaxes(title="actual loss", row=1, col=1)
+    fig.update_xaxes(title="compute C (FLOPs)", type="log", row=1, col=2)
+    fig.update_yaxes(title="residual (actual - fit) / fit, %", row=1, col=2)
+    fig.update_layout(title=f"Prediction check ({law.form} law)", height=480)
+    return fig
+
+
+def fit_table(d: ReportData) -> go.Figure:
+    names = ["E", "A", "B", "alpha", "beta", "a", "b"]
+    cols = {}
+
+    def col(law):
+        if law is None:
+            return None
+        s = law.summary()
+        ci = s.get("ci", {})
+        return [(f"{s[k]:.4g}" + (f" [{ci[k][0]:.3g}, {ci[k][1]:.3g}]" if k in ci else "")) if k in s else "" for k in names]
+
+    for label, law in (("this ladder: approach 3", d.law3), ("this ladder: approach 2", d.law2),
+                       ("hoffmann2022", PUBLISHED["hoffmann2022"]), ("besiroglu2024", PUBLISHED["besiroglu2024"])):
+        c = col(law)
+        if c:
+            cols[label] = c
+    if d.law is not None and d.law.form not in ("chinchilla",):
+        cols[f"this ladder: {d.law.form} (prediction law)"] = [", ".join(f"{k}={v:.4g}" for k, v in d.law.params.items())] + [""] * 6
+    fig = go.Figure(go.Table(header=dict(values=["parameter", *cols], fill_color="#dde", align="left"),
+                             cells=dict(values=[names, *cols.values()], align="left", height=26)))
+    fig.update_layout(title="Fitted parameters (90% bootstrap intervals) beside published laws", height=330,
+                      margin=dict(t=50, b=10))
+    return fig
+
+
+FIGURES = {"landscape": landscape, "isoflop": isoflop, "frontier": frontier, "curves": curves,
+           "prediction": prediction, "fit_table": fit_table}

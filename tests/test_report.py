@@ -1,0 +1,73 @@
+"""The HTML report in a real browser (Debian's Chromium driven by Playwright), offline."""
+
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--no-first-run", "--enable-unsafe-swiftshader"]
+
+
+def test_report_renders_offline_in_chromium(quick_demo, tmp_path):
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Chromium is not installed (.ci/run installs Debian's chromium package)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    out, _ = quick_demo
+    report = out / "report.html"
+    assert report.stat().st_size < 10e6
+    html = report.read_text()
+    assert '<script src="http' not in html and "<script src='http" not in html  # plotly.js is embedded
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        ctx = browser.new_context(viewport={"width": 1300, "height": 900})
+        requested = []
+
+        def block(route):  # the network is blocked: only the file itself may load
+            if route.request.url.startswith("file:"):
+                route.continue_()
+            else:
+                requested.append(route.request.url)
+                route.abort()
+
+        ctx.route("**/*", block)
+        page = ctx.new_page()
+        errors = []
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        t0 = time.perf_counter()
+        page.goto(report.as_uri())
+        page.wait_for_function("() => { const d = document.querySelectorAll('.plotly-graph-div');"
+                               " return d.length === 6 && Array.from(d).every(x => x._fullLayout &&"
+                               " x.querySelector('.main-svg')); }", timeout=60_000)
+        print(f"report rendered in {time.perf_counter() - t0:.2f} s")
+        # _fullData holds the decoded traces (numpy arrays travel base64-encoded in `data`)
+        figs = page.evaluate("""() => Array.from(document.querySelectorAll('.plotly-graph-div')).map(d => ({
+            id: d.id, traces: d._fullData.length,
+            points: d._fullData.reduce((n, t) => n + Math.max(t._length || 0, (t.z && t.z.length) || 0,
+                (t.cells && t.cells.values && t.cells.values[0] && t.cells.values[0].length) || 0), 0),
+            gl: !!d.querySelector('canvas')}))""")
+        page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
+        browser.close()
+    assert [f["id"] for f in figs] == ["fig-landscape", "fig-isoflop", "fig-frontier", "fig-curves",
+                                       "fig-prediction", "fig-fit_table"]
+    for f in figs:
+        assert f["traces"] > 0 and f["points"] > 0, f
+    assert figs[0]["gl"]  # the 3D landscape really drew with WebGL
+    assert errors == [] and requested == []
+    assert (tmp_path / "report.png").stat().st_size > 50_000
+
+
+def test_report_command_rewrites_report_and_figures(quick_demo, tmp_path):
+    out, _ = quick_demo
+    r = run_cli("report", out, "--out", tmp_path / "r.html", "--png", tmp_path / "png")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "r.html").stat().st_size > 1e6
+    names = {p.name for p in (tmp_path / "png").iterdir()}
+    assert {"landscape.png", "isoflop.png", "frontier.png", "curves.png", "prediction.png", "landscape.svg"} <= names
+    r = run_cli("report", tmp_path / "nothing")
+    assert r.returncode == 2 and "no ladder" in r.stderr
