@@ -85,7 +85,7 @@ def timed(step, n, device) -> float:
     return time.perf_counter() - t0
 
 
-def bench_config(spec, reps, steps, device, amp, peak) -> dict:
+def bench_config(spec, reps, steps, device, amp, peak, compile_=True) -> dict:
     name, d, L, H, V, T, B, moe = spec
     cfg = model_config(d, L, H, V, T, moe)
     torch.manual_seed(0)
@@ -115,11 +115,29 @@ def bench_config(spec, reps, steps, device, amp, peak) -> dict:
                 mem[kind] = torch.cuda.max_memory_allocated()
     tok = B * T
     fpt = cfg.flops_per_token_exact(T)
-    ours_tps = tok / statistics.median(times["scalelab"])
+    eager_tps = tok / statistics.median(times["scalelab"])
     hf_tps = tok / statistics.median(times["hf"])
+    compiled_tps, compile_s = None, None
+    if compile_:
+        # torch.compile the same model; the first step pays the compilation, reported apart
+        compiled = torch.compile(ours)
+        steps_fn["compiled"] = make_step(compiled, "scalelab", x, y, device)
+        t0 = time.perf_counter()
+        run("compiled", 1)
+        compile_s = time.perf_counter() - t0
+        run("compiled", 1)
+        ct = []
+        for _ in range(reps):  # alternate with HF again so both see the same machine state
+            ct.append(run("compiled", steps) / steps)
+            times["hf"].append(run("hf", steps) / steps)
+        compiled_tps = tok / statistics.median(ct)
+        hf_tps = tok / statistics.median(times["hf"])
+    ours_tps = max(eager_tps, compiled_tps or 0.0)
     return {"config": name, "d_model": d, "n_layers": L, "vocab_size": V, "seq_len": T, "batch": B, "moe": moe,
             "num_params_total": cfg.num_params_total, "flops_per_token": fpt,
             "tokens_per_s": ours_tps, "hf_tokens_per_s": hf_tps, "speedup_vs_hf": ours_tps / hf_tps,
+            "eager_tokens_per_s": eager_tps, "eager_speedup_vs_hf": eager_tps / hf_tps,
+            "compiled_tokens_per_s": compiled_tps, "compile_seconds": compile_s,
             "mfu": ours_tps * fpt / peak, "hf_mfu": hf_tps * fpt / peak,
             "peak_memory_bytes": mem.get("scalelab", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024),
             "hf_peak_memory_bytes": mem.get("hf"),
@@ -134,6 +152,7 @@ def main(argv=None) -> int:
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile measurement")
     a = ap.parse_args(argv)
     names = a.configs.split(",") if a.configs else (QUICK if a.quick else [c[0] for c in CONFIGS])
     specs = [c for c in CONFIGS if c[0] in names]
@@ -142,12 +161,16 @@ def main(argv=None) -> int:
     print(f"device {a.device} ({platform.processor() or platform.machine()}), torch {torch.__version__}, "
           f"threads {torch.get_num_threads()}, measured matmul peak {peak / 1e9:.1f} GFLOP/s")
     rows = []
-    print(f"{'config':<16}{'params':>10}{'tok/s':>10}{'HF tok/s':>10}{'speedup':>9}{'MFU':>7}{'HF MFU':>8}")
+    print(f"{'config':<16}{'params':>10}{'eager':>9}{'compiled':>10}{'compile s':>10}{'HF':>9}"
+          f"{'speedup':>9}{'(eager)':>9}{'MFU':>7}{'HF MFU':>8}")
     for spec in specs:
-        r = bench_config(spec, 3 if a.quick else a.reps, a.steps, a.device, amp, peak)
+        r = bench_config(spec, 3 if a.quick else a.reps, a.steps, a.device, amp, peak, not a.no_compile)
         rows.append(r)
-        print(f"{r['config']:<16}{r['num_params_total'] / 1e6:>9.2f}M{r['tokens_per_s']:>10,.0f}"
-              f"{r['hf_tokens_per_s']:>10,.0f}{r['speedup_vs_hf']:>8.2f}x{r['mfu']:>7.1%}{r['hf_mfu']:>8.1%}")
+        comp = f"{r['compiled_tokens_per_s']:>10,.0f}{r['compile_seconds']:>10.1f}" if r["compiled_tokens_per_s"] \
+            else f"{'-':>10}{'-':>10}"
+        print(f"{r['config']:<16}{r['num_params_total'] / 1e6:>9.2f}M{r['eager_tokens_per_s']:>9,.0f}{comp}"
+              f"{r['hf_tokens_per_s']:>9,.0f}{r['speedup_vs_hf']:>8.2f}x{r['eager_speedup_vs_hf']:>8.2f}x"
+              f"{r['mfu']:>7.1%}{r['hf_mfu']:>8.1%}")
         sys.stdout.flush()
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)

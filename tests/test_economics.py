@@ -138,6 +138,8 @@ def test_count_memory_json():
     assert d["weights_bytes"]["bf16"] == 2 * d["num_params_total"]
     assert d["train_memory_bytes"] > d["train_state_bytes"]["total"] == 16 * d["num_params_total"] / 8
     assert d["fits_serving"] is True
+    dec = d["decode"]
+    assert dec["bound"] == "memory" and dec["tokens_per_s"] > 0 and dec["usd_per_million_tokens"] > 0
 
 
 def test_economics_never_imports_torch():

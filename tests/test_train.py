@@ -104,3 +104,26 @@ def test_config_toml_and_derived_fields(tmp_path):
     p.write_text("[model\n")
     with pytest.raises(UserError, match="not valid TOML"):
         load_config(p)
+
+
+def test_compiled_training_matches_eager(small_cfg, small_dataset, tmp_path):
+    """torch.compile (inductor, on CPU here) trains the same model: losses agree to float tolerance."""
+    base = ["train.max_steps=12", "train.eval_every=12", "train.log_every=4", "model.d_model=32",
+            "model.n_layers=1", "model.n_heads=2"]
+    eager = train(small_cfg(*base, "train.compile=off"), tmp_path / "eager", dataset=small_dataset)
+    comp = train(small_cfg(*base, "train.compile=on"), tmp_path / "compiled", dataset=small_dataset)
+    assert comp["compiled"] and not eager["compiled"]
+    a, b = read_metrics(tmp_path / "eager" / "metrics.jsonl"), read_metrics(tmp_path / "compiled" / "metrics.jsonl")
+    for ra, rb in zip(a, b):
+        assert rb["train_loss"] == pytest.approx(ra["train_loss"], rel=1e-3)
+    assert comp["final"]["val_loss"] == pytest.approx(eager["final"]["val_loss"], rel=1e-3)
+
+
+def test_compile_auto_decision():
+    from scalelab.train.loop import CPU_COMPILE_MIN_SECONDS, compile_pays_off
+
+    peak = 3e11
+    assert not compile_pays_off(1e6, 1e6, peak)  # a 1e12-FLOP run: seconds, not worth compiling
+    assert compile_pays_off(1e9, 1e7, peak)  # 1e16 FLOPs: hours
+    edge_tokens = CPU_COMPILE_MIN_SECONDS * 0.3 * peak / 1e6
+    assert not compile_pays_off(edge_tokens * 0.99, 1e6, peak) and compile_pays_off(edge_tokens * 1.01, 1e6, peak)

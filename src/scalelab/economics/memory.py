@@ -140,4 +140,8 @@ def memory_report(cfg: ModelConfig, seq_len: int, batch: int = 1, dtype: str = "
         out["fits_training"] = out["train_memory_bytes"] <= hw.memory_bytes
         out["fits_serving"] = out["serve_memory_bytes"] <= hw.memory_bytes
         out["min_gpus_serving"] = math.ceil(out["serve_memory_bytes"] / hw.memory_bytes)
+        from scalelab.economics.cost import decode_throughput
+
+        out["decode"] = decode_throughput(cfg, hw, batch, seq_len, dtype if dtype in ("bf16", "fp16", "int8", "int4")
+                                          else "bf16")
     return out
