@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from scalelab.model.config import ModelConfig
 from scalelab.model.layers import Attention, KVCache, RMSNorm, SwiGLU, rope_tables
+from scalelab.model.loss import linear_cross_entropy
 from scalelab.model.moe import MoE, MoEAux
 
 
@@ -94,10 +95,15 @@ class Transformer(nn.Module):
         if cache is not None:
             cache.pos += T
         x = self.norm(x)
-        logits = self.lm_head(x)  # (B, T, V)
-        out = ModelOutput(logits=logits if return_logits else None)
-        if targets is not None:
-            out.loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1))
+        if targets is not None and not return_logits:
+            # training / evaluation: never materialise the (B*T, V) logits (see model/loss.py)
+            out = ModelOutput(logits=None)
+            out.loss = linear_cross_entropy(x.reshape(-1, x.size(-1)), self.lm_head.weight, targets.reshape(-1))
+        else:
+            logits = self.lm_head(x)  # (B, T, V)
+            out = ModelOutput(logits=logits)
+            if targets is not None:
+                out.loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1))
         if auxes:
             m = self.cfg.moe
             lb = torch.stack([a.lb_loss for a in auxes]).mean()
