@@ -95,3 +95,9 @@ def test_huggingface_datasets_streaming_on_a_local_file(tmp_path):
     docs = _write_sources(tmp_path)
     got = [t for _, t in iter_corpus("hf:json", hf_data_files=str(tmp_path / "b.jsonl"))]
     assert got == docs
+
+
+def test_unloadable_hf_dataset_is_a_clear_error(tmp_path):
+    pytest.importorskip("datasets")
+    with pytest.raises(UserError, match="cannot load the dataset"):
+        list(iter_corpus("hf:json", hf_data_files=str(tmp_path / "missing.jsonl")))

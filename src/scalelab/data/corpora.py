@@ -73,8 +73,19 @@ def iter_hf(name: str, split: str, text_field: str, config: str | None = None,
         import datasets
     except ImportError:
         raise UserError("the hf: corpus needs the `datasets` package: pip install 'scalelab[hf]'") from None
-    ds = datasets.load_dataset(name, config, split=split, streaming=True, data_files=data_files)
-    for i, rec in enumerate(ds):
+    try:
+        ds = datasets.load_dataset(name, config, split=split, streaming=True, data_files=data_files)
+        it = iter(ds)
+        first = next(it, None)
+    except Exception as e:  # network, hub, missing file: many exception types
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise UserError(f"data.corpus hf:{name}: cannot load the dataset ({msg}); it needs the network or a "
+                        "local Hugging Face cache") from None
+    if first is None:
+        return
+    import itertools
+
+    for i, rec in enumerate(itertools.chain([first], it)):
         if text_field not in rec:
             raise UserError(f"dataset {name} has no field {text_field!r}; set data.text_field")
         yield f"{name}:{i}", str(rec[text_field])
