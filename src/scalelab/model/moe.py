@@ -45,8 +45,15 @@ class MoE(nn.Module):
         self.w2 = nn.Parameter(torch.empty(E, D, F_))
         self.shared = SwiGLU(D, F_ * cfg.num_shared_experts) if cfg.num_shared_experts else None
 
-    def _expert(self, e: int, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(F.silu(F.linear(x, self.w1[e])) * F.linear(x, self.w3[e]), self.w2[e])
+    def _experts(self):
+        """Per-expert weight views via one unbind each: its backward stacks the expert gradients
+        once, where indexing w1[e] per expert would build and add E full-size zero tensors."""
+        return list(zip(self.w1.unbind(0), self.w3.unbind(0), self.w2.unbind(0)))
+
+    @staticmethod
+    def _expert(w, x: torch.Tensor) -> torch.Tensor:
+        w1, w3, w2 = w
+        return F.linear(F.silu(F.linear(x, w1)) * F.linear(x, w3), w2)
 
     def route(self, x: torch.Tensor):
         """x (N, D) -> logits (N, E), probs (N, E), top-k weights and indices (N, k), keep mask (N, k)."""
@@ -92,14 +99,16 @@ class MoE(nn.Module):
         token = order // k  # (N*k,) which token each sorted assignment belongs to
         counts = torch.bincount(flat_e, minlength=self.cfg.num_experts).tolist()
         xs = xf[token]  # (N*k, D) gathered inputs
-        outs = [self._expert(e, chunk) for e, chunk in enumerate(xs.split(counts)) if counts[e]]
+        ws = self._experts()
+        outs = [self._expert(ws[e], chunk) for e, chunk in enumerate(xs.split(counts)) if counts[e]]
         ys = torch.cat(outs) * w.reshape(-1)[order, None]  # (N*k, D) weighted
         return torch.zeros_like(xf).index_add_(0, token, ys)
 
     def _reference(self, xf: torch.Tensor, top_i: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         gates = torch.zeros(xf.shape[0], self.cfg.num_experts, dtype=xf.dtype, device=xf.device)
         gates.scatter_add_(1, top_i, w)  # (N, E) dense mixing weights
-        return sum(gates[:, e:e + 1] * self._expert(e, xf) for e in range(self.cfg.num_experts))
+        ws = self._experts()
+        return sum(gates[:, e:e + 1] * self._expert(ws[e], xf) for e in range(self.cfg.num_experts))
 
     def _aux(self, logits, probs, top_i, keep) -> MoEAux:
         E, k = self.cfg.num_experts, self.cfg.top_k
