@@ -68,21 +68,13 @@ def _load_model_config(path: str):
     """A model config from an HF config.json, a scalelab run config (.toml/.json) or a run directory."""
     from scalelab.model.hf import config_from_hf
 
-    p = Path(path)
-    if p.is_dir():
-        p = p / "config.json"
-    if not p.exists():
-        raise UserError(f"config file not found: {p}")
-    if p.suffix == ".json":
-        try:
-            d = json.loads(p.read_text())
-        except json.JSONDecodeError as e:
-            raise UserError(f"{p} is not valid JSON: {e}") from None
-        if "model_type" in d or "architectures" in d:
-            return config_from_hf(d)
-    from scalelab.config import load_config
+    from scalelab.config import load_dict, read_config_file
 
-    return load_config(p).model
+    p = Path(path)
+    d = read_config_file(p / "config.json" if p.is_dir() else p)  # read once, whichever kind it is
+    if "model_type" in d or "architectures" in d:
+        return config_from_hf(d)
+    return load_dict(d).model
 
 
 def cmd_count(a) -> int:

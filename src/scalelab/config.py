@@ -240,17 +240,21 @@ def load_dict(data: dict) -> RunConfig:
     return build(RunConfig, data).validate()
 
 
+def read_config_file(path: str | Path, what: str = "config file") -> dict:
+    """A .json file as JSON, anything else as TOML; a missing or unparsable file is a UserError."""
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"{what} not found: {p}")
+    kind = "JSON" if p.suffix == ".json" else "TOML"
+    try:
+        return json.loads(p.read_text()) if kind == "JSON" else tomllib.loads(p.read_text())
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"{p} is not valid {kind}: {e}") from None
+
+
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
     """Load a TOML/JSON run config (None = all defaults) and apply overrides."""
-    data: dict = {}
-    if path is not None:
-        p = Path(path)
-        if not p.exists():
-            raise UserError(f"config file not found: {p}")
-        try:
-            data = json.loads(p.read_text()) if p.suffix == ".json" else tomllib.loads(p.read_text())
-        except (tomllib.TOMLDecodeError, json.JSONDecodeError) as e:
-            raise UserError(f"{p} is not valid {'JSON' if p.suffix == '.json' else 'TOML'}: {e}") from None
+    data = read_config_file(path) if path is not None else {}
     return load_dict(apply_overrides(data, overrides or []))
 
 

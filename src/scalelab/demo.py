@@ -25,8 +25,7 @@ import numpy as np
 from scalelab.config import DataConfig
 from scalelab.errors import UserError
 from scalelab.ladder.executors import run_ladder
-from scalelab.ladder.heuristics import HEURISTICS
-from scalelab.ladder.plan import LadderSpec, Rung, family, plan
+from scalelab.ladder.plan import LadderSpec, Rung, family, make_rung, plan
 from scalelab.ladder.results import results_table
 from scalelab.ladder.store import Store
 from scalelab.train.checkpoint import atomic_write_text
@@ -42,15 +41,7 @@ TARGETS = (1e15, 1e18, 1e21)
 def holdout_rung(spec: LadderSpec, n_star: float, C: float) -> Rung:
     """The family shape nearest the compute-optimal N*(C), trained on D = C / (6N)."""
     c = min(family(spec), key=lambda m: abs(math.log(m.num_params_total / n_star)))
-    heur = HEURISTICS[spec.heuristics]()
-    N = c.num_params_total
-    D = C / (6.0 * N)
-    b = heur.batch_size(C, D, spec.seq_len)
-    steps = max(1, round(D / (b * spec.seq_len)))
-    return Rung(name=f"holdout-C{C:.0e}-N{N / 1e3:.0f}k".replace("+", ""), budget=C, d_model=c.d_model,
-                n_layers=c.n_layers, n_heads=c.n_heads, N=N, N_non_embedding=c.num_params_non_embedding,
-                D=steps * b * spec.seq_len, steps=steps, batch_size=b, lr=heur.lr(C),
-                warmup_steps=heur.warmup_steps(N, b * spec.seq_len, steps))
+    return make_rung(spec, c, C, prefix="holdout-")
 
 
 class _FlopsProgress:
@@ -112,7 +103,6 @@ def run_demo(out_dir: str | Path, quick: bool = False, parallel: int = 2) -> dic
     with _FlopsProgress(out / "ladder.sqlite", rungs, C_hold) as bar:
         store = run_ladder(spec, out, parallel=parallel)
         df = results_table(store)
-        df.to_csv(out / "runs.csv", index=False)
         table = load_table(df[~df["holdout"]].reset_index(drop=True)).finals()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")

@@ -17,7 +17,6 @@ import multiprocessing as mp
 import time
 import traceback
 from collections import defaultdict
-from dataclasses import asdict
 from pathlib import Path
 
 from scalelab.errors import UserError
@@ -86,17 +85,12 @@ def _work_units(rungs: list[Rung], strategy: str) -> list[list[Rung]]:
     return [sorted(g, key=lambda r: -r.steps) for g in groups.values()]
 
 
-def _run_unit(spec_dict: dict, unit: list[dict], out_dir: str, threads: int) -> list[str]:
+def _run_unit(spec: LadderSpec, rungs: list[Rung], out: Path) -> list[str]:
     """Run one unit (in this or a worker process). Returns the names it finished."""
     import torch
 
-    from scalelab.ladder.plan import spec_from_dict
-
-    if threads > 0:
-        torch.set_num_threads(threads)
-    spec = spec_from_dict({"ladder": {k: v for k, v in spec_dict.items() if k != "data"}, "data": spec_dict["data"]})
-    rungs = [Rung(**r) for r in unit]
-    out = Path(out_dir)
+    if spec.threads > 0:
+        torch.set_num_threads(spec.threads)
     store = Store(store_path(out))
     done_names = {r["name"] for r in store.runs("done")}
     finished = []
@@ -146,7 +140,7 @@ def run_ladder(spec: LadderSpec, out_dir: str | Path, parallel: int = 1, rungs: 
     total, finished = len(rungs), len(done)
     if progress:
         progress(finished, total, None)
-    args = [(spec.to_dict(), [asdict(r) for r in u], str(out), spec.threads) for u in units]
+    args = [(spec, u, out) for u in units]
     if parallel <= 1 or len(units) <= 1:
         for a in args:
             names = _run_unit(*a)

@@ -14,11 +14,10 @@ training matmul cost per token up to attention, which the store records separate
 from __future__ import annotations
 
 import math
-import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from scalelab.config import DataConfig, build
+from scalelab.config import DataConfig, build, read_config_file
 from scalelab.errors import UserError
 from scalelab.ladder.heuristics import HEURISTICS
 from scalelab.model.config import ModelConfig
@@ -108,7 +107,6 @@ def _nearest(fam: list[ModelConfig], n: float) -> ModelConfig:
 def plan(spec: LadderSpec) -> list[Rung]:
     spec = spec.validate()
     fam = family(spec)
-    heur = HEURISTICS[spec.heuristics]()
     rungs: list[Rung] = []
     smallest = fam[0].num_params_total
     for C in sorted(spec.budgets):
@@ -124,29 +122,34 @@ def plan(spec: LadderSpec) -> list[Rung]:
                     continue
                 c = bigger[0]
             chosen.append(c)
-        for c in chosen:
-            D = int(C / (6.0 * c.num_params_total))
-            min_tokens = heur.min_steps * heur.min_batch_seqs * spec.seq_len
-            if D < min_tokens:
-                raise UserError(
-                    f"budget {C:.3g} FLOPs is too small for the {c.num_params_total:,}-parameter model: it buys "
-                    f"{D:,} tokens, fewer than {min_tokens:,} ({heur.min_steps} steps of {heur.min_batch_seqs} "
-                    f"sequences); raise the budget or lower ladder.tokens_per_param/min_width "
-                    f"(smallest shape: {smallest:,} parameters)")
-            b = heur.batch_size(C, D, spec.seq_len)
-            steps = max(1, round(D / (b * spec.seq_len)))
-            D = steps * b * spec.seq_len  # whole steps: the token count actually trained
-            rungs.append(Rung(
-                name=f"C{C:.0e}-N{c.num_params_total / 1e3:.0f}k".replace("+", ""), budget=C, d_model=c.d_model,
-                n_layers=c.n_layers, n_heads=c.n_heads, N=c.num_params_total,
-                N_non_embedding=c.num_params_non_embedding, D=D, steps=steps, batch_size=b, lr=heur.lr(C),
-                warmup_steps=heur.warmup_steps(c.num_params_total, b * spec.seq_len, steps)))
+        rungs += [make_rung(spec, c, C, smallest=smallest) for c in chosen]
     if spec.strategy == "wsd":
         rungs = _wsd(spec, rungs)
     names = [r.name for r in rungs]
     if len(set(names)) != len(names):
         raise UserError("two budgets map to the same run name; space the budgets further apart")
     return rungs
+
+
+def make_rung(spec: LadderSpec, c: ModelConfig, C: float, prefix: str = "", smallest: int | None = None) -> Rung:
+    """Shape ``c`` trained on budget C: D = C / (6N) rounded to whole steps, batch, lr and warmup
+    from the spec's heuristics. A budget that buys too few steps is a UserError."""
+    heur = HEURISTICS[spec.heuristics]()
+    N = c.num_params_total
+    D = int(C / (6.0 * N))
+    min_tokens = heur.min_steps * heur.min_batch_seqs * spec.seq_len
+    if D < min_tokens:
+        raise UserError(
+            f"budget {C:.3g} FLOPs is too small for the {N:,}-parameter model: it buys {D:,} tokens, fewer than "
+            f"{min_tokens:,} ({heur.min_steps} steps of {heur.min_batch_seqs} sequences); raise the budget or "
+            f"lower ladder.tokens_per_param/min_width (smallest shape: {smallest or N:,} parameters)")
+    b = heur.batch_size(C, D, spec.seq_len)
+    steps = max(1, round(D / (b * spec.seq_len)))
+    return Rung(name=f"{prefix}C{C:.0e}-N{N / 1e3:.0f}k".replace("+", ""), budget=C, d_model=c.d_model,
+                n_layers=c.n_layers, n_heads=c.n_heads, N=N, N_non_embedding=c.num_params_non_embedding,
+                D=steps * b * spec.seq_len,  # whole steps: the token count actually trained
+                steps=steps, batch_size=b, lr=heur.lr(C),
+                warmup_steps=heur.warmup_steps(N, b * spec.seq_len, steps))
 
 
 def _wsd(spec: LadderSpec, rungs: list[Rung]) -> list[Rung]:
@@ -193,14 +196,7 @@ def rung_overrides(spec: LadderSpec, r: Rung) -> dict:
 # ---- LADDER.toml ---------------------------------------------------------------------------------
 
 def load_spec(path: str | Path) -> LadderSpec:
-    p = Path(path)
-    if not p.exists():
-        raise UserError(f"ladder file not found: {p}")
-    try:
-        raw = tomllib.loads(p.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise UserError(f"{p} is not valid TOML: {e}") from None
-    return spec_from_dict(raw)
+    return spec_from_dict(read_config_file(path, "ladder file"))
 
 
 def spec_from_dict(raw: dict) -> LadderSpec:

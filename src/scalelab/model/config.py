@@ -21,7 +21,7 @@ Conventions (stated once, used everywhere):
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 
 from scalelab.errors import UserError
 

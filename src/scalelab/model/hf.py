@@ -19,15 +19,10 @@ SUPPORTED = {"llama", "mistral", "mixtral"}
 def config_from_hf(hf: dict | str | Path) -> ModelConfig:
     """Translate a Hugging Face ``config.json`` (dict or path) into a `ModelConfig`."""
     if not isinstance(hf, dict):
+        from scalelab.config import read_config_file
+
         path = Path(hf)
-        if path.is_dir():
-            path = path / "config.json"
-        if not path.exists():
-            raise UserError(f"config file not found: {path}")
-        try:
-            hf = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise UserError(f"{path} is not valid JSON ({e.msg} at line {e.lineno})") from None
+        hf = read_config_file(path / "config.json" if path.is_dir() else path)
     mtype = hf.get("model_type")
     if mtype not in SUPPORTED:
         raise UserError(f"config.json model_type={mtype!r} is not supported; use one of {sorted(SUPPORTED)}")

@@ -111,7 +111,7 @@ class MoE(nn.Module):
         return sum(gates[:, e:e + 1] * self._expert(ws[e], xf) for e in range(self.cfg.num_experts))
 
     def _aux(self, logits, probs, top_i, keep) -> MoEAux:
-        E, k = self.cfg.num_experts, self.cfg.top_k
+        E = self.cfg.num_experts
         # Switch load-balancing loss (Fedus et al. 2021, eq. 4), generalised to top-k:
         # E * sum_i f_i * P_i, f_i = share of the N*k assignments routed to expert i (before any drop,
         # not differentiable), P_i = mean router probability of expert i (differentiable).

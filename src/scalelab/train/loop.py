@@ -25,7 +25,7 @@ from scalelab.errors import Diverged, UserError
 from scalelab.model.transformer import Transformer
 from scalelab.train.checkpoint import (atomic_write_text, keep_copy, latest_checkpoint, load_checkpoint,
                                       save_checkpoint)
-from scalelab.train.metrics import MetricsWriter, bits_per_byte, matmul_peak_flops, read_metrics
+from scalelab.train.metrics import MetricsWriter, bits_per_byte, matmul_peak_flops
 from scalelab.train.optim import build_optimizer
 from scalelab.train.schedule import lr_at
 
@@ -123,7 +123,7 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, dataset: To
     optimizer = build_optimizer(model, cfg.optim, device.split(":")[0])
     step_fn = torch.compile(model) if compile_ else model
 
-    start_step, tokens_seen, best_val = 0, 0, math.inf
+    start_step, tokens_seen = 0, 0
     ckpt = latest_checkpoint(run_dir) if resume else None
     if ckpt is not None:
         state = load_checkpoint(ckpt, model, optimizer)
@@ -131,7 +131,6 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, dataset: To
         torch.set_rng_state(torch.tensor(state["torch_rng"], dtype=torch.uint8))
         log(f"resumed {run_dir} from {ckpt.name} (step {start_step}/{total_steps})")
     metrics = MetricsWriter(run_dir / "metrics.jsonl", resume_step=start_step if ckpt is not None else None)
-    previous = read_metrics(run_dir / "metrics.jsonl") if ckpt is not None else []
 
     eval_set = ds.eval_windows(t_cfg.seq_len, t_cfg.eval_tokens)
     bpt = ds.bytes_per_token("val")
@@ -144,7 +143,7 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, dataset: To
     loss_acc = torch.zeros((), device=device)
     moe_acc: dict[str, torch.Tensor] = {}
     window_steps, t_window = 0, time.perf_counter()
-    last: dict = previous[-1] if previous else {}  # a run resumed at its very end keeps its final record
+    last: dict = metrics.kept[-1] if metrics.kept else {}  # a run resumed at its very end keeps its final record
     save_at = set(save_at)
     model.train()
     try:
@@ -191,7 +190,6 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, dataset: To
                                 "expert_load": (moe_acc["load"] / window_steps).tolist()})
                 if is_eval or done == end_step:
                     val = evaluate(model, eval_set, t_cfg.batch_size, device, amp)
-                    best_val = min(best_val, val)
                     rec.update(val_loss=val, val_bpb=bits_per_byte(val, bpt))
                 metrics.write(rec)
                 last = rec

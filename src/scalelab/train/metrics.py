@@ -13,16 +13,16 @@ import torch
 
 class MetricsWriter:
     """Appends one JSON object per line; on resume, drops lines past the checkpoint's step so the
-    file reads exactly as an uninterrupted run's."""
+    file reads exactly as an uninterrupted run's. ``kept`` holds the records kept on resume."""
 
     def __init__(self, path: Path, resume_step: int | None = None):
         self.path = Path(path)
+        self.kept: list[dict] = []
         if resume_step is not None and self.path.exists():
-            kept = [ln for ln in self.path.read_text().splitlines()
-                    if ln.strip() and json.loads(ln).get("step", 0) <= resume_step]
+            self.kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= resume_step]
             from scalelab.train.checkpoint import atomic_write_text
 
-            atomic_write_text(self.path, "".join(k + "\n" for k in kept))
+            atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in self.kept))
         elif resume_step is None and self.path.exists():
             self.path.unlink()
         self._f = self.path.open("a")
