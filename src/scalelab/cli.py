@@ -178,9 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _registrars():
-    from scalelab import cli_econ, cli_ladder, cli_laws
+    from scalelab import cli_econ, cli_labs, cli_ladder, cli_laws
 
-    return [cli_laws.register, cli_ladder.register, cli_econ.register]
+    return [cli_laws.register, cli_ladder.register, cli_econ.register, cli_labs.register]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -72,7 +72,17 @@ def cmd_run(a) -> int:
     def progress(done, total, name):
         print(f"[{done}/{total}] " + (f"finished {name}" if name else "runs done before this start"), flush=True)
 
-    run_ladder(spec, a.out, parallel=a.parallel, progress=progress)
+    if a.executor == "ray":
+        from scalelab.ladder.ray_executor import run_ladder_ray
+
+        if a.parallel != 1:
+            raise UserError("--parallel is for the local executor; Ray schedules by each run's resources")
+        run_ladder_ray(spec, a.out, address=a.address, shared_dir=a.shared_dir, max_retries=a.max_retries,
+                       progress=progress)
+    else:
+        if a.address or a.shared_dir:
+            raise UserError("--address and --shared-dir need --executor ray")
+        run_ladder(spec, a.out, parallel=a.parallel, progress=progress)
     print(f"ladder complete -> {a.out}; `scalelab ladder export {a.out} --out runs.csv`")
     return 0
 
@@ -146,6 +156,14 @@ def register(sub) -> None:
     r.add_argument("--out", required=True)
     r.add_argument("--parallel", type=int, default=1, help="runs at a time (processes)")
     r.add_argument("--threads", type=int, default=None, help="torch threads per run")
+    r.add_argument("--executor", choices=("local", "ray"), default="local",
+                   help="local processes, or a Ray cluster (pip install 'scalelab[ray]')")
+    r.add_argument("--address", default=None,
+                   help="Ray cluster: auto (the cluster this machine belongs to) or ray://HOST:10001; "
+                        "default: start a local Ray instance")
+    r.add_argument("--shared-dir", default=None,
+                   help="Ray: where run directories and checkpoints go, a path every worker sees (default --out)")
+    r.add_argument("--max-retries", type=int, default=3, help="Ray: retries of a run whose worker dies")
     r.set_defaults(fn=cmd_run)
     s = ls.add_parser("status", help="progress of a ladder")
     s.add_argument("dir")

@@ -71,6 +71,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | mps
     dtype: str = "auto"  # auto (bf16 autocast where supported) | fp32 | bf16
     compile: str = "auto"  # auto | on | off
+    parallel: str = "ddp"  # under torchrun: ddp (replicate) | fsdp (FSDP2 full shard); ignored otherwise
     threads: int = 0  # torch intra-op threads on CPU; 0 = leave torch's default
     divergence_factor: float = 1.5  # stop when loss > factor * ln(vocab) or is not finite
     progress: bool = True
@@ -106,7 +107,7 @@ class RunConfig:
         if self.optim.lr <= 0:
             raise UserError(f"optim.lr must be > 0, got {self.optim.lr}")
         for name, allowed in (("device", ("auto", "cpu", "cuda", "mps")), ("dtype", ("auto", "fp32", "bf16")),
-                              ("compile", ("auto", "on", "off"))):
+                              ("compile", ("auto", "on", "off")), ("parallel", ("ddp", "fsdp"))):
             if getattr(t, name) not in allowed and not (name == "device" and t.device.startswith("cuda:")):
                 raise UserError(f"train.{name} must be one of {allowed}, got {getattr(t, name)!r}")
         return self

@@ -31,14 +31,19 @@ def atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def save_checkpoint(run_dir: Path, step: int, model, optimizer, state: dict, keep: int = 2) -> Path:
+def save_checkpoint(run_dir: Path, step: int, model, optimizer, state: dict, keep: int = 2,
+                    optimizer_state: dict | None = None) -> Path:
+    """``optimizer_state``: a full optimizer state keyed by parameter name (FSDP), saved as optimizer_full.pt."""
     root = Path(run_dir) / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
     name = f"step_{step:08d}"
     final = root / name
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=root))
     save_model(model, str(tmp / "model.safetensors"))  # handles tied (shared) tensors
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    if optimizer_state is not None:
+        torch.save(optimizer_state, tmp / "optimizer_full.pt")
+    else:
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     (tmp / "state.json").write_text(json.dumps(state))
     if final.exists():
         shutil.rmtree(final)

@@ -23,6 +23,7 @@ from scalelab.config import RunConfig
 from scalelab.data.shards import DataSpec, TokenDataset, build_dataset
 from scalelab.errors import Diverged, UserError
 from scalelab.model.transformer import Transformer
+from scalelab.train import distributed as D
 from scalelab.train.checkpoint import (atomic_write_text, keep_copy, latest_checkpoint, load_checkpoint,
                                       save_checkpoint)
 from scalelab.train.metrics import MetricsWriter, bits_per_byte, matmul_peak_flops
@@ -101,43 +102,65 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, dataset: To
     """
     cfg = cfg.validate()
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     t_cfg, m_cfg = cfg.train, cfg.model
     log = console.log if console is not None else print
     if t_cfg.threads > 0:
         torch.set_num_threads(t_cfg.threads)
     device, amp, compile_ = resolve_device(cfg)
-    ds = dataset or load_dataset(cfg, log=log)
-    atomic_write_text(run_dir / "config.json", json.dumps(cfg.to_dict(), indent=2))
-    (run_dir / "tokenizer.json").write_bytes((ds.path / "tokenizer.json").read_bytes())
+    dist = D.init(device)  # torchrun: join the process group (see train/distributed.py)
+    device = D.local_device(device, dist)
+    local_batch = D.check_batch(t_cfg.batch_size, dist)
+    main = dist.is_main
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    ds = dataset or (load_dataset(cfg, log=log) if main else None)
+    D.barrier(dist)  # rank 0 tokenizes; the others then read its cached shards
+    ds = ds or load_dataset(cfg, log=lambda *a: None)
+    if main:
+        atomic_write_text(run_dir / "config.json", json.dumps(cfg.to_dict(), indent=2))
+        (run_dir / "tokenizer.json").write_bytes((ds.path / "tokenizer.json").read_bytes())
 
     total_steps = cfg.total_steps
     tokens_per_step = t_cfg.tokens_per_step
     flops_per_token = m_cfg.flops_per_token_exact(t_cfg.seq_len)
-    peak = matmul_peak_flops(device, "bf16" if amp is not None else "fp32")
+    peak = matmul_peak_flops(device, "bf16" if amp is not None else "fp32") * dist.world
     if t_cfg.compile == "auto" and device == "cpu":
         compile_ = compile_pays_off(total_steps * tokens_per_step, flops_per_token, peak)
 
     torch.manual_seed(t_cfg.seed)
     model = Transformer(m_cfg).to(device)
+    fsdp = dist.enabled and t_cfg.parallel == "fsdp"
+    ckpt = latest_checkpoint(run_dir) if resume else None
+    state = None
+    if ckpt is not None and fsdp:  # FSDP: load the full state into the plain model before sharding
+        state = load_checkpoint(ckpt, model)
+    module = D.wrap(model, t_cfg.parallel, dist, device)
     optimizer = build_optimizer(model, cfg.optim, device.split(":")[0])
-    step_fn = torch.compile(model) if compile_ else model
+    step_fn = torch.compile(module) if compile_ else module
 
     start_step, tokens_seen = 0, 0
-    ckpt = latest_checkpoint(run_dir) if resume else None
     if ckpt is not None:
-        state = load_checkpoint(ckpt, model, optimizer)
+        full_opt = ckpt / "optimizer_full.pt"  # written under FSDP: keyed by parameter name
+        if full_opt.exists():
+            state = state or load_checkpoint(ckpt, model)
+            D.load_optimizer_full(model, optimizer, torch.load(full_opt, weights_only=True))
+        elif fsdp:
+            raise UserError(f"{ckpt} was written without FSDP; resume it with train.parallel=ddp")
+        else:
+            state = load_checkpoint(ckpt, model, optimizer)
         start_step, tokens_seen = state["step"], state["tokens"]
         torch.set_rng_state(torch.tensor(state["torch_rng"], dtype=torch.uint8))
-        log(f"resumed {run_dir} from {ckpt.name} (step {start_step}/{total_steps})")
-    metrics = MetricsWriter(run_dir / "metrics.jsonl", resume_step=start_step if ckpt is not None else None)
+        if main:
+            log(f"resumed {run_dir} from {ckpt.name} (step {start_step}/{total_steps})")
+    metrics = MetricsWriter(run_dir / "metrics.jsonl", resume_step=start_step if ckpt is not None else None) \
+        if main else None
 
     eval_set = ds.eval_windows(t_cfg.seq_len, t_cfg.eval_tokens)
     bpt = ds.bytes_per_token("val")
     diverge_at = t_cfg.divergence_factor * math.log(m_cfg.vocab_size)
     end_step = min(total_steps, stop_at_step) if stop_at_step is not None else total_steps
 
-    progress = _progress(t_cfg.progress and console is None, total_steps, start_step)
+    progress = _progress(t_cfg.progress and console is None and main, total_steps, start_step)
     task = progress.add_task("train", total=total_steps, completed=start_step, loss=float("nan"), tps=0.0) \
         if progress else None
     loss_acc = torch.zeros((), device=device)
@@ -152,12 +175,13 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, dataset: To
             for g in optimizer.param_groups:
                 g["lr"] = lr
             for micro in range(t_cfg.grad_accum):
-                x, y = ds.sample(t_cfg.batch_size, t_cfg.seq_len, t_cfg.seed, step, micro)
+                # the global batch a single process would draw; each rank trains on its slice of it
+                x, y = (D.shard(t, dist) for t in ds.sample(t_cfg.batch_size, t_cfg.seq_len, t_cfg.seed, step, micro))
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                with _autocast(device, amp):
+                with _autocast(device, amp), D.no_sync(step_fn, micro == t_cfg.grad_accum - 1):
                     out = step_fn(x, targets=y, return_logits=False)
-                loss = out.loss if out.aux_loss is None else out.loss + out.aux_loss
-                (loss / t_cfg.grad_accum).backward()
+                    loss = out.loss if out.aux_loss is None else out.loss + out.aux_loss
+                    (loss / t_cfg.grad_accum).backward()
                 loss_acc += out.loss.detach() / t_cfg.grad_accum
                 for k, v in out.moe.items():
                     moe_acc[k] = moe_acc.get(k, 0) + v.detach() / t_cfg.grad_accum
@@ -173,7 +197,7 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, dataset: To
                 (not ck_every and is_eval)
             # log (one host sync + divergence check) before any checkpoint: never save a diverged model
             if done % t_cfg.log_every == 0 or is_eval or want_ckpt:
-                train_loss = loss_acc.item() / window_steps  # the one host sync per log window
+                train_loss = D.mean(loss_acc, dist).item() / window_steps  # the one host sync per log window
                 if not math.isfinite(train_loss) or train_loss > diverge_at:
                     raise Diverged(f"training diverged at step {done}: loss {train_loss:.4g} "
                                    f"(limit {diverge_at:.3g}); lower optim.lr or raise schedule.warmup_frac. "
@@ -189,12 +213,13 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, dataset: To
                                 "dropped_frac": moe_acc["dropped_frac"].item() / window_steps,
                                 "expert_load": (moe_acc["load"] / window_steps).tolist()})
                 if is_eval or done == end_step:
-                    val = evaluate(model, eval_set, t_cfg.batch_size, device, amp)
+                    val = evaluate(model, eval_set, local_batch, device, amp)  # every rank: FSDP needs all
                     rec.update(val_loss=val, val_bpb=bits_per_byte(val, bpt))
-                metrics.write(rec)
                 last = rec
-                if on_log:
-                    on_log(rec)
+                if main:
+                    metrics.write(rec)
+                    if on_log:
+                        on_log(rec)
                 if progress:
                     progress.update(task, completed=done, loss=train_loss, tps=tps)
                     if "val_loss" in rec:
@@ -205,26 +230,32 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, dataset: To
                 moe_acc = {}
                 window_steps, t_window = 0, time.perf_counter()
             if want_ckpt:
-                path = save_checkpoint(run_dir, done, model, optimizer,
-                                       {"step": done, "tokens": tokens_seen,
-                                        "torch_rng": torch.get_rng_state().tolist()}, keep=t_cfg.keep_checkpoints)
-                if done in save_at:
-                    keep_copy(path, run_dir / "branch_points" / path.name)
+                full = D.full_state(model, optimizer, t_cfg.parallel, dist)  # FSDP: gather (every rank)
+                if main:
+                    path = save_checkpoint(run_dir, done, full[0] if full else model, optimizer,
+                                           {"step": done, "tokens": tokens_seen,
+                                            "torch_rng": torch.get_rng_state().tolist()},
+                                           keep=t_cfg.keep_checkpoints, optimizer_state=full[1] if full else None)
+                    if done in save_at:
+                        keep_copy(path, run_dir / "branch_points" / path.name)
+                D.barrier(dist)
     finally:
         if progress:
             progress.stop()
-        metrics.close()
+        if metrics:
+            metrics.close()
 
     summary = {"run_dir": str(run_dir), "steps": end_step, "total_steps": total_steps, "tokens": tokens_seen,
-               "complete": end_step == total_steps,
+               "complete": end_step == total_steps, "resumed_from_step": start_step,
                "num_params_total": m_cfg.num_params_total, "num_params_active": m_cfg.num_params_active,
                "num_params_non_embedding": m_cfg.num_params_non_embedding,
                "flops_per_token_exact": flops_per_token, "flops_6nd": 6 * m_cfg.num_params_active * tokens_seen,
                "flops": flops_per_token * tokens_seen, "final": last, "peak_flops": peak, "device": device,
-               "compiled": bool(compile_),
+               "compiled": bool(compile_), "parallel": t_cfg.parallel if dist.enabled else "none",
                "ln_vocab": math.log(m_cfg.vocab_size), "bytes_per_token": bpt}
-    if end_step == total_steps:
+    if end_step == total_steps and main:
         atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
+    summary["world_size"] = dist.world
     return summary
 
 

@@ -1,0 +1,441 @@
+"""Synthetic tasks with a prompt/answer split, a scorer and difficulty knobs, for the labs.
+
+Every generator is a pure function of its parameters and a seed: ``task.problems(n, seed)`` returns
+the same problems on every machine. Problems are plain text, one per line (``prompt + answer + "\\n"``),
+so they can be trained on as a character-level token stream or mixed into a text corpus.
+
+    addition        a + b with ``digits`` digits; formats:
+                      plain       "123+489="  -> "612"
+                      reversed    "321+984="  -> "216"   (every number least-significant digit first,
+                                  the order the carry flows in; Lee et al. 2023)
+                      scratchpad  "123+489="  -> "3+9+0=12,2+8+1=11,1+4+1=06;612"  (each column: the
+                                  digits, the carry in, the carry out and the sum digit; Nye et al. 2021)
+                    knob ``carries``: exact number of carries (-1 = any), for heterogeneous problem sets
+    multiplication  a * b with ``digits`` x ``digits_b`` digits, plain format
+    recall          facts about synthetic people: "kavo mira, city:" -> "lima" (the same people and
+                    attributes as the knowledge-capacity lab's biographies)
+
+Held-out test sets never overlap training problems: ``split_problems`` draws the test set first and
+``TaskMix.stream`` rejects any training problem whose prompt is in it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from scalelab.errors import UserError
+
+EOT = "<|endoftext|>"
+ALPHABET = "\n 0123456789+-*=,;:?.abcdefghijklmnopqrstuvwxyz"
+CHAR_VOCAB_SIZE = 64  # model vocabulary for character-level task models (the alphabet has 48 symbols)
+
+
+@dataclass(frozen=True)
+class Problem:
+    prompt: str
+    answer: str
+    difficulty: int = 0  # e.g. the number of carries, or the digits of the longer factor
+
+    @property
+    def text(self) -> str:
+        return self.prompt + self.answer + "\n"
+
+
+# ---- scoring --------------------------------------------------------------------------------------
+
+def final_answer(task_format: str, completion: str) -> str:
+    """The answer a completion commits to: a scratchpad's text after its last ';', else all of it."""
+    completion = completion.split("\n", 1)[0]
+    if task_format == "scratchpad":
+        return completion.rsplit(";", 1)[-1]
+    return completion
+
+
+def edit_distance(a: str, b: str) -> int:
+    """Levenshtein distance between two token (character) sequences."""
+    prev = np.arange(len(b) + 1)
+    for i, ca in enumerate(a, 1):
+        cur = np.empty_like(prev)
+        cur[0] = i
+        for j, cb in enumerate(b, 1):
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb))
+        prev = cur
+    return int(prev[-1])
+
+
+def digit_matches(pred: str, target: str) -> list[bool]:
+    """Position-wise correctness of ``pred`` against ``target`` (a missing position is wrong)."""
+    return [i < len(pred) and pred[i] == c for i, c in enumerate(target)]
+
+
+# ---- tasks ----------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Addition:
+    digits: int = 3
+    format: str = "plain"  # plain | reversed | scratchpad
+    carries: int = -1  # exact number of carries; -1 = any
+    name: str = "addition"
+
+    def validate(self) -> "Addition":
+        if self.format not in ("plain", "reversed", "scratchpad"):
+            raise UserError(f"addition format must be plain, reversed or scratchpad, got {self.format!r}")
+        if not 1 <= self.digits <= 12:
+            raise UserError(f"addition digits must be in 1..12, got {self.digits}")
+        if self.carries > self.digits:
+            raise UserError(f"addition carries={self.carries} exceeds digits={self.digits}")
+        return self
+
+    def make(self, a: int, b: int) -> Problem:
+        s = a + b
+        n_carry, cols, c = 0, [], 0
+        da, db = str(a).zfill(self.digits)[::-1], str(b).zfill(self.digits)[::-1]
+        for x, y in zip(da, db):
+            t = int(x) + int(y) + c
+            cols.append(f"{x}+{y}+{c}={t // 10}{t % 10}")
+            c = t // 10
+            n_carry += c
+        if self.format == "reversed":
+            return Problem(f"{str(a)[::-1]}+{str(b)[::-1]}=", str(s)[::-1], n_carry)
+        prompt = f"{a}+{b}="
+        if self.format == "scratchpad":
+            return Problem(prompt, ",".join(cols) + ";" + str(s), n_carry)
+        return Problem(prompt, str(s), n_carry)
+
+    def sample(self, rng: np.random.Generator) -> Problem:
+        lo = 10 ** (self.digits - 1) if self.digits > 1 else 0
+        while True:
+            a, b = (int(v) for v in rng.integers(lo, 10 ** self.digits, size=2))
+            p = self.make(a, b)
+            if self.carries < 0 or p.difficulty == self.carries:
+                return p
+
+    def answer_of(self, completion: str) -> str:
+        return final_answer(self.format, completion)
+
+    @property
+    def num_distinct(self) -> int:
+        return (10 ** self.digits - (10 ** (self.digits - 1) if self.digits > 1 else 0)) ** 2
+
+    @property
+    def spec(self) -> str:
+        return f"addition:digits={self.digits},format={self.format}" + \
+            (f",carries={self.carries}" if self.carries >= 0 else "")
+
+
+@dataclass(frozen=True)
+class Multiplication:
+    digits: int = 2
+    digits_b: int = 1
+    name: str = "multiplication"
+
+    def validate(self) -> "Multiplication":
+        if not (1 <= self.digits <= 6 and 1 <= self.digits_b <= 6):
+            raise UserError("multiplication digits and digits_b must be in 1..6")
+        return self
+
+    def sample(self, rng: np.random.Generator) -> Problem:
+        a = int(rng.integers(10 ** (self.digits - 1), 10 ** self.digits))
+        b = int(rng.integers(10 ** (self.digits_b - 1) if self.digits_b > 1 else 2, 10 ** self.digits_b))
+        return Problem(f"{a}*{b}=", str(a * b), self.digits + self.digits_b)
+
+    def answer_of(self, completion: str) -> str:
+        return final_answer("plain", completion)
+
+    @property
+    def num_distinct(self) -> int:
+        return 9 * 10 ** (self.digits - 1) * (9 * 10 ** (self.digits_b - 1) if self.digits_b > 1 else 8)
+
+    @property
+    def spec(self) -> str:
+        return f"multiplication:digits={self.digits},digits_b={self.digits_b}"
+
+
+# Attributes of the synthetic people: name -> (values, phrasings). Values are uniform, so each
+# attribute carries exactly log2(len(values)) bits per person (the knowledge-capacity lab's ground truth).
+ATTRIBUTES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "city": (("paris", "lima", "oslo", "cairo", "dakar", "quito", "perth", "seoul", "delhi", "tokyo",
+              "rome", "baku", "kyiv", "lagos", "hanoi", "bern"),
+             ("{n} was born in {v}.", "{n} comes from {v}.", "the birthplace of {n} is {v}.")),
+    "job": (("baker", "nurse", "pilot", "judge", "miner", "poet", "smith", "tailor"),
+            ("{n} works as a {v}.", "{n} is a {v} by trade.", "the job of {n} is {v}.")),
+    "year": (tuple(str(y) for y in range(1900, 1964)),
+             ("{n} was born in the year {v}.", "{n} arrived in {v}.", "the birth year of {n} is {v}.")),
+    "color": (("red", "blue", "green", "amber", "violet", "gray", "teal", "pink"),
+              ("{n} likes the color {v}.", "the favorite color of {n} is {v}.", "{n} loves {v}.")),
+}
+SYLLABLES = ("ka", "vo", "mi", "ra", "lu", "ten", "so", "bi", "dar", "ne", "po", "zu", "fi", "gal", "ho",
+             "jin", "ke", "lo", "mu", "ny", "pa", "qui", "re", "sy", "tor", "ve", "wa", "xi", "ya", "ze")
+
+
+@dataclass(frozen=True)
+class People:
+    """``n`` synthetic people with uniformly random attributes, a pure function of ``seed``."""
+
+    n: int = 200
+    seed: int = 1234
+    attributes: tuple[str, ...] = ("city", "job", "year", "color")
+
+    def validate(self) -> "People":
+        unknown = [a for a in self.attributes if a not in ATTRIBUTES]
+        if unknown:
+            raise UserError(f"unknown attribute {unknown[0]!r}; known: {', '.join(ATTRIBUTES)}")
+        if not 1 <= self.n <= 200_000:
+            raise UserError(f"the number of people must be in 1..200000, got {self.n}")
+        return self
+
+    def table(self) -> list[dict[str, str]]:
+        rng = np.random.default_rng([self.seed, 7])
+        names: set[str] = set()
+        rows = []
+        while len(rows) < self.n:
+            first = "".join(rng.choice(SYLLABLES, size=2))
+            last = "".join(rng.choice(SYLLABLES, size=int(rng.integers(2, 4))))
+            name = f"{first} {last}"
+            if name in names:
+                continue
+            names.add(name)
+            row = {"name": name}
+            for a in self.attributes:
+                values = ATTRIBUTES[a][0]
+                row[a] = values[int(rng.integers(len(values)))]
+            rows.append(row)
+        return rows
+
+    def bits_per_person(self) -> float:
+        return sum(math.log2(len(ATTRIBUTES[a][0])) for a in self.attributes)
+
+    def biography(self, row: dict[str, str], rng: np.random.Generator) -> str:
+        """One biography: every attribute in a random phrasing, in a random order."""
+        order = rng.permutation(len(self.attributes))
+        parts = []
+        for i in order:
+            a = self.attributes[i]
+            phrasings = ATTRIBUTES[a][1]
+            parts.append(phrasings[int(rng.integers(len(phrasings)))].format(n=row["name"], v=row[a]))
+        return " ".join(parts)
+
+
+@dataclass(frozen=True)
+class Recall:
+    people: int = 200
+    seed: int = 1234
+    name: str = "recall"
+
+    def validate(self) -> "Recall":
+        self.population.validate()
+        return self
+
+    @property
+    def population(self) -> People:
+        return People(self.people, self.seed)
+
+    def sample(self, rng: np.random.Generator) -> Problem:
+        rows = _people_table(self.population)
+        row = rows[int(rng.integers(len(rows)))]
+        attr = self.population.attributes[int(rng.integers(len(self.population.attributes)))]
+        return Problem(f"{row['name']}, {attr}:", row[attr], 0)
+
+    def answer_of(self, completion: str) -> str:
+        return final_answer("plain", completion)
+
+    @property
+    def num_distinct(self) -> int:
+        return self.people * len(self.population.attributes)
+
+    @property
+    def spec(self) -> str:
+        return f"recall:people={self.people},seed={self.seed}"
+
+
+_TABLES: dict[People, list[dict[str, str]]] = {}
+
+
+def _people_table(p: People) -> list[dict[str, str]]:
+    if p not in _TABLES:
+        _TABLES[p] = p.table()
+    return _TABLES[p]
+
+
+TASKS = {"addition": Addition, "multiplication": Multiplication, "recall": Recall}
+Task = Addition | Multiplication | Recall
+
+
+def parse_task(text: str) -> Task:
+    """'addition:digits=3,format=reversed' -> Addition(digits=3, format='reversed')."""
+    name, _, params = text.partition(":")
+    if name not in TASKS:
+        raise UserError(f"unknown task {name!r} in {text!r}; known tasks: {', '.join(TASKS)}")
+    cls = TASKS[name]
+    fields = {f for f in cls.__dataclass_fields__ if f != "name"}
+    kwargs = {}
+    for item in filter(None, params.split(",")):
+        key, eq, value = item.partition("=")
+        if not eq or key not in fields:
+            raise UserError(f"task {name!r} takes key=value parameters among {sorted(fields)}, got {item!r}")
+        kwargs[key] = value if key == "format" else _int(value, f"{name}.{key}")
+    return cls(**kwargs).validate()
+
+
+def _int(value: str, where: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise UserError(f"task parameter {where} must be an integer, got {value!r}") from None
+
+
+# ---- problem sets and training streams ------------------------------------------------------------
+
+def problem_set(task: Task, n: int, seed: int, exclude: set[str] = frozenset()) -> list[Problem]:
+    """``n`` distinct problems (by prompt), none of whose prompts is in ``exclude``; deterministic."""
+    rng = np.random.default_rng([seed, 11])
+    seen, out = set(exclude), []
+    tries = 0
+    while len(out) < n:
+        p = task.sample(rng)
+        tries += 1
+        if p.prompt not in seen:
+            seen.add(p.prompt)
+            out.append(p)
+        elif tries > 50 * n + 1000:
+            raise UserError(f"task {task.spec} has fewer than {n} distinct problems outside the test set; "
+                            "ask for fewer problems or a harder task")
+    return out
+
+
+@dataclass(frozen=True)
+class TaskMix:
+    """A weighted mixture of tasks, trained on as a character-level stream of problems."""
+
+    tasks: tuple[str, ...] = ("addition:digits=3,format=reversed",)
+    weights: tuple[float, ...] = ()
+    test_size: int = 200  # held-out problems per task (recall: questions are the facts themselves)
+    seed: int = 0
+
+    def parsed(self) -> list[Task]:
+        return [parse_task(t) for t in self.tasks]
+
+    def probs(self) -> np.ndarray:
+        w = np.asarray(self.weights or [1.0] * len(self.tasks), dtype=float)
+        if len(w) != len(self.tasks) or (w < 0).any() or w.sum() <= 0:
+            raise UserError("task weights must be one non-negative number per task, not all zero")
+        return w / w.sum()
+
+    def test_sets(self) -> dict[str, list[Problem]]:
+        """Held-out problems per task: ``test_size``, at most a fifth of a small task's problems.
+        Recall is memorisation: its test questions are training facts."""
+        out = {}
+        for i, task in enumerate(self.parsed()):
+            n = min(self.test_size, task.num_distinct // (1 if isinstance(task, Recall) else 5))
+            out[task.spec] = problem_set(task, n, self.seed * 1000 + 500 + i)
+        return out
+
+    def held_prompts(self) -> dict[str, set[str]]:
+        return {s: {q.prompt for q in ps} for s, ps in self.test_sets().items()}
+
+    def stream(self, n_chars: int, seed: int, held: dict[str, set[str]] | None = None) -> str:
+        """About ``n_chars`` characters of training problems, one per line, never a test prompt."""
+        tasks, p = self.parsed(), self.probs()
+        held = self.held_prompts() if held is None else held
+        rng = np.random.default_rng([seed, 13])
+        lines, total = [], 0
+        while total < n_chars:
+            task = tasks[int(rng.choice(len(tasks), p=p))]
+            prob = task.sample(rng)
+            if not isinstance(task, Recall) and prob.prompt in held[task.spec]:
+                continue
+            lines.append(prob.text)
+            total += len(prob.text)
+        return "".join(lines)
+
+
+def char_tokenizer():
+    """A character-level `tokenizers.Tokenizer` over ``ALPHABET`` (id 0 = EOT)."""
+    from tokenizers import Tokenizer, decoders, models
+
+    vocab = {EOT: 0, **{c: i + 1 for i, c in enumerate(ALPHABET)}}
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.decoder = decoders.Fuse()
+    return tok
+
+
+def encode_chars(text: str) -> list[int]:
+    bad = set(text) - set(ALPHABET)
+    if bad:
+        raise UserError(f"character {sorted(bad)[0]!r} is not in the task alphabet")
+    return [ALPHABET.index(c) + 1 for c in text]
+
+
+def decode_chars(ids) -> str:
+    return "".join(ALPHABET[i - 1] if 0 < i <= len(ALPHABET) else "" for i in ids)
+
+
+def build_task_dataset(mix: TaskMix, train_chars: int, root: Path, val_chars: int = 20_000) -> Path:
+    """Write ``mix`` as a token dataset (the shard format of `scalelab.data.shards`), cached by content."""
+    key = hashlib.sha256(json.dumps([asdict(mix), train_chars, val_chars]).encode()).hexdigest()[:16]
+    out = Path(root) / f"tasks-{key}"
+    if (out / "manifest.json").exists():
+        return out
+    Path(root).mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=root))
+    try:
+        char_tokenizer().save(str(tmp / "tokenizer.json"))
+        splits = {}
+        for split, n, seed in (("train", train_chars, mix.seed), ("val", val_chars, mix.seed + 10_000)):
+            text = mix.stream(n, seed)
+            ids = np.asarray(encode_chars(text), dtype=np.uint16)
+            ids.tofile(tmp / f"{split}_000.bin")
+            splits[split] = {"shards": [{"file": f"{split}_000.bin", "num_tokens": len(ids)}],
+                             "num_tokens": len(ids), "num_bytes": len(text), "num_docs": text.count("\n")}
+        manifest = {"format_version": 1, "spec": {"tasks": asdict(mix)}, "dtype": "uint16",
+                    "vocab_size": len(ALPHABET) + 1, "eot_id": 0, "splits": splits}
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
+        try:
+            os.rename(tmp, out)
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return out
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def write_task_corpus(mix: TaskMix, n_docs: int, path: Path, base_docs=None, fraction: float = 1.0,
+                      chars_per_doc: int = 400) -> dict:
+    """Write a .jsonl corpus for `scalelab train data.corpus=PATH`: task documents (about
+    ``chars_per_doc`` characters of problems each) mixed with ``base_docs`` (an iterable of texts) so that
+    tasks are ``fraction`` of the documents. Test problems of ``mix`` never appear."""
+    if not 0 < fraction <= 1:
+        raise UserError(f"--fraction must be in (0, 1], got {fraction}")
+    rng = np.random.default_rng([mix.seed, 17])
+    base = iter(base_docs or ())
+    held = mix.held_prompts()
+    n_task = n_base = 0
+    tmp = Path(path).with_suffix(".tmp")
+    with open(tmp, "w") as f:
+        for i in range(n_docs):
+            if base_docs is None or rng.random() < fraction:
+                text = mix.stream(chars_per_doc, seed=mix.seed * 1_000_003 + i, held=held)
+                n_task += 1
+            else:
+                text = next(base, None)
+                if text is None:
+                    break
+                n_base += 1
+            f.write(json.dumps({"text": text}) + "\n")
+    os.replace(tmp, path)
+    return {"task_docs": n_task, "base_docs": n_base, "path": str(path)}
+
+
+__all__ = ["Addition", "Multiplication", "Recall", "People", "Problem", "TaskMix", "parse_task", "problem_set",
+           "build_task_dataset", "write_task_corpus", "char_tokenizer", "encode_chars", "decode_chars",
+           "edit_distance", "digit_matches", "final_answer", "CHAR_VOCAB_SIZE", "ATTRIBUTES"]

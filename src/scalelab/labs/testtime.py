@@ -1,0 +1,248 @@
+"""Inference-time compute lab: scratchpads, majority voting and best-of-n against a bigger model.
+
+1. Direct answers ("123+489=612") and a scratchpad ("123+489=3+9+0=12,2+8+1=11,1+4+1=06;612") are
+   trained at equal training compute (same model, same number of tokens: the scratchpad model sees
+   fewer problems, since each is longer), at each model size.
+2. Every model answers the hardest problems greedily and with ``samples`` samples at a temperature;
+   accuracy is put against inference FLOPs for greedy, majority@k (self-consistency, Wang et al.
+   2022), pass@k = best-of-k with an exact verifier (Brown et al. 2024), and best-of-k scored by the
+   model's own mean log-likelihood.
+3. Coverage (pass@k) against k: Brown et al. fit -log(coverage) = a * k^-b. Schaeffer et al. (2025)
+   show the power law comes from the per-problem single-sample success rates p_i: if p ~ Beta(alpha, .)
+   near 0, -log coverage ~ k^-alpha. So the distribution of p_i is checked first (the fraction never
+   solved, a Beta fit), and the fitted exponent b is put next to alpha.
+4. The compute-matched comparison: each smaller model with the most samples that fit in the FLOPs of
+   one greedy answer of the largest model.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from scalelab.data.tasks import Addition, TaskMix, problem_set
+from scalelab.errors import UserError
+from scalelab.labs.common import (Shape, model_dict, pyplot, run_config, savefig, table_html, task_dataset,
+                                  train_or_load, write_report, write_summary)
+from scalelab.labs.evaluate import evaluate_task
+
+FORMATS = ("plain", "scratchpad")
+
+
+@dataclass(frozen=True)
+class TestTimeSpec:
+    digits: int = 3  # the hardest digit count; training mixes 1..digits digits
+    sizes: tuple[str, ...] = ("32x2", "48x2", "64x2")
+    tokens: int = 3_000_000  # training tokens per run: equal training compute for both formats
+    samples: int = 32
+    temperature: float = 0.8
+    test_size: int = 200
+    lr: float = 3e-3
+    batch_size: int = 8
+    seq_len: int = 128
+    seed: int = 0
+    train_chars: int = 6_000_000
+
+    __test__ = False  # not a pytest class
+
+    def validate(self) -> "TestTimeSpec":
+        if not 2 <= self.digits <= 6:
+            raise UserError(f"--digits must be in 2..6, got {self.digits}")
+        if len(self.sizes) < 1:
+            raise UserError("--sizes needs at least one model size")
+        for s in self.sizes:
+            Shape.parse(s)
+        if self.samples < 2 or self.samples & (self.samples - 1):
+            raise UserError(f"--samples must be a power of two >= 2, got {self.samples}")
+        if self.temperature <= 0:
+            raise UserError("--temperature must be > 0 for sampling")
+        if self.tokens < self.batch_size * self.seq_len * 10:
+            raise UserError(f"--tokens={self.tokens} is under 10 steps; raise it")
+        return self
+
+    def mix(self, fmt: str) -> TaskMix:
+        tasks = tuple(Addition(d, fmt).spec for d in range(1, self.digits + 1))
+        w = tuple(float(d) for d in range(1, self.digits + 1))  # more of the longer problems
+        return TaskMix(tasks=tasks, weights=w, test_size=self.test_size, seed=self.seed)
+
+
+QUICK = dict(digits=2, sizes=("16x1", "32x1"), tokens=150_000, samples=8, test_size=40, train_chars=400_000)
+
+
+def run(spec: TestTimeSpec, out: str | Path, log=print) -> dict:
+    spec = spec.validate()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    hardest = {fmt: Addition(spec.digits, fmt) for fmt in FORMATS}
+    results = []
+    for fmt in FORMATS:
+        mix = spec.mix(fmt)
+        test = mix.test_sets()[hardest[fmt].spec]
+        ds = task_dataset(mix, out / fmt, spec.train_chars)
+        for size in spec.sizes:
+            shape = Shape.parse(size)
+            cfg = run_config(model_dict(shape, max_seq_len=spec.seq_len), spec.tokens, spec.lr, spec.batch_size,
+                             spec.seq_len, spec.seed)
+            model, summary = train_or_load(cfg, out / "runs" / f"{fmt}-{shape.name}", ds, log)
+            max_new = len(test[0].answer) + 4 if fmt == "plain" else max(len(p.answer) for p in test) + 4
+            r = evaluate_task(model, hardest[fmt], test, samples=spec.samples, temperature=spec.temperature,
+                              ks=tuple(2 ** i for i in range(int(math.log2(spec.samples)) + 1)), seed=spec.seed,
+                              max_new_tokens=max_new)
+            r.update(format=fmt, size=size, num_params=cfg.model.num_params_total,
+                     train_flops=summary["flops"], train_tokens=summary["tokens"],
+                     problems_seen=_problems_seen(mix, summary["tokens"]))
+            r["coverage"] = coverage_analysis(r["sampling"])
+            results.append(r)
+            s = r["sampling"]
+            log(f"  {fmt:10s} {size}: greedy {r['exact_match']:.1%}, majority@{s['ks'][-1]} "
+                f"{s['majority_at_k'][-1]:.1%}, pass@{s['ks'][-1]} {s['pass_at_k'][-1]:.1%}")
+    summary = {"spec": asdict(spec), "results": results, "comparison": compare(results),
+               "compute_matched": compute_matched(results), "seconds": time.perf_counter() - t0}
+    figs = plot(results, out)
+    write_summary(out, summary)
+    _report(out, summary, figs)
+    return summary
+
+
+def _problems_seen(mix: TaskMix, tokens: int) -> float:
+    sample = mix.stream(20_000, seed=123)
+    return tokens / (len(sample) / sample.count("\n"))
+
+
+def coverage_analysis(s: dict) -> dict:
+    """Fit -log coverage(k) = a k^-b over the ks where 0 < coverage < 1, after checking the per-problem
+    difficulty distribution (fraction never solved; Beta fit of the single-sample success rates)."""
+    from scipy import stats
+
+    p = np.asarray(s["per_problem_pass1"])
+    n = s["samples"]
+    out = {"fraction_never_solved": float((p == 0).mean()), "fraction_always_solved": float((p == 1).mean()),
+           "fraction_below_0.1": float((p < 0.1).mean()), "median_pass1": float(np.median(p))}
+    inner = p[(p > 0) & (p < 1)]
+    if len(inner) >= 5:
+        eps = 0.5 / n  # keep the fit away from the boundaries where p is 0 or 1 by resolution
+        a, b, _, _ = stats.beta.fit(np.clip(p, eps, 1 - eps), floc=0, fscale=1)
+        out.update(beta_alpha=float(a), beta_beta=float(b))
+    ks = np.asarray(s["ks"], float)
+    cov = np.asarray(s["pass_at_k"])
+    ok = (cov > 0) & (cov < 1)
+    if ok.sum() >= 3:
+        slope, intercept = np.polyfit(np.log(ks[ok]), np.log(-np.log(cov[ok])), 1)
+        pred = np.exp(-np.exp(intercept) * ks[ok] ** slope)
+        out.update(power_law_a=float(np.exp(intercept)), power_law_b=float(-slope),
+                   power_law_max_abs_err=float(np.max(np.abs(pred - cov[ok]))))
+    maj = s["majority_at_k"]
+    out["coverage_gain"] = float(cov[-1] - cov[0])
+    out["majority_gain"] = float(maj[-1] - maj[0])
+    out["majority_plateau"] = float(maj[-1] - maj[len(maj) // 2])  # the gain over the last doublings
+    return out
+
+
+def compare(results: list[dict]) -> list[dict]:
+    """Scratchpad vs direct at equal training compute, per size, on the hardest problems."""
+    rows = []
+    for size in dict.fromkeys(r["size"] for r in results):
+        by = {r["format"]: r for r in results if r["size"] == size}
+        if set(by) >= set(FORMATS):
+            d, s = by["plain"], by["scratchpad"]
+            rows.append({"size": size, "train_flops": d["train_flops"], "direct_greedy": d["exact_match"],
+                         "scratchpad_greedy": s["exact_match"], "direct_problems_seen": d["problems_seen"],
+                         "scratchpad_problems_seen": s["problems_seen"],
+                         "direct_flops_per_answer": d["greedy_flops"], "scratchpad_flops_per_answer": s["greedy_flops"],
+                         "scratchpad_better": s["exact_match"] > d["exact_match"]})
+    return rows
+
+
+def compute_matched(results: list[dict]) -> list[dict]:
+    """For each format: every smaller model's best accuracy within the FLOPs of one greedy answer of the
+    largest model, by majority@k (no verifier), best-of-k by likelihood (no verifier) and pass@k."""
+    rows = []
+    for fmt in FORMATS:
+        rs = sorted([r for r in results if r["format"] == fmt], key=lambda r: r["num_params"])
+        if len(rs) < 2:
+            continue
+        big = rs[-1]
+        budget = big["greedy_flops"]
+        rows.append({"format": fmt, "model": big["size"], "method": "greedy", "k": 1, "flops": budget,
+                     "accuracy": big["exact_match"]})
+        for r in rs[:-1]:
+            s = r["sampling"]
+            fit = [i for i, f in enumerate(s["flops"]) if f <= budget * 1.001]
+            i = fit[-1] if fit else 0
+            rows.append({"format": fmt, "model": r["size"], "method": "greedy", "k": 1, "flops": r["greedy_flops"],
+                         "accuracy": r["exact_match"]})
+            for method in ("majority_at_k", "best_of_k_likelihood", "pass_at_k"):
+                rows.append({"format": fmt, "model": r["size"], "method": method, "k": s["ks"][i],
+                             "flops": s["flops"][i], "accuracy": s[method][i]})
+    return rows
+
+
+def plot(results: list[dict], out: Path) -> list[Path]:
+    plt = pyplot()
+    paths = []
+    fig, axes = plt.subplots(1, len(FORMATS), figsize=(12, 4.5), sharey=True)
+    for ax, fmt in zip(axes, FORMATS):
+        for ci, r in enumerate([r for r in results if r["format"] == fmt]):
+            s, color = r["sampling"], f"C{ci}"
+            ax.plot(s["flops"], s["pass_at_k"], "-", color=color, label=f"{r['size']} pass@k (verifier)")
+            ax.plot(s["flops"], s["majority_at_k"], "--", color=color, label=f"{r['size']} majority@k")
+            ax.plot(s["flops"], s["best_of_k_likelihood"], ":", color=color, label=f"{r['size']} best-of-k (likelihood)")
+            ax.plot([r["greedy_flops"]], [r["exact_match"]], "*", ms=12, color=color, label=f"{r['size']} greedy")
+        ax.set_xscale("log")
+        ax.set_xlabel("inference FLOPs per problem")
+        ax.set_title("direct answer" if fmt == "plain" else "scratchpad")
+        ax.legend(fontsize=7)
+    axes[0].set_ylabel("accuracy on the hardest problems")
+    fig.tight_layout()
+    paths.append(savefig(fig, out, "accuracy_vs_inference_flops"))
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    plotted = False
+    for ci, r in enumerate(results):
+        s, c = r["sampling"], r["coverage"]
+        cov = np.asarray(s["pass_at_k"])
+        ok = (cov > 0) & (cov < 1)
+        label = f"{r['format']} {r['size']}"
+        if ok.any():
+            axes[0].plot(np.asarray(s["ks"])[ok], -np.log(cov[ok]), "o", color=f"C{ci}", label=label)
+            plotted = True
+        if "power_law_b" in c:
+            ks = np.asarray(s["ks"], float)
+            axes[0].plot(ks, c["power_law_a"] * ks ** -c["power_law_b"], "-", color=f"C{ci}", lw=1)
+        axes[1].hist(s["per_problem_pass1"], bins=np.linspace(0, 1, 17), histtype="step", color=f"C{ci}", label=label)
+    axes[0].set(xlabel="k samples", ylabel="-log coverage@k", title="coverage: power-law fits (lines)")
+    if plotted:
+        axes[0].set(xscale="log", yscale="log")
+    axes[1].set(xlabel="per-problem single-sample success rate", ylabel="problems", title="difficulty distribution")
+    if plotted:
+        axes[0].legend(fontsize=7)
+    axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    paths.append(savefig(fig, out, "coverage"))
+    return paths
+
+
+def _report(out: Path, summary: dict, figs: list[Path]) -> None:
+    cmp_rows = summary["comparison"]
+    cov_rows = [{"model": f"{r['format']} {r['size']}", "greedy": r["exact_match"],
+                 "never solved": r["coverage"]["fraction_never_solved"],
+                 "Beta alpha": r["coverage"].get("beta_alpha", math.nan),
+                 "power-law b": r["coverage"].get("power_law_b", math.nan),
+                 "coverage gain": r["coverage"]["coverage_gain"], "majority gain": r["coverage"]["majority_gain"],
+                 "majority gain, last half": r["coverage"]["majority_plateau"]} for r in summary["results"]]
+    text = "; ".join(f"{r['size']}: scratchpad {r['scratchpad_greedy']:.1%} vs direct {r['direct_greedy']:.1%} "
+                     f"greedy at {r['train_flops']:.3g} training FLOPs" for r in cmp_rows)
+    write_report(out, "Inference-time compute", [
+        ("Scratchpad vs direct answers at equal training compute", text, [figs[0]], table_html(cmp_rows)),
+        ("Coverage, voting and the difficulty distribution",
+         "pass@k uses the unbiased estimator over all samples; majority@k and best-of-k average random k-subsets. "
+         "A power law in -log coverage needs problems whose single-sample success is small but not zero.",
+         [figs[1]], table_html(cov_rows)),
+        ("Compute-matched: smaller model with more samples vs the largest model, one answer", "",
+         [], table_html(summary["compute_matched"])),
+    ])

@@ -1,0 +1,137 @@
+"""The labs end to end (quick settings) and their estimators on cases with known answers."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import run_cli
+from scalelab.labs.capacity import bits_stored
+from scalelab.labs.quantize import quantize_model, quantize_tensor
+from scalelab.model.config import ModelConfig
+from scalelab.model.transformer import Transformer
+
+
+def _cli(*args):
+    return run_cli(*args)
+
+
+def test_bits_estimator_on_a_model_that_stores_a_known_subset_of_facts():
+    # 300 people, attributes with 16 and 8 values. The "model" knows the first 120 people exactly
+    # (p = 1), has the prior (uniform) for the rest: it stores 120 * (4 + 3) bits.
+    H = np.log2([16, 8])
+    lp = np.tile(-H, (300, 1))
+    lp[:120] = 0.0
+    b = bits_stored(lp, H)
+    assert b["bits"] == pytest.approx(120 * 7)
+    assert b["max_bits"] == pytest.approx(300 * 7)
+    # half-sure about a 16-way attribute (p = 1/2): 3 of its 4 bits
+    lp2 = np.array([[-1.0, -3.0]])
+    assert bits_stored(lp2, H)["bits_per_attribute"] == pytest.approx([3.0, 0.0])
+    # a confidently wrong model stores nothing (never negative)
+    assert bits_stored(np.full((10, 2), -20.0), H)["bits"] == 0.0
+
+
+def test_rtn_quantizer_error_bounds_and_levels():
+    torch.manual_seed(0)
+    w = torch.randn(16, 64)
+    for bits in (8, 4, 2):
+        q = quantize_tensor(w, bits, group_size=32)
+        scale = w.view(16, 2, 32).abs().amax(-1, keepdim=True) / ((2 ** bits - 1) / 2)
+        levels = torch.round(q.view(16, 2, 32) / scale)
+        assert ((levels >= -(2 ** (bits - 1))) & (levels <= 2 ** (bits - 1) - 1)).all()
+        assert len(torch.unique(levels)) <= 2 ** bits
+        err = (q - w).view(16, 2, 32).abs()
+        # inside the range the error is at most half a step (the clamped top level costs up to one step)
+        assert (err <= scale * 1.0001).all()
+    assert torch.equal(quantize_tensor(w, 16), w.to(torch.bfloat16).float())
+    e8 = (quantize_tensor(w, 8, 32) - w).pow(2).mean()
+    e4 = (quantize_tensor(w, 4, 32) - w).pow(2).mean()
+    e4c = (quantize_tensor(w, 4, 0) - w).pow(2).mean()
+    assert e8 < e4 / 100 and e4 < e4c  # more bits, smaller groups: smaller error
+
+
+def test_quantize_model_counts_bytes_and_agrees_with_torchao():
+    torchao = pytest.importorskip("torchao")  # noqa: F841
+    from torchao.quantization import IntxWeightOnlyConfig, quantize_
+    from torchao.quantization.granularity import PerGroup
+
+    cfg = ModelConfig(d_model=64, n_layers=2, n_heads=4, vocab_size=128, max_seq_len=32)
+    torch.manual_seed(0)
+    a = Transformer(cfg)
+    b = Transformer(cfg)
+    b.load_state_dict(a.state_dict())
+    info = quantize_model(a, 4, group_size=32)
+    n_lin = cfg.num_params_total - cfg.num_params_embedding - sum(p.numel() for n, p in a.named_parameters() if p.dim() == 1)
+    assert info["quantized_params"] == n_lin
+    assert info["weight_bytes"] == pytest.approx(n_lin * 4 / 8 + n_lin / 32 * 2 + (cfg.num_params_total - n_lin) * 2)
+    quantize_(b, IntxWeightOnlyConfig(weight_dtype=torch.int4, granularity=PerGroup(32)),
+              filter_fn=lambda m, fqn: isinstance(m, torch.nn.Linear) and "lm_head" not in fqn)
+    x = torch.randint(0, 128, (2, 32))
+    with torch.no_grad():
+        la, lb = a(x).logits, b(x).logits
+    assert (la - lb).abs().max() < 0.05 * la.abs().max()  # same scheme; a few codes differ at rounding ties
+
+
+@pytest.mark.parametrize("lab", ["emergence", "test-time", "capacity"])
+def test_task_labs_quick_write_summary_figures_and_report(lab, tmp_path):
+    out = tmp_path / lab
+    r = _cli("lab", lab, "--quick", "--out", str(out))
+    assert r.returncode == 0, r.stderr[-2000:]
+    s = json.loads((out / "summary.json").read_text())
+    assert (out / "report.html").stat().st_size > 10_000 and list(out.glob("*.png"))
+    if lab == "emergence":
+        res = next(iter(s["tasks"].values()))
+        assert len(res["by_size"]) == 3 and all(0 <= r["exact_match"] <= 1 for r in res["by_size"])
+        # the smallest model's answers are worse than the largest's in likelihood
+        assert res["nll_largest"] < res["nll_smallest"]
+    elif lab == "test-time":
+        for r in s["results"]:
+            cov = r["sampling"]["pass_at_k"]
+            assert all(b >= a - 1e-12 for a, b in zip(cov, cov[1:]))  # coverage never falls with k
+            assert r["sampling"]["flops"] == sorted(r["sampling"]["flops"])
+        assert {c["size"] for c in s["comparison"]} == {"16x1", "32x1"}
+    else:
+        assert all(0 <= r["bits"] <= r["max_bits"] for r in s["results"])
+        assert s["results"][-1]["bits"] > s["results"][0]["bits"]  # the bigger model knows more
+    # run again: every model is reused, nothing retrained
+    mtimes = {p: p.stat().st_mtime for p in out.glob("runs/*/summary.json")}
+    r = _cli("lab", lab, "--quick", "--out", str(out))
+    assert r.returncode == 0 and mtimes == {p: p.stat().st_mtime for p in out.glob("runs/*/summary.json")}
+
+
+def test_moe_and_quantize_labs_quick(tmp_path):
+    out = tmp_path / "moe"
+    r = _cli("lab", "moe", "--quick", "--out", str(out))
+    assert r.returncode == 0, r.stderr[-2000:]
+    s = json.loads((out / "summary.json").read_text())
+    runs = {(r["size"], r["variant"]): r for r in s["runs"]}
+    for size in ("32x1", "48x1"):
+        d, m = runs[(size, "dense")], runs[(size, "moe-8x2")]
+        assert d["num_params_active"] == pytest.approx(m["num_params_active"], rel=0.02)  # matched active
+        assert m["num_params_total"] > 1.5 * d["num_params_total"]
+        assert m["flops"] == pytest.approx(d["flops"], rel=0.02)  # and matched compute
+        assert 0 <= m["load_cv_final"] < 3
+    assert math.isfinite(s["largest_size"]["moe-8x2"]["effective_param_multiplier"])
+    dense = sorted(out.glob("runs/*-dense"))
+    q = tmp_path / "q"
+    r = _cli("lab", "quantize", *map(str, dense), "--out", str(q), "--set", "bits=16,8,4,2", "--set", "eval_tokens=4096")
+    assert r.returncode == 0, r.stderr[-2000:]
+    s = json.loads((q / "summary.json").read_text())
+    assert s["checks"]["worst_8bit_rel_increase"] < 0.01
+    for m in s["models"]:
+        for row in m["rows"]:
+            assert row["predicted_weight_bytes"] == pytest.approx(row["weight_bytes"], rel=0.01)
+    if "torchao" in s["models"][0] and s["models"][0]["torchao"]["ok"]:
+        assert s["models"][0]["torchao"]["max_abs_diff"] < 1e-3
+
+
+def test_lab_bad_settings_are_one_line_errors(tmp_path):
+    r = _cli("lab", "emergence", "--set", "sizez=16x1", "--out", str(tmp_path))
+    assert r.returncode == 2 and "settings are" in r.stderr and "Traceback" not in r.stderr
+    r = _cli("lab", "test-time", "--set", "samples=12", "--out", str(tmp_path))
+    assert r.returncode == 2 and "power of two" in r.stderr
+    r = _cli("lab", "emergence", "some_run", "--out", str(tmp_path))
+    assert r.returncode == 2 and "only the quantize lab" in r.stderr

@@ -1,0 +1,149 @@
+"""Task generators, scorers and the pass@k / majority / best-of-k estimators against hand-computed cases."""
+
+import math
+from itertools import combinations
+
+import numpy as np
+import pytest
+
+from scalelab.data.tasks import (Addition, People, Recall, TaskMix, build_task_dataset, decode_chars, digit_matches,
+                                 edit_distance, encode_chars, final_answer, parse_task, problem_set,
+                                 write_task_corpus)
+from scalelab.errors import UserError
+from scalelab.labs.evaluate import (best_of_k_likelihood, emergence_score, fit_logistic, logistic, majority_at_k,
+                                    pass_at_k)
+
+
+def test_addition_formats_and_carries():
+    assert Addition(3, "plain").make(123, 489).text == "123+489=612\n"
+    assert Addition(3, "reversed").make(123, 489).text == "321+984=216\n"
+    p = Addition(3, "scratchpad").make(123, 489)
+    assert p.answer == "3+9+0=12,2+8+1=11,1+4+1=06;612" and p.difficulty == 2
+    assert Addition(3, "plain").make(999, 1).difficulty == 3
+    rng = np.random.default_rng(0)
+    for carries in range(4):
+        t = Addition(3, "plain", carries=carries)
+        assert all(t.sample(rng).difficulty == carries for _ in range(20))
+    # every scratchpad's committed answer is the true sum
+    t = Addition(4, "scratchpad")
+    for _ in range(50):
+        q = t.sample(rng)
+        a, b = (int(v) for v in q.prompt[:-1].split("+"))
+        assert int(t.answer_of(q.answer)) == a + b
+
+
+def test_generators_are_deterministic_and_test_sets_disjoint():
+    mix = TaskMix(tasks=("addition:digits=2,format=plain", "multiplication:digits=2,digits_b=1"), test_size=100)
+    t1, t2 = mix.test_sets(), mix.test_sets()
+    assert t1 == t2
+    s1, s2 = mix.stream(50_000, seed=3), mix.stream(50_000, seed=3)
+    assert s1 == s2 and s1 != mix.stream(50_000, seed=4)
+    held = {q.prompt for ps in t1.values() for q in ps}
+    train_prompts = {line.split("=")[0] + "=" for line in s1.splitlines()}
+    assert len(train_prompts) > 1000
+    assert not train_prompts & held  # no test problem is ever trained on
+    # the test set excludes nothing of itself: distinct prompts
+    for ps in t1.values():
+        assert len({q.prompt for q in ps}) == len(ps) == 100
+
+
+def test_problem_set_exhaustion_is_a_clear_error():
+    with pytest.raises(UserError, match="distinct problems"):
+        problem_set(Addition(1, "plain"), 200, seed=0)
+
+
+def test_parse_task_errors_name_the_fix():
+    assert parse_task("addition:digits=4,format=scratchpad") == Addition(4, "scratchpad")
+    with pytest.raises(UserError, match="known tasks"):
+        parse_task("subtraction")
+    with pytest.raises(UserError, match="format"):
+        parse_task("addition:format=roman")
+    with pytest.raises(UserError, match="integer"):
+        parse_task("addition:digits=three")
+
+
+def test_people_have_known_entropy_and_recall_asks_their_facts():
+    p = People(50, seed=1)
+    rows = p.table()
+    assert len({r["name"] for r in rows}) == 50 and rows == People(50, seed=1).table()
+    assert p.bits_per_person() == pytest.approx(4 + 3 + 6 + 3)
+    bio = p.biography(rows[0], np.random.default_rng(0))
+    assert all(rows[0][a] in bio for a in p.attributes)
+    t = Recall(people=50, seed=1)
+    q = t.sample(np.random.default_rng(0))
+    name, attr = q.prompt[:-1].split(", ")
+    assert {r["name"]: r for r in rows}[name][attr] == q.answer
+
+
+def test_char_codec_and_dataset(tmp_path):
+    text = "12+34=46\nkavo mira, city:lima\n"
+    assert decode_chars(encode_chars(text)) == text
+    with pytest.raises(UserError, match="alphabet"):
+        encode_chars("Ä")
+    from scalelab.data.shards import TokenDataset
+
+    mix = TaskMix(tasks=("addition:digits=2,format=plain",), test_size=20)
+    ds = TokenDataset(build_task_dataset(mix, 20_000, tmp_path))
+    x, y = ds.sample(4, 16, seed=0, step=0)
+    assert x.shape == (4, 16) and (x[:, 1:] == y[:, :-1]).all()
+    assert ds.tokenizer().decode(encode_chars("12+3=15")) == "12+3=15"
+    assert build_task_dataset(mix, 20_000, tmp_path) == ds.path  # cached
+
+
+def test_task_corpus_mixes_at_the_fraction(tmp_path):
+    import json
+
+    mix = TaskMix(tasks=("addition:digits=2,format=plain",), test_size=50)
+    base = (f"document {i} about nothing" for i in range(10_000))
+    info = write_task_corpus(mix, 1000, tmp_path / "mix.jsonl", base_docs=base, fraction=0.25)
+    assert info["task_docs"] + info["base_docs"] == 1000
+    assert 0.2 < info["task_docs"] / 1000 < 0.3
+    held = {q.prompt for ps in mix.test_sets().values() for q in ps}
+    docs = [json.loads(line)["text"] for line in (tmp_path / "mix.jsonl").read_text().splitlines()]
+    lines = [ln for d in docs if "+" in d for ln in d.splitlines()]
+    assert lines and not {ln.split("=")[0] + "=" for ln in lines} & held
+
+
+def test_scorers_on_hand_computed_cases():
+    assert final_answer("scratchpad", "3+9+0=12,2+8+1=11;612\njunk") == "612"
+    assert final_answer("plain", "612\n99") == "612"
+    assert edit_distance("612", "612") == 0
+    assert edit_distance("612", "62") == 1
+    assert edit_distance("kitten", "sitting") == 3
+    assert edit_distance("", "abc") == 3
+    assert digit_matches("613", "612") == [True, True, False]
+    assert digit_matches("6", "612") == [True, False, False]
+
+
+def test_pass_at_k_matches_the_combinatorial_definition():
+    # pass@k = P(at least one correct among k drawn without replacement from n)
+    for n, c, k in [(5, 0, 1), (5, 1, 1), (5, 2, 2), (10, 3, 4), (8, 8, 3), (6, 1, 6)]:
+        subsets = list(combinations(range(n), k))
+        exact = sum(any(i < c for i in s) for s in subsets) / len(subsets)
+        assert pass_at_k(n, c, k) == pytest.approx(exact)
+    assert pass_at_k(10, 1, 1) == pytest.approx(0.1)
+    with pytest.raises(ValueError):
+        pass_at_k(4, 1, 5)
+
+
+def test_majority_and_best_of_k():
+    rng = np.random.default_rng(0)
+    assert majority_at_k(["5", "5", "7"], "5", 3, rng) == 1.0
+    assert majority_at_k(["5", "7"], "5", 2, rng) == 0.5  # a tie is a coin flip
+    assert majority_at_k(["1", "2", "3", "9"], "9", 4, rng) == 0.25
+    # k=1 majority is the fraction correct (up to sampling noise over draws)
+    est = majority_at_k(["5", "7", "7", "7"], "5", 1, rng, draws=4000)
+    assert est == pytest.approx(0.25, abs=0.03)
+    assert best_of_k_likelihood(["1", "2", "3"], [-3.0, -0.1, -2.0], "2", 3, rng) == 1
+    assert best_of_k_likelihood(["1", "2", "3"], [-3.0, -0.1, -2.0], "3", 3, rng) == 0
+
+
+def test_logistic_fit_recovers_midpoint_and_width():
+    x = np.linspace(3, 7, 9)
+    y = logistic(x, 0.02, 0.97, 5.2, 0.3)
+    f = fit_logistic(x, y)
+    assert f["ok"] and f["midpoint"] == pytest.approx(5.2, abs=1e-3) and f["width"] == pytest.approx(0.3, abs=1e-3)
+    assert not fit_logistic(x[:3], y[:3])["ok"]  # too few points: no fit, no exception
+    # a sudden jump scores higher than a smooth rise of the same size
+    assert emergence_score(x, (x > 5).astype(float)) > 2 * emergence_score(x, (x - 3) / 4)
+    assert math.isfinite(emergence_score(x, np.zeros_like(x)))
