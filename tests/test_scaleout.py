@@ -39,7 +39,7 @@ def test_ray_executor_matches_the_local_executor(tmp_path):
     for name in a:
         assert b[name]["status"] == "done"
         assert json.loads(a[name]["spec"]) == json.loads(b[name]["spec"])
-        assert b[name]["val_loss"] == pytest.approx(a[name]["val_loss"], abs=1e-3)
+        assert b[name]["final_loss"] == pytest.approx(a[name]["final_loss"], abs=1e-3)
     # metrics were streamed into the driver's store, one point per (run, step)
     with sqlite3.connect(remote / "ladder.sqlite") as c:
         assert c.execute("SELECT count(*) FROM points").fetchone()[0] > len(a)

@@ -147,3 +147,15 @@ def test_logistic_fit_recovers_midpoint_and_width():
     # a sudden jump scores higher than a smooth rise of the same size
     assert emergence_score(x, (x > 5).astype(float)) > 2 * emergence_score(x, (x - 3) / 4)
     assert math.isfinite(emergence_score(x, np.zeros_like(x)))
+
+
+def test_beta_binomial_fit_recovers_the_difficulty_distribution():
+    from scalelab.labs.testtime import beta_binomial_fit
+
+    rng = np.random.default_rng(0)
+    p = rng.beta(0.4, 3.0, size=3000)
+    f = beta_binomial_fit(rng.binomial(32, p), 32)
+    assert f["beta_alpha"] == pytest.approx(0.4, rel=0.1) and f["beta_beta"] == pytest.approx(3.0, rel=0.15)
+    assert f["difficulty_distribution"] == "heavy left tail"
+    same = beta_binomial_fit(rng.binomial(32, np.full(3000, 0.05)), 32)  # every problem equally hard
+    assert same["difficulty_distribution"] == "homogeneous"

@@ -38,6 +38,13 @@ def cmd_train(a) -> int:
     if not a.resume and (out / "checkpoints").exists():
         raise UserError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
     summary = train(cfg, out, resume=a.resume)
+    if summary.get("world_size", 1) > 1:  # under torchrun: leave the process group; rank 0 reports
+        import torch.distributed as dist
+
+        rank = dist.get_rank()
+        dist.destroy_process_group()
+        if rank:
+            return 0
     f = summary["final"]
     print(f"done: {summary['steps']} steps, {summary['tokens']:,} tokens, val loss {f.get('val_loss', float('nan')):.4f}"
           f" (ln V = {summary['ln_vocab']:.3f}), {f.get('val_bpb', float('nan')):.4f} bits/byte -> {out}")

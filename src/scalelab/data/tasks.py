@@ -162,14 +162,16 @@ class Multiplication:
 
 # Attributes of the synthetic people: name -> (values, phrasings). Values are uniform, so each
 # attribute carries exactly log2(len(values)) bits per person (the knowledge-capacity lab's ground truth).
+# The first phrasing of each attribute is the capacity lab's probe: its text before the value is
+# shared with no other phrasing ("was born in" would be: "was born in the year").
 ATTRIBUTES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "city": (("paris", "lima", "oslo", "cairo", "dakar", "quito", "perth", "seoul", "delhi", "tokyo",
               "rome", "baku", "kyiv", "lagos", "hanoi", "bern"),
-             ("{n} was born in {v}.", "{n} comes from {v}.", "the birthplace of {n} is {v}.")),
+             ("{n} comes from {v}.", "{n} was born in {v}.", "the birthplace of {n} is {v}.")),
     "job": (("baker", "nurse", "pilot", "judge", "miner", "poet", "smith", "tailor"),
             ("{n} works as a {v}.", "{n} is a {v} by trade.", "the job of {n} is {v}.")),
     "year": (tuple(str(y) for y in range(1900, 1964)),
-             ("{n} was born in the year {v}.", "{n} arrived in {v}.", "the birth year of {n} is {v}.")),
+             ("{n} arrived in {v}.", "{n} was born in the year {v}.", "the birth year of {n} is {v}.")),
     "color": (("red", "blue", "green", "amber", "violet", "gray", "teal", "pink"),
               ("{n} likes the color {v}.", "the favorite color of {n} is {v}.", "{n} loves {v}.")),
 }

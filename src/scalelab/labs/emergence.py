@@ -215,3 +215,16 @@ def _report(out: Path, summary: dict, figures: list[Path]) -> None:
         sections.append((task, text, [p for p in figures if p.stem.endswith(f"_{ti}")],
                          table_html(size_rows) + table_html(fit_rows)))
     write_report(out, "Emergence: abilities vs metrics", sections)
+
+
+def headline(s: dict) -> str:
+    lines = []
+    for task, r in s["tasks"].items():
+        f = r["fits"]
+        lines.append(f"{task}: exact match {r['exact_match_smallest']:.1%} -> {r['exact_match_largest']:.1%}, answer NLL "
+                     f"{r['nll_smallest']:.3f} -> {r['nll_largest']:.3f} nats/token; product of position accuracies vs "
+                     f"exact match r = {r['corr_product_position_accuracy_vs_exact_match']:.3f}")
+        lines.append("  logistic in log10 N: " + ", ".join(
+            f"{m} mid {f[m]['vs_params']['midpoint']:.2f} width {f[m]['vs_params']['width']:.2f}" for m in METRICS
+            if f[m]["vs_params"]["ok"]))
+    return "\n".join(lines)

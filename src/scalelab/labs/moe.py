@@ -33,9 +33,9 @@ ABLATION = ("moe-8x2-nobal", (8, 2, 0.5, False))
 
 @dataclass(frozen=True)
 class MoESpec:
-    sizes: tuple[str, ...] = ("48x2", "64x2", "96x2")
+    sizes: tuple[str, ...] = ("32x2", "48x2", "64x2")
     variants: tuple[str, ...] = ("dense", "moe-8x2", "moe-16x4")
-    tokens: int = 1_000_000
+    tokens: int = 2_000_000
     ablation: bool = True  # the middle size's 8x2 MoE again without load-balancing and z losses
     vocab_size: int = 512
     seq_len: int = 128

@@ -2,10 +2,14 @@
 
 Round-to-nearest (RTN), symmetric, per output channel or per group of ``group_size`` input weights:
 
-    scale = max|w| / ((q_max - q_min) / 2),   q = clamp(round(w / scale), q_min, q_max),   w' = q * scale
+    scale = max|w| / ((q_max - q_min) / 2),   q = clamp(round(w * (1 / scale)), q_min, q_max),   w' = q * scale
 
 with q_min = -2^(b-1), q_max = 2^(b-1) - 1: the scheme of torchao's ``IntxWeightOnlyConfig`` with
-symmetric mapping, which the lab runs on one model as a cross-check. 16 bits means bfloat16.
+symmetric mapping, down to multiplying by the reciprocal of the scale (dividing instead moves the
+largest weight of a group across a rounding tie); the lab runs torchao on one model as a cross-check.
+16 bits means bfloat16. Losses are per-window means over a fixed validation set, so two widths are
+compared pairwise: "monotone" means no width beats the next wider one by more than z standard errors
+of the paired difference (z for 5%, Bonferroni-corrected over the comparisons: 3.2 for 36).
 Quantized: every linear layer of the blocks (attention, MLP, experts); the embedding (tied to the
 output head) only with ``embeddings=True``. Bytes of weights count the codes at b bits, one bf16 scale
 per channel or group, and every unquantized parameter at bf16; next to them, the bytes the economics
@@ -14,6 +18,7 @@ module predicts (`scalelab.economics.memory.weights_bytes`).
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -37,7 +42,7 @@ def quantize_tensor(w: torch.Tensor, bits: int, group_size: int = 0) -> torch.Te
     qmin, qmax = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
     wg = w.reshape(out_f, in_f // g, g)
     scale = (wg.abs().amax(-1, keepdim=True) / ((qmax - qmin) / 2)).clamp_min(torch.finfo(w.dtype).eps)
-    q = torch.clamp(torch.round(wg / scale), qmin, qmax)
+    q = torch.clamp(torch.round(wg * (1.0 / scale)), qmin, qmax)  # multiply by the reciprocal, as torchao does
     return (q * scale).reshape(out_f, in_f)
 
 
@@ -78,12 +83,12 @@ def quantize_model(model, bits: int, group_size: int = 0, embeddings: bool = Fal
 class QuantizeSpec:
     runs: tuple[str, ...] = ()  # run directories; empty = train the default dense size ladder first
     bits: tuple[int, ...] = BITS
-    group_size: int = 32
+    group_size: int = 16  # every width in the default ladders is a multiple of 16
     embeddings: bool = False
     eval_tokens: int = 32_768
     torchao_check: bool = True
-    sizes: tuple[str, ...] = ("48x2", "64x2", "96x2")  # the default ladder (the MoE lab's dense models)
-    tokens: int = 1_000_000
+    sizes: tuple[str, ...] = ("32x2", "48x2", "64x2")  # the default ladder (the MoE lab's dense models)
+    tokens: int = 2_000_000
 
     def validate(self) -> "QuantizeSpec":
         bad = [b for b in self.bits if not 2 <= b <= 16 or 8 < b < 16]
@@ -106,7 +111,7 @@ def _default_runs(spec: QuantizeSpec, out: Path, log) -> list[Path]:
 
 
 def run(spec: QuantizeSpec, out: str | Path, log=print) -> dict:
-    from scalelab.train.loop import evaluate, load_dataset, load_run
+    from scalelab.train.loop import load_dataset, load_run
 
     spec = spec.validate()
     out = Path(out)
@@ -119,15 +124,24 @@ def run(spec: QuantizeSpec, out: str | Path, log=print) -> dict:
         ds = load_dataset(cfg, log=log)
         windows = ds.eval_windows(cfg.train.seq_len, spec.eval_tokens)
         state = {k: v.clone() for k, v in model.state_dict().items()}
-        base = evaluate(model, windows, 32, "cpu", None)
-        rows = []
+        base_w = window_losses(model, windows)
+        base = float(base_w.mean())
+        rows, per_window = [], {}
         for gran, g in (("channel", 0), ("group", spec.group_size)):
             for bits in spec.bits:
                 model.load_state_dict(state)
                 info = quantize_model(model, bits, g, spec.embeddings)
-                loss = evaluate(model, windows, 32, "cpu", None)
+                lw = window_losses(model, windows)
+                per_window[(gran, bits)] = lw
+                loss = float(lw.mean())
                 rows.append({"granularity": gran, **info, "val_loss": loss, "rel_increase": loss / base - 1,
                              "predicted_weight_bytes": _predicted_bytes(info, bits, g)})
+        for gran in ("channel", "group"):  # paired comparison with the next wider format
+            widths = sorted(spec.bits, reverse=True)
+            for wide, narrow in zip(widths, widths[1:]):
+                d = per_window[(gran, narrow)] - per_window[(gran, wide)]
+                row = next(r for r in rows if r["granularity"] == gran and r["bits"] == narrow)
+                row.update(delta_vs_wider=float(d.mean()), delta_se=float(d.std() / len(d) ** 0.5))
         model.load_state_dict(state)
         res = {"run_dir": str(rd), "num_params": cfg.model.num_params_total, "base_loss": base, "rows": rows}
         if spec.torchao_check and rd == run_dirs[0]:
@@ -162,28 +176,68 @@ def torchao_check(model, state, windows, group_size, embeddings, rows) -> dict:
         from torchao.quantization.granularity import PerGroup
     except ImportError:
         return {"ok": False, "reason": "torchao is not installed (pip install 'scalelab[labs]')"}
-    from scalelab.train.loop import evaluate
-
     out = {"ok": True, "group_size": group_size, "rows": []}
+    model.load_state_dict(state)
     for bits in (8, 4):
-        model.load_state_dict(state)
-        dtype = getattr(torch, f"int{bits}")
-        quantize_(model, IntxWeightOnlyConfig(weight_dtype=dtype, granularity=PerGroup(group_size)),
+        q = copy.deepcopy(model)  # a fresh copy per width: torchao swaps the weights for its own tensors
+        quantize_(q, IntxWeightOnlyConfig(weight_dtype=getattr(torch, f"int{bits}"), granularity=PerGroup(group_size)),
                   filter_fn=lambda m, fqn: isinstance(m, torch.nn.Linear) and (embeddings or "lm_head" not in fqn))
-        loss = evaluate(model, windows, 32, "cpu", None)
-        ours = next(r["val_loss"] for r in rows if r["bits"] == bits and r["granularity"] == "group")
-        out["rows"].append({"bits": bits, "torchao_loss": loss, "scalelab_loss": ours, "abs_diff": abs(loss - ours)})
-        model.load_state_dict(state, assign=True)
+        loss = float(window_losses(q, windows).mean())
+        row = next(r for r in rows if r["bits"] == bits and r["granularity"] == "group")
+        out["rows"].append({"bits": bits, "torchao_loss": loss, "scalelab_loss": row["val_loss"],
+                            "abs_diff": abs(loss - row["val_loss"]), "torchao_bytes_in_memory": _storage_bytes(q),
+                            "predicted_bytes": row["predicted_weight_bytes"]})
     out["max_abs_diff"] = max(r["abs_diff"] for r in out["rows"])
     return out
 
 
+@torch.no_grad()
+def window_losses(model, windows: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
+    """Mean next-token loss of each validation window (n,)."""
+    import torch.nn.functional as F
+
+    model.eval()
+    out = []
+    for i in range(0, len(windows), batch_size):
+        w = windows[i:i + batch_size]
+        logits = model(w[:, :-1]).logits.float()  # (B, T, V)
+        out.append(F.cross_entropy(logits.transpose(1, 2), w[:, 1:], reduction="none").mean(1))
+    return torch.cat(out)
+
+
+def _storage_bytes(model) -> int:
+    """Bytes the model's parameters occupy in memory, looking inside torchao's tensor subclasses
+    (codes, scales, zero points), each storage counted once (tied weights)."""
+    seen, total = set(), 0
+
+    def add(t):
+        nonlocal total
+        names, _ = t.__tensor_flatten__() if hasattr(t, "__tensor_flatten__") else ([], None)
+        if names:
+            for n in names:
+                add(getattr(t, n))
+            return
+        key = t.untyped_storage().data_ptr()
+        if key not in seen:
+            seen.add(key)
+            total += t.untyped_storage().nbytes()
+
+    for p in model.parameters():
+        add(p.data if not hasattr(p, "__tensor_flatten__") else p)
+    return total
+
+
 def checks(results: list[dict]) -> dict:
     worst8 = max((r["rel_increase"] for m in results for r in m["rows"] if r["bits"] == 8), default=float("nan"))
-    mono = all(all(a["val_loss"] <= b["val_loss"] + 1e-4 for a, b in zip(rs, rs[1:]))
-               for m in results for g in ("channel", "group")
-               for rs in [sorted([r for r in m["rows"] if r["granularity"] == g], key=lambda r: -r["bits"])])
-    return {"worst_8bit_rel_increase": worst8, "monotone_in_bits": mono}
+    # monotone: no width beats the next wider one by more than z standard errors of the paired difference,
+    # z two-sided at 5% with a Bonferroni correction over all the comparisons made
+    from scipy.stats import norm
+
+    pairs = [r for m in results for r in m["rows"] if "delta_vs_wider" in r]
+    z = float(norm.ppf(1 - 0.05 / (2 * max(1, len(pairs)))))
+    mono = all(r["delta_vs_wider"] >= -z * r["delta_se"] for r in pairs)
+    return {"worst_8bit_rel_increase": worst8, "monotone_in_bits": mono, "monotone_z": z,
+            "largest_reversal_in_se": min((r["delta_vs_wider"] / max(r["delta_se"], 1e-12) for r in pairs), default=0.0)}
 
 
 def plot(results: list[dict], out: Path) -> list[Path]:

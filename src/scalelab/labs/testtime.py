@@ -116,18 +116,13 @@ def _problems_seen(mix: TaskMix, tokens: int) -> float:
 
 def coverage_analysis(s: dict) -> dict:
     """Fit -log coverage(k) = a k^-b over the ks where 0 < coverage < 1, after checking the per-problem
-    difficulty distribution (fraction never solved; Beta fit of the single-sample success rates)."""
-    from scipy import stats
-
+    difficulty distribution (fraction never solved; beta-binomial fit of the single-sample success rates)."""
     p = np.asarray(s["per_problem_pass1"])
     n = s["samples"]
-    out = {"fraction_never_solved": float((p == 0).mean()), "fraction_always_solved": float((p == 1).mean()),
+    out: dict = {"fraction_never_solved": float((p == 0).mean()), "fraction_always_solved": float((p == 1).mean()),
            "fraction_below_0.1": float((p < 0.1).mean()), "median_pass1": float(np.median(p))}
-    inner = p[(p > 0) & (p < 1)]
-    if len(inner) >= 5:
-        eps = 0.5 / n  # keep the fit away from the boundaries where p is 0 or 1 by resolution
-        a, b, _, _ = stats.beta.fit(np.clip(p, eps, 1 - eps), floc=0, fscale=1)
-        out.update(beta_alpha=float(a), beta_beta=float(b))
+    if 0 < p.mean() < 1:
+        out.update(beta_binomial_fit(np.rint(p * n).astype(int), n))
     ks = np.asarray(s["ks"], float)
     cov = np.asarray(s["pass_at_k"])
     ok = (cov > 0) & (cov < 1)
@@ -141,6 +136,23 @@ def coverage_analysis(s: dict) -> dict:
     out["majority_gain"] = float(maj[-1] - maj[0])
     out["majority_plateau"] = float(maj[-1] - maj[len(maj) // 2])  # the gain over the last doublings
     return out
+
+
+def beta_binomial_fit(correct: np.ndarray, n: int) -> dict:
+    """Maximum-likelihood Beta(alpha, beta) for the per-problem success rates, from the counts of correct
+    samples (a beta-binomial likelihood, so problems never or always solved are handled exactly).
+    Schaeffer et al. (2025): near p = 0 the density goes as p^(alpha - 1), so -log coverage ~ k^-alpha."""
+    from scipy import optimize, stats
+
+    def nll(theta):
+        a, b = np.exp(theta)
+        return -stats.betabinom.logpmf(correct, n, a, b).sum()
+
+    res = optimize.minimize(nll, x0=np.log([0.5, 2.0]), method="Nelder-Mead", options={"xatol": 1e-6, "fatol": 1e-8})
+    a, b = np.exp(res.x)
+    # alpha -> infinity at fixed mean: every problem has the same success rate (no spread in difficulty)
+    kind = "homogeneous" if a > 50 else ("heavy left tail" if a < 1 else "light left tail")
+    return {"beta_alpha": float(a), "beta_beta": float(b), "difficulty_distribution": kind}
 
 
 def compare(results: list[dict]) -> list[dict]:
@@ -232,6 +244,7 @@ def _report(out: Path, summary: dict, figs: list[Path]) -> None:
     cov_rows = [{"model": f"{r['format']} {r['size']}", "greedy": r["exact_match"],
                  "never solved": r["coverage"]["fraction_never_solved"],
                  "Beta alpha": r["coverage"].get("beta_alpha", math.nan),
+                 "difficulty": r["coverage"].get("difficulty_distribution", ""),
                  "power-law b": r["coverage"].get("power_law_b", math.nan),
                  "coverage gain": r["coverage"]["coverage_gain"], "majority gain": r["coverage"]["majority_gain"],
                  "majority gain, last half": r["coverage"]["majority_plateau"]} for r in summary["results"]]
@@ -246,3 +259,17 @@ def _report(out: Path, summary: dict, figs: list[Path]) -> None:
         ("Compute-matched: smaller model with more samples vs the largest model, one answer", "",
          [], table_html(summary["compute_matched"])),
     ])
+
+
+def headline(s: dict) -> str:
+    lines = [f"{r['size']}: scratchpad {r['scratchpad_greedy']:.1%} vs direct {r['direct_greedy']:.1%} greedy on "
+             f"{s['spec']['digits']}-digit sums at {r['train_flops']:.3g} training FLOPs" for r in s["comparison"]]
+    for r in s["results"]:
+        c = r["coverage"]
+        if 0.05 < c["coverage_gain"] and "power_law_b" in c:
+            lines.append(f"{r['format']} {r['size']}: coverage +{c['coverage_gain']:.1%} from k=1 to k={r['sampling']['ks'][-1]}, "
+                         f"majority +{c['majority_gain']:.1%}; -log coverage ~ k^-{c['power_law_b']:.2f} "
+                         f"(per-problem success: beta-binomial alpha {c.get('beta_alpha', float('nan')):.3g}, "
+                         f"{c.get('difficulty_distribution', '?')}; {c['fraction_never_solved']:.0%} never solved "
+                         f"in {r['sampling']['samples']})")
+    return "\n".join(lines)

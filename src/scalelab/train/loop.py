@@ -166,7 +166,7 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, dataset: To
     loss_acc = torch.zeros((), device=device)
     moe_acc: dict[str, torch.Tensor] = {}
     window_steps, t_window = 0, time.perf_counter()
-    last: dict = metrics.kept[-1] if metrics.kept else {}  # a run resumed at its very end keeps its final record
+    last: dict = metrics.kept[-1] if metrics and metrics.kept else {}  # a run resumed at its very end keeps its final record
     save_at = set(save_at)
     model.train()
     try:
@@ -252,10 +252,10 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, dataset: To
                "flops_per_token_exact": flops_per_token, "flops_6nd": 6 * m_cfg.num_params_active * tokens_seen,
                "flops": flops_per_token * tokens_seen, "final": last, "peak_flops": peak, "device": device,
                "compiled": bool(compile_), "parallel": t_cfg.parallel if dist.enabled else "none",
+               "world_size": dist.world,
                "ln_vocab": math.log(m_cfg.vocab_size), "bytes_per_token": bpt}
     if end_step == total_steps and main:
         atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
-    summary["world_size"] = dist.world
     return summary
 
 
