@@ -32,6 +32,9 @@ def test_bits_estimator_on_a_model_that_stores_a_known_subset_of_facts():
     assert bits_stored(lp2, H)["bits_per_attribute"] == pytest.approx([3.0, 0.0])
     # a confidently wrong model stores nothing (never negative)
     assert bits_stored(np.full((10, 2), -20.0), H)["bits"] == 0.0
+    # a model at the prior with noise around it stores ~nothing (per-fact clipping would report ~0.8 bits/fact)
+    noisy = -H + np.random.default_rng(0).normal(0, 2, size=(2000, 2))
+    assert bits_stored(noisy, H)["bits"] < 0.05 * 2000
 
 
 def test_rtn_quantizer_error_bounds_and_levels():
@@ -150,3 +153,18 @@ def test_tasks_cli_show_and_write(tmp_path):
     assert any("def " in t or "import " in t for t in texts) and any("+" in t and "=" in t for t in texts)
     r = _cli("tasks", "show", "division")
     assert r.returncode == 2 and "known tasks" in r.stderr
+
+
+def test_clark_fit_recovers_known_coefficients():
+    from scalelab.labs.moe import clark_fit
+
+    a, b, c, d = -0.07, -0.05, 0.003, 1.6
+    rows = []
+    for n in (1e5, 3e5, 1e6, 3e6):
+        for e in (1, 8, 16, 64):
+            logl = a * np.log(n) + b * np.log(e) + c * np.log(n) * np.log(e) + d
+            rows.append({"num_params_active": n, "experts": e, "val_loss": float(np.exp(logl))})
+    f = clark_fit(rows)
+    assert f["ok"] and f["rms_log_residual"] < 1e-10
+    assert (f["a"], f["b"], f["c"], f["d"]) == pytest.approx((a, b, c, d), abs=1e-9)
+    assert not clark_fit(rows[:4])["ok"]  # too few points / one expert count: no fit

@@ -30,6 +30,8 @@ def _split(text: str) -> tuple[str, ...]:
 def _field_value(spec_cls, name: str, text: str):
     f = {f.name: f for f in dataclasses.fields(spec_cls)}[name]
     default = f.default
+    if default is dataclasses.MISSING:
+        raise UserError(f"--set {name}=... is not supported (a nested table); use the Python API")
     try:
         if isinstance(default, tuple):
             items = _split(text)
@@ -49,7 +51,7 @@ def _field_value(spec_cls, name: str, text: str):
         raise UserError(f"--set {name}={text!r}: expected {type(default).__name__}") from None
 
 
-def build_spec(lab: str, quick: bool, sets: list[str]):
+def build_spec(lab: str, quick: bool, sets: list[str], **fixed):
     import importlib
 
     mod_name, cls_name, _ = LABS[lab]
@@ -63,7 +65,7 @@ def build_spec(lab: str, quick: bool, sets: list[str]):
         if not eq or key not in names:
             raise UserError(f"--set {item!r}: the {lab} lab's settings are {', '.join(names)} (as key=value)")
         kwargs[key] = _field_value(cls, key, value.strip())
-    return mod, cls(**kwargs)
+    return mod, cls(**{**kwargs, **fixed})
 
 
 def cmd_lab(a) -> int:
@@ -71,12 +73,12 @@ def cmd_lab(a) -> int:
 
     if a.threads:
         torch.set_num_threads(a.threads)
-    sets = list(a.set or [])
+    fixed = {}
     if a.runs:
         if a.lab != "quantize":
             raise UserError(f"only the quantize lab takes run directories; {a.lab} trains its own models")
-        sets.append("runs=" + ",".join(a.runs))
-    mod, spec = build_spec(a.lab, a.quick, sets)
+        fixed["runs"] = tuple(a.runs)
+    mod, spec = build_spec(a.lab, a.quick, a.set or [], **fixed)
     out = Path(a.out or f"labs/{a.lab}")
     print(f"{a.lab} lab -> {out}")
     summary = mod.run(spec, out)

@@ -8,10 +8,10 @@ them for ``exposures`` passes.
 The bits a model stores about attribute a of person i are the entropy of the attribute minus the
 model's cross-entropy (in bits) of the true value given the person's name and a fixed phrasing:
 
-    bits = sum over people, attributes of max(0, log2 |values_a| - CE_ia)    (per attribute, summed over people)
+    bits = sum over attributes a of max(0, sum over people i of (log2 |values_a| - CE_ia))
 
 A model that knows nothing predicts the prior (CE = log2 |values|, zero bits); one that knows a fact
-exactly has CE = 0 and stores the attribute's full entropy. CE is the probability of the value's
+exactly has CE = 0 and stores the attribute's full entropy; confident mistakes count against it. CE is the probability of the value's
 characters, so mass the model puts on strings that are no value makes the estimate conservative.
 Allen-Zhu & Li report about 2 bits per parameter at 1000 exposures (about 1 at 100).
 """
@@ -37,9 +37,10 @@ def bits_stored(logprob_bits: np.ndarray, entropy_bits: np.ndarray) -> dict:
     """Bits of knowledge from per-fact log2-probabilities of the true values.
 
     logprob_bits: (people, attributes) log2 p(true value); entropy_bits: (attributes,) log2 |values|.
-    Each fact contributes max(0, H_a + log2 p) bits: at most its entropy, never below zero."""
-    gain = np.clip(entropy_bits[None, :] + logprob_bits, 0.0, None)
-    per_attr = gain.sum(0)
+    Per attribute: max(0, people * H_a - sum of cross-entropies), the information the model's
+    predictions carry beyond the prior. Clipping is per attribute, not per fact: per-fact clipping
+    would count the positive half of a know-nothing model's noise as knowledge."""
+    per_attr = np.clip(entropy_bits * logprob_bits.shape[0] + logprob_bits.sum(0), 0.0, None)
     return {"bits": float(per_attr.sum()), "bits_per_attribute": per_attr.tolist(),
             "max_bits": float(entropy_bits.sum() * logprob_bits.shape[0])}
 
