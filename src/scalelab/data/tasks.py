@@ -36,7 +36,7 @@ from scalelab.errors import UserError
 
 EOT = "<|endoftext|>"
 ALPHABET = "\n 0123456789+-*=,;:?.abcdefghijklmnopqrstuvwxyz"
-CHAR_VOCAB_SIZE = 64  # model vocabulary for character-level task models (the alphabet has 48 symbols)
+CHAR_VOCAB_SIZE = 64  # model vocabulary for character-level task models (47 characters + EOT, padded to 64)
 
 
 @dataclass(frozen=True)

@@ -1,18 +1,21 @@
 """Knowledge-capacity lab: how many bits of knowledge does a model store per parameter?
 
 Synthetic biographies (Allen-Zhu & Li 2024, "Physics of language models 3.3"): ``people`` names, each
-with attributes drawn uniformly from known sets (city 4 bits, job 3, year 6, color 3), every person's
-biography written many times in varied phrasings and orders. A ladder of model sizes is trained on
-them for ``exposures`` passes.
+with attributes drawn uniformly from known sets (city 4 bits, job 3, year 6, color 3). Every pass
+writes each person's biography in random phrasings and order, followed by the same facts as
+question-answer lines ("kavo mira, city:lima"). A ladder of model sizes is trained for
+``exposures`` passes.
 
 The bits a model stores about attribute a of person i are the entropy of the attribute minus the
-model's cross-entropy (in bits) of the true value given the person's name and a fixed phrasing:
+model's cross-entropy (in bits) of the true value (and the end of line) after the question:
 
     bits = sum over attributes a of max(0, sum over people i of (log2 |values_a| - CE_ia))
 
 A model that knows nothing predicts the prior (CE = log2 |values|, zero bits); one that knows a fact
-exactly has CE = 0 and stores the attribute's full entropy; confident mistakes count against it. CE is the probability of the value's
-characters, so mass the model puts on strings that are no value makes the estimate conservative.
+exactly has CE = 0 and stores the attribute's full entropy; confident mistakes count against it. CE
+is the probability of the value's characters, so mass the model puts on strings that are no value
+makes the estimate conservative. Biographies alone taught these small character-level models no
+fact in 60-300 passes (docs/LOG.md); the question lines are where the facts get stored.
 Allen-Zhu & Li report about 2 bits per parameter at 1000 exposures (about 1 at 100).
 """
 
@@ -27,7 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from scalelab.data.tasks import ATTRIBUTES, People, encode_chars
+from scalelab.data.tasks import ALPHABET, ATTRIBUTES, People, encode_chars
 from scalelab.errors import UserError
 from scalelab.labs.common import (Shape, model_dict, pyplot, run_config, savefig, table_html, train_or_load,
                                   write_report, write_summary)
@@ -47,8 +50,8 @@ def bits_stored(logprob_bits: np.ndarray, entropy_bits: np.ndarray) -> dict:
 
 @dataclass(frozen=True)
 class CapacitySpec:
-    people: int = 1000
-    exposures: int = 60  # passes over every person's biography
+    people: int = 500
+    exposures: int = 60  # passes over every person's biography and questions
     sizes: tuple[str, ...] = ("16x1", "24x1", "32x1", "48x1", "64x2")
     lr: float = 3e-3
     batch_size: int = 16
@@ -68,14 +71,22 @@ class CapacitySpec:
 QUICK = dict(people=100, exposures=10, sizes=("16x1", "32x1"))
 
 
+def qa_prompt(name: str, attribute: str) -> str:
+    return f"{name}, {attribute}:"
+
+
 def corpus_text(pop: People, exposures: int, seed: int) -> str:
-    """``exposures`` biographies per person, in random phrasings and orders, people shuffled per pass."""
+    """Per pass and person (people shuffled per pass): one biography in random phrasings and order,
+    then the person's facts as question-answer lines in random order."""
     rows = pop.table()
     rng = np.random.default_rng([seed, 19])
     lines = []
     for _ in range(exposures):
         for i in rng.permutation(len(rows)):
-            lines.append(pop.biography(rows[i], rng) + "\n")
+            r = rows[i]
+            lines.append(pop.biography(r, rng) + "\n")
+            lines.extend(qa_prompt(r["name"], pop.attributes[j]) + r[pop.attributes[j]] + "\n"
+                         for j in rng.permutation(len(pop.attributes)))
     return "".join(lines)
 
 
@@ -87,7 +98,7 @@ def build_dataset(pop: People, exposures: int, seed: int, root: Path):
     from scalelab.data.shards import TokenDataset
     from scalelab.data.tasks import char_tokenizer
 
-    out = Path(root) / f"bios-{pop.n}-{pop.seed}-{exposures}-{seed}"
+    out = Path(root) / f"bios-qa-{pop.n}-{pop.seed}-{exposures}-{seed}"
     if not (out / "manifest.json").exists():
         out.mkdir(parents=True, exist_ok=True)
         char_tokenizer().save(str(out / "tokenizer.json"))
@@ -99,23 +110,22 @@ def build_dataset(pop: People, exposures: int, seed: int, root: Path):
                              "num_tokens": len(ids), "num_bytes": len(text), "num_docs": text.count("\n")}
         tmp = out / "manifest.json.tmp"
         tmp.write_text(json.dumps({"format_version": 1, "spec": {"people": pop.n}, "dtype": "uint16",
-                                   "vocab_size": 49, "eot_id": 0, "splits": splits}))
+                                   "vocab_size": len(ALPHABET) + 1, "eot_id": 0, "splits": splits}))
         os.replace(tmp, out / "manifest.json")
     return TokenDataset(out)
 
 
 @torch.no_grad()
 def fact_logprobs(model, pop: People) -> np.ndarray:
-    """(people, attributes) log2 p(value | name and the attribute's first phrasing)."""
+    """(people, attributes) log2 p(value + newline | newline, name, attribute) in the question format."""
     rows = pop.table()
     out = np.zeros((len(rows), len(pop.attributes)))
+    nl = encode_chars("\n")
     for j, a in enumerate(pop.attributes):
-        template = ATTRIBUTES[a][1][0]
-        prefix_t, _, suffix_t = template.partition("{v}")
         seqs, starts = [], []
         for r in rows:
-            prefix = [encode_chars("\n")[0]] + encode_chars(prefix_t.format(n=r["name"]))
-            seqs.append(prefix + encode_chars(r[a]))
+            prefix = nl + encode_chars(qa_prompt(r["name"], a))
+            seqs.append(prefix + encode_chars(r[a]) + nl)
             starts.append(len(prefix))
         for i in range(0, len(seqs), 256):
             chunk = seqs[i:i + 256]
@@ -123,7 +133,7 @@ def fact_logprobs(model, pop: People) -> np.ndarray:
             x = torch.zeros(len(chunk), T, dtype=torch.long)
             for k, s in enumerate(chunk):
                 x[k, :len(s)] = torch.tensor(s)
-            logp = F.log_softmax(model(x).logits.float(), -1)
+            logp = F.log_softmax(model(x).logits.float(), -1)  # (B, T, V)
             for k, s in enumerate(chunk):
                 st = starts[i + k]
                 pos = torch.arange(st - 1, len(s) - 1)
@@ -164,8 +174,8 @@ def run(spec: CapacitySpec, out: str | Path, log=print) -> dict:
                "bits_grow_with_params": bool(np.all(np.diff(bits[np.argsort(n)]) > 0)),
                "bits_per_param_unsaturated": float(np.mean([r["bits_per_param"] for r in unsaturated]))
                if unsaturated else math.nan,
-               "method": "sum over people and attributes of max(0, log2|values| - CE bits of the true value given the "
-                         "name in the attribute's first phrasing); total parameters incl. the tied embedding",
+               "method": "sum over attributes of max(0, sum over people of (log2|values| - CE bits of the true value "
+                         "after the question 'name, attribute:')); total parameters incl. the tied embedding",
                "seconds": time.perf_counter() - t0}
     figs = plot(summary, out)
     write_summary(out, summary)
