@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -50,10 +50,11 @@ def bits_stored(logprob_bits: np.ndarray, entropy_bits: np.ndarray) -> dict:
 
 @dataclass(frozen=True)
 class CapacitySpec:
-    people: int = 500
-    exposures: int = 60  # passes over every person's biography and questions
-    sizes: tuple[str, ...] = ("16x1", "24x1", "32x1", "48x1", "64x2")
+    people: int = 200
+    exposures: int = 100  # passes over every person's biography and questions
+    sizes: tuple[str, ...] = ("32x1", "48x1", "64x2", "96x2")
     lr: float = 3e-3
+    weight_decay: float = 0.0  # decay pulls memorised facts back toward the prior
     batch_size: int = 16
     seq_len: int = 128
     seed: int = 0
@@ -155,6 +156,7 @@ def run(spec: CapacitySpec, out: str | Path, log=print) -> dict:
         shape = Shape.parse(size)
         cfg = run_config(model_dict(shape, max_seq_len=spec.seq_len), tokens, spec.lr, spec.batch_size, spec.seq_len,
                          spec.seed)
+        cfg = replace(cfg, optim=replace(cfg.optim, weight_decay=spec.weight_decay))
         model, summary = train_or_load(cfg, out / "runs" / shape.name, ds, log)
         b = bits_stored(fact_logprobs(model, pop), entropy)
         m = cfg.model
@@ -171,9 +173,13 @@ def run(spec: CapacitySpec, out: str | Path, log=print) -> dict:
     unsaturated = [r for r in results if r["fraction_known"] < 0.8]
     summary = {"spec": asdict(spec), "bits_per_person": pop.bits_per_person(), "total_bits": float(entropy.sum() * pop.n),
                "training_tokens": tokens, "results": results,
-               "bits_grow_with_params": bool(np.all(np.diff(bits[np.argsort(n)]) > 0)),
-               "bits_per_param_unsaturated": float(np.mean([r["bits_per_param"] for r in unsaturated]))
-               if unsaturated else math.nan,
+               # non-decreasing up to noise: 1% of all the facts' bits (a know-nothing model scatters around 0)
+               "bits_grow_with_params": bool(np.all(np.diff(bits[np.argsort(n)]) >= -0.01 * float(entropy.sum() * pop.n))),
+               "bits_largest_minus_smallest": float(bits[np.argmax(n)] - bits[np.argmin(n)]),
+               # the most any model stored per parameter while still short of all the facts (above 80% a
+               # model is limited by the data, not by its size)
+               "bits_per_param_best_unsaturated": max((r["bits_per_param"] for r in unsaturated), default=math.nan),
+               "fraction_known_largest": results[int(np.argmax(n))]["fraction_known"],
                "method": "sum over attributes of max(0, sum over people of (log2|values| - CE bits of the true value "
                          "after the question 'name, attribute:')); total parameters incl. the tied embedding",
                "seconds": time.perf_counter() - t0}
@@ -182,8 +188,9 @@ def run(spec: CapacitySpec, out: str | Path, log=print) -> dict:
     write_report(out, "Knowledge capacity: bits per parameter", [
         ("Bits stored against parameters",
          f"{pop.n} people x {pop.bits_per_person():.0f} bits = {summary['total_bits']:,.0f} bits of facts, each person's "
-         f"biography seen {spec.exposures} times. Models below 80% of the facts (capacity-bound) store "
-         f"{summary['bits_per_param_unsaturated']:.3f} bits per parameter. Method: {summary['method']}.",
+         f"biography and questions seen {spec.exposures} times. Below 80% of the facts, the best model stores "
+         f"{summary['bits_per_param_best_unsaturated']:.3f} bits per parameter; the largest knows "
+         f"{summary['fraction_known_largest']:.0%} of the facts. Method: {summary['method']}.",
          figs, table_html([{k: r[k] for k in ("size", "num_params", "bits", "max_bits", "bits_per_param",
                                                 "bits_per_non_embedding_param", "val_loss")} for r in results]))])
     return summary
@@ -206,5 +213,6 @@ def plot(summary: dict, out: Path) -> list[Path]:
 
 
 def headline(s: dict) -> str:
-    return (f"bits grow with parameters: {s['bits_grow_with_params']}; capacity-bound models store "
-            f"{s['bits_per_param_unsaturated']:.3f} bits/parameter")
+    return (f"bits grow with parameters: {s['bits_grow_with_params']}; below 80% of the facts at most "
+            f"{s['bits_per_param_best_unsaturated']:.3f} bits/parameter; the largest model knows "
+            f"{s['fraction_known_largest']:.0%} of the facts")
