@@ -88,7 +88,7 @@ def cmd_lab(a) -> int:
 
 
 def cmd_tasks_show(a) -> int:
-    from scalelab.data.tasks import TaskMix, parse_task, problem_set
+    from scalelab.data.tasks import parse_task, problem_set
 
     task = parse_task(a.task)
     for p in problem_set(task, a.n, a.seed):

@@ -381,10 +381,11 @@ def decode_chars(ids) -> str:
     return "".join(ALPHABET[i - 1] if 0 < i <= len(ALPHABET) else "" for i in ids)
 
 
-def build_task_dataset(mix: TaskMix, train_chars: int, root: Path, val_chars: int = 20_000) -> Path:
-    """Write ``mix`` as a token dataset (the shard format of `scalelab.data.shards`), cached by content."""
-    key = hashlib.sha256(json.dumps([asdict(mix), train_chars, val_chars]).encode()).hexdigest()[:16]
-    out = Path(root) / f"tasks-{key}"
+def write_char_dataset(root: Path, name: str, texts: dict, meta: dict) -> Path:
+    """Write texts {split: str} as a character-level token dataset (the shard format of
+    `scalelab.data.shards`) at ``root/name``, atomically (built aside, renamed into place); an existing
+    one is reused. ``texts`` may be a callable returning the dict, so a cached dataset costs nothing."""
+    out = Path(root) / name
     if (out / "manifest.json").exists():
         return out
     Path(root).mkdir(parents=True, exist_ok=True)
@@ -392,23 +393,30 @@ def build_task_dataset(mix: TaskMix, train_chars: int, root: Path, val_chars: in
     try:
         char_tokenizer().save(str(tmp / "tokenizer.json"))
         splits = {}
-        for split, n, seed in (("train", train_chars, mix.seed), ("val", val_chars, mix.seed + 10_000)):
-            text = mix.stream(n, seed)
+        for split, text in (texts() if callable(texts) else texts).items():
             ids = np.asarray(encode_chars(text), dtype=np.uint16)
             ids.tofile(tmp / f"{split}_000.bin")
             splits[split] = {"shards": [{"file": f"{split}_000.bin", "num_tokens": len(ids)}],
                              "num_tokens": len(ids), "num_bytes": len(text), "num_docs": text.count("\n")}
-        manifest = {"format_version": 1, "spec": {"tasks": asdict(mix)}, "dtype": "uint16",
-                    "vocab_size": len(ALPHABET) + 1, "eot_id": 0, "splits": splits}
+        manifest = {"format_version": 1, "spec": meta, "dtype": "uint16", "vocab_size": len(ALPHABET) + 1,
+                    "eot_id": 0, "splits": splits}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
         try:
             os.rename(tmp, out)
-        except OSError:
+        except OSError:  # another process wrote the same dataset first: use theirs
             shutil.rmtree(tmp, ignore_errors=True)
         return out
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def build_task_dataset(mix: TaskMix, train_chars: int, root: Path, val_chars: int = 20_000) -> Path:
+    """Write ``mix`` as a character-level token dataset, cached by content."""
+    key = hashlib.sha256(json.dumps([asdict(mix), train_chars, val_chars]).encode()).hexdigest()[:16]
+    return write_char_dataset(root, f"tasks-{key}",
+                              lambda: {"train": mix.stream(train_chars, mix.seed),
+                                       "val": mix.stream(val_chars, mix.seed + 10_000)}, {"tasks": asdict(mix)})
 
 
 def write_task_corpus(mix: TaskMix, n_docs: int, path: Path, base_docs=None, fraction: float = 1.0,

@@ -27,10 +27,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-
-from scalelab.data.tasks import ALPHABET, ATTRIBUTES, People, encode_chars
+from scalelab.data.tasks import ATTRIBUTES, People, Problem, write_char_dataset
+from scalelab.labs.evaluate import score_answers
 from scalelab.errors import UserError
 from scalelab.labs.common import (Shape, model_dict, pyplot, run_config, savefig, table_html, train_or_load,
                                   write_report, write_summary)
@@ -93,53 +91,19 @@ def corpus_text(pop: People, exposures: int, seed: int) -> str:
 
 def build_dataset(pop: People, exposures: int, seed: int, root: Path):
     """The biographies as a token dataset; validation = one more pass (the facts are the same)."""
-    import json
-    import os
-
     from scalelab.data.shards import TokenDataset
-    from scalelab.data.tasks import char_tokenizer
 
-    out = Path(root) / f"bios-qa-{pop.n}-{pop.seed}-{exposures}-{seed}"
-    if not (out / "manifest.json").exists():
-        out.mkdir(parents=True, exist_ok=True)
-        char_tokenizer().save(str(out / "tokenizer.json"))
-        splits = {}
-        for split, text in (("train", corpus_text(pop, exposures, seed)), ("val", corpus_text(pop, 1, seed + 1))):
-            ids = np.asarray(encode_chars(text), dtype=np.uint16)
-            ids.tofile(out / f"{split}_000.bin")
-            splits[split] = {"shards": [{"file": f"{split}_000.bin", "num_tokens": len(ids)}],
-                             "num_tokens": len(ids), "num_bytes": len(text), "num_docs": text.count("\n")}
-        tmp = out / "manifest.json.tmp"
-        tmp.write_text(json.dumps({"format_version": 1, "spec": {"people": pop.n}, "dtype": "uint16",
-                                   "vocab_size": len(ALPHABET) + 1, "eot_id": 0, "splits": splits}))
-        os.replace(tmp, out / "manifest.json")
-    return TokenDataset(out)
+    return TokenDataset(write_char_dataset(
+        root, f"bios-qa-{pop.n}-{pop.seed}-{exposures}-{seed}",
+        lambda: {"train": corpus_text(pop, exposures, seed), "val": corpus_text(pop, 1, seed + 1)}, {"people": pop.n}))
 
 
-@torch.no_grad()
 def fact_logprobs(model, pop: People) -> np.ndarray:
     """(people, attributes) log2 p(value + newline | newline, name, attribute) in the question format."""
     rows = pop.table()
-    out = np.zeros((len(rows), len(pop.attributes)))
-    nl = encode_chars("\n")
-    for j, a in enumerate(pop.attributes):
-        seqs, starts = [], []
-        for r in rows:
-            prefix = nl + encode_chars(qa_prompt(r["name"], a))
-            seqs.append(prefix + encode_chars(r[a]) + nl)
-            starts.append(len(prefix))
-        for i in range(0, len(seqs), 256):
-            chunk = seqs[i:i + 256]
-            T = max(len(s) for s in chunk)
-            x = torch.zeros(len(chunk), T, dtype=torch.long)
-            for k, s in enumerate(chunk):
-                x[k, :len(s)] = torch.tensor(s)
-            logp = F.log_softmax(model(x).logits.float(), -1)  # (B, T, V)
-            for k, s in enumerate(chunk):
-                st = starts[i + k]
-                pos = torch.arange(st - 1, len(s) - 1)
-                out[i + k, j] = float(logp[k, pos, torch.tensor(s[st:])].sum()) / math.log(2)
-    return out
+    problems = [Problem(qa_prompt(r["name"], a), r[a]) for r in rows for a in pop.attributes]
+    lp = score_answers(model, problems)["logprobs"]  # natural-log probabilities of each answer token
+    return np.array([sum(x) for x in lp]).reshape(len(rows), len(pop.attributes)) / math.log(2)
 
 
 def run(spec: CapacitySpec, out: str | Path, log=print) -> dict:

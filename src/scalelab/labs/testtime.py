@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scalelab.data.tasks import Addition, TaskMix, problem_set
+from scalelab.data.tasks import Addition, TaskMix
 from scalelab.errors import UserError
 from scalelab.labs.common import (Shape, model_dict, pyplot, run_config, savefig, table_html, task_dataset,
                                   train_or_load, write_report, write_summary)
