@@ -27,6 +27,7 @@ from scalelab import __version__
 from scalelab.config import load_dict
 from scalelab.data.shards import TokenDataset
 from scalelab.data.tasks import CHAR_VOCAB_SIZE, TaskMix, build_task_dataset
+from scalelab.errors import UserError
 from scalelab.train.checkpoint import atomic_write_text, latest_checkpoint
 
 
@@ -42,8 +43,6 @@ class Shape:
     @staticmethod
     def parse(text: str) -> "Shape":
         """'64x2' -> Shape(64, 2)."""
-        from scalelab.errors import UserError
-
         try:
             d, L = (int(v) for v in text.lower().split("x"))
         except ValueError:
@@ -75,6 +74,7 @@ def task_dataset(mix: TaskMix, out: Path, train_chars: int) -> TokenDataset:
 
 def train_or_load(cfg, run_dir: Path, dataset: TokenDataset, log=print, save_at: tuple[int, ...] = ()):
     """Train one run (resuming a partial one) unless it is complete; -> (model in eval mode, summary)."""
+    from scalelab.ladder.executors import _Quiet
     from scalelab.train.loop import load_run, train
 
     run_dir = Path(run_dir)
@@ -82,17 +82,12 @@ def train_or_load(cfg, run_dir: Path, dataset: TokenDataset, log=print, save_at:
         summary = json.loads((run_dir / "summary.json").read_text())
     else:
         resume = latest_checkpoint(run_dir) is not None
-        summary = train(cfg, run_dir, resume=resume, dataset=dataset, save_at=save_at, console=_Quiet())
+        summary = train(cfg, run_dir, resume=resume, dataset=dataset, save_at=save_at, console=_Quiet())  # no bar
         f = summary["final"]
         log(f"  trained {run_dir.name}: {summary['num_params_total']:,} params, {summary['tokens']:,} tokens, "
             f"val loss {f.get('val_loss', math.nan):.4f}")
     model = load_run(run_dir)[0].eval()
     return model, summary
-
-
-class _Quiet:
-    def log(self, *a, **k):
-        pass
 
 
 def write_summary(out: Path, summary: dict) -> Path:
