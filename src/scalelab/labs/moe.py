@@ -193,7 +193,8 @@ def plot(summary: dict, out: Path) -> list[Path]:
         axes[1].plot(toks, [loss for _, loss in r["curve"]], color=f"C{i}", label=r["variant"])
     axes[0].set(xlabel="tokens", ylabel="expert load: coefficient of variation", title="balance over training")
     axes[1].set(xlabel="tokens", ylabel="train loss", title="training curves")
-    axes[0].legend(fontsize=8)
+    if summary["balance"]:
+        axes[0].legend(fontsize=8)
     fig.tight_layout()
     paths.append(savefig(fig, out, "moe_balance"))
     return paths
