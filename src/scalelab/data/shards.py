@@ -61,15 +61,33 @@ def _docs(spec: DataSpec):
             return
 
 
+def build_atomically(out: Path, fill) -> Path:
+    """Return dataset directory ``out``, first building it with ``fill(tmp_dir)`` if it has no manifest:
+    built in a hidden sibling and renamed into place, so a crash never leaves a half-written dataset and
+    two processes building the same one both end with a complete copy."""
+    out = Path(out)
+    if (out / "manifest.json").exists():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=out.parent))
+    try:
+        fill(tmp)
+        try:
+            os.rename(tmp, out)
+        except OSError:  # another process finished the same dataset first: use theirs
+            shutil.rmtree(tmp, ignore_errors=True)
+        return out
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def build_dataset(spec: DataSpec, root: Path | None = None, log=print) -> Path:
     """Tokenize ``spec``'s corpus into shards (or return the cached directory)."""
     root = Path(root) if root else cache_dir() / "datasets"
     out = root / spec.key()
-    if (out / "manifest.json").exists():
-        return out
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=root))
-    try:
+
+    def fill(tmp: Path) -> None:
         log(f"building dataset {out.name} from corpus {spec.corpus!r} (vocab {spec.vocab_size}) ...")
         train_texts, budget = [], spec.tokenizer_train_bytes
         for doc_id, text in _docs(spec):
@@ -85,14 +103,8 @@ def build_dataset(spec: DataSpec, root: Path | None = None, log=print) -> Path:
         save_atomic(tok, tmp / "tokenizer.json")
         manifest = _write_shards(spec, tok, tmp)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
-        try:
-            os.rename(tmp, out)
-        except OSError:  # another process finished the same dataset first: use theirs
-            shutil.rmtree(tmp, ignore_errors=True)
-        return out
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    return build_atomically(out, fill)
 
 
 def _write_shards(spec: DataSpec, tok, out: Path) -> dict:

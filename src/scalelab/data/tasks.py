@@ -25,8 +25,6 @@ import hashlib
 import json
 import math
 import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -381,19 +379,16 @@ def decode_chars(ids) -> str:
     return "".join(ALPHABET[i - 1] if 0 < i <= len(ALPHABET) else "" for i in ids)
 
 
-def write_char_dataset(root: Path, name: str, texts: dict, meta: dict) -> Path:
+def write_char_dataset(root: Path, name: str, texts, meta: dict) -> Path:
     """Write texts {split: str} as a character-level token dataset (the shard format of
-    `scalelab.data.shards`) at ``root/name``, atomically (built aside, renamed into place); an existing
-    one is reused. ``texts`` may be a callable returning the dict, so a cached dataset costs nothing."""
-    out = Path(root) / name
-    if (out / "manifest.json").exists():
-        return out
-    Path(root).mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=root))
-    try:
+    `scalelab.data.shards`) at ``root/name``, atomically; an existing one is reused. ``texts`` is a
+    callable returning the dict, so a cached dataset costs nothing."""
+    from scalelab.data.shards import build_atomically
+
+    def fill(tmp: Path) -> None:
         char_tokenizer().save(str(tmp / "tokenizer.json"))
         splits = {}
-        for split, text in (texts() if callable(texts) else texts).items():
+        for split, text in texts().items():
             ids = np.asarray(encode_chars(text), dtype=np.uint16)
             ids.tofile(tmp / f"{split}_000.bin")
             splits[split] = {"shards": [{"file": f"{split}_000.bin", "num_tokens": len(ids)}],
@@ -401,14 +396,8 @@ def write_char_dataset(root: Path, name: str, texts: dict, meta: dict) -> Path:
         manifest = {"format_version": 1, "spec": meta, "dtype": "uint16", "vocab_size": len(ALPHABET) + 1,
                     "eot_id": 0, "splits": splits}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
-        try:
-            os.rename(tmp, out)
-        except OSError:  # another process wrote the same dataset first: use theirs
-            shutil.rmtree(tmp, ignore_errors=True)
-        return out
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    return build_atomically(Path(root) / name, fill)
 
 
 def build_task_dataset(mix: TaskMix, train_chars: int, root: Path, val_chars: int = 20_000) -> Path:

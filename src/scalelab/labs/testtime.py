@@ -230,9 +230,8 @@ def plot(results: list[dict], out: Path) -> list[Path]:
     axes[0].set(xlabel="k samples", ylabel="-log coverage@k", title="coverage: power-law fits (lines)")
     if plotted:
         axes[0].set(xscale="log", yscale="log")
-    axes[1].set(xlabel="per-problem single-sample success rate", ylabel="problems", title="difficulty distribution")
-    if plotted:
         axes[0].legend(fontsize=7)
+    axes[1].set(xlabel="per-problem single-sample success rate", ylabel="problems", title="difficulty distribution")
     axes[1].legend(fontsize=7)
     fig.tight_layout()
     paths.append(savefig(fig, out, "coverage"))
