@@ -22,10 +22,12 @@ from pathlib import Path
 
 import torch
 
+from scalelab.config import OptimConfig
 from scalelab.model import ModelConfig, MoEConfig
 from scalelab.model.hf import config_to_hf
 from scalelab.model.transformer import Transformer
 from scalelab.train.metrics import matmul_peak_flops
+from scalelab.train.optim import build_optimizer
 
 CONFIGS = [  # name, d_model, n_layers, n_heads, vocab, seq, batch, moe
     ("d64-v4k", 64, 2, 4, 4096, 256, 16, False),
@@ -57,8 +59,11 @@ def hf_model(cfg: ModelConfig):
 
 
 def make_step(model, kind: str, x, y, device):
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, foreach=True) if device == "cpu" else \
-        torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+    # scalelab: its training optimizer (fused AdamW, decay on matrices). HF: the fastest stock
+    # AdamW a plain loop could pick (foreach on CPU, where the default is the per-tensor loop).
+    opt = build_optimizer(model, OptimConfig(lr=1e-4)) if kind == "scalelab" else \
+        torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.1,
+                          **({"foreach": True} if device == "cpu" else {"fused": True}))
 
     def step():
         if kind == "scalelab":

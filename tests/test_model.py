@@ -172,7 +172,7 @@ def test_counts_json_roundtrip():
     assert again == cfg
 
 
-@pytest.mark.parametrize("chunk", [7, 512])
+@pytest.mark.parametrize("chunk", [7, 512, None])  # None: the default, sized to the vocabulary
 def test_fused_linear_cross_entropy_equals_reference(chunk):
     from scalelab.model.loss import linear_cross_entropy
 
@@ -191,6 +191,28 @@ def test_fused_linear_cross_entropy_equals_reference(chunk):
     torch.testing.assert_close(w.grad, 3 * gw, rtol=1e-5, atol=1e-6)
     with torch.no_grad():
         torch.testing.assert_close(linear_cross_entropy(h, w, t, chunk=chunk), ref, rtol=1e-6, atol=1e-6)
+
+
+def test_loss_chunk_sizes():
+    """Chunks hold ~1M logits on CPU (4 MB, L2-sized), ~16M on CUDA, within [64, 1024] tokens; under
+    torch.compile the loop unrolls into the graph, so it is cut to at most 16 chunks (same values)."""
+    from scalelab.model.loss import default_chunk, linear_cross_entropy
+
+    assert [default_chunk(v, "cpu") for v in (512, 4096, 32000, 128256)] == [1024, 256, 64, 64]
+    assert [default_chunk(v, "cuda") for v in (4096, 32000, 128256)] == [1024, 512, 128]
+    torch.manual_seed(0)
+    h, w, t = torch.randn(37, 16, requires_grad=True), torch.randn(50, 16, requires_grad=True), torch.randint(0, 50, (37,))
+    ref = torch.nn.functional.cross_entropy(h @ w.t(), t)
+    counts = []
+
+    def count_chunks(gm, example_inputs):  # a dynamo backend that counts the unrolled log-softmaxes
+        counts.append(sum("log_softmax" in str(n.target) for m in gm.modules() if isinstance(m, torch.fx.GraphModule)
+                          for n in m.graph.nodes))
+        return gm.forward
+
+    got = torch.compile(lambda *a: linear_cross_entropy(*a, chunk=1), backend=count_chunks)(h, w, t)
+    torch.testing.assert_close(got, ref, rtol=1e-6, atol=1e-6)
+    assert counts == [13]  # ceil(37 / 16) = 3 tokens per chunk, not 37 one-token chunks
 
 
 def test_model_loss_paths_agree():

@@ -135,7 +135,7 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, dataset: To
     if ckpt is not None and fsdp:  # FSDP: load the full state into the plain model before sharding
         state = load_checkpoint(ckpt, model)
     module = D.wrap(model, t_cfg.parallel, dist, device)
-    optimizer = build_optimizer(model, cfg.optim, device.split(":")[0])
+    optimizer = build_optimizer(model, cfg.optim)
     step_fn = torch.compile(module) if compile_ else module
 
     start_step, tokens_seen = 0, 0

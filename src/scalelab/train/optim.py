@@ -8,13 +8,13 @@ import torch
 from scalelab.config import OptimConfig
 
 
-def build_optimizer(model: torch.nn.Module, cfg: OptimConfig, device_type: str = "cpu") -> torch.optim.AdamW:
+def build_optimizer(model: torch.nn.Module, cfg: OptimConfig) -> torch.optim.AdamW:
     decay, no_decay = [], []
     for p in model.parameters():  # parameters() yields a tied tensor once
         if p.requires_grad:
             (decay if p.dim() >= 2 else no_decay).append(p)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]
-    # foreach on CPU (one multi-tensor kernel per op), fused where CUDA supports it.
-    kw = {"fused": True} if device_type == "cuda" else {"foreach": True}
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, **kw)
+    # The fused kernel (one pass over each parameter) on CUDA and CPU: on this 2-core CPU it steps
+    # 6.9M parameters in 4 ms against 23 ms for foreach (docs/LOG.md).
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, fused=True)
