@@ -22,6 +22,14 @@ import torch
 import torch.nn.functional as F
 
 
+@torch.library.custom_op("scalelab::accumulate_mm", mutates_args=("acc",))
+def _accumulate_mm(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
+    """acc += a @ b in place. An opaque custom op, so that torch.compile keeps it in place: traced,
+    `addmm_` is functionalised into an out-of-place addmm that first copies the whole (V, D)
+    accumulator, once per chunk (~3.5 ms a chunk at vocab 4096 x d_model 256 here)."""
+    acc.addmm_(a, b)
+
+
 class _FusedLinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk: int):
@@ -36,7 +44,7 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
             probs = logp.exp_()  # softmax, in place
             probs[torch.arange(len(tc), device=h.device), tc] -= 1.0  # d(sum of losses) / d logits
             grad_h[s:s + chunk] = probs.to(weight.dtype) @ weight
-            grad_w.addmm_(probs.t(), hc.float())
+            _accumulate_mm(grad_w, probs.t(), hc.float())  # grad_w += probs^T h_c
         # the 1/n of the mean is applied in backward, on (N, D) and (V, D) rather than on every chunk
         ctx.save_for_backward(grad_h, grad_w.to(weight.dtype))
         ctx.n = n
