@@ -253,11 +253,15 @@ def _parabola_optima(table: RunTable, labels: np.ndarray, w: np.ndarray | None =
             warns.append(f"budget {c:.3g}: the IsoFLOP points curve downward (no minimum); skipped")
             continue
         x_opt = -p1 / (2 * p2)
-        edge = bool(x_opt <= x.min() or x_opt >= x.max() or np.argmin(L) in (np.argmin(x), np.argmax(x)))
+        outside = x_opt <= x.min() or x_opt >= x.max()
+        best = np.argmin(L)
+        edge = bool(outside or best in (np.argmin(x), np.argmax(x)))
         if edge:
-            warns.append(f"budget {c:.3g}: the minimum lies at the edge of the sampled sizes "
-                         f"(N_opt ≈ {np.exp(x_opt):.3g}, sampled {np.exp(x.min()):.3g}..{np.exp(x.max()):.3g}); "
-                         "add larger/smaller models at this budget")
+            where = ("the fitted minimum lies outside the sampled sizes" if outside else
+                     f"the lowest loss is at the {'smallest' if best == np.argmin(x) else 'largest'} size sampled")
+            warns.append(f"budget {c:.3g}: {where}, so the valley is not bracketed (N_opt ≈ {np.exp(x_opt):.3g}, "
+                         f"sampled {np.exp(x.min()):.3g}..{np.exp(x.max()):.3g}); add larger/smaller models at "
+                         "this budget")
         rows.append({"C": float(c), "N_opt": float(np.exp(x_opt)), "D_opt": float(c / (6 * np.exp(x_opt))),
                      "loss_opt": float(p0 - p1 * p1 / (4 * p2)), "curvature": float(p2), "edge": edge,
                      "n_points": int(m.sum())})
