@@ -51,6 +51,10 @@ def test_report_renders_offline_in_chromium(quick_demo, tmp_path):
             points: d._fullData.reduce((n, t) => n + Math.max(t._length || 0, (t.z && t.z.length) || 0,
                 (t.cells && t.cells.values && t.cells.values[0] && t.cells.values[0].length) || 0), 0),
             gl: !!d.querySelector('canvas')}))""")
+        # the WebGL canvas is drawn at the screen's pixel ratio, not plotly's export default of 2
+        # (4x the pixels on a 1x screen; docs/LOG.md)
+        gl_ratio = page.evaluate("() => { const c = document.querySelector('#fig-landscape canvas');"
+                                 " return c.width / c.getBoundingClientRect().width / window.devicePixelRatio; }")
         page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
         browser.close()
     assert [f["id"] for f in figs] == ["fig-landscape", "fig-isoflop", "fig-frontier", "fig-curves",
@@ -58,6 +62,7 @@ def test_report_renders_offline_in_chromium(quick_demo, tmp_path):
     for f in figs:
         assert f["traces"] > 0 and f["points"] > 0, f
     assert figs[0]["gl"]  # the 3D landscape really drew with WebGL
+    assert gl_ratio == pytest.approx(1, abs=0.01)
     assert errors == [] and requested == []
     assert (tmp_path / "report.png").stat().st_size > 50_000
 

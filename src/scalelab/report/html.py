@@ -6,6 +6,8 @@ import datetime
 import html
 from pathlib import Path
 
+from plotly.offline import get_plotlyjs
+
 from scalelab.report.data import ReportData, gather
 from scalelab.report.figures import FIGURES
 
@@ -23,6 +25,13 @@ PAGE = """<!DOCTYPE html>
 {sections}
 </body></html>
 """
+
+# plotly.js once, then one global setting: WebGL scenes at the screen's own pixel ratio. plotly's
+# default (`plotGlPixelRatio: 2`, meant for image export) draws a 1x screen's 3D canvas at 4x the
+# pixels; in software WebGL (headless Chromium here) resizing that canvas alone took 250 ms and the
+# whole report rendered 0.2 s slower (docs/LOG.md). Retina screens still get 2.
+PLOTLY_JS = """<script>{plotlyjs}</script>
+<script>Plotly.setPlotConfig({{plotGlPixelRatio: window.devicePixelRatio || 1}});</script>"""
 
 NOTES = {
     "landscape": "Drag to rotate. The surface is the law used for predictions; dots are the ladder's final points "
@@ -46,10 +55,10 @@ def write_report(src: str | Path, out: str | Path | None = None, png_dir: str | 
 
     d = data or gather(src)
     out = Path(out) if out else (Path(src).parent if Path(src).suffix == ".sqlite" else Path(src)) / "report.html"
-    sections = []
-    for i, (name, make) in enumerate(FIGURES.items()):
+    sections = [PLOTLY_JS.format(plotlyjs=get_plotlyjs())]
+    for name, make in FIGURES.items():
         fig = make(d)
-        div = fig.to_html(full_html=False, include_plotlyjs=(i == 0), div_id=f"fig-{name}",
+        div = fig.to_html(full_html=False, include_plotlyjs=False, div_id=f"fig-{name}",
                           config={"displaylogo": False, "responsive": True})
         note = f'<p class="note">{html.escape(NOTES[name])}</p>' if NOTES[name] else ""
         sections.append(f'<section id="{name}">{div}{note}</section>')
