@@ -83,16 +83,24 @@ def test_moe_one_expert_top1_equals_dense_swiglu():
     torch.testing.assert_close(moe.w2.grad[0], dense.w2.weight.grad, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("capacity", [None, 1.0, 0.5])
-def test_sorted_dispatch_matches_reference(capacity):
+@pytest.mark.parametrize("capacity,idle_expert", [(None, False), (1.0, False), (0.5, False), (None, True), (0.5, True)])
+def test_sorted_dispatch_matches_reference(capacity, idle_expert):
+    """An idle expert gets no tokens at all: an empty slice, zero gradients."""
     torch.manual_seed(1)
     cfg = MoEConfig(num_experts=6, top_k=2, d_expert=40, num_shared_experts=1, capacity_factor=capacity)
     fast = MoE(32, cfg, dispatch="sorted")
     for p in fast.parameters():
         torch.nn.init.normal_(p, std=0.3)
+    x = torch.randn(4, 9, 32)
+    if idle_expert:  # feature 0 is always 5 and only expert 5 reads it, with weight -100: never in the top 2
+        x[..., 0] = 5.0
+        with torch.no_grad():
+            fast.router.weight[:, 0] = 0.0
+            fast.router.weight[5, 0] = -100.0
     ref = MoE(32, cfg, dispatch="reference")
     ref.load_state_dict(fast.state_dict())
-    x = torch.randn(4, 9, 32)
+    if idle_expert:
+        assert 5 not in fast.route(x.reshape(-1, 32))[3]
     y1, a1 = fast(x)
     y2, a2 = ref(x)
     torch.testing.assert_close(y1, y2, rtol=1e-5, atol=1e-5)
