@@ -32,7 +32,10 @@ def _surface_mesh(X: np.ndarray, Y: np.ndarray, Z: np.ndarray, name: str) -> go.
 
 
 def landscape(d: ReportData) -> go.Figure:
-    """Fitted L(N, D) over log axes, runs coloured by residual, IsoFLOP lines, compute-optimal path."""
+    """Fitted L(N, D) over log axes, runs coloured by residual, IsoFLOP lines, compute-optimal path.
+    The camera sits above the large-N, large-D corner: from there the surface rises away and never
+    hides itself, so every IsoFLOP valley shows whole (from the small-D side the raised front edge
+    folded over the valleys, and the translucent overlap drew as a hatch)."""
     law = d.law
     N, D = d.finals["N"].to_numpy(float), d.finals["D"].to_numpy(float)
     lnN = np.linspace(np.log10(N.min()) - 0.3, np.log10(N.max()) + 0.5, 40)
@@ -66,7 +69,7 @@ def landscape(d: ReportData) -> go.Figure:
     fig.update_layout(title="Loss landscape: fitted L(N, D), runs, IsoFLOP lines and the compute-optimal path",
                       scene=dict(xaxis=dict(title="N (parameters)", type="log", dtick="D2"),
                                  yaxis=dict(title="D (tokens)", type="log", dtick="D2"),
-                                 zaxis=dict(title="loss"), camera=dict(eye=dict(x=1.6, y=-1.6, z=0.9))),
+                                 zaxis=dict(title="loss"), camera=dict(eye=dict(x=1.6, y=1.6, z=0.9))),
                       height=650, margin=dict(l=0, r=0, t=50, b=0), legend=dict(x=0, y=1))
     return fig
 

@@ -34,7 +34,9 @@ def write_static(d: ReportData, out_dir: str | Path) -> list[Path]:
     # 1. landscape
     if d.law is not None:
         fig = plt.figure(figsize=(8, 6))
-        ax = fig.add_subplot(projection="3d")
+        # drawn in call order (surface first), so runs and lines stay visible rather than tinted by
+        # whichever surface facets matplotlib's painter's sort puts in front of them
+        ax = fig.add_subplot(projection="3d", computed_zorder=False)
         x = np.linspace(np.log10(N.min()) - 0.3, np.log10(N.max()) + 0.5, 40)
         y = np.linspace(np.log10(D.min()) - 0.3, np.log10(D.max()) + 0.5, 40)
         X, Y = np.meshgrid(x, y)
@@ -43,6 +45,10 @@ def write_static(d: ReportData, out_dir: str | Path) -> list[Path]:
             n = np.geomspace(N.min() / 2, N.max() * 2, 50)
             ax.plot(np.log10(n), np.log10(C / (6 * n)), d.law.predict(n, C / (6 * n)), color=cmap(i), lw=2,
                     label=f"C = {C:.2g}")
+        Cs = np.geomspace(budgets[0] / 3, budgets[-1] * 10, 30)
+        alloc = (d.law2 or d.law).allocate(Cs)
+        ax.plot(np.log10(alloc["N_opt"]), np.log10(alloc["D_opt"]), d.law.predict(alloc["N_opt"], alloc["D_opt"]),
+                color="black", lw=2, ls="--", label="compute-optimal path")
         resid = (L - d.law.predict(N, D)) / d.law.predict(N, D)
         sc = ax.scatter(np.log10(N), np.log10(D), L, c=resid * 100, cmap="RdBu_r", s=30, depthshade=False,
                         vmin=-abs(resid).max() * 100, vmax=abs(resid).max() * 100)
@@ -53,7 +59,10 @@ def write_static(d: ReportData, out_dir: str | Path) -> list[Path]:
         ax.set_xlabel("log10 N")
         ax.set_ylabel("log10 D")
         ax.set_zlabel("loss")
-        ax.view_init(elev=25, azim=-50)
+        # seen from the large-N, large-D corner the surface rises away from the viewer and never hides
+        # itself, so the IsoFLOP valleys show whole (from the small-D side the raised front edge folds
+        # over them)
+        ax.view_init(elev=25, azim=45)
         ax.legend(loc="upper left", fontsize=8)
         ax.set_title(f"Loss landscape ({d.law.form} law)")
         written += _save(fig, out, "landscape")
