@@ -76,3 +76,28 @@ def test_report_command_rewrites_report_and_figures(quick_demo, tmp_path):
     assert {"landscape.png", "isoflop.png", "frontier.png", "curves.png", "prediction.png", "landscape.svg"} <= names
     r = run_cli("report", tmp_path / "nothing")
     assert r.returncode == 2 and "no ladder" in r.stderr
+
+
+def test_fit_table_gives_every_parameter_of_every_law_a_row(quick_demo):
+    import dataclasses
+
+    from scalelab.laws.published import PUBLISHED
+    from scalelab.report.data import gather
+    from scalelab.report.figures import fit_table
+
+    out, _ = quick_demo
+    d = gather(out)
+    for law, extra in ((d.law3, []), (PUBLISHED["kaplan2020"], ["Nc", "Dc", "alpha_N", "alpha_D"])):
+        table = fit_table(dataclasses.replace(d, law=law)).data[0]
+        names, *cols = table.cells.values
+        header = list(table.header.values)
+        assert list(names) == ["E", "A", "B", "alpha", "beta", "a", "b", *extra]
+        by_label = dict(zip(header[1:], cols))
+        assert by_label["this ladder: approach 3"][0].startswith(f"{d.law3.params['E']:.4g} [")  # value [interval]
+        assert by_label["hoffmann2022"][3] == "0.34"
+        if extra:  # a prediction law of another form sits beside the published law of its form
+            assert by_label["this ladder: kaplan (prediction law)"][names.index("Nc")] == "6.4e+13"
+            assert by_label["kaplan2020"][names.index("alpha_D")] == "0.103"
+            assert by_label["kaplan2020"][0] == ""  # no E in Kaplan's form
+        else:
+            assert not any("prediction law" in h for h in header)

@@ -124,15 +124,17 @@ def frontier(d: ReportData) -> go.Figure:
                                      showlegend=col == 1), row=1, col=col)
     pub = [m for m in models_table() if m.get("compute_flops")]
     for col, key in ((1, "params_active"), (2, "tokens")):
-        fig.add_trace(go.Scatter(x=[m["compute_flops"] for m in pub], y=[m[key] for m in pub], mode="markers+text",
-                                 text=[m["name"] for m in pub], textposition="top center", textfont=dict(size=9),
+        # names in the hover text only: a dozen models within two decades of compute overprint
+        fig.add_trace(go.Scatter(x=[m["compute_flops"] for m in pub], y=[m[key] for m in pub], mode="markers",
+                                 text=[m["name"] for m in pub],
                                  marker=dict(color=COLORS[3], symbol="diamond", size=8), name="published models",
                                  showlegend=col == 1, customdata=[m["source"] for m in pub],
                                  hovertemplate="%{text}<br>C %{x:.3g}<br>%{y:.3g}<br>%{customdata}<extra></extra>"),
                       row=1, col=col)
     for col, t in ((1, "N* (parameters)"), (2, "D* (tokens)")):
-        fig.update_xaxes(type="log", title="training compute C (FLOPs)", row=1, col=col)
-        fig.update_yaxes(type="log", title=t, row=1, col=col)
+        # powers of ten throughout (plotly's default mixes "1T" with 10^15 past the SI prefixes it knows)
+        fig.update_xaxes(type="log", title="training compute C (FLOPs)", exponentformat="power", row=1, col=col)
+        fig.update_yaxes(type="log", title=t, exponentformat="power", row=1, col=col)
     fig.update_layout(title="Compute-optimal frontier, extrapolated, with published models on the same axes", height=520)
     return fig
 
@@ -149,7 +151,8 @@ def curves(d: ReportData) -> go.Figure:
                                  marker=dict(size=4), text=[hover(d, r) for _, r in g.iterrows()],
                                  hovertemplate="%{text}<extra></extra>", legendgroup=str(g["budget"].iloc[0])))
     fig.update_layout(title="Training curves: validation loss vs tokens (dashed: WSD cooldown branches)",
-                      xaxis=dict(title="tokens D", type="log"), yaxis=dict(title="validation loss", type="log"), height=520)
+                      xaxis=dict(title="tokens D", type="log", dtick="D2"), yaxis=dict(title="validation loss", type="log"),
+                      height=520)
     return fig
 
 
@@ -181,34 +184,37 @@ def prediction(d: ReportData) -> go.Figure:
                   row=1, col=2)
     fig.update_xaxes(title="predicted loss", row=1, col=1)
     fig.update_yaxes(title="actual loss", row=1, col=1)
-    fig.update_xaxes(title="compute C (FLOPs)", type="log", row=1, col=2)
+    fig.update_xaxes(title="compute C (FLOPs)", type="log", dtick="D2", row=1, col=2)
     fig.update_yaxes(title="residual (actual - fit) / fit, %", row=1, col=2)
     fig.update_layout(title=f"Prediction check ({law.form} law)", height=480)
     return fig
 
 
 def fit_table(d: ReportData) -> go.Figure:
+    """One row per parameter: Chinchilla's (E, A, B, alpha, beta and the allocation exponents a, b),
+    then those of the prediction law when it has another form (e.g. Kaplan's Nc, Dc, alpha_N,
+    alpha_D), each beside the published laws of the same form."""
     names = ["E", "A", "B", "alpha", "beta", "a", "b"]
-    cols = {}
+    laws = {"this ladder: approach 3": d.law3, "this ladder: approach 2": d.law2,
+            "hoffmann2022": PUBLISHED["hoffmann2022"], "besiroglu2024": PUBLISHED["besiroglu2024"]}
+    if d.law is not None and d.law.form != "chinchilla":
+        names += [k for k in d.law.params if k not in names]
+        laws[f"this ladder: {d.law.form} (prediction law)"] = d.law
+        laws.update({k: v for k, v in PUBLISHED.items() if v.form == d.law.form})
 
     def col(law):
-        if law is None:
-            return None
         s = law.summary()
         ci = s.get("ci", {})
         return [(f"{s[k]:.4g}" + (f" [{ci[k][0]:.3g}, {ci[k][1]:.3g}]" if k in ci else "")) if k in s else "" for k in names]
 
-    for label, law in (("this ladder: approach 3", d.law3), ("this ladder: approach 2", d.law2),
-                       ("hoffmann2022", PUBLISHED["hoffmann2022"]), ("besiroglu2024", PUBLISHED["besiroglu2024"])):
-        c = col(law)
-        if c:
-            cols[label] = c
-    if d.law is not None and d.law.form not in ("chinchilla",):
-        cols[f"this ladder: {d.law.form} (prediction law)"] = [", ".join(f"{k}={v:.4g}" for k, v in d.law.params.items())] + [""] * 6
-    fig = go.Figure(go.Table(header=dict(values=["parameter", *cols], fill_color="#dde", align="left"),
+    cols = {label: col(law) for label, law in laws.items() if law is not None}
+    # relative widths: fits with intervals get room enough to stay on one line
+    widths = [0.6] + [1.5 if label.startswith("this ladder") else 0.8 for label in cols]
+    fig = go.Figure(go.Table(columnwidth=widths,
+                             header=dict(values=["parameter", *cols], fill_color="#dde", align="left", height=30),
                              cells=dict(values=[names, *cols.values()], align="left", height=26)))
-    fig.update_layout(title="Fitted parameters (90% bootstrap intervals) beside published laws", height=330,
-                      margin=dict(t=50, b=10))
+    fig.update_layout(title="Fitted parameters (90% bootstrap intervals) beside published laws",
+                      height=120 + 28 * len(names), margin=dict(t=50, b=10))
     return fig
 
 
