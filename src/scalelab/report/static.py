@@ -10,6 +10,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from scalelab.economics.published import models_table  # noqa: E402
+from scalelab.laws.published import PUBLISHED  # noqa: E402
 from scalelab.report.data import ReportData, interval  # noqa: E402
 
 
@@ -91,11 +93,20 @@ def write_static(d: ReportData, out_dir: str | Path) -> list[Path]:
         fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
         Cs = np.geomspace(min(budgets) / 3, 1e25, 80)
         a = law.allocate(Cs)
-        for ax, key, label in ((axes[0], "N_opt", "N*"), (axes[1], "D_opt", "D*")):
+        ref = PUBLISHED["besiroglu2024"].allocate(Cs)
+        optima = d.law2.info.get("optima", []) if d.law2 else []
+        pub = [m for m in models_table() if m.get("compute_flops")]
+        for ax, key, pub_key, label in ((axes[0], "N_opt", "params_active", "N*"), (axes[1], "D_opt", "tokens", "D*")):
             band = interval(law, lambda s, key=key: law.allocate(Cs, params=s)[key])
             if band is not None:
                 ax.fill_between(Cs, band[0], band[1], alpha=0.25, label="90% bootstrap")
-            ax.plot(Cs, a[key], label="this ladder")
+            ax.plot(Cs, a[key], label=f"this ladder (approach {law.approach})")
+            ax.plot(Cs, ref[key], "k:", lw=1, label="Chinchilla refit (Besiroglu 2024)")
+            if optima:
+                ax.scatter([o["C"] for o in optima], [o[key] for o in optima], color="tab:orange", s=25, zorder=3,
+                           label="IsoFLOP minima")
+            ax.scatter([m["compute_flops"] for m in pub], [m[pub_key] for m in pub], marker="D", s=18,
+                       color="tab:red", zorder=3, label="published models")
             ax.set_xscale("log")
             ax.set_yscale("log")
             ax.set_xlabel("C (FLOPs)")
