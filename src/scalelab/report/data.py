@@ -91,3 +91,19 @@ def interval(law: FittedLaw | None, values_fn, level=0.9):
     vals = np.array([values_fn(s) for s in law.samples], float)
     q = (1 - level) / 2
     return np.nanquantile(vals, q, axis=0), np.nanquantile(vals, 1 - q, axis=0)
+
+
+def optimal_path(d: ReportData) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The compute-optimal path drawn on the landscape: N*(C), D*(C) from approach 2 (else the
+    prediction law), C from a third of the smallest budget to 10x the largest, and the prediction
+    law's loss there. Needs d.law."""
+    budgets = d.finals["budget"]
+    alloc = (d.law2 or d.law).allocate(np.geomspace(budgets.min() / 3, budgets.max() * 10, 30))
+    return alloc["N_opt"], alloc["D_opt"], d.law.predict(alloc["N_opt"], alloc["D_opt"])
+
+
+def published_points() -> list[dict]:
+    """Published models with a known training compute, for the frontier."""
+    from scalelab.economics.published import models_table
+
+    return [m for m in models_table() if m.get("compute_flops")]

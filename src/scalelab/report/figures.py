@@ -5,10 +5,9 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
-from scalelab.economics.published import models_table
 from scalelab.laws.forms import get_form
 from scalelab.laws.published import PUBLISHED
-from scalelab.report.data import ReportData, hover, interval
+from scalelab.report.data import ReportData, hover, interval, optimal_path, published_points
 
 COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
 
@@ -50,10 +49,8 @@ def landscape(d: ReportData) -> go.Figure:
             dd = C / (6 * n)
             fig.add_trace(go.Scatter3d(x=n, y=dd, z=law.predict(n, dd), mode="lines", name=f"IsoFLOP {C:.2g}",
                                        line=dict(color=COLORS[i % 8], width=5)))
-        Cs = np.geomspace(min(_budgets(d)) / 3, max(_budgets(d)) * 10, 30)
-        alloc = (d.law2 or law).allocate(Cs)
-        fig.add_trace(go.Scatter3d(x=alloc["N_opt"], y=alloc["D_opt"], z=law.predict(alloc["N_opt"], alloc["D_opt"]),
-                                   mode="lines", name="compute-optimal path", line=dict(color="black", width=7, dash="dash")))
+        pN, pD, pL = optimal_path(d)
+        fig.add_trace(go.Scatter3d(x=pN, y=pD, z=pL, mode="lines", name="compute-optimal path", line=dict(color="black", width=7, dash="dash")))
         resid = (d.finals["loss"].to_numpy() - law.predict(N, D)) / law.predict(N, D)
     else:
         resid = np.zeros(len(N))
@@ -122,7 +119,7 @@ def frontier(d: ReportData) -> go.Figure:
             fig.add_trace(go.Scatter(x=[o["C"] for o in emp], y=[o[key] for o in emp], mode="markers",
                                      name="IsoFLOP minima", marker=dict(color=COLORS[1], size=9),
                                      showlegend=col == 1), row=1, col=col)
-    pub = [m for m in models_table() if m.get("compute_flops")]
+    pub = published_points()
     for col, key in ((1, "params_active"), (2, "tokens")):
         # names in the hover text only: a dozen models within two decades of compute overprint
         fig.add_trace(go.Scatter(x=[m["compute_flops"] for m in pub], y=[m[key] for m in pub], mode="markers",

@@ -10,9 +10,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from scalelab.economics.published import models_table  # noqa: E402
 from scalelab.laws.published import PUBLISHED  # noqa: E402
-from scalelab.report.data import ReportData, interval  # noqa: E402
+from scalelab.report.data import ReportData, interval, optimal_path, published_points  # noqa: E402
 
 
 def _save(fig, out: Path, name: str) -> list[Path]:
@@ -47,10 +46,8 @@ def write_static(d: ReportData, out_dir: str | Path) -> list[Path]:
             n = np.geomspace(N.min() / 2, N.max() * 2, 50)
             ax.plot(np.log10(n), np.log10(C / (6 * n)), d.law.predict(n, C / (6 * n)), color=cmap(i), lw=2,
                     label=f"C = {C:.2g}")
-        Cs = np.geomspace(budgets[0] / 3, budgets[-1] * 10, 30)
-        alloc = (d.law2 or d.law).allocate(Cs)
-        ax.plot(np.log10(alloc["N_opt"]), np.log10(alloc["D_opt"]), d.law.predict(alloc["N_opt"], alloc["D_opt"]),
-                color="black", lw=2, ls="--", label="compute-optimal path")
+        pN, pD, pL = optimal_path(d)
+        ax.plot(np.log10(pN), np.log10(pD), pL, color="black", lw=2, ls="--", label="compute-optimal path")
         resid = (L - d.law.predict(N, D)) / d.law.predict(N, D)
         sc = ax.scatter(np.log10(N), np.log10(D), L, c=resid * 100, cmap="RdBu_r", s=30, depthshade=False,
                         vmin=-abs(resid).max() * 100, vmax=abs(resid).max() * 100)
@@ -95,7 +92,7 @@ def write_static(d: ReportData, out_dir: str | Path) -> list[Path]:
         a = law.allocate(Cs)
         ref = PUBLISHED["besiroglu2024"].allocate(Cs)
         optima = d.law2.info.get("optima", []) if d.law2 else []
-        pub = [m for m in models_table() if m.get("compute_flops")]
+        pub = published_points()
         for ax, key, pub_key, label in ((axes[0], "N_opt", "params_active", "N*"), (axes[1], "D_opt", "tokens", "D*")):
             band = interval(law, lambda s, key=key: law.allocate(Cs, params=s)[key])
             if band is not None:
