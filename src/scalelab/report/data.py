@@ -27,6 +27,11 @@ class ReportData:
     header: dict = field(default_factory=dict)
     specs: dict = field(default_factory=dict)  # run name -> planned rung (for hover text)
 
+    @property
+    def optima(self) -> list[dict]:
+        """Approach 2's IsoFLOP minimum per budget (C, N_opt, D_opt, loss_opt, curvature, edge)."""
+        return self.law2.info.get("optima", []) if self.law2 else []
+
 
 def _load_or_none(path: Path) -> FittedLaw | None:
     return FittedLaw.load(path) if path.exists() else None

@@ -50,7 +50,8 @@ def landscape(d: ReportData) -> go.Figure:
             fig.add_trace(go.Scatter3d(x=n, y=dd, z=law.predict(n, dd), mode="lines", name=f"IsoFLOP {C:.2g}",
                                        line=dict(color=COLORS[i % 8], width=5)))
         pN, pD, pL = optimal_path(d)
-        fig.add_trace(go.Scatter3d(x=pN, y=pD, z=pL, mode="lines", name="compute-optimal path", line=dict(color="black", width=7, dash="dash")))
+        fig.add_trace(go.Scatter3d(x=pN, y=pD, z=pL, mode="lines", name="compute-optimal path",
+                                   line=dict(color="black", width=7, dash="dash")))
         resid = (d.finals["loss"].to_numpy() - law.predict(N, D)) / law.predict(N, D)
     else:
         resid = np.zeros(len(N))
@@ -73,7 +74,7 @@ def landscape(d: ReportData) -> go.Figure:
 
 def isoflop(d: ReportData) -> go.Figure:
     fig = go.Figure()
-    optima = {round(o["C"], 0): o for o in (d.law2.info.get("optima", []) if d.law2 else [])}
+    optima = {round(o["C"], 0): o for o in d.optima}
     for i, C in enumerate(_budgets(d)):
         g = d.finals[d.finals["budget"] == C].sort_values("N")
         c = COLORS[i % 8]
@@ -114,7 +115,7 @@ def frontier(d: ReportData) -> go.Figure:
         ref = PUBLISHED["besiroglu2024"].allocate(Cs)
         fig.add_trace(go.Scatter(x=Cs, y=ref[key], mode="lines", name="Chinchilla refit (Besiroglu 2024)",
                                  line=dict(color="gray", dash="dot"), showlegend=col == 1), row=1, col=col)
-        emp = d.law2.info.get("optima", []) if d.law2 else []
+        emp = d.optima
         if emp:
             fig.add_trace(go.Scatter(x=[o["C"] for o in emp], y=[o[key] for o in emp], mode="markers",
                                      name="IsoFLOP minima", marker=dict(color=COLORS[1], size=9),

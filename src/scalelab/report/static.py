@@ -68,7 +68,7 @@ def write_static(d: ReportData, out_dir: str | Path) -> list[Path]:
 
     # 2. IsoFLOP curves
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    optima = {round(o["C"], 0): o for o in (d.law2.info.get("optima", []) if d.law2 else [])}
+    optima = {round(o["C"], 0): o for o in d.optima}
     for i, C in enumerate(budgets):
         g = d.finals[d.finals["budget"] == C].sort_values("N")
         ax.scatter(g["N"], g["loss"], color=cmap(i), label=f"C = {C:.2g}", zorder=3)
@@ -91,7 +91,7 @@ def write_static(d: ReportData, out_dir: str | Path) -> list[Path]:
         Cs = np.geomspace(min(budgets) / 3, 1e25, 80)
         a = law.allocate(Cs)
         ref = PUBLISHED["besiroglu2024"].allocate(Cs)
-        optima = d.law2.info.get("optima", []) if d.law2 else []
+        optima = d.optima
         pub = published_points()
         for ax, key, pub_key, label in ((axes[0], "N_opt", "params_active", "N*"), (axes[1], "D_opt", "tokens", "D*")):
             band = interval(law, lambda s, key=key: law.allocate(Cs, params=s)[key])
