@@ -80,10 +80,10 @@ def main(argv=None) -> int:
         else:
             print(f"{k:<32} not installed (pip install chinchilla to compare)")
     if a.json:
-        from scalelab.laws.law import _plain
+        from scalelab.io import to_plain
 
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.json).write_text(json.dumps(_plain(rows), indent=2, default=float))
+        Path(a.json).write_text(json.dumps(to_plain(rows), indent=2, default=float))
         print(f"wrote {a.json}")
     return 0
 

@@ -37,7 +37,7 @@ def small_cfg():
 
 @pytest.fixture(scope="session")
 def small_dataset(small_cfg):
-    from scalelab.train.loop import load_dataset
+    from scalelab.train.data import load_dataset
 
     return load_dataset(small_cfg(), log=lambda *a: None)
 

@@ -11,8 +11,14 @@ from conftest import FIXTURES, run_cli
 from scalelab.economics.cost import decode_throughput, training_cost
 from scalelab.economics.flops import hfu, mfu, palm_flops_per_token, train_flops_6nd
 from scalelab.economics.hardware import get_hardware
-from scalelab.economics.memory import (activation_bytes, korthikanti_bytes_per_layer, kv_cache_bytes,
-                                       kv_cache_bytes_per_token, train_state_bytes, weights_bytes)
+from scalelab.economics.memory import (
+    activation_bytes,
+    korthikanti_bytes_per_layer,
+    kv_cache_bytes,
+    kv_cache_bytes_per_token,
+    train_state_bytes,
+    weights_bytes,
+)
 from scalelab.errors import UserError
 from scalelab.model import ModelConfig
 from scalelab.model.hf import config_from_hf

@@ -12,12 +12,12 @@ import pandas as pd
 import pytest
 
 from conftest import run_cli
-from scalelab.config import load_dict
 from scalelab.errors import UserError
 from scalelab.ladder.executors import run_ladder
-from scalelab.ladder.plan import LadderSpec, load_spec, plan, rung_overrides, spec_to_toml
+from scalelab.ladder.plan import LadderSpec, load_spec, plan, spec_to_toml
 from scalelab.ladder.results import open_store, results_table
 from scalelab.train.loop import train
+from scalelab.train.rundir import RunDir
 
 TINY = """
 [ladder]
@@ -56,10 +56,10 @@ def test_plan_grid_properties():
         assert len({r.N for r in rs}) == 4  # distinct sizes
         for r in rs:
             assert abs(r.C / C - 1) < 0.1  # every run spends its budget (up to whole steps)
-            assert r.D == r.steps * r.batch_size * spec.seq_len
-            assert 1 <= r.warmup_steps <= r.steps // 4
+            assert r.D == r.steps * r.config.train.batch_size * spec.seq_len
+            assert 1 <= r.config.schedule.warmup_steps <= r.steps // 4
     # bigger budgets get bigger batches and lower learning rates (DeepSeek LLM heuristics)
-    lrs = {r.budget: r.lr for r in rungs}
+    lrs = {r.budget: r.config.optim.lr for r in rungs}
     assert lrs[1e11] > lrs[3e11] > lrs[1e12]
     spec2 = load_spec_from_text(spec_to_toml(spec))
     assert spec2 == spec
@@ -145,9 +145,16 @@ def test_wsd_branches_equal_direct_runs_and_export_fits(tmp_path):
     assert r.returncode == 0, r.stderr
     status = _final_losses(out)
     assert all(s == "done" for s, _, _ in status.values())
-    # a branch equals a fresh WSD run of the same length cooling down at the same step
-    branch = min((r for r in rungs if r.decay_start is not None), key=lambda r: r.steps)
-    direct = train(load_dict(rung_overrides(spec, branch)), tmp_path / "direct", decay_start=branch.decay_start)
+    # a branch started from its group's branch point, yet its saved config.json alone retrains it
+    # from scratch to the same loss, bit for bit: the config describes the whole schedule
+    main_names = {max((r for r in rungs if r.group == g), key=lambda r: r.steps).name for g in groups}
+    branch = min((r for r in rungs if r.name not in main_names), key=lambda r: r.steps)
+    run = RunDir(out / "runs" / branch.name)
+    assert run.read_summary()["resumed_from_step"] == branch.decay_start > 0
+    saved = run.read_config()
+    assert saved.schedule.decay_start_step == branch.decay_start and saved == branch.config
+    direct = train(saved, tmp_path / "direct")
+    assert direct["resumed_from_step"] == 0
     assert direct["final"]["val_loss"] == status[branch.name][1]
 
     csv = tmp_path / "runs.csv"

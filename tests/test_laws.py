@@ -228,8 +228,9 @@ def test_kaplan_limits_and_param_conversion():
 
 
 def test_predict_cli_with_an_approach2_fit(tmp_path):
-    from conftest import run_cli
     import json as _json
+
+    from conftest import run_cli
 
     budgets = np.geomspace(1e17, 1e21, 5)
     csv = tmp_path / "iso.csv"

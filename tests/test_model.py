@@ -10,8 +10,8 @@ from conftest import FIXTURES
 from scalelab.errors import UserError
 from scalelab.model import ModelConfig, MoEConfig
 from scalelab.model.hf import config_from_hf
-from scalelab.model.moe import MoE
 from scalelab.model.layers import SwiGLU
+from scalelab.model.moe import MoE
 from scalelab.model.transformer import Transformer, generate
 
 VARIANTS = [

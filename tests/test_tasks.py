@@ -6,12 +6,30 @@ from itertools import combinations
 import numpy as np
 import pytest
 
-from scalelab.data.tasks import (Addition, People, Recall, TaskMix, build_task_dataset, decode_chars, digit_matches,
-                                 edit_distance, encode_chars, final_answer, parse_task, problem_set,
-                                 write_task_corpus)
+from scalelab.data.tasks import (
+    Addition,
+    People,
+    Recall,
+    TaskMix,
+    build_task_dataset,
+    decode_chars,
+    digit_matches,
+    edit_distance,
+    encode_chars,
+    final_answer,
+    parse_task,
+    problem_set,
+    write_task_corpus,
+)
 from scalelab.errors import UserError
-from scalelab.labs.evaluate import (best_of_k_likelihood, emergence_score, fit_logistic, logistic, majority_at_k,
-                                    pass_at_k)
+from scalelab.labs.evaluate import (
+    best_of_k_likelihood,
+    emergence_score,
+    fit_logistic,
+    logistic,
+    majority_at_k,
+    pass_at_k,
+)
 
 
 def test_addition_formats_and_carries():

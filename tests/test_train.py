@@ -8,16 +8,21 @@ import torch
 
 from scalelab.config import ScheduleConfig, load_config
 from scalelab.errors import Diverged, UserError
-from scalelab.train.checkpoint import latest_checkpoint
-from scalelab.train.loop import load_run, train
-from scalelab.train.metrics import read_metrics
+from scalelab.train.hooks import StopAt
+from scalelab.train.loop import train
+from scalelab.train.rundir import RunDir
+from scalelab.train.runner import load_run
 from scalelab.train.schedule import lr_at
+
+
+def _records(run_dir) -> list[dict]:
+    return [r.to_dict() for r in RunDir(run_dir).read_metrics()]
 
 
 def test_loss_falls_well_below_ln_vocab(small_cfg, small_dataset, tmp_path):
     cfg = small_cfg("train.max_steps=150", "train.eval_every=50", "optim.lr=3e-3")
     s = train(cfg, tmp_path, dataset=small_dataset)
-    recs = read_metrics(tmp_path / "metrics.jsonl")
+    recs = _records(tmp_path)
     vals = [r["val_loss"] for r in recs if "val_loss" in r]
     assert len(vals) == 3
     assert vals[0] > vals[1] > vals[2]
@@ -35,10 +40,10 @@ def test_resume_equals_uninterrupted(small_cfg, small_dataset, tmp_path, moe):
     full = tmp_path / "full"
     part = tmp_path / "part"
     train(cfg, full, dataset=small_dataset)
-    train(cfg, part, dataset=small_dataset, stop_at_step=12)  # "killed" after step 12
-    assert latest_checkpoint(part).name == "step_00000012"
+    train(cfg, part, dataset=small_dataset, hooks=StopAt(12))  # "killed" after step 12
+    assert RunDir(part).latest_checkpoint().name == "step_00000012"
     train(cfg, part, dataset=small_dataset, resume=True)
-    a, b = read_metrics(full / "metrics.jsonl"), read_metrics(part / "metrics.jsonl")
+    a, b = _records(full), _records(part)
     assert [r["step"] for r in a] == [r["step"] for r in b]
     for ra, rb in zip(a, b):
         for k in ("train_loss", "val_loss", "grad_norm", "lr"):
@@ -55,13 +60,13 @@ def test_resume_equals_uninterrupted(small_cfg, small_dataset, tmp_path, moe):
 
 def test_divergence_stops_and_keeps_last_good_checkpoint(small_cfg, small_dataset, tmp_path):
     good = small_cfg("train.max_steps=60", "train.eval_every=10", "train.log_every=5")
-    train(good, tmp_path, dataset=small_dataset, stop_at_step=10)
+    train(good, tmp_path, dataset=small_dataset, hooks=StopAt(10))
     # continue the same run with an absurd learning rate: it must stop, naming the good checkpoint
     bad = small_cfg("train.max_steps=60", "train.eval_every=10", "train.log_every=5", "optim.lr=30",
                     "optim.grad_clip=0")
     with pytest.raises(Diverged, match="step_00000010"):
         train(bad, tmp_path, dataset=small_dataset, resume=True)
-    ck = latest_checkpoint(tmp_path)
+    ck = RunDir(tmp_path).latest_checkpoint()
     assert ck.name == "step_00000010"
     assert json.loads((ck / "state.json").read_text())["step"] == 10
 
@@ -113,7 +118,7 @@ def test_compiled_training_matches_eager(small_cfg, small_dataset, tmp_path):
     eager = train(small_cfg(*base, "train.compile=off"), tmp_path / "eager", dataset=small_dataset)
     comp = train(small_cfg(*base, "train.compile=on"), tmp_path / "compiled", dataset=small_dataset)
     assert comp["compiled"] and not eager["compiled"]
-    a, b = read_metrics(tmp_path / "eager" / "metrics.jsonl"), read_metrics(tmp_path / "compiled" / "metrics.jsonl")
+    a, b = _records(tmp_path / "eager"), _records(tmp_path / "compiled")
     for ra, rb in zip(a, b):
         assert rb["train_loss"] == pytest.approx(ra["train_loss"], rel=1e-3)
     assert comp["final"]["val_loss"] == pytest.approx(eager["final"]["val_loss"], rel=1e-3)

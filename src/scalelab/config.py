@@ -14,14 +14,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import tomllib
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from scalelab.errors import UserError
+from scalelab.io import read_config_file
 from scalelab.model.config import ModelConfig, MoEConfig
+from scalelab.typed import build, is_optional, parse_text, section_type
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,10 @@ class ScheduleConfig:
     warmup_frac: float = 0.05
     min_lr_ratio: float = 0.1  # final lr / peak lr (cosine, wsd)
     decay_frac: float = 0.2  # wsd: the last fraction of steps that cools down
+    decay_start_step: int = -1
+    """wsd: the first cooldown step; -1 = (1 - decay_frac) * total steps. A WSD branch (a cooldown
+    from a shared stable stage, Hägele et al. 2024) sets it, so its config.json describes the
+    schedule it trained with and retrains it from scratch."""
 
 
 @dataclass(frozen=True)
@@ -89,7 +93,7 @@ class RunConfig:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
-    def validate(self) -> "RunConfig":
+    def validate(self) -> RunConfig:
         self.model.validate()
         t, s = self.train, self.schedule
         for name in ("batch_size", "grad_accum", "seq_len", "log_every", "eval_every", "eval_tokens"):
@@ -102,6 +106,11 @@ class RunConfig:
             raise UserError("set train.max_tokens or train.max_steps to a positive number")
         if s.kind not in ("cosine", "wsd", "constant"):
             raise UserError(f"schedule.kind must be cosine, wsd or constant, got {s.kind!r}")
+        if s.decay_start_step >= 0 and s.kind != "wsd":
+            raise UserError(f"schedule.decay_start_step is for schedule.kind=wsd, not {s.kind!r}; remove it")
+        if s.decay_start_step > self.total_steps:
+            raise UserError(f"schedule.decay_start_step={s.decay_start_step} is past the run's last step "
+                            f"({self.total_steps}); lower it or train longer")
         if not 0 <= s.min_lr_ratio <= 1 or not 0 < s.decay_frac <= 1 or not 0 <= s.warmup_frac < 1:
             raise UserError("schedule.min_lr_ratio must be in [0, 1], decay_frac in (0, 1], warmup_frac in [0, 1)")
         if self.optim.lr <= 0:
@@ -121,82 +130,7 @@ class RunConfig:
         return dataclasses.asdict(self)
 
 
-# ---- generic (de)serialisation -------------------------------------------------------------------
-
-def build(cls, data: dict, where: str = ""):
-    """Build dataclass ``cls`` from a nested dict, checking every key and type."""
-    if not isinstance(data, dict):
-        raise UserError(f"{where or 'config'} must be a table of keys, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise UserError(f"unknown config key {_join(where, unknown[0])!r}; known keys in "
-                        f"[{where or 'top level'}]: {', '.join(sorted(names))}")
-    kwargs = {k: _coerce(hints[k], v, _join(where, k)) for k, v in data.items()}
-    try:
-        return cls(**kwargs)
-    except TypeError as e:
-        raise UserError(f"bad config for [{where}]: {e}") from None
-
-
-def _join(where: str, key: str) -> str:
-    return f"{where}.{key}" if where else key
-
-
-def _coerce(tp, value, where: str):
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if value is None:
-            return None
-        return _coerce(args[0], value, where)
-    if dataclasses.is_dataclass(tp):
-        if isinstance(value, tp):
-            return value
-        return build(tp, value, where)
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-    elif tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():  # 1e6 written in TOML as a float
-            return int(value)
-    elif tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-    elif tp is str:
-        if isinstance(value, str):
-            return value
-    else:
-        return value
-    raise UserError(f"config key {where!r} must be {tp.__name__}, got {value!r}")
-
-
-def parse_scalar(text: str, tp):
-    """Parse the text of a ``key=value`` override as type ``tp``."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        if text.lower() in ("none", "null"):
-            return None
-        tp = [a for a in typing.get_args(tp) if a is not type(None)][0]
-    if tp is bool:
-        low = text.lower()
-        if low in ("true", "1", "yes", "on"):
-            return True
-        if low in ("false", "0", "no", "off"):
-            return False
-        raise ValueError
-    if tp is int:
-        f = float(text)
-        if not f.is_integer():
-            raise ValueError
-        return int(f)
-    if tp is float:
-        return float(text)
-    return text
-
+# ---- loading --------------------------------------------------------------------------------------
 
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
     """Apply ``section.key=value`` overrides to a raw config dict, strictly: unknown keys and
@@ -207,50 +141,35 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
         if "=" not in ov:
             raise UserError(f"override {ov!r} must look like section.key=value, e.g. train.max_tokens=1e6")
         key, text = ov.split("=", 1)
-        parts = key.strip().split(".")
-        node, cls = data, RunConfig
-        for i, part in enumerate(parts):
-            hints = typing.get_type_hints(cls)
-            if part not in hints:
-                where = ".".join(parts[:i]) or "top level"
-                raise UserError(f"unknown config key {key!r}; keys in [{where}]: {', '.join(sorted(hints))}")
-            tp = hints[part]
-            inner = [a for a in typing.get_args(tp) if dataclasses.is_dataclass(a)] if typing.get_origin(tp) \
-                else ([tp] if dataclasses.is_dataclass(tp) else [])
-            if i < len(parts) - 1:
-                if not inner:
-                    raise UserError(f"config key {'.'.join(parts[:i + 1])!r} is a value, not a section")
-                if node.get(part) is None:  # e.g. model.moe.num_experts=8 on a dense model
-                    node[part] = {}
-                node, cls = node[part], inner[0]
-            else:
-                if inner:
-                    if text.strip().lower() in ("none", "null") and typing.get_origin(tp):
-                        node[part] = None
-                        continue
-                    raise UserError(f"config key {key!r} is a section; set one of its keys, e.g. {key}.<key>=...")
-                try:
-                    node[part] = parse_scalar(text.strip(), tp)
-                except ValueError:
-                    name = getattr(tp, "__name__", str(tp))
-                    raise UserError(f"config key {key!r} expects {name}, got {text!r}") from None
+        _set_path(data, key.strip().split("."), text)
     return data
+
+
+def _set_path(data: dict, parts: list[str], text: str) -> None:
+    node, cls, key = data, RunConfig, ".".join(parts)
+    for i, part in enumerate(parts):
+        hints = typing.get_type_hints(cls)
+        if part not in hints:
+            where = ".".join(parts[:i]) or "top level"
+            raise UserError(f"unknown config key {key!r}; keys in [{where}]: {', '.join(sorted(hints))}")
+        inner = section_type(hints[part])
+        if i < len(parts) - 1:
+            if inner is None:
+                raise UserError(f"config key {'.'.join(parts[:i + 1])!r} is a value, not a section")
+            if node.get(part) is None:  # e.g. model.moe.num_experts=8 on a dense model
+                node[part] = {}
+            node, cls = node[part], inner
+        elif inner is not None:
+            if text.strip().lower() in ("none", "null") and is_optional(hints[part]):
+                node[part] = None
+            else:
+                raise UserError(f"config key {key!r} is a section; set one of its keys, e.g. {key}.<key>=...")
+        else:
+            node[part] = parse_text(hints[part], text, key)
 
 
 def load_dict(data: dict) -> RunConfig:
     return build(RunConfig, data).validate()
-
-
-def read_config_file(path: str | Path, what: str = "config file") -> dict:
-    """A .json file as JSON, anything else as TOML; a missing or unparsable file is a UserError."""
-    p = Path(path)
-    if not p.exists():
-        raise UserError(f"{what} not found: {p}")
-    kind = "JSON" if p.suffix == ".json" else "TOML"
-    try:
-        return json.loads(p.read_text()) if kind == "JSON" else tomllib.loads(p.read_text())
-    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as e:
-        raise UserError(f"{p} is not valid {kind}: {e}") from None
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
@@ -260,4 +179,4 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
 
 
 __all__ = ["RunConfig", "ModelConfig", "MoEConfig", "DataConfig", "OptimConfig", "ScheduleConfig",
-           "TrainConfig", "load_config", "apply_overrides", "build"]
+           "TrainConfig", "load_config", "load_dict", "apply_overrides"]

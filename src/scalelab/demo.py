@@ -12,8 +12,8 @@ Everything lands in one directory:
 
 from __future__ import annotations
 
-import json
 import math
+import sqlite3
 import threading
 import time
 import warnings
@@ -23,12 +23,13 @@ from pathlib import Path
 import numpy as np
 
 from scalelab.config import DataConfig
+from scalelab.economics.flops import train_flops_6nd
 from scalelab.errors import UserError
+from scalelab.io import atomic_write_json
 from scalelab.ladder.executors import run_ladder
 from scalelab.ladder.plan import LadderSpec, Rung, family, make_rung, plan
 from scalelab.ladder.results import results_table
 from scalelab.ladder.store import Store
-from scalelab.train.checkpoint import atomic_write_text
 
 DEMO = LadderSpec(budgets=(1e11, 3e11, 1e12), sizes_per_budget=4, span=16.0, tokens_per_param=40.0,
                   vocab_size=512, seq_len=128, min_width=16, threads=1, eval_tokens=16384, evals_per_run=2,
@@ -66,11 +67,11 @@ class _FlopsProgress:
                 store = Store(self.path)
                 done = 0.0
                 for row in store.conn.execute("SELECT run, MAX(tokens) AS t FROM points GROUP BY run"):
-                    done += 6.0 * self.N.get(row["run"], 0) * (row["t"] or 0)
+                    done += train_flops_6nd(self.N.get(row["run"], 0), row["t"] or 0)
                 store.close()
                 self.prog.update(self.task, completed=done)
-            except Exception:
-                pass
+            except sqlite3.Error:  # the store is not created yet, or busy: try again next second
+                continue
 
     def __enter__(self):
         self.prog.start()
@@ -173,7 +174,7 @@ def run_demo(out_dir: str | Path, quick: bool = False, parallel: int = 2) -> dic
     report = write_report(out, out / "report.html", png_dir=out / "figures")
     summary["report"] = str(report)
     summary["wall_seconds"] = time.time() - t0
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, default=float))
+    atomic_write_json(out / "summary.json", summary)
     _print_summary(con, summary)
     return summary
 
@@ -183,7 +184,7 @@ def _sample(run_dir: Path, prompt: str = "def ", tokens: int = 40) -> dict:
     import torch
 
     from scalelab.model.transformer import generate
-    from scalelab.train.loop import load_run
+    from scalelab.train.runner import load_run
 
     model, _, tok = load_run(run_dir)
     ids = torch.tensor([tok.encode(prompt).ids])

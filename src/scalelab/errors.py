@@ -6,9 +6,16 @@ raises `UserError`; the CLI prints its message as one line and exits with code 2
 
 
 class UserError(Exception):
-    """A problem with the user's input. The message names the field and the fix."""
+    """A problem with the user's input. The message names the field and the fix.
+
+    ``arg``: the argument or setting the message starts with (e.g. "mfu"), named as the library
+    knows it; the CLI rewrites it as the flag that sets it ("--mfu", or "--set digits" for a lab)."""
 
     exit_code = 2
+
+    def __init__(self, message: str, arg: str | None = None):
+        super().__init__(message)
+        self.arg = arg
 
 
 class Diverged(Exception):

@@ -13,6 +13,7 @@ under ``val_fraction``, so the split is stable whatever order or subset the docu
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import sysconfig
@@ -118,15 +119,22 @@ def is_validation(doc_id: str, val_fraction: float) -> bool:
     return (h % 1_000_000) < val_fraction * 1_000_000
 
 
-def corpus_fingerprint(corpus: str, text_field: str, max_bytes: int | None) -> str:
-    """A content hash of the corpus (so caches follow the data, not its name)."""
+def corpus_fingerprint(corpus: str, text_field: str, max_bytes: int | None, hf_split: str = "train",
+                       hf_data_files: str | None = None) -> str:
+    """A content hash of the corpus (so caches follow the data, not its name).
+
+    Local paths, and hf: corpora read from local ``data_files`` or capped by ``max_bytes``, are hashed
+    by content. A hub dataset read whole is keyed by its name, split and data files (hashing it
+    would mean downloading it to compute a cache key)."""
     h = hashlib.sha256()
     h.update(f"{text_field}|{max_bytes}".encode())
     if corpus.startswith("hf:"):
-        h.update(corpus.encode())  # remote content: name-keyed
-        return h.hexdigest()[:16]
+        h.update(f"{corpus}|{hf_split}|{hf_data_files}".encode())
+        local = bool(hf_data_files) and bool(glob.glob(str(Path(hf_data_files).expanduser())))
+        if not (local or max_bytes):
+            return h.hexdigest()[:16]
     total = 0
-    for doc_id, text in iter_corpus(corpus, text_field):
+    for doc_id, text in iter_corpus(corpus, text_field, hf_split, hf_data_files):
         b = text.encode("utf-8", errors="replace")
         h.update(doc_id.encode())
         h.update(b)

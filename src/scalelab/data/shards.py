@@ -46,8 +46,9 @@ class DataSpec:
     shard_tokens: int = 50_000_000
 
     def key(self) -> str:
-        fp = corpus_fingerprint(self.corpus, self.text_field, self.max_bytes or None)
-        spec = json.dumps([FORMAT_VERSION, fp, self.vocab_size, self.hf_split, self.max_bytes,
+        fp = corpus_fingerprint(self.corpus, self.text_field, self.max_bytes or None, self.hf_split,
+                                self.hf_data_files)
+        spec = json.dumps([FORMAT_VERSION, fp, self.vocab_size, self.hf_split, self.hf_data_files, self.max_bytes,
                            self.tokenizer_train_bytes, self.val_fraction, self.shard_tokens])
         return hashlib.sha256(spec.encode()).hexdigest()[:16]
 

@@ -84,7 +84,7 @@ class Addition:
     carries: int = -1  # exact number of carries; -1 = any
     name: str = "addition"
 
-    def validate(self) -> "Addition":
+    def validate(self) -> Addition:
         if self.format not in ("plain", "reversed", "scratchpad"):
             raise UserError(f"addition format must be plain, reversed or scratchpad, got {self.format!r}")
         if not 1 <= self.digits <= 12:
@@ -136,7 +136,7 @@ class Multiplication:
     digits_b: int = 1
     name: str = "multiplication"
 
-    def validate(self) -> "Multiplication":
+    def validate(self) -> Multiplication:
         if not (1 <= self.digits <= 6 and 1 <= self.digits_b <= 6):
             raise UserError("multiplication digits and digits_b must be in 1..6")
         return self
@@ -185,7 +185,7 @@ class People:
     seed: int = 1234
     attributes: tuple[str, ...] = ("city", "job", "year", "color")
 
-    def validate(self) -> "People":
+    def validate(self) -> People:
         unknown = [a for a in self.attributes if a not in ATTRIBUTES]
         if unknown:
             raise UserError(f"unknown attribute {unknown[0]!r}; known: {', '.join(ATTRIBUTES)}")
@@ -231,7 +231,7 @@ class Recall:
     seed: int = 1234
     name: str = "recall"
 
-    def validate(self) -> "Recall":
+    def validate(self) -> Recall:
         self.population.validate()
         return self
 
@@ -414,7 +414,7 @@ def write_task_corpus(mix: TaskMix, n_docs: int, path: Path, base_docs=None, fra
     ``chars_per_doc`` characters of problems each) mixed with ``base_docs`` (an iterable of texts) so that
     tasks are ``fraction`` of the documents. Test problems of ``mix`` never appear."""
     if not 0 < fraction <= 1:
-        raise UserError(f"--fraction must be in (0, 1], got {fraction}")
+        raise UserError(f"fraction must be in (0, 1], got {fraction}", arg="fraction")
     rng = np.random.default_rng([mix.seed, 17])
     base = iter(base_docs or ())
     held = mix.held_prompts()

@@ -12,9 +12,9 @@ from scalelab.model.config import ModelConfig
 
 def training_cost(flops: float, hw: Hardware, n_gpus: int = 1, mfu: float = 0.4, price: float | None = None) -> dict:
     if not 0 < mfu <= 1:
-        raise UserError(f"--mfu must be in (0, 1], got {mfu}")
+        raise UserError(f"mfu must be in (0, 1], got {mfu}", arg="mfu")
     if n_gpus < 1:
-        raise UserError("--gpus must be >= 1")
+        raise UserError(f"gpus must be >= 1, got {n_gpus}", arg="gpus")
     gpu_seconds = flops / (hw.peak_bf16_flops * mfu)
     gpu_hours = gpu_seconds / 3600.0
     p = hw.price_per_hour if price is None else price

@@ -40,5 +40,5 @@ HARDWARE = {h.name: h for h in [
 def get_hardware(name: str) -> Hardware:
     key = name.lower()
     if key not in HARDWARE:
-        raise UserError(f"unknown --gpu {name!r}; choose from {', '.join(HARDWARE)}")
+        raise UserError(f"gpu {name!r} is unknown; choose from {', '.join(HARDWARE)}", arg="gpu")
     return HARDWARE[key]

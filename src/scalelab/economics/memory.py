@@ -22,8 +22,6 @@ dropout; with flash attention there is no s^2 term. Selective recomputation drop
 
 from __future__ import annotations
 
-import math
-
 from scalelab.errors import UserError
 from scalelab.model.config import ModelConfig
 
@@ -41,7 +39,7 @@ def train_state_bytes(num_params: float, regime: str = "mixed", zero: int = 0, d
     if regime not in REGIMES:
         raise UserError(f"unknown precision regime {regime!r}; choose from {', '.join(REGIMES)}")
     if zero not in (0, 1, 2, 3) or dp < 1:
-        raise UserError("--zero must be 0-3 and --dp >= 1")
+        raise UserError(f"zero must be 0-3 (got {zero}) and dp >= 1 (got {dp})", arg="zero")
     w, g, o = (b * num_params for b in REGIMES[regime])
     if zero >= 1:
         o /= dp
@@ -97,7 +95,7 @@ def weights_bytes(num_params: float, dtype: str = "bf16", group_size: int = 128,
     """Weights at ``dtype``; below 16 bits each group of ``group_size`` weights also stores an fp16
     scale (and a zero point when asymmetric): 4-bit, g=128 costs 4.125 bits per weight."""
     if dtype not in WEIGHT_BITS:
-        raise UserError(f"unknown --dtype {dtype!r}; choose from {', '.join(WEIGHT_BITS)}")
+        raise UserError(f"dtype {dtype!r} is unknown; choose from {', '.join(WEIGHT_BITS)}", arg="dtype")
     bits = WEIGHT_BITS[dtype]
     if bits < 16:
         bits += 16.0 / group_size * (2 if zero_point else 1)
@@ -113,35 +111,3 @@ def kv_cache_bytes(cfg: ModelConfig, context: int, batch: int = 1, window: int |
                    bytes_per: int = 2) -> int:
     """Per batch of sequences; a sliding window caps the cached positions."""
     return kv_cache_bytes_per_token(cfg, bytes_per) * min(context, window or context) * batch
-
-
-def memory_report(cfg: ModelConfig, seq_len: int, batch: int = 1, dtype: str = "bf16", zero: int = 0, dp: int = 1,
-                  gpu: str | None = None, regime: str = "mixed", recompute: str = "none") -> dict:
-    """What `scalelab count --batch/--gpu/--dtype/--zero` adds to the counts."""
-    state = train_state_bytes(cfg.num_params_total, regime, zero, dp)
-    act = activation_bytes(cfg, seq_len, batch, recompute)
-    out = {
-        "kv_cache_bytes_per_token": kv_cache_bytes_per_token(cfg),
-        "kv_cache_bytes": kv_cache_bytes(cfg, seq_len, batch),
-        "weights_bytes": {d: weights_bytes(cfg.num_params_total, d) for d in ("fp32", "bf16", "int8", "int4")},
-        "serve_memory_bytes": weights_bytes(cfg.num_params_total, dtype) + kv_cache_bytes(cfg, seq_len, batch),
-        "train_state_bytes": state,
-        "activation_bytes": act,
-        "train_memory_bytes": state["total"] + act["total"],
-        "memory_settings": {"seq_len": seq_len, "batch": batch, "serve_dtype": dtype, "regime": regime,
-                            "zero": zero, "dp": dp, "recompute": recompute,
-                            "note": "MoE: all experts resident for serving; weights = total parameters"},
-    }
-    if gpu:
-        from scalelab.economics.hardware import get_hardware
-
-        hw = get_hardware(gpu)
-        out["gpu"] = hw.name
-        out["fits_training"] = out["train_memory_bytes"] <= hw.memory_bytes
-        out["fits_serving"] = out["serve_memory_bytes"] <= hw.memory_bytes
-        out["min_gpus_serving"] = math.ceil(out["serve_memory_bytes"] / hw.memory_bytes)
-        from scalelab.economics.cost import decode_throughput
-
-        out["decode"] = decode_throughput(cfg, hw, batch, seq_len, dtype if dtype in ("bf16", "fp16", "int8", "int4")
-                                          else "bf16")
-    return out

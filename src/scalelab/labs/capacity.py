@@ -27,11 +27,21 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
+
 from scalelab.data.tasks import ATTRIBUTES, People, Problem, write_char_dataset
-from scalelab.labs.evaluate import score_answers
 from scalelab.errors import UserError
-from scalelab.labs.common import (Shape, model_dict, pyplot, run_config, savefig, table_html, train_or_load,
-                                  write_report, write_summary)
+from scalelab.labs.common import (
+    Shape,
+    model_dict,
+    pyplot,
+    run_config,
+    savefig,
+    train_or_load,
+    write_report,
+    write_summary,
+)
+from scalelab.labs.evaluate import score_answers
+from scalelab.report.page import table_html
 
 
 def bits_stored(logprob_bits: np.ndarray, entropy_bits: np.ndarray) -> dict:
@@ -57,11 +67,11 @@ class CapacitySpec:
     seq_len: int = 128
     seed: int = 0
 
-    def validate(self) -> "CapacitySpec":
+    def validate(self) -> CapacitySpec:
         if self.people < 10 or self.exposures < 1:
-            raise UserError("--set people must be >= 10 and exposures >= 1")
+            raise UserError(f"people must be >= 10 and exposures >= 1, got {self.people} and {self.exposures}", arg="people")
         if len(self.sizes) < 2:
-            raise UserError("--set sizes needs two or more model sizes")
+            raise UserError("sizes needs two or more model sizes", arg="sizes")
         for s in self.sizes:
             Shape.parse(s)
         return self

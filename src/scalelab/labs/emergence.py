@@ -24,10 +24,21 @@ import numpy as np
 
 from scalelab.data.tasks import TaskMix, parse_task
 from scalelab.errors import UserError
-from scalelab.labs.common import (Shape, model_dict, pyplot, run_config, savefig, table_html, task_dataset,
-                                  train_or_load, write_report, write_summary)
+from scalelab.labs.common import (
+    Shape,
+    model_dict,
+    pyplot,
+    run_config,
+    savefig,
+    task_dataset,
+    train_or_load,
+    write_report,
+    write_summary,
+)
 from scalelab.labs.evaluate import emergence_score, evaluate_task, fit_logistic
-from scalelab.train.checkpoint import latest_checkpoint, load_checkpoint
+from scalelab.report.page import table_html
+from scalelab.train.checkpoint import load_checkpoint
+from scalelab.train.rundir import RunDir
 
 # metric -> (label, "higher is better")
 METRICS = {
@@ -52,19 +63,19 @@ class EmergenceSpec:
     test_size: int = 300
     train_chars: int = 4_000_000
 
-    def validate(self) -> "EmergenceSpec":
+    def validate(self) -> EmergenceSpec:
         for t in self.tasks:
             parse_task(t)
         for s in self.sizes:
             Shape.parse(s)
         if len(self.sizes) < 3:
-            raise UserError("--sizes needs at least 3 model sizes to show a trend")
+            raise UserError("sizes needs at least 3 model sizes to show a trend", arg="sizes")
         if not self.seeds:
-            raise UserError("--seeds needs at least one seed")
+            raise UserError("seeds needs at least one seed", arg="seeds")
         if any(not 0 < f <= 1 for f in self.eval_fractions) or 1.0 not in self.eval_fractions:
             raise UserError("eval fractions must lie in (0, 1] and include 1.0")
         if self.tokens < self.batch_size * self.seq_len * 10:
-            raise UserError(f"--tokens={self.tokens} is under 10 steps; raise it")
+            raise UserError(f"tokens={self.tokens} is under 10 steps; raise it", arg="tokens")
         return self
 
 
@@ -89,10 +100,10 @@ def run(spec: EmergenceSpec, out: str | Path, log=print) -> dict:
             total = cfg.total_steps
             steps = sorted({max(1, round(f * total)) for f in spec.eval_fractions})
             run_dir = out / "runs" / f"{shape.name}-s{seed}"
-            model, summary = train_or_load(cfg, run_dir, ds, log, save_at=tuple(s for s in steps if s < total))
+            model, summary = train_or_load(cfg, run_dir, ds, log, branch_points=tuple(s for s in steps if s < total))
+            run = RunDir(run_dir)
             for step in steps:
-                load_checkpoint(run_dir / "branch_points" / f"step_{step:08d}" if step < total
-                                else latest_checkpoint(run_dir), model)
+                load_checkpoint(run.branch_point(step) if step < total else run.latest_checkpoint(), model)
                 model.eval()
                 for name, task in tasks.items():
                     r = evaluate_task(model, task, tests[name])

@@ -14,7 +14,6 @@ and z losses; measured wall-clock per token next to the FLOPs per token.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -24,7 +23,9 @@ import numpy as np
 
 from scalelab.config import DataConfig
 from scalelab.errors import UserError
-from scalelab.labs.common import Shape, pyplot, savefig, table_html, train_or_load, write_report, write_summary
+from scalelab.labs.common import Shape, pyplot, savefig, train_or_load, write_report, write_summary
+from scalelab.report.page import table_html
+from scalelab.train.rundir import RunDir
 
 # variant -> (experts, top_k, expert width as a fraction of the dense d_ff, balancing losses on)
 VARIANTS = {"dense": (1, 1, 1.0, True), "moe-8x2": (8, 2, 0.5, True), "moe-16x4": (16, 4, 0.25, True)}
@@ -45,16 +46,16 @@ class MoESpec:
     eval_tokens: int = 32_768
     data: DataConfig = field(default_factory=lambda: DataConfig(tokenizer_train_bytes=4_000_000))
 
-    def validate(self) -> "MoESpec":
+    def validate(self) -> MoESpec:
         for s in self.sizes:
             Shape.parse(s)
         unknown = [v for v in self.variants if v not in VARIANTS]
         if unknown:
             raise UserError(f"unknown variant {unknown[0]!r}; variants: {', '.join(VARIANTS)}")
         if "dense" not in self.variants:
-            raise UserError("--set variants=... must include dense (the baseline every MoE is compared with)")
+            raise UserError("variants must include dense (the baseline every MoE is compared with)", arg="variants")
         if len(self.sizes) < 2:
-            raise UserError("--set sizes=... needs at least two sizes")
+            raise UserError("sizes needs at least two sizes", arg="sizes")
         return self
 
 
@@ -99,19 +100,19 @@ def run(spec: MoESpec, out: str | Path, log=print) -> dict:
             ds = load_dataset(cfg, log=log)
         run_dir = out / "runs" / f"{shape.name}-{name}"
         _, summary = train_or_load(cfg, run_dir, ds, log)
-        recs = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        recs = RunDir(run_dir).read_metrics()
         m = cfg.model
         row = {"size": size, "variant": name, "experts": variant[0], "top_k": variant[1],
                "num_params_active": m.num_params_active, "num_params_total": m.num_params_total,
                "flops": summary["flops"], "flops_per_token": summary["flops_per_token_exact"],
                "val_loss": summary["final"]["val_loss"],
-               "tokens_per_s": float(np.median([r["tokens_per_s"] for r in recs[1:]] or [recs[0]["tokens_per_s"]])),
-               "curve": [(r["tokens"], r["train_loss"]) for r in recs]}
+               "tokens_per_s": float(np.median([r.tokens_per_s for r in recs[1:]] or [recs[0].tokens_per_s])),
+               "curve": [(r.tokens, r.train_loss) for r in recs]}
         if variant[0] > 1:
-            loads = np.array([r["expert_load"] for r in recs])  # (logs, E) mean over layers
+            loads = np.array([r.expert_load for r in recs])  # (logs, E) mean over layers
             cv = loads.std(1) / loads.mean(1)
             row.update(load_cv=cv.tolist(), load_cv_final=float(cv[-1]), load_max_over_mean_final=float(
-                loads[-1].max() / loads[-1].mean()), lb_loss_final=recs[-1]["lb_loss"], z_loss_final=recs[-1]["z_loss"])
+                loads[-1].max() / loads[-1].mean()), lb_loss_final=recs[-1].lb_loss, z_loss_final=recs[-1].z_loss)
         results.append(row)
         log(f"  {shape.name} {name:14s} active {m.num_params_active:>9,} total {m.num_params_total:>9,} "
             f"val {row['val_loss']:.4f}  {row['tokens_per_s']:,.0f} tok/s")

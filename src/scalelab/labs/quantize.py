@@ -26,7 +26,8 @@ from pathlib import Path
 import torch
 
 from scalelab.errors import UserError
-from scalelab.labs.common import pyplot, savefig, table_html, write_report, write_summary
+from scalelab.labs.common import pyplot, savefig, write_report, write_summary
+from scalelab.report.page import table_html
 
 BITS = (16, 8, 6, 5, 4, 3, 2)
 
@@ -90,12 +91,12 @@ class QuantizeSpec:
     sizes: tuple[str, ...] = ("32x2", "48x2", "64x2")  # the default ladder (the MoE lab's dense models)
     tokens: int = 2_000_000
 
-    def validate(self) -> "QuantizeSpec":
+    def validate(self) -> QuantizeSpec:
         bad = [b for b in self.bits if not 2 <= b <= 16 or 8 < b < 16]
         if bad:
             raise UserError(f"bits must be 16 or in 2..8, got {bad[0]}")
         if self.group_size < 0:
-            raise UserError("--set group_size must be >= 0 (0 = per channel)")
+            raise UserError("group_size must be >= 0 (0 = per channel)", arg="group_size")
         return self
 
 
@@ -103,7 +104,8 @@ QUICK = dict(sizes=("32x1", "48x1"), tokens=100_000, eval_tokens=8192, bits=(16,
 
 
 def _default_runs(spec: QuantizeSpec, out: Path, log) -> list[Path]:
-    from scalelab.labs.moe import MoESpec, run as moe_run
+    from scalelab.labs.moe import MoESpec
+    from scalelab.labs.moe import run as moe_run
 
     moe_dir = out / "ladder"
     moe_run(MoESpec(sizes=spec.sizes, variants=("dense",), tokens=spec.tokens, ablation=False), moe_dir, log)
@@ -111,7 +113,8 @@ def _default_runs(spec: QuantizeSpec, out: Path, log) -> list[Path]:
 
 
 def run(spec: QuantizeSpec, out: str | Path, log=print) -> dict:
-    from scalelab.train.loop import load_dataset, load_run
+    from scalelab.train.data import load_dataset
+    from scalelab.train.runner import load_run
 
     spec = spec.validate()
     out = Path(out)

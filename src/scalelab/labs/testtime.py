@@ -26,9 +26,19 @@ import numpy as np
 
 from scalelab.data.tasks import Addition, TaskMix
 from scalelab.errors import UserError
-from scalelab.labs.common import (Shape, model_dict, pyplot, run_config, savefig, table_html, task_dataset,
-                                  train_or_load, write_report, write_summary)
+from scalelab.labs.common import (
+    Shape,
+    model_dict,
+    pyplot,
+    run_config,
+    savefig,
+    task_dataset,
+    train_or_load,
+    write_report,
+    write_summary,
+)
 from scalelab.labs.evaluate import evaluate_task
+from scalelab.report.page import table_html
 
 FORMATS = ("plain", "scratchpad")
 
@@ -49,19 +59,19 @@ class TestTimeSpec:
 
     __test__ = False  # not a pytest class
 
-    def validate(self) -> "TestTimeSpec":
+    def validate(self) -> TestTimeSpec:
         if not 2 <= self.digits <= 6:
-            raise UserError(f"--digits must be in 2..6, got {self.digits}")
+            raise UserError(f"digits must be in 2..6, got {self.digits}", arg="digits")
         if len(self.sizes) < 1:
-            raise UserError("--sizes needs at least one model size")
+            raise UserError("sizes needs at least one model size", arg="sizes")
         for s in self.sizes:
             Shape.parse(s)
         if self.samples < 2 or self.samples & (self.samples - 1):
-            raise UserError(f"--samples must be a power of two >= 2, got {self.samples}")
+            raise UserError(f"samples must be a power of two >= 2, got {self.samples}", arg="samples")
         if self.temperature <= 0:
-            raise UserError("--temperature must be > 0 for sampling")
+            raise UserError("temperature must be > 0 for sampling", arg="temperature")
         if self.tokens < self.batch_size * self.seq_len * 10:
-            raise UserError(f"--tokens={self.tokens} is under 10 steps; raise it")
+            raise UserError(f"tokens={self.tokens} is under 10 steps; raise it", arg="tokens")
         return self
 
     def mix(self, fmt: str) -> TaskMix:

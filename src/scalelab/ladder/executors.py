@@ -20,8 +20,10 @@ from collections import defaultdict
 from pathlib import Path
 
 from scalelab.errors import UserError
-from scalelab.ladder.plan import LadderSpec, Rung, plan, rung_overrides
+from scalelab.ladder.plan import LadderSpec, Rung, plan, with_threads
 from scalelab.ladder.store import Store
+from scalelab.train.hooks import Hooks
+from scalelab.train.rundir import RunDir
 
 
 def store_path(out_dir: Path) -> Path:
@@ -42,40 +44,38 @@ def prepare(spec: LadderSpec, out_dir: str | Path, rungs: list[Rung] | None = No
     return store, rungs
 
 
-def _config(spec: LadderSpec, rung: Rung):
-    from scalelab.config import load_dict
+class StoreRecords(Hooks):
+    """Streams a run's metrics records into the ladder store as they are written."""
 
-    return load_dict(rung_overrides(spec, rung))
+    def __init__(self, store: Store, name: str):
+        self.store, self.name = store, name
 
-
-def _train_rung(spec: LadderSpec, rung: Rung, out: Path, store: Store, save_at=(), seed_ckpt: Path | None = None):
-    from scalelab.train.checkpoint import latest_checkpoint, seed_from
-    from scalelab.train.loop import train
-
-    run_dir = out / "runs" / rung.name
-    summary_file = run_dir / "summary.json"
-    store.mark_running(rung.name, str(run_dir))
-    t0 = time.time()
-    if summary_file.exists():  # trained, but killed before the store heard of it
-        summary = json.loads(summary_file.read_text())
-    else:
-        if seed_ckpt is not None and latest_checkpoint(run_dir) is None:
-            seed_from(seed_ckpt, run_dir)
-        summary = train(_config(spec, rung), run_dir, resume=True, console=_Quiet(),
-                        on_log=lambda rec: store.add_point(rung.name, rec), decay_start=rung.decay_start,
-                        save_at=tuple(save_at))
-    store.mark_done(rung.name, summary["final"], summary["flops"], time.time() - t0)
-    return summary
+    def on_record(self, rec) -> None:
+        self.store.add_point(self.name, rec)
 
 
-class _Quiet:
-    """A console that swallows the loop's messages (the ladder shows its own progress)."""
+def branch_plan(unit: list[Rung], out: Path) -> list[tuple[Rung, Path | None, tuple[int, ...]]]:
+    """(rung, branch point it starts from, steps whose checkpoints it keeps) for each rung of a unit.
 
-    def log(self, *a, **k):
-        pass
+    A WSD unit is a shape group, largest rung first: that main run keeps a checkpoint at each other
+    rung's cooldown start, and each other rung starts from its own. Any other unit trains plainly."""
+    if len(unit) == 1 or unit[0].decay_start is None:
+        return [(r, None, ()) for r in unit]
+    main, branches = unit[0], unit[1:]
+    main_run = RunDir(out / "runs" / main.name)
+    return [(main, None, tuple(b.decay_start for b in branches))] + \
+        [(b, main_run.branch_point(b.decay_start), ()) for b in branches]
 
 
-def _work_units(rungs: list[Rung], strategy: str) -> list[list[Rung]]:
+def train_rung(spec: LadderSpec, rung: Rung, out: Path, hooks=None, branch_from=None, branch_points=()) -> dict:
+    """Train (or reuse, or resume) one rung in OUT/runs/<name> through `ensure_trained`."""
+    from scalelab.train.runner import ensure_trained
+
+    return ensure_trained(with_threads(rung.config, spec.threads), out / "runs" / rung.name, hooks=hooks,
+                          branch_from=branch_from, branch_points=branch_points)
+
+
+def work_units(rungs: list[Rung], strategy: str) -> list[list[Rung]]:
     """Cosine: one rung per unit. WSD: one unit per shape group, largest rung first."""
     if strategy != "wsd":
         return [[r] for r in rungs]
@@ -95,27 +95,15 @@ def _run_unit(spec: LadderSpec, rungs: list[Rung], out: Path) -> list[str]:
     done_names = {r["name"] for r in store.runs("done")}
     finished = []
     try:
-        if len(rungs) == 1 or spec.strategy != "wsd":
-            for r in rungs:
-                if r.name not in done_names:
-                    _train_rung(spec, r, out, store)
-                finished.append(r.name)
-            return finished
-        main, branches = rungs[0], rungs[1:]
-        main_dir = out / "runs" / main.name
-        save_at = [b.decay_start for b in branches]
-        if main.name not in done_names:
-            _train_rung(spec, main, out, store, save_at=save_at)
-        finished.append(main.name)
-        for b in branches:
-            if b.name not in done_names:
-                ck = main_dir / "branch_points" / f"step_{b.decay_start:08d}"
-                if not ck.exists():
-                    raise RuntimeError(f"missing branch point {ck} for {b.name}")
-                _train_rung(spec, b, out, store, seed_ckpt=ck)
-            finished.append(b.name)
+        for rung, branch_from, keep in branch_plan(rungs, out):
+            if rung.name not in done_names:
+                store.mark_running(rung.name, str(out / "runs" / rung.name))
+                t0 = time.time()
+                summary = train_rung(spec, rung, out, StoreRecords(store, rung.name), branch_from, keep)
+                store.mark_done(rung.name, summary["final"], summary["flops"], time.time() - t0)
+            finished.append(rung.name)
         return finished
-    except Exception as e:
+    except Exception as e:  # record why the unit failed in the store, then let it propagate
         for r in rungs:
             if r.name not in finished:
                 store.mark_failed(r.name, "".join(traceback.format_exception_only(type(e), e)).strip())
@@ -129,14 +117,14 @@ def run_ladder(spec: LadderSpec, out_dir: str | Path, parallel: int = 1, rungs: 
     """Run (or resume) every rung (or those named in ``only``); returns the store.
     ``progress(done, total, name)`` is called after each unit. ``spec.threads`` may differ between
     invocations (it changes speed, not results)."""
-    from scalelab.train.loop import load_dataset
+    from scalelab.train.data import load_dataset
 
     out = Path(out_dir)
     store, rungs = prepare(spec, out, rungs)
-    load_dataset(_config(spec, rungs[0]), log=lambda *a: None)  # tokenize once, before any worker starts
+    load_dataset(rungs[0].config, log=lambda *a: None)  # tokenize once, before any worker starts
     done = {r["name"] for r in store.runs("done")}
     todo = rungs if only is None else [r for r in rungs if r.name in only]
-    units = [u for u in _work_units(todo, spec.strategy) if any(r.name not in done for r in u)]
+    units = [u for u in work_units(todo, spec.strategy) if any(r.name not in done for r in u)]
     total, finished = len(rungs), len(done)
     if progress:
         progress(finished, total, None)

@@ -17,6 +17,20 @@ from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
+class Recipe:
+    """How one (shape, budget) point trains: what the heuristics decide."""
+
+    batch_size: int  # sequences per step
+    steps: int
+    lr: float  # peak learning rate
+    warmup_steps: int
+
+    def tokens(self, seq_len: int) -> int:
+        """Tokens actually trained: whole steps of whole batches."""
+        return self.steps * self.batch_size * seq_len
+
+
+@dataclass(frozen=True)
 class DeepSeekHeuristics:
     lr_coef: float = 0.3118
     lr_exp: float = -0.1250
@@ -41,6 +55,16 @@ class DeepSeekHeuristics:
 
     def warmup_steps(self, num_params: int, batch_tokens: int, steps: int) -> int:
         return max(1, min(int(self.max_warmup_frac * steps), math.ceil(num_params / batch_tokens)))
+
+    def min_tokens(self, seq_len: int) -> int:
+        return self.min_steps * self.min_batch_seqs * seq_len
+
+    def recipe(self, compute_flops: float, num_params: int, tokens: float, seq_len: int) -> Recipe:
+        """Batch, steps, lr and warmup for a model of ``num_params`` trained on ``tokens`` at C."""
+        b = self.batch_size(compute_flops, tokens, seq_len)
+        steps = max(1, round(tokens / (b * seq_len)))
+        return Recipe(batch_size=b, steps=steps, lr=self.lr(compute_flops),
+                      warmup_steps=self.warmup_steps(num_params, b * seq_len, steps))
 
 
 HEURISTICS = {"deepseek": DeepSeekHeuristics}

@@ -14,13 +14,17 @@ training matmul cost per token up to attention, which the store records separate
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
-from scalelab.config import DataConfig, build, read_config_file
+from scalelab.config import DataConfig, OptimConfig, RunConfig, ScheduleConfig, TrainConfig
+from scalelab.economics.flops import train_flops_6nd
 from scalelab.errors import UserError
-from scalelab.ladder.heuristics import HEURISTICS
+from scalelab.io import read_config_file
+from scalelab.ladder.heuristics import HEURISTICS, Recipe
 from scalelab.model.config import ModelConfig
+from scalelab.typed import build
 
 
 @dataclass(frozen=True)
@@ -45,7 +49,7 @@ class LadderSpec:
     wsd_decay_frac: float = 0.2
     data: DataConfig = field(default_factory=lambda: DataConfig(max_bytes=0, tokenizer_train_bytes=4_000_000))
 
-    def validate(self) -> "LadderSpec":
+    def validate(self) -> LadderSpec:
         if not self.budgets or any(not (b > 0) for b in self.budgets):
             raise UserError("ladder.budgets must be a list of positive FLOP counts, e.g. [1e12, 3e12]")
         if self.sizes_per_budget < 1:
@@ -68,26 +72,53 @@ class LadderSpec:
 
 @dataclass(frozen=True)
 class Rung:
-    """One planned run: a shape, a token budget and its hyper-parameters."""
+    """One planned run of the ladder: its name, budget and the full `RunConfig` that trains it."""
 
     name: str
-    budget: float
-    d_model: int
-    n_layers: int
-    n_heads: int
-    N: int  # total parameters
-    N_non_embedding: int
-    D: int  # training tokens
-    steps: int
-    batch_size: int
-    lr: float
-    warmup_steps: int
-    group: str = ""  # WSD: the shape's main run that this point branches from
-    decay_start: int | None = None  # WSD: first cooldown step of this point
+    budget: float  # the IsoFLOP budget C this point belongs to (FLOPs, C = 6 N D)
+    config: RunConfig
+    group: str = ""  # WSD: the shape group whose largest run this point branches from
+
+    @property
+    def model(self) -> ModelConfig:
+        return self.config.model
+
+    @property
+    def N(self) -> int:
+        """Total parameters (tied embeddings: every parameter is in a matmul)."""
+        return self.model.num_params_total
+
+    @property
+    def N_non_embedding(self) -> int:
+        return self.model.num_params_non_embedding
+
+    @property
+    def steps(self) -> int:
+        return self.config.total_steps
+
+    @property
+    def D(self) -> int:
+        """Training tokens: whole steps of whole batches."""
+        return self.steps * self.config.train.tokens_per_step
 
     @property
     def C(self) -> float:
-        return 6.0 * self.N * self.D
+        return train_flops_6nd(self.N, self.D)
+
+    @property
+    def decay_start(self) -> int | None:
+        """WSD: the first cooldown step (where this point branches from its group's main run)."""
+        s = self.config.schedule.decay_start_step
+        return s if s >= 0 else None
+
+    def record(self) -> dict:
+        """What the store keeps of the plan: the config, and the numbers tables and hovers show."""
+        c = self.config
+        return {"name": self.name, "budget": self.budget, "group": self.group, "N": self.N,
+                "N_non_embedding": self.N_non_embedding, "D": self.D, "C": self.C, "steps": self.steps,
+                "d_model": self.model.d_model, "n_layers": self.model.n_layers, "n_heads": self.model.n_heads,
+                "batch_size": c.train.batch_size, "lr": c.optim.lr, "warmup_steps": c.schedule.warmup_steps,
+                "decay_start": self.decay_start, "config": c.to_dict()}
 
 
 def shape(spec: LadderSpec, d_model: int) -> ModelConfig:
@@ -100,7 +131,8 @@ def family(spec: LadderSpec) -> list[ModelConfig]:
     return [shape(spec, d) for d in range(spec.min_width, spec.max_width + 1, spec.width_step)]
 
 
-def _nearest(fam: list[ModelConfig], n: float) -> ModelConfig:
+def nearest_shape(fam: list[ModelConfig], n: float) -> ModelConfig:
+    """The family member whose total parameter count is nearest ``n`` (in log distance)."""
     return min(fam, key=lambda c: abs(math.log(c.num_params_total / n)))
 
 
@@ -115,7 +147,7 @@ def plan(spec: LadderSpec) -> list[Rung]:
         targets = [n_guess * spec.span ** ((i / (k - 1) - 0.5) if k > 1 else 0.0) for i in range(k)]
         chosen: list[ModelConfig] = []
         for t in targets:
-            c = _nearest(fam, t)
+            c = nearest_shape(fam, t)
             if c in chosen:  # snap collisions to the next larger unused shape
                 bigger = [f for f in fam if f.num_params_total > chosen[-1].num_params_total and f not in chosen]
                 if not bigger:
@@ -137,19 +169,31 @@ def make_rung(spec: LadderSpec, c: ModelConfig, C: float, prefix: str = "", smal
     heur = HEURISTICS[spec.heuristics]()
     N = c.num_params_total
     D = int(C / (6.0 * N))
-    min_tokens = heur.min_steps * heur.min_batch_seqs * spec.seq_len
-    if D < min_tokens:
+    if D < heur.min_tokens(spec.seq_len):
         raise UserError(
             f"budget {C:.3g} FLOPs is too small for the {N:,}-parameter model: it buys {D:,} tokens, fewer than "
-            f"{min_tokens:,} ({heur.min_steps} steps of {heur.min_batch_seqs} sequences); raise the budget or "
-            f"lower ladder.tokens_per_param/min_width (smallest shape: {smallest or N:,} parameters)")
-    b = heur.batch_size(C, D, spec.seq_len)
-    steps = max(1, round(D / (b * spec.seq_len)))
-    return Rung(name=f"{prefix}C{C:.0e}-N{N / 1e3:.0f}k".replace("+", ""), budget=C, d_model=c.d_model,
-                n_layers=c.n_layers, n_heads=c.n_heads, N=N, N_non_embedding=c.num_params_non_embedding,
-                D=steps * b * spec.seq_len,  # whole steps: the token count actually trained
-                steps=steps, batch_size=b, lr=heur.lr(C),
-                warmup_steps=heur.warmup_steps(N, b * spec.seq_len, steps))
+            f"{heur.min_tokens(spec.seq_len):,} ({heur.min_steps} steps of {heur.min_batch_seqs} sequences); "
+            f"raise the budget or lower ladder.tokens_per_param/min_width (smallest shape: {smallest or N:,} parameters)")
+    name = f"{prefix}C{C:.0e}-N{N / 1e3:.0f}k".replace("+", "")
+    return Rung(name=name, budget=C, config=run_config(spec, c, heur.recipe(C, N, D, spec.seq_len)))
+
+
+def run_config(spec: LadderSpec, model: ModelConfig, r: Recipe, decay_start: int = -1) -> RunConfig:
+    """The typed RunConfig that trains ``model`` with recipe ``r`` (no dict round trip)."""
+    evals = max(1, spec.evals_per_run)
+    schedule = ScheduleConfig(kind=spec.strategy, warmup_steps=r.warmup_steps, decay_frac=spec.wsd_decay_frac,
+                              decay_start_step=decay_start)
+    train = TrainConfig(batch_size=r.batch_size, seq_len=spec.seq_len, max_steps=r.steps,
+                        max_tokens=r.tokens(spec.seq_len), eval_every=max(1, r.steps // evals),
+                        eval_tokens=spec.eval_tokens, log_every=max(1, min(25, r.steps // 10)), seed=spec.seed,
+                        threads=spec.threads, progress=False, keep_checkpoints=1)
+    return RunConfig(model=model, data=spec.data, optim=OptimConfig(lr=r.lr), schedule=schedule,
+                     train=train).validate()
+
+
+def with_threads(cfg: RunConfig, threads: int) -> RunConfig:
+    """The same run with another torch thread count (changes speed, not results)."""
+    return replace(cfg, train=replace(cfg.train, threads=threads))
 
 
 def _wsd(spec: LadderSpec, rungs: list[Rung]) -> list[Rung]:
@@ -157,40 +201,20 @@ def _wsd(spec: LadderSpec, rungs: list[Rung]) -> list[Rung]:
 
     All points of a shape share the batch size, lr and warmup of its largest budget (they are one
     run until their cooldown starts)."""
-    from collections import defaultdict
-
     by_shape = defaultdict(list)
     for r in rungs:
-        by_shape[r.d_model].append(r)
+        by_shape[r.model.d_model].append(r)
     out = []
     for d, rs in sorted(by_shape.items()):
         top = max(rs, key=lambda r: r.D)
-        group = f"wsd-d{d}"
+        b, lr, warm = top.config.train.batch_size, top.config.optim.lr, top.config.schedule.warmup_steps
         for r in sorted(rs, key=lambda r: r.D):
-            steps = max(1, round(r.D / (top.batch_size * spec.seq_len)))
+            steps = max(1, round(r.D / (b * spec.seq_len)))
             decay = steps - max(1, round(spec.wsd_decay_frac * steps))
-            out.append(Rung(name=r.name, budget=r.budget, d_model=d, n_layers=r.n_layers, n_heads=r.n_heads,
-                            N=r.N, N_non_embedding=r.N_non_embedding, D=steps * top.batch_size * spec.seq_len,
-                            steps=steps, batch_size=top.batch_size, lr=top.lr,
-                            warmup_steps=min(top.warmup_steps, max(1, decay)), group=group,
-                            decay_start=max(decay, min(top.warmup_steps, decay))))
+            recipe = Recipe(batch_size=b, steps=steps, lr=lr, warmup_steps=min(warm, max(1, decay)))
+            cfg = run_config(spec, r.model, recipe, decay_start=max(decay, min(warm, decay)))
+            out.append(Rung(name=r.name, budget=r.budget, config=cfg, group=f"wsd-d{d}"))
     return out
-
-
-def rung_overrides(spec: LadderSpec, r: Rung) -> dict:
-    """The RunConfig (as a raw dict) that trains rung ``r``."""
-    evals = max(1, spec.evals_per_run)
-    return {
-        "model": {"d_model": r.d_model, "n_layers": r.n_layers, "n_heads": r.n_heads, "head_dim": spec.head_dim,
-                  "vocab_size": spec.vocab_size, "max_seq_len": spec.seq_len, "tie_embeddings": True},
-        "data": asdict(spec.data),
-        "optim": {"lr": r.lr},
-        "schedule": {"kind": spec.strategy, "warmup_steps": r.warmup_steps, "decay_frac": spec.wsd_decay_frac},
-        "train": {"batch_size": r.batch_size, "seq_len": spec.seq_len, "max_steps": r.steps,
-                  "max_tokens": r.D, "eval_every": max(1, r.steps // evals), "eval_tokens": spec.eval_tokens,
-                  "log_every": max(1, min(25, r.steps // 10)), "seed": spec.seed, "threads": spec.threads,
-                  "progress": False, "keep_checkpoints": 1},
-    }
 
 
 # ---- LADDER.toml ---------------------------------------------------------------------------------
@@ -204,10 +228,8 @@ def spec_from_dict(raw: dict) -> LadderSpec:
     unknown = set(raw) - {"ladder", "data"}
     if unknown:
         raise UserError(f"unknown section(s) {sorted(unknown)} in ladder file; use [ladder] and [data]")
-    if "budgets" in lad:
-        if not isinstance(lad["budgets"], list):
-            raise UserError("ladder.budgets must be a list, e.g. budgets = [1e12, 3e12, 1e13]")
-        lad["budgets"] = tuple(float(b) for b in lad["budgets"])
+    if "budgets" in lad and not isinstance(lad["budgets"], list):
+        raise UserError("ladder.budgets must be a list, e.g. budgets = [1e12, 3e12, 1e13]")
     if "data" in raw:
         lad["data"] = raw["data"]
     spec = build(LadderSpec, lad, "ladder")

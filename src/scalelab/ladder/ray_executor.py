@@ -21,8 +21,9 @@ import time
 from pathlib import Path
 
 from scalelab.errors import UserError
-from scalelab.ladder.executors import _config, _work_units, prepare
+from scalelab.ladder.executors import branch_plan, prepare, train_rung, work_units
 from scalelab.ladder.plan import LadderSpec, Rung
+from scalelab.train.hooks import Hooks
 
 GPU_FRACTION_BELOW = 50e6  # parameters: rungs smaller than this share a GPU four ways
 
@@ -41,36 +42,29 @@ def resources(spec: LadderSpec, unit: list[Rung], cluster_gpus: float) -> dict:
     return {"num_cpus": max(1, spec.threads), "num_gpus": gpus}
 
 
+class QueueRecords(Hooks):
+    """Streams a run's metrics records to the driver through a Ray queue (the driver writes the store)."""
+
+    def __init__(self, queue, name: str):
+        self.queue, self.name = queue, name
+
+    def on_record(self, rec) -> None:
+        self.queue.put(("point", self.name, rec))
+
+
 def _train_unit(spec: LadderSpec, unit: list[Rung], root: str, done: list[str], queue) -> list[dict]:
     """Runs on a worker: train the unit's rungs (resuming from checkpoints), stream metrics to ``queue``."""
-    import json
-
     import torch
-
-    from scalelab.ladder.executors import _Quiet
-    from scalelab.train.checkpoint import latest_checkpoint, seed_from
-    from scalelab.train.loop import train
 
     if spec.threads > 0:
         torch.set_num_threads(spec.threads)
     out = []
-    main_dir = Path(root) / "runs" / unit[0].name
-    wsd = spec.strategy == "wsd" and len(unit) > 1
-    for i, rung in enumerate(unit):
+    for rung, branch_from, keep in branch_plan(unit, Path(root)):
         if rung.name in done:
             continue
-        run_dir = Path(root) / "runs" / rung.name
         t0 = time.time()
-        queue.put(("running", rung.name, str(run_dir), os.getpid()))
-        if (run_dir / "summary.json").exists():
-            summary = json.loads((run_dir / "summary.json").read_text())
-        else:
-            if wsd and i > 0 and latest_checkpoint(run_dir) is None:
-                seed_from(main_dir / "branch_points" / f"step_{rung.decay_start:08d}", run_dir)
-            save_at = tuple(b.decay_start for b in unit[1:]) if wsd and i == 0 else ()
-            summary = train(_config(spec, rung), run_dir, resume=True, console=_Quiet(),
-                            on_log=lambda rec, n=rung.name: queue.put(("point", n, rec)),
-                            decay_start=rung.decay_start, save_at=save_at)
+        queue.put(("running", rung.name, str(Path(root) / "runs" / rung.name), os.getpid()))
+        summary = train_rung(spec, rung, Path(root), QueueRecords(queue, rung.name), branch_from, keep)
         out.append({"name": rung.name, "final": summary["final"], "flops": summary["flops"],
                     "seconds": time.time() - t0, "resumed_from_step": summary.get("resumed_from_step", 0)})
     return out
@@ -83,19 +77,19 @@ def run_ladder_ray(spec: LadderSpec, out_dir: str | Path, address: str | None = 
     ray = _ray()
     from ray.util.queue import Empty, Queue
 
-    from scalelab.train.loop import load_dataset
+    from scalelab.train.data import load_dataset
 
     out = Path(out_dir)
     store, rungs = prepare(spec, out, rungs)
     root = Path(shared_dir) if shared_dir else out
-    load_dataset(_config(spec, rungs[0]), log=lambda *a: None)  # tokenize once, before any task starts
+    load_dataset(rungs[0].config, log=lambda *a: None)  # tokenize once, before any task starts
     started = not ray.is_initialized()
     if started:
         kw = {"address": address} if address else {"num_cpus": num_cpus, "include_dashboard": False}
         ray.init(**kw, log_to_driver=False, ignore_reinit_error=True)
     try:
         done = {r["name"] for r in store.runs("done")}
-        units = [u for u in _work_units(rungs, spec.strategy) if any(r.name not in done for r in u)]
+        units = [u for u in work_units(rungs, spec.strategy) if any(r.name not in done for r in u)]
         gpus = ray.cluster_resources().get("GPU", 0)
         queue = Queue()
         task = ray.remote(_train_unit)

@@ -1,4 +1,8 @@
-"""Ladder results as a table `scalelab fit` reads: one row per (run, evaluated token count)."""
+"""Ladder results as a table `scalelab fit` reads: one row per (run, evaluated token count).
+
+Built from the store's `MetricsRecord`s and planned rungs; C = 6 N D is computed here, once
+(`economics.flops.train_flops_6nd`), and ``C_exact`` is the loop's exact count with attention.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from scalelab.economics.flops import train_flops_6nd
 from scalelab.errors import UserError
+from scalelab.io import atomic_write_text
 from scalelab.ladder.store import Store
 
 
@@ -23,24 +29,21 @@ def results_table(store: Store, include_holdout: bool = True) -> pd.DataFrame:
     runs = {r["name"]: r for r in store.runs()}
     holdouts = set(store.get_meta("holdouts", []))
     rows = []
-    for p in store.points():
-        if p["val_loss"] is None:
-            continue
-        r = runs[p["run"]]
-        if r["name"] in holdouts and not include_holdout:
+    for name, rec in store.records():
+        r = runs[name]
+        if not rec.evaluated or (name in holdouts and not include_holdout):
             continue
         spec = json.loads(r["spec"])
-        rows.append({"run": r["name"], "budget": r["budget"], "N": r["N"], "N_non_embedding": r["N_non_embedding"],
-                     "D": p["tokens"], "C": 6.0 * r["N"] * p["tokens"], "C_exact": p["flops"], "loss": p["val_loss"],
-                     "bpb": p["val_bpb"], "step": p["step"], "final": r["status"] == "done" and p["step"] == r["steps"],
+        rows.append({"run": name, "budget": r["budget"], "N": r["N"], "N_non_embedding": r["N_non_embedding"],
+                     "D": rec.tokens, "C": train_flops_6nd(r["N"], rec.tokens), "C_exact": rec.flops,
+                     "loss": rec.val_loss, "bpb": rec.val_bpb, "step": rec.step,
+                     "final": r["status"] == "done" and rec.step == r["steps"],
                      "d_model": spec["d_model"], "n_layers": spec["n_layers"], "lr": spec["lr"],
-                     "batch_size": spec["batch_size"], "holdout": r["name"] in holdouts})
+                     "batch_size": spec["batch_size"], "holdout": name in holdouts})
     return pd.DataFrame(rows)
 
 
 def export(out_dir: str | Path, dest: str | Path) -> pd.DataFrame:
-    from scalelab.train.checkpoint import atomic_write_text
-
     store = open_store(out_dir)
     df = results_table(store)
     store.close()
@@ -55,5 +58,5 @@ def export(out_dir: str | Path, dest: str | Path) -> pd.DataFrame:
     elif dest.suffix == ".csv":
         atomic_write_text(dest, df.to_csv(index=False))
     else:
-        raise UserError(f"--out must end in .csv or .parquet, got {dest.name}")
+        raise UserError(f"out must end in .csv or .parquet, got {dest.name}", arg="out")
     return df

@@ -13,6 +13,8 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from scalelab.train.records import FIELDS, MetricsRecord
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS runs (
@@ -25,13 +27,16 @@ CREATE TABLE IF NOT EXISTS runs (
     started_at REAL, finished_at REAL, wall_seconds REAL,
     run_dir TEXT, error TEXT
 );
-CREATE TABLE IF NOT EXISTS points (
+CREATE TABLE IF NOT EXISTS points (   -- one MetricsRecord per row (train/records.py)
     run TEXT NOT NULL REFERENCES runs(name),
     step INTEGER NOT NULL, tokens INTEGER, flops REAL, lr REAL,
     train_loss REAL, val_loss REAL, val_bpb REAL, tokens_per_s REAL,
     PRIMARY KEY (run, step)
 );
 """
+# columns added since the first schema: stores written by older versions gain them on open
+POINT_COLUMNS = {"grad_norm": "REAL", "mfu": "REAL", "lb_loss": "REAL", "z_loss": "REAL", "dropped_frac": "REAL",
+                 "expert_load": "TEXT"}
 
 
 class Store:
@@ -44,6 +49,10 @@ class Store:
         self.conn.execute("PRAGMA synchronous=NORMAL")
         self.conn.execute("PRAGMA busy_timeout=60000")
         self.conn.executescript(SCHEMA)
+        have = {r["name"] for r in self.conn.execute("PRAGMA table_info(points)")}
+        for col, kind in POINT_COLUMNS.items():
+            if col not in have:
+                self.conn.execute(f"ALTER TABLE points ADD COLUMN {col} {kind}")
 
     @contextmanager
     def tx(self):
@@ -70,13 +79,11 @@ class Store:
     # ---- runs ------------------------------------------------------------------------------
     def add_planned(self, rungs) -> None:
         """Register planned rungs; existing rows (and their status) are left untouched."""
-        from dataclasses import asdict
-
         with self.tx() as c:
             for r in rungs:
                 c.execute("INSERT OR IGNORE INTO runs (name, spec, budget, N, N_non_embedding, D, C, steps) "
                           "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                          (r.name, json.dumps(asdict(r)), r.budget, r.N, r.N_non_embedding, r.D, r.C, r.steps))
+                          (r.name, json.dumps(r.record()), r.budget, r.N, r.N_non_embedding, r.D, r.C, r.steps))
 
     def mark_running(self, name: str, run_dir: str) -> None:
         with self.tx() as c:
@@ -84,6 +91,7 @@ class Store:
                       "run_dir=?, error=NULL WHERE name=?", (time.time(), run_dir, name))
 
     def mark_done(self, name: str, final: dict, flops_exact: float, wall_seconds: float) -> None:
+        """``final``: the run's last record as a dict (summary.json's "final")."""
         with self.tx() as c:
             c.execute("UPDATE runs SET status='done', final_loss=?, final_bpb=?, flops_exact=?, finished_at=?, "
                       "wall_seconds=? WHERE name=?",
@@ -93,19 +101,29 @@ class Store:
         with self.tx() as c:
             c.execute("UPDATE runs SET status='failed', error=? WHERE name=?", (error[:2000], name))
 
-    def add_point(self, name: str, rec: dict) -> None:
+    def add_point(self, name: str, rec: MetricsRecord) -> None:
+        row = rec.to_dict()
+        if "expert_load" in row:
+            row["expert_load"] = json.dumps(row["expert_load"])
+        cols = ", ".join(["run", *row])
         with self.tx() as c:
-            c.execute("INSERT OR REPLACE INTO points VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                      (name, rec["step"], rec.get("tokens"), rec.get("flops"), rec.get("lr"), rec.get("train_loss"),
-                       rec.get("val_loss"), rec.get("val_bpb"), rec.get("tokens_per_s")))
+            c.execute(f"INSERT OR REPLACE INTO points ({cols}) VALUES ({', '.join('?' * (len(row) + 1))})",
+                      (name, *row.values()))
 
     def runs(self, status: str | None = None) -> list[dict]:
         q = "SELECT * FROM runs" + (" WHERE status = ?" if status else "") + " ORDER BY budget, N"
         return [dict(r) for r in self.conn.execute(q, (status,) if status else ())]
 
-    def points(self, name: str | None = None) -> list[dict]:
+    def records(self, name: str | None = None) -> list[tuple[str, MetricsRecord]]:
+        """(run name, record) for every stored point, in (run, step) order."""
         q = "SELECT * FROM points" + (" WHERE run = ?" if name else "") + " ORDER BY run, step"
-        return [dict(r) for r in self.conn.execute(q, (name,) if name else ())]
+        out = []
+        for r in self.conn.execute(q, (name,) if name else ()):
+            d = {k: r[k] for k in r.keys() if k in FIELDS}
+            if d.get("expert_load"):
+                d["expert_load"] = json.loads(d["expert_load"])
+            out.append((r["run"], MetricsRecord.from_dict(d)))
+        return out
 
     def progress(self) -> dict[str, int]:
         """Latest recorded step per run."""

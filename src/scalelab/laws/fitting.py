@@ -104,14 +104,13 @@ def _fit_log_space(form: Form, F, y, delta, starts: np.ndarray, top_starts: int 
     order = np.argsort(np.where(np.isfinite(vals), vals, np.inf))
     if top_starts is not None:
         order = order[:top_starts]
-    best_x, best_f, seen = None, np.inf, []
+    best_x, best_f = None, np.inf
     for i in order:
         x, f = _lbfgs(form, starts[i], F, y, delta, w)
         if not np.isfinite(f):
             continue
         if f < best_f:
             best_x, best_f = x, f
-        seen.append(f)
     if best_x is None:
         raise UserError("the fit did not converge from any start; check the table for inconsistent points")
     return best_x, best_f
@@ -279,7 +278,7 @@ def fit_approach2(table: RunTable, bootstrap: int = 0, seed: int = 0, warn=True)
     if len(rows) < 2:
         why = f" ({warns[0]})" if warns else ""
         raise UserError("approach 2 needs at least 2 compute budgets with >= 3 model sizes and a valley each "
-                        f"(found {len(rows)}){why}; add runs or use --approach 3")
+                        f"(found {len(rows)}){why}; add runs or use approach 3")
     if warn:
         for msg in warns:
             warnings.warn(msg, stacklevel=2)
@@ -364,4 +363,4 @@ def fit(table: RunTable, approach: int = 3, form: str = "chinchilla", bootstrap:
         return fit_approach2(table, bootstrap=bootstrap, seed=seed)
     if approach == 1:
         return fit_approach1(table, bootstrap=bootstrap, seed=seed)
-    raise UserError(f"--approach must be 1, 2 or 3, got {approach}")
+    raise UserError(f"approach must be 1, 2 or 3, got {approach}", arg="approach")

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from scalelab.errors import UserError
+from scalelab.io import atomic_write_text, to_plain
 from scalelab.laws.forms import FORMS, get_form
 
 
@@ -102,15 +103,13 @@ class FittedLaw:
         return d
 
     def to_json(self) -> str:
-        return json.dumps(_plain(asdict(self)), indent=2)
+        return json.dumps(to_plain(asdict(self)), indent=2)
 
     def save(self, path: str | Path) -> None:
-        from scalelab.train.checkpoint import atomic_write_text
-
         atomic_write_text(Path(path), self.to_json())
 
     @classmethod
-    def load(cls, path: str | Path) -> "FittedLaw":
+    def load(cls, path: str | Path) -> FittedLaw:
         p = Path(path)
         if not p.exists():
             raise UserError(f"law file not found: {p}")
@@ -123,14 +122,3 @@ class FittedLaw:
         except (json.JSONDecodeError, KeyError, TypeError):
             raise UserError(f"{p} is not a scalelab fit file (written by `scalelab fit --out`)") from None
 
-
-def _plain(x):
-    if isinstance(x, dict):
-        return {k: _plain(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_plain(v) for v in x]
-    if isinstance(x, np.generic):
-        return x.item()
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    return x

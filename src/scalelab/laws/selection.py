@@ -2,7 +2,6 @@
 
 * ``holdout``: fit on the runs below a compute threshold, predict the runs above it, report the
   relative error of each held-out run.
-* ``compare``: several forms fitted on the same table and scored side by side.
 * ``leave_largest_out``: for each of the k largest budgets, fit on everything smaller and predict
   that budget; the mean absolute relative error ranks the forms. The law used for extrapolation is
   the one that extrapolated best in the user's own data.

@@ -50,11 +50,11 @@ class RunTable:
     def __len__(self) -> int:
         return len(self.df)
 
-    def subset(self, mask) -> "RunTable":
+    def subset(self, mask) -> RunTable:
         return RunTable(self.df[np.asarray(mask)].reset_index(drop=True), self.param_convention, self.source,
                         list(self.notes))
 
-    def finals(self) -> "RunTable":
+    def finals(self) -> RunTable:
         """Only each run's final point (for tables of curves); unchanged if there is no `final`."""
         if "final" in self.df.columns:
             return self.subset(self.df["final"].astype(bool).to_numpy())
@@ -115,7 +115,7 @@ def load_table(src, params: str | None = None, drop_highest_loss: int = 0) -> Ru
     if params == "non_embedding":
         col = next((c for c in ("N_non_embedding", "params_non_embedding") if c in df.columns), None)
         if col is None:
-            raise UserError("--params non_embedding needs a column N_non_embedding in the table")
+            raise UserError("params=non_embedding needs a column N_non_embedding in the table", arg="params")
         df["N"] = df[col]
         convention = "non_embedding"
     elif params not in (None, "total"):

@@ -24,6 +24,7 @@ import math
 from dataclasses import asdict, dataclass, replace
 
 from scalelab.errors import UserError
+from scalelab.typed import build
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,7 @@ class ModelConfig:
         if self.moe is not None and self.moe.d_expert == 0:
             object.__setattr__(self, "moe", replace(self.moe, d_expert=self.d_ff))
 
-    def validate(self) -> "ModelConfig":
+    def validate(self) -> ModelConfig:
         for name in ("d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim", "d_ff", "vocab_size",
                      "max_seq_len"):
             if getattr(self, name) < 1:
@@ -112,10 +113,6 @@ class ModelConfig:
     @property
     def kv_dim(self) -> int:
         return self.n_kv_heads * self.head_dim
-
-    @property
-    def is_moe(self) -> bool:
-        return self.moe is not None
 
     # ---- parameter counts -----------------------------------------------------------------
     @property
@@ -195,9 +192,7 @@ class ModelConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ModelConfig":
-        from scalelab.config import build  # strict keys and types, shared with the run config
-
+    def from_dict(cls, d: dict) -> ModelConfig:
         return build(cls, d, "model")
 
     def counts(self, seq_len: int | None = None) -> dict:

@@ -38,9 +38,9 @@ def _load_or_none(path: Path) -> FittedLaw | None:
 
 
 def gather(src: str | Path) -> ReportData:
+    from scalelab.ladder.results import open_store, results_table
     from scalelab.laws.fitting import fit_approach2, fit_approach3
     from scalelab.laws.table import load_table
-    from scalelab.ladder.results import open_store, results_table
 
     src = Path(src)
     root = src.parent if src.suffix == ".sqlite" else src

@@ -2,11 +2,12 @@
 
     RUN/checkpoints/step_00000100/model.safetensors   weights
                                   optimizer.pt        AdamW moments and step counts
-                                  state.json          step, tokens seen, RNG state, metrics so far
+                                  state.json          step, tokens seen, RNG state
     RUN/checkpoints/LATEST                            name of the newest complete checkpoint
 
 A checkpoint is built in a hidden temporary directory and renamed into place, then LATEST is
 replaced atomically: a crash at any moment leaves the previous checkpoint intact and pointed to.
+Paths come from `RunDir` (rundir.py).
 """
 
 from __future__ import annotations
@@ -20,25 +21,17 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_model, save_model
 
-
-def atomic_write_text(path: Path, text: str) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+from scalelab.io import atomic_write_text
+from scalelab.train.rundir import RunDir, checkpoint_name
 
 
-def save_checkpoint(run_dir: Path, step: int, model, optimizer, state: dict, keep: int = 2,
+def save_checkpoint(run: RunDir, step: int, model, optimizer, state: dict, keep: int = 2,
                     optimizer_state: dict | None = None) -> Path:
     """``optimizer_state``: a full optimizer state keyed by parameter name (FSDP), saved as optimizer_full.pt."""
-    root = Path(run_dir) / "checkpoints"
+    root = run.checkpoints
     root.mkdir(parents=True, exist_ok=True)
-    name = f"step_{step:08d}"
-    final = root / name
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=root))
+    final = run.checkpoint(step)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=root))
     save_model(model, str(tmp / "model.safetensors"))  # handles tied (shared) tensors
     if optimizer_state is not None:
         torch.save(optimizer_state, tmp / "optimizer_full.pt")
@@ -48,7 +41,7 @@ def save_checkpoint(run_dir: Path, step: int, model, optimizer, state: dict, kee
     if final.exists():
         shutil.rmtree(final)
     os.rename(tmp, final)
-    atomic_write_text(root / "LATEST", name)
+    atomic_write_text(root / "LATEST", final.name)
     _prune(root, keep)
     return final
 
@@ -66,11 +59,11 @@ def keep_copy(ckpt: Path, dest: Path) -> Path:
     return dest
 
 
-def seed_from(ckpt: Path, run_dir: Path) -> None:
-    """Start run_dir from another run's checkpoint (a WSD cooldown branch)."""
-    root = Path(run_dir) / "checkpoints"
-    keep_copy(ckpt, root / Path(ckpt).name)
-    atomic_write_text(root / "LATEST", Path(ckpt).name)
+def seed_from(ckpt: Path, run: RunDir) -> None:
+    """Start ``run`` from another run's checkpoint (a WSD cooldown branch)."""
+    step = json.loads((Path(ckpt) / "state.json").read_text())["step"]
+    keep_copy(ckpt, run.checkpoint(step))
+    atomic_write_text(run.checkpoints / "LATEST", checkpoint_name(step))
 
 
 def _prune(root: Path, keep: int) -> None:
@@ -79,17 +72,6 @@ def _prune(root: Path, keep: int) -> None:
         shutil.rmtree(p, ignore_errors=True)
     for p in root.glob(".step_*"):  # leftovers of a crash mid-write
         shutil.rmtree(p, ignore_errors=True)
-
-
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    root = Path(run_dir) / "checkpoints"
-    marker = root / "LATEST"
-    if marker.exists():
-        p = root / marker.read_text().strip()
-        if (p / "state.json").exists():
-            return p
-    done = sorted(p for p in root.glob("step_*") if (p / "state.json").exists())
-    return done[-1] if done else None
 
 
 def load_checkpoint(path: Path, model, optimizer=None) -> dict:

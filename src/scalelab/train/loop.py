@@ -1,9 +1,15 @@
-"""The training loop: one run from a `RunConfig`, read top to bottom.
+"""The training loop: one run from a `RunConfig`, read top to bottom in `train()`.
 
-    build data -> build model and AdamW -> (resume) -> for each step:
-        lr from the schedule; grad_accum micro-batches of (B, T) tokens; clip; AdamW step;
-        every log_every steps: one host sync, metrics line, divergence check;
-        every eval_every steps and at the end: validation loss and bits/byte, checkpoint.
+    setup()  -> a `TrainState`: data, model, AdamW, (resume from the newest checkpoint)
+    for each step:
+        train_step(): lr from the schedule; grad_accum micro-batches of (B, T) tokens; clip; AdamW
+        every log_every steps: one host sync -> a `MetricsRecord` (+ validation on eval steps)
+        `CheckpointPolicy.should_save(step)`: an atomic checkpoint (and kept branch points)
+    summary.json once the run is complete
+
+Policies live apart from the loop (torchtitan's split): `CheckpointPolicy` decides when to save,
+`Hooks` receive every record and may stop the run early (the ladder streams records into its
+store through them; tests stop a run midway to resume it).
 
 Determinism: batches are a pure function of (seed, step, micro) and the lr of the step, so a
 resumed run repeats an uninterrupted one exactly on CPU (tested).
@@ -11,39 +17,27 @@ resumed run repeats an uninterrupted one exactly on CPU (tested).
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from scalelab.config import RunConfig
-from scalelab.data.shards import DataSpec, TokenDataset, build_dataset
+from scalelab.data.shards import TokenDataset
 from scalelab.errors import Diverged, UserError
 from scalelab.model.transformer import Transformer
-from scalelab.train import distributed as D
-from scalelab.train.checkpoint import (atomic_write_text, keep_copy, latest_checkpoint, load_checkpoint,
-                                      save_checkpoint)
-from scalelab.train.metrics import MetricsWriter, bits_per_byte, matmul_peak_flops
+from scalelab.train import distributed as dist_
+from scalelab.train.checkpoint import keep_copy, load_checkpoint, save_checkpoint
+from scalelab.train.data import load_dataset
+from scalelab.train.hooks import Hooks
+from scalelab.train.metrics import bits_per_byte, matmul_peak_flops
 from scalelab.train.optim import build_optimizer
+from scalelab.train.records import MetricsRecord, MetricsWriter
+from scalelab.train.rundir import RunDir
 from scalelab.train.schedule import lr_at
-
-
-def data_spec(cfg: RunConfig) -> DataSpec:
-    d = cfg.data
-    return DataSpec(corpus=d.corpus, vocab_size=cfg.model.vocab_size, text_field=d.text_field,
-                    hf_split=d.hf_split, hf_data_files=d.hf_data_files, max_bytes=d.max_bytes,
-                    tokenizer_train_bytes=d.tokenizer_train_bytes, val_fraction=d.val_fraction,
-                    shard_tokens=d.shard_tokens)
-
-
-def load_dataset(cfg: RunConfig, log=print) -> TokenDataset:
-    ds = TokenDataset(build_dataset(data_spec(cfg), log=log))
-    if ds.vocab_size > cfg.model.vocab_size:
-        raise UserError(f"the tokenizer has {ds.vocab_size} tokens but model.vocab_size={cfg.model.vocab_size}")
-    return ds
 
 
 def resolve_device(cfg: RunConfig) -> tuple[str, torch.dtype | None, bool]:
@@ -77,8 +71,8 @@ def evaluate(model, windows: torch.Tensor, batch_size: int, device: str, amp) ->
     model.eval()
     total, count = 0.0, 0
     for i in range(0, len(windows), batch_size):
-        w = windows[i:i + batch_size].to(device)
-        with _autocast(device, amp):
+        w = windows[i:i + batch_size].to(device)  # (b, T + 1)
+        with autocast(device, amp):
             out = model(w[:, :-1], targets=w[:, 1:], return_logits=False)
         total += out.loss.item() * w[:, 1:].numel()
         count += w[:, 1:].numel()
@@ -86,208 +80,267 @@ def evaluate(model, windows: torch.Tensor, batch_size: int, device: str, amp) ->
     return total / count
 
 
-def _autocast(device: str, amp):
+def autocast(device: str, amp):
     return torch.autocast(device_type=device.split(":")[0], dtype=amp) if amp is not None else nullcontext()
 
 
-def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, dataset: TokenDataset | None = None,
-          on_log=None, console=None, stop_at_step: int | None = None, decay_start: int | None = None,
-          save_at: tuple[int, ...] = ()) -> dict:
-    """Train one run into ``run_dir``; returns the summary dict (also written to summary.json).
+# ---- state -----------------------------------------------------------------------------------------
 
-    ``on_log(record)`` is called with every metrics record (the ladder streams them into its store).
-    ``stop_at_step`` ends early after that step with a checkpoint (used for WSD branching and tests).
-    ``decay_start`` starts a WSD cooldown at that step; ``save_at`` keeps a copy of the checkpoint of
-    those steps under ``run_dir/branch_points/`` (where WSD cooldown branches start from).
-    """
-    cfg = cfg.validate()
-    run_dir = Path(run_dir)
-    t_cfg, m_cfg = cfg.train, cfg.model
-    log = console.log if console is not None else print
-    if t_cfg.threads > 0:
-        torch.set_num_threads(t_cfg.threads)
+@dataclass
+class TrainState:
+    """Everything the loop touches, built once by `setup`."""
+
+    cfg: RunConfig
+    run: RunDir
+    dist: dist_.DistInfo
+    device: str
+    amp: torch.dtype | None
+    compiled: bool
+    model: Transformer
+    step_fn: torch.nn.Module  # what forward/backward runs through: the model, DDP or compiled
+    optimizer: torch.optim.Optimizer
+    dataset: TokenDataset
+    eval_windows: torch.Tensor  # (n, T + 1) fixed validation windows
+    local_batch: int  # sequences per rank
+    peak_flops: float
+    start_step: int = 0
+    tokens: int = 0
+    last: MetricsRecord | None = None  # the newest record (kept across a resume at the very end)
+    log: object = print
+
+    @property
+    def flops_per_token(self) -> int:
+        return self.cfg.model.flops_per_token_exact(self.cfg.train.seq_len)
+
+
+def setup(cfg: RunConfig, run: RunDir, resume: bool, dataset: TokenDataset | None, log) -> TrainState:
+    t = cfg.train
+    if t.threads > 0:
+        torch.set_num_threads(t.threads)
     device, amp, compile_ = resolve_device(cfg)
-    dist = D.init(device)  # torchrun: join the process group (see train/distributed.py)
-    device = D.local_device(device, dist)
-    local_batch = D.check_batch(t_cfg.batch_size, dist)
-    main = dist.is_main
-    if main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    ds = dataset or (load_dataset(cfg, log=log) if main else None)
-    D.barrier(dist)  # rank 0 tokenizes; the others then read its cached shards
+    dist = dist_.init(device)  # torchrun: join the process group (see train/distributed.py)
+    device = dist_.local_device(device, dist)
+    local_batch = dist_.check_batch(t.batch_size, dist)
+    if dist.is_main:
+        run.path.mkdir(parents=True, exist_ok=True)
+    ds = dataset or (load_dataset(cfg, log=log) if dist.is_main else None)
+    dist_.barrier(dist)  # rank 0 tokenizes; the others then read its cached shards
     ds = ds or load_dataset(cfg, log=lambda *a: None)
-    if main:
-        atomic_write_text(run_dir / "config.json", json.dumps(cfg.to_dict(), indent=2))
-        (run_dir / "tokenizer.json").write_bytes((ds.path / "tokenizer.json").read_bytes())
-
-    total_steps = cfg.total_steps
-    tokens_per_step = t_cfg.tokens_per_step
-    flops_per_token = m_cfg.flops_per_token_exact(t_cfg.seq_len)
+    if dist.is_main:
+        run.write_config(cfg)
+        run.tokenizer_file.write_bytes((ds.path / "tokenizer.json").read_bytes())
     peak = matmul_peak_flops(device, "bf16" if amp is not None else "fp32") * dist.world
-    if t_cfg.compile == "auto" and device == "cpu":
-        compile_ = compile_pays_off(total_steps * tokens_per_step, flops_per_token, peak)
+    flops_per_token = cfg.model.flops_per_token_exact(t.seq_len)
+    if t.compile == "auto" and device == "cpu":
+        compile_ = compile_pays_off(cfg.total_steps * t.tokens_per_step, flops_per_token, peak)
 
-    torch.manual_seed(t_cfg.seed)
-    model = Transformer(m_cfg).to(device)
-    fsdp = dist.enabled and t_cfg.parallel == "fsdp"
-    ckpt = latest_checkpoint(run_dir) if resume else None
-    state = None
-    if ckpt is not None and fsdp:  # FSDP: load the full state into the plain model before sharding
-        state = load_checkpoint(ckpt, model)
-    module = D.wrap(model, t_cfg.parallel, dist, device)
+    torch.manual_seed(t.seed)
+    model = Transformer(cfg.model).to(device)
+    fsdp = dist.enabled and t.parallel == "fsdp"
+    ckpt = run.latest_checkpoint() if resume else None
+    loaded = load_checkpoint(ckpt, model) if ckpt is not None and fsdp else None  # FSDP: before sharding
+    module = dist_.wrap(model, t.parallel, dist, device)
     optimizer = build_optimizer(model, cfg.optim)
-    step_fn = torch.compile(module) if compile_ else module
-
-    start_step, tokens_seen = 0, 0
+    state = TrainState(cfg, run, dist, device, amp, compile_, model, torch.compile(module) if compile_ else module,
+                       optimizer, ds, ds.eval_windows(t.seq_len, t.eval_tokens), local_batch, peak, log=log)
     if ckpt is not None:
-        full_opt = ckpt / "optimizer_full.pt"  # written under FSDP: keyed by parameter name
-        if full_opt.exists():
-            state = state or load_checkpoint(ckpt, model)
-            D.load_optimizer_full(model, optimizer, torch.load(full_opt, weights_only=True))
-        elif fsdp:
-            raise UserError(f"{ckpt} was written without FSDP; resume it with train.parallel=ddp")
-        else:
-            state = load_checkpoint(ckpt, model, optimizer)
-        start_step, tokens_seen = state["step"], state["tokens"]
-        torch.set_rng_state(torch.tensor(state["torch_rng"], dtype=torch.uint8))
-        if main:
-            log(f"resumed {run_dir} from {ckpt.name} (step {start_step}/{total_steps})")
-    metrics = MetricsWriter(run_dir / "metrics.jsonl", resume_step=start_step if ckpt is not None else None) \
-        if main else None
+        _resume(state, ckpt, loaded, fsdp)
+    return state
 
-    eval_set = ds.eval_windows(t_cfg.seq_len, t_cfg.eval_tokens)
-    bpt = ds.bytes_per_token("val")
-    diverge_at = t_cfg.divergence_factor * math.log(m_cfg.vocab_size)
-    end_step = min(total_steps, stop_at_step) if stop_at_step is not None else total_steps
 
-    progress = _progress(t_cfg.progress and console is None and main, total_steps, start_step)
-    task = progress.add_task("train", total=total_steps, completed=start_step, loss=float("nan"), tps=0.0) \
-        if progress else None
-    loss_acc = torch.zeros((), device=device)
-    moe_acc: dict[str, torch.Tensor] = {}
-    window_steps, t_window = 0, time.perf_counter()
-    last: dict = metrics.kept[-1] if metrics and metrics.kept else {}  # a run resumed at its very end keeps its final record
-    save_at = set(save_at)
-    model.train()
+def _resume(state: TrainState, ckpt: Path, loaded: dict | None, fsdp: bool) -> None:
+    full_opt = ckpt / "optimizer_full.pt"  # written under FSDP: keyed by parameter name
+    if full_opt.exists():
+        loaded = loaded or load_checkpoint(ckpt, state.model)
+        dist_.load_optimizer_full(state.model, state.optimizer, torch.load(full_opt, weights_only=True))
+    elif fsdp:
+        raise UserError(f"{ckpt} was written without FSDP; resume it with train.parallel=ddp")
+    else:
+        loaded = load_checkpoint(ckpt, state.model, state.optimizer)
+    state.start_step, state.tokens = loaded["step"], loaded["tokens"]
+    torch.set_rng_state(torch.tensor(loaded["torch_rng"], dtype=torch.uint8))
+    if state.dist.is_main:
+        state.log(f"resumed {state.run.path} from {ckpt.name} (step {state.start_step}/{state.cfg.total_steps})")
+
+
+# ---- one step --------------------------------------------------------------------------------------
+
+@dataclass
+class Window:
+    """Losses summed on the device between two records (read back with one host sync)."""
+
+    loss: torch.Tensor
+    moe: dict = field(default_factory=dict)
+    steps: int = 0
+    t0: float = field(default_factory=time.perf_counter)
+
+
+def train_step(s: TrainState, step: int, window: Window) -> tuple[float, torch.Tensor]:
+    """One optimizer step (grad_accum micro-batches) -> (lr, gradient norm before clipping)."""
+    t, dist = s.cfg.train, s.dist
+    lr = lr_at(step, s.cfg.total_steps, s.cfg.optim.lr, s.cfg.schedule)
+    for g in s.optimizer.param_groups:
+        g["lr"] = lr
+    for micro in range(t.grad_accum):
+        # the global batch a single process would draw; each rank trains on its slice of it
+        x, y = (dist_.shard(b, dist) for b in s.dataset.sample(t.batch_size, t.seq_len, t.seed, step, micro))
+        x, y = x.to(s.device, non_blocking=True), y.to(s.device, non_blocking=True)  # (B, T) each
+        with autocast(s.device, s.amp), dist_.no_sync(s.step_fn, micro == t.grad_accum - 1):
+            out = s.step_fn(x, targets=y, return_logits=False)
+            loss = out.loss if out.aux_loss is None else out.loss + out.aux_loss
+            (loss / t.grad_accum).backward()
+        window.loss += out.loss.detach() / t.grad_accum
+        for k, v in out.moe.items():
+            window.moe[k] = window.moe.get(k, 0) + v.detach() / t.grad_accum
+    clip = s.cfg.optim.grad_clip if s.cfg.optim.grad_clip > 0 else float("inf")
+    grad_norm = torch.nn.utils.clip_grad_norm_(s.model.parameters(), clip)
+    s.optimizer.step()
+    s.optimizer.zero_grad(set_to_none=True)
+    s.tokens += t.tokens_per_step
+    window.steps += 1
+    return lr, grad_norm
+
+
+# ---- records, evaluation, checkpoints --------------------------------------------------------------
+
+def make_record(s: TrainState, step: int, lr: float, grad_norm, window: Window, evaluate_now: bool) -> MetricsRecord:
+    """Read the window back (the one host sync per record), check divergence, maybe evaluate."""
+    cfg = s.cfg
+    train_loss = dist_.mean(window.loss, s.dist).item() / window.steps
+    limit = cfg.train.divergence_factor * math.log(cfg.model.vocab_size)
+    if not math.isfinite(train_loss) or train_loss > limit:
+        raise Diverged(f"training diverged at step {step}: loss {train_loss:.4g} (limit {limit:.3g}); lower "
+                       f"optim.lr or raise schedule.warmup_frac. Last good checkpoint: "
+                       f"{s.run.latest_checkpoint() or 'none'}")
+    tps = window.steps * cfg.train.tokens_per_step / (time.perf_counter() - window.t0)
+    moe = {}
+    if window.moe:
+        w = window.moe
+        moe = dict(lb_loss=w["lb_loss"].item() / window.steps, z_loss=w["z_loss"].item() / window.steps,
+                   dropped_frac=w["dropped_frac"].item() / window.steps,
+                   expert_load=tuple((w["load"] / window.steps).tolist()))
+    val = {}
+    if evaluate_now:
+        loss = evaluate(s.model, s.eval_windows, s.local_batch, s.device, s.amp)  # every rank: FSDP needs all
+        val = dict(val_loss=loss, val_bpb=bits_per_byte(loss, s.dataset.bytes_per_token("val")))
+    return MetricsRecord(step=step, tokens=s.tokens, flops=s.tokens * s.flops_per_token, lr=lr,
+                         train_loss=train_loss, grad_norm=float(grad_norm), tokens_per_s=tps,
+                         mfu=tps * s.flops_per_token / s.peak_flops, **moe, **val)
+
+
+@dataclass(frozen=True)
+class CheckpointPolicy:
+    """When to log, evaluate and save. ``end_step`` is where this invocation stops (the run's last
+    step, or earlier when a hook stops it); ``branch_points`` are steps whose checkpoints are also
+    kept under ``branch_points/`` (where WSD cooldown branches start)."""
+
+    total_steps: int
+    log_every: int
+    eval_every: int
+    checkpoint_every: int = 0  # 0 = at every evaluation
+    branch_points: frozenset = frozenset()
+
+    def should_eval(self, step: int, end_step: int) -> bool:
+        return step % self.eval_every == 0 or step in (self.total_steps, end_step)
+
+    def should_save(self, step: int, end_step: int) -> bool:
+        periodic = step % self.checkpoint_every == 0 if self.checkpoint_every else \
+            step % self.eval_every == 0 or step == self.total_steps
+        return step == end_step or step in self.branch_points or periodic
+
+    def should_log(self, step: int, end_step: int) -> bool:
+        return step % self.log_every == 0 or self.should_eval(step, end_step) or self.should_save(step, end_step)
+
+
+def save(s: TrainState, step: int, policy: CheckpointPolicy) -> None:
+    t = s.cfg.train
+    full = dist_.full_state(s.model, s.optimizer, t.parallel, s.dist)  # FSDP: gather (every rank)
+    if s.dist.is_main:
+        state = {"step": step, "tokens": s.tokens, "torch_rng": torch.get_rng_state().tolist()}
+        path = save_checkpoint(s.run, step, full[0] if full else s.model, s.optimizer, state,
+                               keep=t.keep_checkpoints, optimizer_state=full[1] if full else None)
+        if step in policy.branch_points:
+            keep_copy(path, s.run.branch_point(step))
+    dist_.barrier(s.dist)
+
+
+# ---- the loop --------------------------------------------------------------------------------------
+
+def train(cfg: RunConfig, run_dir: str | Path | RunDir, resume: bool = False, dataset: TokenDataset | None = None,
+          hooks: Hooks | None = None, branch_points: tuple[int, ...] = (), log=print) -> dict:
+    """Train one run into ``run_dir``; returns the summary dict (also written to summary.json once
+    the run is complete). ``branch_points``: steps whose checkpoints are kept (see CheckpointPolicy)."""
+    cfg, run, hooks = cfg.validate(), RunDir.of(run_dir), hooks or Hooks()
+    s = setup(cfg, run, resume, dataset, log)
+    t, total, main = cfg.train, cfg.total_steps, s.dist.is_main
+    policy = CheckpointPolicy(total, t.log_every, t.eval_every, t.checkpoint_every, frozenset(branch_points))
+    metrics = MetricsWriter(run.metrics_file, resume_step=s.start_step if s.start_step else None) if main else None
+    s.last = metrics.kept[-1] if metrics and metrics.kept else None
+    bar = _Bar(t.progress and main, total, s.start_step)
+    window, end = Window(torch.zeros((), device=s.device)), total
+    s.model.train()
     try:
-        for step in range(start_step, end_step):
-            lr = lr_at(step, total_steps, cfg.optim.lr, cfg.schedule, decay_start)
-            for g in optimizer.param_groups:
-                g["lr"] = lr
-            for micro in range(t_cfg.grad_accum):
-                # the global batch a single process would draw; each rank trains on its slice of it
-                x, y = (D.shard(t, dist) for t in ds.sample(t_cfg.batch_size, t_cfg.seq_len, t_cfg.seed, step, micro))
-                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                with _autocast(device, amp), D.no_sync(step_fn, micro == t_cfg.grad_accum - 1):
-                    out = step_fn(x, targets=y, return_logits=False)
-                    loss = out.loss if out.aux_loss is None else out.loss + out.aux_loss
-                    (loss / t_cfg.grad_accum).backward()
-                loss_acc += out.loss.detach() / t_cfg.grad_accum
-                for k, v in out.moe.items():
-                    moe_acc[k] = moe_acc.get(k, 0) + v.detach() / t_cfg.grad_accum
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), _clip_value(cfg))
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            tokens_seen += tokens_per_step
-            window_steps += 1
-            done = step + 1
-            is_eval = done % t_cfg.eval_every == 0 or done == total_steps
-            ck_every = t_cfg.checkpoint_every
-            want_ckpt = done == end_step or done in save_at or (ck_every and done % ck_every == 0) or \
-                (not ck_every and is_eval)
-            # log (one host sync + divergence check) before any checkpoint: never save a diverged model
-            if done % t_cfg.log_every == 0 or is_eval or want_ckpt:
-                train_loss = D.mean(loss_acc, dist).item() / window_steps  # the one host sync per log window
-                if not math.isfinite(train_loss) or train_loss > diverge_at:
-                    raise Diverged(f"training diverged at step {done}: loss {train_loss:.4g} "
-                                   f"(limit {diverge_at:.3g}); lower optim.lr or raise schedule.warmup_frac. "
-                                   f"Last good checkpoint: {latest_checkpoint(run_dir) or 'none'}")
-                dt = time.perf_counter() - t_window
-                tps = window_steps * tokens_per_step / dt
-                rec = {"step": done, "tokens": tokens_seen, "flops": tokens_seen * flops_per_token, "lr": lr,
-                       "train_loss": train_loss, "grad_norm": float(grad_norm), "tokens_per_s": tps,
-                       "mfu": tps * flops_per_token / peak}
-                if moe_acc:
-                    rec.update({"lb_loss": moe_acc["lb_loss"].item() / window_steps,
-                                "z_loss": moe_acc["z_loss"].item() / window_steps,
-                                "dropped_frac": moe_acc["dropped_frac"].item() / window_steps,
-                                "expert_load": (moe_acc["load"] / window_steps).tolist()})
-                if is_eval or done == end_step:
-                    val = evaluate(model, eval_set, local_batch, device, amp)  # every rank: FSDP needs all
-                    rec.update(val_loss=val, val_bpb=bits_per_byte(val, bpt))
-                last = rec
+        for step in range(s.start_step + 1, total + 1):  # `step` counts updates done: 1..total
+            lr, grad_norm = train_step(s, step - 1, window)
+            if hooks.stop_after(step):
+                end = step
+            if policy.should_log(step, end):  # log before any checkpoint: never save a diverged model
+                rec = make_record(s, step, lr, grad_norm, window, policy.should_eval(step, end))
+                s.last, window = rec, Window(window.loss.zero_())
                 if main:
                     metrics.write(rec)
-                    if on_log:
-                        on_log(rec)
-                if progress:
-                    progress.update(task, completed=done, loss=train_loss, tps=tps)
-                    if "val_loss" in rec:
-                        progress.console.print(f"step {done}/{total_steps}  train {train_loss:.4f}  "
-                                             f"val {rec['val_loss']:.4f}  bpb {rec['val_bpb']:.4f}  "
-                                             f"{tps:,.0f} tok/s  MFU {rec['mfu']:.1%}")
-                loss_acc.zero_()
-                moe_acc = {}
-                window_steps, t_window = 0, time.perf_counter()
-            if want_ckpt:
-                full = D.full_state(model, optimizer, t_cfg.parallel, dist)  # FSDP: gather (every rank)
-                if main:
-                    path = save_checkpoint(run_dir, done, full[0] if full else model, optimizer,
-                                           {"step": done, "tokens": tokens_seen,
-                                            "torch_rng": torch.get_rng_state().tolist()},
-                                           keep=t_cfg.keep_checkpoints, optimizer_state=full[1] if full else None)
-                    if done in save_at:
-                        keep_copy(path, run_dir / "branch_points" / path.name)
-                D.barrier(dist)
+                    hooks.on_record(rec)
+                bar.update(rec, total)
+            if policy.should_save(step, end):
+                save(s, step, policy)
+            if step == end:
+                break
     finally:
-        if progress:
-            progress.stop()
+        bar.stop()
         if metrics:
             metrics.close()
+    return _finish(s, end)
 
-    summary = {"run_dir": str(run_dir), "steps": end_step, "total_steps": total_steps, "tokens": tokens_seen,
-               "complete": end_step == total_steps, "resumed_from_step": start_step,
-               "num_params_total": m_cfg.num_params_total, "num_params_active": m_cfg.num_params_active,
-               "num_params_non_embedding": m_cfg.num_params_non_embedding,
-               "flops_per_token_exact": flops_per_token, "flops_6nd": 6 * m_cfg.num_params_active * tokens_seen,
-               "flops": flops_per_token * tokens_seen, "final": last, "peak_flops": peak, "device": device,
-               "compiled": bool(compile_), "parallel": t_cfg.parallel if dist.enabled else "none",
-               "world_size": dist.world,
-               "ln_vocab": math.log(m_cfg.vocab_size), "bytes_per_token": bpt}
-    if end_step == total_steps and main:
-        atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
+
+def _finish(s: TrainState, end_step: int) -> dict:
+    cfg, m = s.cfg, s.cfg.model
+    summary = {"run_dir": str(s.run.path), "steps": end_step, "total_steps": cfg.total_steps, "tokens": s.tokens,
+               "complete": end_step == cfg.total_steps, "resumed_from_step": s.start_step,
+               "num_params_total": m.num_params_total, "num_params_active": m.num_params_active,
+               "num_params_non_embedding": m.num_params_non_embedding,
+               "flops_per_token_exact": s.flops_per_token, "flops_6nd": 6 * m.num_params_active * s.tokens,
+               "flops": s.flops_per_token * s.tokens, "final": s.last.to_dict() if s.last else {},
+               "peak_flops": s.peak_flops, "device": s.device, "compiled": bool(s.compiled),
+               "parallel": cfg.train.parallel if s.dist.enabled else "none", "world_size": s.dist.world,
+               "ln_vocab": math.log(m.vocab_size), "bytes_per_token": s.dataset.bytes_per_token("val")}
+    if summary["complete"] and s.dist.is_main:
+        s.run.write_summary(summary)
     return summary
 
 
-def _clip_value(cfg: RunConfig) -> float:
-    return cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else float("inf")
+class _Bar:
+    """A rich progress bar (or nothing): step, loss, tokens/s, and a line at every evaluation."""
 
+    def __init__(self, enabled: bool, total: int, start: int):
+        self.p = None
+        if not enabled:
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-def _progress(enabled: bool, total: int, start: int):
-    if not enabled:
-        return None
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        self.p = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                          TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[tps]:,.0f} tok/s"),
+                          TimeRemainingColumn())
+        self.task = self.p.add_task("train", total=total, completed=start, loss=float("nan"), tps=0.0)
+        self.p.start()
 
-    p = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                 TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[tps]:,.0f} tok/s"),
-                 TimeRemainingColumn())
-    p.start()
-    return p
+    def update(self, r: MetricsRecord, total: int) -> None:
+        if self.p is None:
+            return
+        self.p.update(self.task, completed=r.step, loss=r.train_loss, tps=r.tokens_per_s)
+        if r.evaluated:
+            self.p.console.print(f"step {r.step}/{total}  train {r.train_loss:.4f}  val {r.val_loss:.4f}  "
+                                 f"bpb {r.val_bpb:.4f}  {r.tokens_per_s:,.0f} tok/s  MFU {r.mfu:.1%}")
 
-
-def load_run(run_dir: str | Path, device: str = "cpu"):
-    """(model, config, tokenizer) from a run directory's newest checkpoint."""
-    from scalelab.config import load_dict
-    from scalelab.data.tokenizer import load_tokenizer
-
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.json").exists():
-        raise UserError(f"{run_dir} is not a scalelab run directory (no config.json)")
-    cfg = load_dict(json.loads((run_dir / "config.json").read_text()))
-    ckpt = latest_checkpoint(run_dir)
-    if ckpt is None:
-        raise UserError(f"{run_dir} has no checkpoint yet; train it first")
-    model = Transformer(cfg.model)
-    load_checkpoint(ckpt, model)
-    return model.to(device).eval(), cfg, load_tokenizer(run_dir / "tokenizer.json")
-
+    def stop(self) -> None:
+        if self.p is not None:
+            self.p.stop()

@@ -1,45 +1,12 @@
-"""Structured metrics (JSON lines) and the measured matmul peak used for MFU."""
+"""The measured matmul peak used for MFU, and bits per byte. (Records: records.py.)"""
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from functools import lru_cache
-from pathlib import Path
 
 import torch
-
-
-class MetricsWriter:
-    """Appends one JSON object per line; on resume, drops lines past the checkpoint's step so the
-    file reads exactly as an uninterrupted run's. ``kept`` holds the records kept on resume."""
-
-    def __init__(self, path: Path, resume_step: int | None = None):
-        self.path = Path(path)
-        self.kept: list[dict] = []
-        if resume_step is not None and self.path.exists():
-            self.kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= resume_step]
-            from scalelab.train.checkpoint import atomic_write_text
-
-            atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in self.kept))
-        elif resume_step is None and self.path.exists():
-            self.path.unlink()
-        self._f = self.path.open("a")
-
-    def write(self, record: dict) -> None:
-        self._f.write(json.dumps(record) + "\n")
-        self._f.flush()
-
-    def close(self) -> None:
-        self._f.close()
-
-
-def read_metrics(path: Path) -> list[dict]:
-    p = Path(path)
-    if not p.exists():
-        return []
-    return [json.loads(ln) for ln in p.read_text().splitlines() if ln.strip()]
 
 
 @lru_cache(maxsize=8)

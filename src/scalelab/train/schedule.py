@@ -19,12 +19,11 @@ def warmup_steps(cfg: ScheduleConfig, total_steps: int) -> int:
     return int(round(cfg.warmup_frac * total_steps))
 
 
-def lr_at(step: int, total_steps: int, peak_lr: float, cfg: ScheduleConfig,
-          decay_start: int | None = None) -> float:
+def lr_at(step: int, total_steps: int, peak_lr: float, cfg: ScheduleConfig) -> float:
     """Learning rate for ``step`` (0-based) of a ``total_steps`` run.
 
-    ``decay_start`` (wsd only) starts the cooldown at a chosen step instead of
-    (1 - decay_frac) * total_steps; WSD branches use it to cool down from a shared stable stage.
+    wsd: the cooldown starts at ``cfg.decay_start_step`` when set (>= 0), else at
+    (1 - decay_frac) * total_steps; WSD branches set it to cool down from a shared stable stage.
     """
     w = warmup_steps(cfg, total_steps)
     if step < w:
@@ -36,7 +35,8 @@ def lr_at(step: int, total_steps: int, peak_lr: float, cfg: ScheduleConfig,
         frac = (step - w) / max(1, total_steps - w - 1)
         return floor + (peak_lr - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, frac)))
     # wsd
-    start = decay_start if decay_start is not None else total_steps - int(round(cfg.decay_frac * total_steps))
+    start = cfg.decay_start_step if cfg.decay_start_step >= 0 else \
+        total_steps - int(round(cfg.decay_frac * total_steps))
     start = max(start, w)
     if step < start:
         return peak_lr

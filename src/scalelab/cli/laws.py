@@ -2,34 +2,19 @@
 
 from __future__ import annotations
 
-import json
 import warnings
 from importlib import resources
 
 import numpy as np
 
+from scalelab.cli.output import print_json, table
 from scalelab.errors import UserError
 
 EXAMPLES = {"chinchilla": ("chinchilla_besiroglu2024.csv", 5)}
 
 
-def _print_json(obj) -> None:
-    from scalelab.laws.law import _plain
-
-    print(json.dumps(_plain(obj), indent=2))
-
-
 def _table(title: str, rows: list[tuple]) -> None:
-    from scalelab.ui import console
-    from rich.table import Table
-
-    t = Table(title=title)
-    t.add_column("quantity")
-    t.add_column("value", justify="right")
-    t.add_column("interval", justify="right")
-    for r in rows:
-        t.add_row(*[str(x) for x in r])
-    console().print(t)
+    table(title, ["quantity", "value", "interval"], rows)
 
 
 def _fmt(v) -> str:
@@ -73,7 +58,7 @@ def cmd_fit(a) -> int:
         law.save(a.out)
     summary = law.summary(a.level)
     if a.json:
-        _print_json(summary)
+        print_json(summary)
     else:
         for w in caught:
             print(f"warning: {w.message}")
@@ -107,8 +92,6 @@ def cmd_predict(a) -> int:
         out["C"] = a.compute
         if out.get("loss") is None:
             out.pop("loss", None)
-        else:
-            out["loss"] = out["loss"]
     else:
         if a.params is None or a.tokens is None:
             raise UserError("give --params N and --tokens D, or --compute C")
@@ -122,7 +105,7 @@ def cmd_predict(a) -> int:
             out.update(loss_lo=float(lo), loss_hi=float(hi))
     out["law"] = a.law
     if a.json:
-        _print_json(out)
+        print_json(out)
     else:
         rows = []
         for k in ("loss", "N_opt", "D_opt", "tokens_per_param"):

@@ -1,27 +1,15 @@
-"""`scalelab`: one entry point, one subcommand per job.
-
-Every user error ends with one line on stderr and exit code 2 (a diverged run: exit code 3).
-"""
+"""`scalelab train|sample|count|export`: one run, from a config to a model and back out."""
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 from pathlib import Path
 
-from scalelab.errors import Diverged, UserError
+from scalelab.cli.output import emit, table
+from scalelab.errors import UserError
 
 ACTIVE_HELP = ("'active' parameters are those one token uses: all dense weights, both vocabulary matrices "
                "(input embedding and output head), routers, shared experts and top_k routed experts (the "
                "convention Mistral uses for Mixtral's 12.9B). 6N uses the active count.")
-
-
-def _emit(obj, as_json: bool, render) -> None:
-    if as_json:
-        print(json.dumps(obj, indent=2, default=float))
-    else:
-        render(obj)
 
 
 # ---- train / sample / count / export ------------------------------------------------------------
@@ -29,13 +17,14 @@ def _emit(obj, as_json: bool, render) -> None:
 def cmd_train(a) -> int:
     from scalelab.config import load_config
     from scalelab.train.loop import train
+    from scalelab.train.rundir import RunDir
 
     config, overrides = a.config, list(a.overrides)
     if config is not None and "=" in config and not Path(config).exists():  # no file: all overrides
         config, overrides = None, [config, *overrides]
     cfg = load_config(config, overrides)
     out = Path(a.out)
-    if not a.resume and (out / "checkpoints").exists():
+    if not a.resume and RunDir(out).latest_checkpoint() is not None:
         raise UserError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
     summary = train(cfg, out, resume=a.resume)
     if summary.get("world_size", 1) > 1:  # under torchrun: leave the process group; rank 0 reports
@@ -55,7 +44,7 @@ def cmd_sample(a) -> int:
     import torch
 
     from scalelab.model.transformer import generate
-    from scalelab.train.loop import load_run
+    from scalelab.train.runner import load_run
 
     model, cfg, tok = load_run(a.run_dir)
     ids = tok.encode(a.prompt).ids or [0]
@@ -73,9 +62,9 @@ def cmd_sample(a) -> int:
 
 def _load_model_config(path: str):
     """A model config from an HF config.json, a scalelab run config (.toml/.json) or a run directory."""
+    from scalelab.config import load_dict
+    from scalelab.io import read_config_file
     from scalelab.model.hf import config_from_hf
-
-    from scalelab.config import load_dict, read_config_file
 
     p = Path(path)
     d = read_config_file(p / "config.json" if p.is_dir() else p)  # read once, whichever kind it is
@@ -89,40 +78,32 @@ def cmd_count(a) -> int:
     res = cfg.counts(a.seq_len)
     extra = None
     if any(v is not None for v in (a.batch, a.gpu, a.dtype, a.zero)) or a.memory:
-        from scalelab.economics.memory import memory_report
+        from scalelab.economics.footprint import memory_report
 
         extra = memory_report(cfg, seq_len=a.seq_len or cfg.max_seq_len, batch=a.batch or 1,
                               dtype=a.dtype or "bf16", zero=a.zero or 0, dp=a.dp, gpu=a.gpu, regime=a.regime,
                               recompute=a.recompute)
         res.update(extra)
 
-    def render(r):
-        from scalelab.ui import console
-        from rich.table import Table
-
-        t = Table(title=f"{a.config}", show_header=True)
-        t.add_column("quantity")
-        t.add_column("value", justify="right")
-        def add(k, v):
-            if isinstance(v, dict):
-                for kk, vv in v.items():
-                    add(f"{k}.{kk}", vv)
-            elif isinstance(v, (int, float)) and not isinstance(v, bool):
-                t.add_row(k, f"{v:,.0f}" if abs(v) >= 100 else f"{v:.4g}")
-            elif isinstance(v, (str, bool)):
-                t.add_row(k, str(v))
-
-        for k, v in r.items():
-            add(k, v)
-        console().print(t)
-
-    _emit(res, a.json, render)
+    emit(res, a.json, lambda r: table(str(a.config), ["quantity", "value"], list(_flat_rows(r))))
     return 0
+
+
+def _flat_rows(d: dict, prefix: str = ""):
+    """(dotted key, formatted value) for every number, string and bool of a nested dict."""
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            yield from _flat_rows(v, key + ".")
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+            yield key, f"{v:,.0f}" if abs(v) >= 100 else f"{v:.4g}"
+        elif isinstance(v, (str, bool)):
+            yield key, str(v)
 
 
 def cmd_export(a) -> int:
     from scalelab.model.hf import save_hf
-    from scalelab.train.loop import load_run
+    from scalelab.train.runner import load_run
 
     model, _, tok = load_run(a.run_dir)
     out = save_hf(model, a.out)
@@ -134,10 +115,7 @@ def cmd_export(a) -> int:
 
 # ---- parser --------------------------------------------------------------------------------------
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="scalelab", description="A laboratory for language-model scaling.")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
+def register(sub) -> None:
     t = sub.add_parser("train", help="train one model from a config", description=(
         "Train one model. CONFIG is a TOML (or JSON) run config; omit it for the defaults. Overrides "
         "are section.key=value, e.g. model.d_model=256 train.max_tokens=5e6 schedule.kind=wsd."))
@@ -178,33 +156,3 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("run_dir")
     e.add_argument("--out", required=True)
     e.set_defaults(fn=cmd_export)
-
-    for register in _registrars():
-        register(sub)
-    return p
-
-
-def _registrars():
-    from scalelab import cli_econ, cli_labs, cli_ladder, cli_laws
-
-    return [cli_laws.register, cli_ladder.register, cli_econ.register, cli_labs.register]
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return args.fn(args) or 0
-    except UserError as e:
-        print(f"scalelab: error: {e}", file=sys.stderr)
-        return 2
-    except Diverged as e:
-        print(f"scalelab: {e}", file=sys.stderr)
-        return 3
-    except KeyboardInterrupt:
-        print("scalelab: interrupted", file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -2,57 +2,16 @@
 
 from __future__ import annotations
 
-import json
-
-import numpy as np
-
-from scalelab.errors import UserError
-
-
-def _one(x):
-    return None if x is None else float(np.atleast_1d(x)[0])
-
-
-def plan_run(C: float, law_name: str = "besiroglu2024", gpu: str = "h100-sxm", gpus: int = 1, mfu: float = 0.4,
-             price: float | None = None, inference_tokens: float | None = None) -> dict:
-    from scalelab.economics.cost import training_cost
-    from scalelab.economics.hardware import get_hardware
-    from scalelab.laws.allocation import inference_aware
-    from scalelab.laws.published import get_law
-
-    if not C > 0:
-        raise UserError("--compute must be a positive number of FLOPs")
-    law = get_law(law_name)
-    hw = get_hardware(gpu)
-    a = law.allocate_with_interval(C)
-    out = {"C": C, "law": law_name, "N_opt": _one(a["N_opt"]), "D_opt": _one(a["D_opt"]),
-           "tokens_per_param": _one(a["tokens_per_param"]), "predicted_loss": _one(a.get("loss"))}
-    for k in ("N_opt", "D_opt", "loss"):
-        if k + "_lo" in a:
-            out[k + "_interval"] = [_one(a[k + "_lo"]), _one(a[k + "_hi"])]
-    out.update(training_cost(C, hw, gpus, mfu, price))
-    if inference_tokens:
-        if out["predicted_loss"] is None:
-            raise UserError("--inference-tokens needs a law with a loss surface (not an approach-2 fit)")
-        ia = inference_aware(law, out["predicted_loss"], inference_tokens)
-        opt, chin = ia["optimal"], ia["chinchilla_optimal"]
-        cost_opt = training_cost(opt["total_flops"], hw, gpus, mfu, price)["cost_usd"]
-        cost_chin = training_cost(chin["total_flops"], hw, gpus, mfu, price)["cost_usd"]
-        out["inference_aware"] = {"inference_tokens": inference_tokens, "target_loss": out["predicted_loss"],
-                                  "N": opt["N"], "D_train": opt["D_train"], "tokens_per_param": opt["tokens_per_param"],
-                                  "total_flops": opt["total_flops"], "total_cost_usd": cost_opt,
-                                  "chinchilla_total_flops": chin["total_flops"], "chinchilla_total_cost_usd": cost_chin,
-                                  "saving": ia["flops_saving"]}
-    return out
+from scalelab.cli.output import print_json
 
 
 def cmd_plan(a) -> int:
-    from scalelab.laws.law import _plain
+    from scalelab.economics.planning import plan_run
     from scalelab.ui import console
 
     out = plan_run(a.compute, a.law, a.gpu, a.gpus, a.mfu, a.price, a.inference_tokens)
     if a.json:
-        print(json.dumps(_plain(out), indent=2))
+        print_json(out)
         return 0
     from rich.table import Table
 
@@ -81,14 +40,13 @@ def cmd_plan(a) -> int:
 
 def cmd_models(a) -> int:
     from scalelab.economics.published import models_table
-    from scalelab.laws.law import _plain
     from scalelab.laws.published import get_law
     from scalelab.ui import console
 
     law = get_law(a.law) if a.law else None
     rows = models_table(law)
     if a.json:
-        print(json.dumps(_plain(rows), indent=2))
+        print_json(rows)
         return 0
     from rich.table import Table
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import typing
 from pathlib import Path
 
 from scalelab.errors import UserError
+from scalelab.typed import parse_text, section_type
 
 # lab name -> (module, spec class name, one-line help)
 LABS = {
@@ -23,34 +25,6 @@ LABS = {
 }
 
 
-def _split(text: str) -> tuple[str, ...]:
-    return tuple(s.strip() for s in text.split(";" if ":" in text else ",") if s.strip())
-
-
-def _field_value(spec_cls, name: str, text: str):
-    f = {f.name: f for f in dataclasses.fields(spec_cls)}[name]
-    default = f.default
-    if default is dataclasses.MISSING:
-        raise UserError(f"--set {name}=... is not supported (a nested table); use the Python API")
-    try:
-        if isinstance(default, tuple):
-            items = _split(text)
-            if default and isinstance(default[0], int):
-                return tuple(int(float(v)) for v in items)
-            if default and isinstance(default[0], float):
-                return tuple(float(v) for v in items)
-            return items
-        if isinstance(default, bool):
-            return text.lower() in ("1", "true", "yes", "on")
-        if isinstance(default, int):
-            return int(float(text))
-        if isinstance(default, float):
-            return float(text)
-        return text
-    except ValueError:
-        raise UserError(f"--set {name}={text!r}: expected {type(default).__name__}") from None
-
-
 def build_spec(lab: str, quick: bool, sets: list[str], **fixed):
     import importlib
 
@@ -58,13 +32,16 @@ def build_spec(lab: str, quick: bool, sets: list[str], **fixed):
     mod = importlib.import_module(mod_name)
     cls = getattr(mod, cls_name)
     kwargs = dict(getattr(mod, "QUICK", {})) if quick else {}
+    hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     for item in sets:
         key, eq, value = item.partition("=")
         key = key.strip().replace("-", "_")
         if not eq or key not in names:
             raise UserError(f"--set {item!r}: the {lab} lab's settings are {', '.join(names)} (as key=value)")
-        kwargs[key] = _field_value(cls, key, value.strip())
+        if section_type(hints[key]) is not None:
+            raise UserError(f"--set {key}=... is a nested table, not a value; set it from the Python API")
+        kwargs[key] = parse_text(hints[key], value, key)  # the same strict rules as `train` overrides
     return mod, cls(**{**kwargs, **fixed})
 
 
@@ -121,7 +98,7 @@ def register(sub) -> None:
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="change a setting, e.g. --set sizes=16x1,32x2,64x2 --set tokens=2e6 (repeatable)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
-    p.set_defaults(fn=cmd_lab)
+    p.set_defaults(fn=cmd_lab, setting_flag="--set")
 
     t = sub.add_parser("tasks", help="show synthetic task problems or write a task corpus")
     ts = t.add_subparsers(dest="tasks_cmd", required=True)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from scalelab.cli.output import print_json, table
 from scalelab.errors import UserError
 
 
@@ -19,24 +19,18 @@ def _parse_budgets(text: str) -> tuple[float, ...]:
 
 
 def plan_table(rungs, title: str) -> None:
-    from scalelab.ui import console
-    from rich.table import Table
-
-    t = Table(title=title)
-    for col in ("name", "N", "non-emb N", "D", "C=6ND", "D/N", "steps", "batch", "lr", "warmup"):
-        t.add_column(col, justify="right" if col != "name" else "left")
-    for r in rungs:
-        t.add_row(r.name, f"{r.N:,}", f"{r.N_non_embedding:,}", f"{r.D:,}", f"{r.C:.3g}", f"{r.D / r.N:.1f}",
-                  str(r.steps), str(r.batch_size), f"{r.lr:.4f}", str(r.warmup_steps))
-    console().print(t)
+    table(title, ["name", "N", "non-emb N", "D", "C=6ND", "D/N", "steps", "batch", "lr", "warmup"],
+          [(r.name, f"{r.N:,}", f"{r.N_non_embedding:,}", f"{r.D:,}", f"{r.C:.3g}", f"{r.D / r.N:.1f}", str(r.steps),
+            str(r.config.train.batch_size), f"{r.config.optim.lr:.4f}", str(r.config.schedule.warmup_steps))
+           for r in rungs])
 
 
 def cmd_plan(a) -> int:
     from dataclasses import replace
 
     from scalelab.config import DataConfig
+    from scalelab.io import atomic_write_text
     from scalelab.ladder.plan import LadderSpec, plan, spec_to_toml
-    from scalelab.train.checkpoint import atomic_write_text
 
     spec = LadderSpec(budgets=_parse_budgets(a.budgets), sizes_per_budget=a.sizes_per_budget, strategy=a.strategy,
                       vocab_size=a.vocab_size, seq_len=a.seq_len, tokens_per_param=a.tokens_per_param, span=a.span,
@@ -45,9 +39,7 @@ def cmd_plan(a) -> int:
         spec = replace(spec, data=DataConfig(corpus=a.corpus, tokenizer_train_bytes=spec.data.tokenizer_train_bytes))
     rungs = plan(spec)
     if a.json:
-        from dataclasses import asdict
-
-        print(json.dumps([{**asdict(r), "C": r.C} for r in rungs], indent=2))
+        print_json([r.record() for r in rungs])
     else:
         plan_table(rungs, f"IsoFLOP ladder: {len(rungs)} runs, C = 6 N D with N = total parameters")
         total = sum(r.C for r in rungs)
@@ -88,26 +80,19 @@ def cmd_run(a) -> int:
 
 
 def cmd_status(a) -> int:
-    from scalelab.ui import console
-    from rich.table import Table
-
     from scalelab.ladder.results import open_store
 
     store = open_store(a.dir)
     runs, prog = store.runs(), store.progress()
+    store.close()
     if a.json:
-        print(json.dumps([{**{k: v for k, v in r.items() if k != "spec"}, "step": prog.get(r["name"], 0)}
-                          for r in runs], indent=2))
+        print_json([{**{k: v for k, v in r.items() if k != "spec"}, "step": prog.get(r["name"], 0)} for r in runs])
         return 0
-    t = Table(title=f"{a.dir}: {sum(r['status'] == 'done' for r in runs)}/{len(runs)} done")
-    for col in ("run", "status", "progress", "N", "D", "final loss", "attempts", "wall s"):
-        t.add_column(col)
-    for r in runs:
-        step = prog.get(r["name"], 0)
-        t.add_row(r["name"], r["status"], f"{step}/{r['steps']}", f"{r['N']:,}", f"{r['D']:,}",
-                  f"{r['final_loss']:.4f}" if r["final_loss"] else "", str(r["attempts"]),
-                  f"{r['wall_seconds']:.0f}" if r["wall_seconds"] else "")
-    console().print(t)
+    table(f"{a.dir}: {sum(r['status'] == 'done' for r in runs)}/{len(runs)} done",
+          ["run", "status", "progress", "N", "D", "final loss", "attempts", "wall s"],
+          [(r["name"], r["status"], f"{prog.get(r['name'], 0)}/{r['steps']}", f"{r['N']:,}", f"{r['D']:,}",
+            f"{r['final_loss']:.4f}" if r["final_loss"] else "", str(r["attempts"]),
+            f"{r['wall_seconds']:.0f}" if r["wall_seconds"] else "") for r in runs], right=())
     return 0
 
 

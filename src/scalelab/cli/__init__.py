@@ -1,0 +1,78 @@
+"""`scalelab`: one entry point, one module per command group, no domain logic here.
+
+    run.py     train, sample, count, export
+    ladder.py  ladder plan|run|status|export, report, demo
+    laws.py    fit, predict
+    econ.py    plan, models
+    labs.py    lab, tasks
+
+Every user error ends with one line on stderr and exit code 2 (a diverged run: exit code 3). Library
+errors name their argument (``UserError.arg``); `main` rewrites it as the flag that sets it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from scalelab.errors import Diverged, UserError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from scalelab.cli import econ, labs, ladder, laws, run
+
+    p = argparse.ArgumentParser(prog="scalelab", description="A laboratory for language-model scaling.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in (run, laws, ladder, econ, labs):
+        module.register(sub)
+    return p
+
+
+def flag_for(parser: argparse.ArgumentParser, command: str | None, arg: str) -> str | None:
+    """The option string of the chosen command that sets ``arg`` (argparse ``dest``), if any."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction) and command in action.choices:
+            sub = action.choices[command]
+            for a in sub._actions:
+                if a.dest == arg and a.option_strings:
+                    return max(a.option_strings, key=len)
+                if isinstance(a, argparse._SubParsersAction):  # e.g. `ladder export --out`
+                    for inner in a.choices.values():
+                        hit = flag_for_actions(inner, arg)
+                        if hit:
+                            return hit
+            return sub.get_default("setting_flag") and f"{sub.get_default('setting_flag')} {arg}"
+    return None
+
+
+def flag_for_actions(parser: argparse.ArgumentParser, arg: str) -> str | None:
+    for a in parser._actions:
+        if a.dest == arg and a.option_strings:
+            return max(a.option_strings, key=len)
+    return None
+
+
+def message(parser: argparse.ArgumentParser, command: str | None, e: UserError) -> str:
+    text = str(e)
+    flag = flag_for(parser, command, e.arg) if e.arg else None
+    return text.replace(e.arg, flag, 1) if flag else text
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.fn(args) or 0
+    except UserError as e:
+        print(f"scalelab: error: {message(parser, args.command, e)}", file=sys.stderr)
+        return 2
+    except Diverged as e:
+        print(f"scalelab: {e}", file=sys.stderr)
+        return 3
+    except KeyboardInterrupt:
+        print("scalelab: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,35 @@
+"""The one way commands print results: JSON (``--json``) or a rich table."""
+
+from __future__ import annotations
+
+import json
+
+
+def print_json(obj) -> None:
+    from scalelab.io import to_plain
+
+    print(json.dumps(to_plain(obj), indent=2, default=float))
+
+
+def emit(obj, as_json: bool, render) -> None:
+    """``obj`` as JSON, or through ``render(obj)`` (a function that prints tables)."""
+    if as_json:
+        print_json(obj)
+    else:
+        render(obj)
+
+
+def table(title: str, columns: list[str], rows: list[tuple], right: tuple[str, ...] | None = None) -> None:
+    """A rich table: ``columns`` named, every column right-aligned except the first (or those not in
+    ``right`` when given)."""
+    from rich.table import Table
+
+    from scalelab.ui import console
+
+    t = Table(title=title)
+    for i, c in enumerate(columns):
+        justify = ("right" if c in right else "left") if right is not None else ("left" if i == 0 else "right")
+        t.add_column(c, justify=justify)
+    for r in rows:
+        t.add_row(*[str(x) for x in r])
+    console().print(t)

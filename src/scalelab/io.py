@@ -1,0 +1,68 @@
+"""Files, torch-free: atomic writes, config files (TOML/JSON) and plain-JSON conversion.
+
+Everything that writes a result (a fit, a summary, a ladder file, a report) goes through
+`atomic_write_text`, so a crash never leaves half a file behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import tomllib
+from pathlib import Path
+
+from scalelab.errors import UserError
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` to a temporary file beside ``path``, fsync it, then rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def atomic_write_json(path: str | Path, obj) -> Path:
+    """``obj`` as indented JSON (numpy scalars and arrays converted by `to_plain`), atomically."""
+    return atomic_write_text(path, json.dumps(to_plain(obj), indent=2))
+
+
+def read_json(path: str | Path, what: str = "file") -> dict:
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"{what} not found: {p}")
+    try:
+        return json.loads(p.read_text())
+    except json.JSONDecodeError as e:
+        raise UserError(f"{p} is not valid JSON ({e}); delete it or restore it from a copy") from None
+
+
+def read_config_file(path: str | Path, what: str = "config file") -> dict:
+    """A .json file as JSON, anything else as TOML; a missing or unparsable file is a UserError."""
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"{what} not found: {p}")
+    kind = "JSON" if p.suffix == ".json" else "TOML"
+    try:
+        return json.loads(p.read_text()) if kind == "JSON" else tomllib.loads(p.read_text())
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"{p} is not valid {kind}: {e}") from None
+
+
+def to_plain(x):
+    """Nested dicts/lists/tuples with numpy scalars and arrays -> plain JSON types."""
+    if isinstance(x, dict):
+        return {k: to_plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [to_plain(v) for v in x]
+    if hasattr(x, "tolist"):  # numpy arrays and scalars, torch tensors
+        return x.tolist()
+    if hasattr(x, "item"):
+        return x.item()
+    return x

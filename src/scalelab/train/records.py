@@ -1,0 +1,91 @@
+"""`MetricsRecord`: the one record type of a run's metrics, shared by the training loop (which writes
+``metrics.jsonl``), the ladder store, the results table the laws read, and the labs.
+
+Torch-free: records are plain numbers by the time they are built.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from scalelab.io import atomic_write_text
+
+
+@dataclass(frozen=True)
+class MetricsRecord:
+    step: int
+    """Optimizer steps done (1-based: the record of step 10 is written after the 10th update)."""
+    tokens: int
+    """Training tokens seen so far."""
+    flops: float
+    """Exact training FLOPs so far (every matmul, attention included: `flops_per_token_exact`)."""
+    lr: float
+    train_loss: float
+    """Mean training loss (nats/token) over the steps since the previous record."""
+    grad_norm: float = math.nan
+    """Global gradient norm before clipping, at this step."""
+    tokens_per_s: float = math.nan
+    mfu: float = math.nan
+    """Model FLOPs utilisation against the measured matmul peak of the device."""
+    val_loss: float | None = None
+    """Validation loss (nats/token); only on evaluation steps."""
+    val_bpb: float | None = None
+    """Validation bits per byte (tokenizer-independent)."""
+    lb_loss: float | None = None
+    """MoE only: Switch load-balancing loss (>= 1; 1 is perfectly balanced)."""
+    z_loss: float | None = None
+    dropped_frac: float | None = None
+    expert_load: tuple[float, ...] | None = None
+    """MoE only: fraction of routed tokens per expert, averaged over layers and the window."""
+
+    @property
+    def evaluated(self) -> bool:
+        return self.val_loss is not None
+
+    def to_dict(self) -> dict:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()
+                if v is not None}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> MetricsRecord:
+        known = {f.name for f in dataclasses.fields(cls)}
+        kw = {k: v for k, v in d.items() if k in known and v is not None}
+        if kw.get("expert_load") is not None:
+            kw["expert_load"] = tuple(kw["expert_load"])
+        return cls(**kw)
+
+
+FIELDS = tuple(f.name for f in dataclasses.fields(MetricsRecord))
+
+
+def read_records(path: Path) -> list[MetricsRecord]:
+    p = Path(path)
+    if not p.exists():
+        return []
+    return [MetricsRecord.from_dict(json.loads(ln)) for ln in p.read_text().splitlines() if ln.strip()]
+
+
+class MetricsWriter:
+    """Appends one JSON object per line; on resume, drops lines past the checkpoint's step so the
+    file reads exactly as an uninterrupted run's. ``kept`` holds the records kept on resume."""
+
+    def __init__(self, path: Path, resume_step: int | None = None):
+        self.path = Path(path)
+        self.kept: list[MetricsRecord] = []
+        if resume_step is not None and self.path.exists():
+            self.kept = [r for r in read_records(self.path) if r.step <= resume_step]
+            atomic_write_text(self.path, "".join(json.dumps(r.to_dict()) + "\n" for r in self.kept))
+        elif resume_step is None and self.path.exists():
+            self.path.unlink()
+        self._f = self.path.open("a")
+
+    def write(self, record: MetricsRecord) -> None:
+        self._f.write(json.dumps(record.to_dict()) + "\n")
+        self._f.flush()
+
+    def close(self) -> None:
+        self._f.close()
