@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip install -q --disable-pip-version-check
 OUT    ?= runs/demo
 
-.PHONY: demo test test-all bench install clean
+.PHONY: demo test test-all lint bench install clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -26,10 +26,13 @@ install: $(VENV)/.base
 demo: $(VENV)/.base
 	$(BIN)/scalelab demo --out $(OUT)
 
-test: $(VENV)/.dev
+lint: $(VENV)/.dev
+	$(BIN)/ruff check .
+
+test: lint
 	$(BIN)/python -m pytest -q -m "not slow"
 
-test-all: $(VENV)/.dev
+test-all: lint
 	$(BIN)/python -m pytest -q
 
 bench: $(VENV)/.dev

@@ -28,6 +28,12 @@ def test_count_llama_and_mixtral_json():
     (["predict", "nolaw", "--compute", "1e20"], "unknown law"),
     (["predict", "hoffmann2022", "--params", "-5", "--tokens", "1e9"], "positive"),
     (["sample", "nowhere"], "not a scalelab run directory"),
+    # library errors name the argument; the CLI names the flag that sets it
+    (["plan", "--compute", "1e20", "--mfu", "2"], "--mfu must be in (0, 1]"),
+    (["plan", "--compute", "1e20", "--gpu", "h900"], "--gpu 'h900' is unknown"),
+    # lab settings are parsed as strictly as train overrides: a mistyped bool is an error, not False
+    (["lab", "moe", "--set", "ablation=flase"], "--set ablation expects bool"),
+    (["train", "train.progress=flase"], "train.progress expects bool"),
 ])
 def test_user_errors_are_one_line_exit_2(args, msg, tmp_path):
     r = run_cli(*args)

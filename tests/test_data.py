@@ -101,3 +101,18 @@ def test_unloadable_hf_dataset_is_a_clear_error(tmp_path):
     pytest.importorskip("datasets")
     with pytest.raises(UserError, match="cannot load the dataset"):
         list(iter_corpus("hf:json", hf_data_files=str(tmp_path / "missing.jsonl")))
+
+
+def test_dataset_key_follows_hf_data_files_and_their_content(tmp_path):
+    """Two runs differing only in data files, or in the content of a local data file, never share a
+    token cache."""
+    pytest.importorskip("datasets")  # local data files are hashed by content, streamed through `datasets`
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    a.write_text('{"text": "one"}\n')
+    b.write_text('{"text": "two"}\n')
+    key = lambda f: DataSpec(corpus="hf:json", hf_data_files=str(f)).key()  # noqa: E731
+    ka, kb = key(a), key(b)
+    assert ka != kb
+    a.write_text('{"text": "one, edited"}\n')
+    assert key(a) != ka
+    assert key(a) == key(a)  # and a key is stable

@@ -1,5 +1,6 @@
 """The labs end to end (quick settings) and their estimators on cases with known answers."""
 
+import importlib.util
 import json
 import math
 
@@ -67,7 +68,8 @@ def test_quantize_model_counts_bytes_and_agrees_with_torchao():
     b = Transformer(cfg)
     b.load_state_dict(a.state_dict())
     info = quantize_model(a, 4, group_size=32)
-    n_lin = cfg.num_params_total - cfg.num_params_embedding - sum(p.numel() for n, p in a.named_parameters() if p.dim() == 1)
+    norms = sum(p.numel() for n, p in a.named_parameters() if p.dim() == 1)
+    n_lin = cfg.num_params_total - cfg.num_params_embedding - norms
     assert info["quantized_params"] == n_lin
     assert info["weight_bytes"] == pytest.approx(n_lin * 4 / 8 + n_lin / 32 * 2 + (cfg.num_params_total - n_lin) * 2)
     quantize_(b, IntxWeightOnlyConfig(weight_dtype=torch.int4, granularity=PerGroup(32)),
@@ -121,15 +123,18 @@ def test_moe_and_quantize_labs_quick(tmp_path):
     assert math.isfinite(s["largest_size"]["moe-8x2"]["effective_param_multiplier"])
     dense = sorted(out.glob("runs/*-dense"))
     q = tmp_path / "q"
-    r = _cli("lab", "quantize", *map(str, dense), "--out", str(q), "--set", "bits=16,8,4,2", "--set", "eval_tokens=4096")
+    r = _cli("lab", "quantize", *map(str, dense), "--out", str(q), "--set", "bits=16,8,4,2",
+             "--set", "eval_tokens=4096")
     assert r.returncode == 0, r.stderr[-2000:]
     s = json.loads((q / "summary.json").read_text())
     assert s["checks"]["worst_8bit_rel_increase"] < 0.01
     for m in s["models"]:
         for row in m["rows"]:
             assert row["predicted_weight_bytes"] == pytest.approx(row["weight_bytes"], rel=0.01)
-    if "torchao" in s["models"][0] and s["models"][0]["torchao"]["ok"]:
-        assert s["models"][0]["torchao"]["max_abs_diff"] < 1e-3
+    if importlib.util.find_spec("torchao") is None:
+        pytest.skip("torchao is not installed (dev extras): the lab's torchao cross-check did not run")
+    assert s["models"][0]["torchao"]["ok"], s["models"][0]["torchao"]
+    assert s["models"][0]["torchao"]["max_abs_diff"] < 1e-3
 
 
 def test_lab_bad_settings_are_one_line_errors(tmp_path):

@@ -116,7 +116,8 @@ def test_approach2_warns_at_the_edge():
     df.loc[last, "N"] = df.loc[last, "N"] / 30
     df.loc[last, "D"] = df.loc[last, "C"] / (6 * df.loc[last, "N"])
     df.loc[last, "loss"] = TRUTH.predict(df.loc[last, "N"], df.loc[last, "D"])
-    with pytest.warns(UserWarning, match="fitted minimum lies outside the sampled sizes, so the valley is not bracketed"):
+    msg = "fitted minimum lies outside the sampled sizes, so the valley is not bracketed"
+    with pytest.warns(UserWarning, match=msg):
         law = fit_approach2(load_table(df))
     assert [o["edge"] for o in law.info["optima"]] == [False, False, True]
 

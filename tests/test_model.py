@@ -209,7 +209,8 @@ def test_loss_chunk_sizes():
     assert [default_chunk(v, "cpu") for v in (512, 4096, 32000, 128256)] == [1024, 256, 64, 64]
     assert [default_chunk(v, "cuda") for v in (4096, 32000, 128256)] == [1024, 512, 128]
     torch.manual_seed(0)
-    h, w, t = torch.randn(37, 16, requires_grad=True), torch.randn(50, 16, requires_grad=True), torch.randint(0, 50, (37,))
+    h, w = torch.randn(37, 16, requires_grad=True), torch.randn(50, 16, requires_grad=True)
+    t = torch.randint(0, 50, (37,))
     ref = torch.nn.functional.cross_entropy(h @ w.t(), t)
     counts = []
 

@@ -16,6 +16,7 @@ from conftest import SMALL_DATA, run_cli
 from scalelab.ladder.executors import run_ladder
 from scalelab.ladder.plan import load_spec, plan
 from scalelab.ladder.results import open_store
+from scalelab.train.rundir import RunDir
 from test_ladder import TINY, tiny_spec
 
 ray = pytest.importorskip("ray")
@@ -99,7 +100,7 @@ TRAIN = ["model.d_model=32", "model.n_layers=2", "model.n_heads=2", "model.max_s
 
 
 def _losses(run_dir):
-    return {r["step"]: r["train_loss"] for r in map(json.loads, (Path(run_dir) / "metrics.jsonl").read_text().splitlines())}
+    return {r.step: r.train_loss for r in RunDir(run_dir).read_metrics()}
 
 
 @pytest.mark.parametrize("parallel", ["ddp", "fsdp"])

@@ -30,6 +30,7 @@ from scalelab.ladder.executors import run_ladder
 from scalelab.ladder.plan import LadderSpec, Rung, family, make_rung, plan
 from scalelab.ladder.results import results_table
 from scalelab.ladder.store import Store
+from scalelab.train.rundir import RunDir
 
 DEMO = LadderSpec(budgets=(1e11, 3e11, 1e12), sizes_per_budget=4, span=16.0, tokens_per_param=40.0,
                   vocab_size=512, seq_len=128, min_width=16, threads=1, eval_tokens=16384, evals_per_run=2,
@@ -52,7 +53,8 @@ class _FlopsProgress:
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
         self.path, self.N = store_path, {r.name: r.N for r in rungs}
-        self.prog = Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+        self.prog = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                             TextColumn("{task.percentage:>3.0f}%"),
                              TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), transient=False)
         self.task = self.prog.add_task("demo", total=sum(r.C for r in rungs) + extra_flops)
         self._stop = threading.Event()
@@ -86,8 +88,7 @@ class _FlopsProgress:
 
 
 def run_demo(out_dir: str | Path, quick: bool = False, parallel: int = 2) -> dict:
-    from scalelab.laws.fitting import fit_approach2, fit_approach3
-    from scalelab.laws.selection import leave_largest_out
+    from scalelab.laws.fitting import fit_approach3
     from scalelab.laws.table import load_table
     from scalelab.ui import console
 
@@ -105,19 +106,8 @@ def run_demo(out_dir: str | Path, quick: bool = False, parallel: int = 2) -> dic
         store = run_ladder(spec, out, parallel=parallel)
         df = results_table(store)
         table = load_table(df[~df["holdout"]].reset_index(drop=True)).finals()
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            law3 = fit_approach3(table, bootstrap=200, seed=0)  # Chinchilla form
-            try:
-                law2 = fit_approach2(table, bootstrap=200, seed=0)
-            except UserError as e:  # no valley at some budget: allocate with approach 3 instead
-                warnings.warn(f"approach 2 unavailable: {e}")
-                law2 = None
-            # Which form to extrapolate with? The one that best predicted the largest budget from the
-            # smaller ones, inside this ladder (leave-largest-out cross-validation).
-            ranking = leave_largest_out(table, forms=("chinchilla", "kaplan", "overtraining"), k=1)
-            chosen = ranking[0]["form"]
-            law_sel = law3 if chosen == "chinchilla" else fit_approach3(table, form=chosen, bootstrap=200, seed=0)
+        law3, law2, law_sel, ranking, caught = _fit_laws(table)
+        chosen = ranking[0]["form"]
         alloc_law = law2 or law3
         law3.save(out / "fit_approach3.json")
         if law2 is not None:
@@ -139,7 +129,7 @@ def run_demo(out_dir: str | Path, quick: bool = False, parallel: int = 2) -> dic
     df = results_table(store)
     df.to_csv(out / "runs.csv", index=False)
     store.close()
-    sample = _sample(out / "runs" / hold.name)
+    sample = _sample(RunDir.under(out, hold.name))
     rel = (actual - pred) / pred
     interior = {f"{o['C']:.3g}": not o["edge"] for o in law2.info["optima"]} if law2 else {}
     allocations = []
@@ -177,6 +167,28 @@ def run_demo(out_dir: str | Path, quick: bool = False, parallel: int = 2) -> dic
     atomic_write_json(out / "summary.json", summary)
     _print_summary(con, summary)
     return summary
+
+
+def _fit_laws(table):
+    """Approach 3 (Chinchilla form), approach 2 (None when a budget has no valley), and the form
+    that best predicted the largest budget from the smaller ones inside this ladder
+    (leave-largest-out cross-validation), fitted on all of it. -> (law3, law2, selected, ranking,
+    warnings caught)."""
+    from scalelab.laws.fitting import fit_approach2, fit_approach3
+    from scalelab.laws.selection import leave_largest_out
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        law3 = fit_approach3(table, bootstrap=200, seed=0)  # Chinchilla form
+        try:
+            law2 = fit_approach2(table, bootstrap=200, seed=0)
+        except UserError as e:  # no valley at some budget: allocate with approach 3 instead
+            warnings.warn(f"approach 2 unavailable: {e}", stacklevel=2)
+            law2 = None
+        ranking = leave_largest_out(table, forms=("chinchilla", "kaplan", "overtraining"), k=1)
+        chosen = ranking[0]["form"]
+        law_sel = law3 if chosen == "chinchilla" else fit_approach3(table, form=chosen, bootstrap=200, seed=0)
+    return law3, law2, law_sel, ranking, caught
 
 
 def _sample(run_dir: Path, prompt: str = "def ", tokens: int = 40) -> dict:

@@ -64,7 +64,8 @@ def cmd_models(a) -> int:
         row = [r["name"], act, f"{r['tokens'] / 1e12:.2f}T" if known else "n/d",
                f"{r['compute_flops']:.2e}" if known else "", f"{r['tokens_per_param']:.1f}" if known else ""]
         if law:
-            row += [f"{r['N_opt'] / 1e9:.1f}B" if known else "", f"{r['optimal_tokens_per_param']:.1f}" if known else "",
+            row += [f"{r['N_opt'] / 1e9:.1f}B" if known else "",
+                    f"{r['optimal_tokens_per_param']:.1f}" if known else "",
                     f"{r['params_over_optimal']:.2f}x" if known else ""]
         row.append(r["source"])
         t.add_row(*row)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import typing
 from pathlib import Path
 
+from scalelab.cli.output import print_json
 from scalelab.errors import UserError
 from scalelab.typed import parse_text, section_type
 
@@ -83,7 +83,7 @@ def cmd_tasks_write(a) -> int:
     if a.mix_with:
         base = (text for _, text in iter_corpus(a.mix_with))
     info = write_task_corpus(mix, a.docs, Path(a.out), base_docs=base, fraction=a.fraction)
-    print(json.dumps(info))
+    print_json(info)
     return 0
 
 

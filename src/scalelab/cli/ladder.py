@@ -107,6 +107,10 @@ def cmd_export(a) -> int:
 def cmd_report(a) -> int:
     from scalelab.report.html import write_report
 
+    if a.fit:
+        from scalelab.ladder.results import fit_ladder
+
+        print("fitted and wrote " + ", ".join(str(p) for p in fit_ladder(a.src)))
     out = write_report(a.src, a.out, a.png)
     size = out.stat().st_size / 1e6
     print(f"wrote {out} ({size:.1f} MB, opens offline)" + (f" and figures in {a.png}" if a.png else ""))
@@ -163,6 +167,8 @@ def register(sub) -> None:
     rp.add_argument("src", help="ladder directory or its ladder.sqlite")
     rp.add_argument("--out", default=None, help="HTML file (default: SRC/report.html)")
     rp.add_argument("--png", default=None, help="also write PNG and SVG figures to this directory")
+    rp.add_argument("--fit", action="store_true",
+                    help="fit the ladder first and write its fit files (the report itself never fits)")
     rp.set_defaults(fn=cmd_report)
 
     d = sub.add_parser("demo", help="the end-to-end demo: ladder -> laws -> a predicted, then trained, bigger run")

@@ -112,7 +112,8 @@ def cmd_predict(a) -> int:
             if k in out:
                 iv = f"[{_fmt(out[k + '_lo'])}, {_fmt(out[k + '_hi'])}]" if k + "_lo" in out else ""
                 rows.append((k, _fmt(out[k]), iv))
-        title = f"{a.law}: " + (f"C = {a.compute:.3g} FLOPs" if a.compute else f"N = {a.params:.3g}, D = {a.tokens:.3g}")
+        what = f"C = {a.compute:.3g} FLOPs" if a.compute else f"N = {a.params:.3g}, D = {a.tokens:.3g}"
+        title = f"{a.law}: {what}"
         _table(title, rows)
     return 0
 

@@ -35,7 +35,8 @@ def cmd_train(a) -> int:
         if rank:
             return 0
     f = summary["final"]
-    print(f"done: {summary['steps']} steps, {summary['tokens']:,} tokens, val loss {f.get('val_loss', float('nan')):.4f}"
+    print(f"done: {summary['steps']} steps, {summary['tokens']:,} tokens, "
+          f"val loss {f.get('val_loss', float('nan')):.4f}"
           f" (ln V = {summary['ln_vocab']:.3f}), {f.get('val_bpb', float('nan')):.4f} bits/byte -> {out}")
     return 0
 
@@ -65,9 +66,10 @@ def _load_model_config(path: str):
     from scalelab.config import load_dict
     from scalelab.io import read_config_file
     from scalelab.model.hf import config_from_hf
+    from scalelab.train.rundir import RunDir
 
     p = Path(path)
-    d = read_config_file(p / "config.json" if p.is_dir() else p)  # read once, whichever kind it is
+    d = read_config_file(RunDir(p).config_file if p.is_dir() else p)  # read once, whichever kind it is
     if "model_type" in d or "architectures" in d:
         return config_from_hf(d)
     return load_dict(d).model
@@ -147,7 +149,8 @@ def register(sub) -> None:
     c.add_argument("--dtype", default=None, help="weights dtype for serving: fp32, bf16, int8, int4")
     c.add_argument("--zero", type=int, default=None, choices=[0, 1, 2, 3], help="ZeRO stage for training memory")
     c.add_argument("--dp", type=int, default=1, help="data-parallel ranks for ZeRO sharding")
-    c.add_argument("--regime", default="mixed", help="training precision: fp32, mixed, mixed-fp32-grads, adam8bit, bf16")
+    c.add_argument("--regime", default="mixed",
+                   help="training precision: fp32, mixed, mixed-fp32-grads, adam8bit, bf16")
     c.add_argument("--recompute", default="none", choices=["none", "selective", "full"])
     c.add_argument("--memory", action="store_true", help="also print training and serving memory")
     c.set_defaults(fn=cmd_count)

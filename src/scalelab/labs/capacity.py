@@ -42,6 +42,7 @@ from scalelab.labs.common import (
 )
 from scalelab.labs.evaluate import score_answers
 from scalelab.report.page import table_html
+from scalelab.train.rundir import RunDir
 
 
 def bits_stored(logprob_bits: np.ndarray, entropy_bits: np.ndarray) -> dict:
@@ -69,7 +70,8 @@ class CapacitySpec:
 
     def validate(self) -> CapacitySpec:
         if self.people < 10 or self.exposures < 1:
-            raise UserError(f"people must be >= 10 and exposures >= 1, got {self.people} and {self.exposures}", arg="people")
+            raise UserError(f"people must be >= 10 and exposures >= 1, got {self.people} and {self.exposures}",
+                            arg="people")
         if len(self.sizes) < 2:
             raise UserError("sizes needs two or more model sizes", arg="sizes")
         for s in self.sizes:
@@ -131,7 +133,7 @@ def run(spec: CapacitySpec, out: str | Path, log=print) -> dict:
         cfg = run_config(model_dict(shape, max_seq_len=spec.seq_len), tokens, spec.lr, spec.batch_size, spec.seq_len,
                          spec.seed)
         cfg = replace(cfg, optim=replace(cfg.optim, weight_decay=spec.weight_decay))
-        model, summary = train_or_load(cfg, out / "runs" / shape.name, ds, log)
+        model, summary = train_or_load(cfg, RunDir.under(out, shape.name), ds, log)
         b = bits_stored(fact_logprobs(model, pop), entropy)
         m = cfg.model
         row = {"size": size, "num_params": m.num_params_total, "num_params_non_embedding": m.num_params_non_embedding,
@@ -145,10 +147,11 @@ def run(spec: CapacitySpec, out: str | Path, log=print) -> dict:
     n = np.array([r["num_params"] for r in results])
     bits = np.array([r["bits"] for r in results])
     unsaturated = [r for r in results if r["fraction_known"] < 0.8]
-    summary = {"spec": asdict(spec), "bits_per_person": pop.bits_per_person(), "total_bits": float(entropy.sum() * pop.n),
+    total_bits = float(entropy.sum() * pop.n)
+    summary = {"spec": asdict(spec), "bits_per_person": pop.bits_per_person(), "total_bits": total_bits,
                "training_tokens": tokens, "results": results,
                # non-decreasing up to noise: 1% of all the facts' bits (a know-nothing model scatters around 0)
-               "bits_grow_with_params": bool(np.all(np.diff(bits[np.argsort(n)]) >= -0.01 * float(entropy.sum() * pop.n))),
+               "bits_grow_with_params": bool(np.all(np.diff(bits[np.argsort(n)]) >= -0.01 * total_bits)),
                "bits_largest_minus_smallest": float(bits[np.argmax(n)] - bits[np.argmin(n)]),
                # the most any model stored per parameter while still short of all the facts (above 80% a
                # model is limited by the data, not by its size)
@@ -161,7 +164,8 @@ def run(spec: CapacitySpec, out: str | Path, log=print) -> dict:
     write_summary(out, summary)
     write_report(out, "Knowledge capacity: bits per parameter", [
         ("Bits stored against parameters",
-         f"{pop.n} people x {pop.bits_per_person():.0f} bits = {summary['total_bits']:,.0f} bits of facts, each person's "
+         f"{pop.n} people x {pop.bits_per_person():.0f} bits = {summary['total_bits']:,.0f} bits of facts, "
+         "each person's "
          f"biography and questions seen {spec.exposures} times. Below 80% of the facts, the best model stores "
          f"{summary['bits_per_param_best_unsaturated']:.3f} bits per parameter; the largest knows "
          f"{summary['fraction_known_largest']:.0%} of the facts. Method: {summary['method']}.",

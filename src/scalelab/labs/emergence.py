@@ -99,9 +99,8 @@ def run(spec: EmergenceSpec, out: str | Path, log=print) -> dict:
             cfg = run_config(model_dict(shape), spec.tokens, spec.lr, spec.batch_size, spec.seq_len, seed)
             total = cfg.total_steps
             steps = sorted({max(1, round(f * total)) for f in spec.eval_fractions})
-            run_dir = out / "runs" / f"{shape.name}-s{seed}"
-            model, summary = train_or_load(cfg, run_dir, ds, log, branch_points=tuple(s for s in steps if s < total))
-            run = RunDir(run_dir)
+            run = RunDir.under(out, f"{shape.name}-s{seed}")
+            model, summary = train_or_load(cfg, run, ds, log, branch_points=tuple(s for s in steps if s < total))
             for step in steps:
                 load_checkpoint(run.branch_point(step) if step < total else run.latest_checkpoint(), model)
                 model.eval()
@@ -155,7 +154,8 @@ def analyse(spec: EmergenceSpec, points: list[dict]) -> dict:
             "nll_smallest": by_size[0]["answer_nll_per_token"], "nll_largest": by_size[-1]["answer_nll_per_token"],
             "corr_product_position_accuracy_vs_exact_match": corr,
             "mean_abs_gap_product_vs_exact_match": float(np.mean(np.abs(em - prod))),
-            "by_difficulty_final": {r["size"]: _mean_dicts([p["by_difficulty"] for p in finals if p["size"] == r["size"]])
+            "by_difficulty_final": {r["size"]: _mean_dicts([p["by_difficulty"] for p in finals
+                                                            if p["size"] == r["size"]])
                                     for r in by_size},
         }
     return out
@@ -179,7 +179,8 @@ def plot(summary: dict, points: list[dict], out: Path) -> list[Path]:
             fit = res["fits"][m]["vs_params"]
             if fit["ok"]:
                 xs = np.linspace(math.log10(rows[0]["num_params"]), math.log10(rows[-1]["num_params"]), 100)
-                ax.plot(10 ** xs, fit["lo"] + (fit["hi"] - fit["lo"]) / (1 + np.exp(-(xs - fit["midpoint"]) / fit["width"])),
+                sigmoid = 1 + np.exp(-(xs - fit["midpoint"]) / fit["width"])
+                ax.plot(10 ** xs, fit["lo"] + (fit["hi"] - fit["lo"]) / sigmoid,
                         "--", color="gray", lw=1)
             ax.set_xscale("log")
             ax.set_title(label, fontsize=10)
@@ -232,7 +233,8 @@ def headline(s: dict) -> str:
     lines = []
     for task, r in s["tasks"].items():
         f = r["fits"]
-        lines.append(f"{task}: exact match {r['exact_match_smallest']:.1%} -> {r['exact_match_largest']:.1%}, answer NLL "
+        lines.append(f"{task}: exact match {r['exact_match_smallest']:.1%} -> {r['exact_match_largest']:.1%}, "
+                     "answer NLL "
                      f"{r['nll_smallest']:.3f} -> {r['nll_largest']:.3f} nats/token; product of position accuracies vs "
                      f"exact match r = {r['corr_product_position_accuracy_vs_exact_match']:.3f}")
         lines.append("  logistic in log10 N: " + ", ".join(

@@ -114,7 +114,7 @@ def decode(model, problems: list[Problem], samples: int = 1, temperature: float 
     for i, p in enumerate(problems):
         by_len.setdefault(len(_prompt_ids(p)), []).append(i)
     per_batch = max(1, batch_size // samples)
-    for plen, idxs in sorted(by_len.items()):
+    for _, idxs in sorted(by_len.items()):
         for j in range(0, len(idxs), per_batch):
             group = idxs[j:j + per_batch]
             prompts = torch.tensor([_prompt_ids(problems[i]) for i in group]).repeat_interleave(samples, 0)

@@ -98,9 +98,9 @@ def run(spec: MoESpec, out: str | Path, log=print) -> dict:
                                    "log_every": 10, "progress": False, "compile": "off"}})
         if ds is None:
             ds = load_dataset(cfg, log=log)
-        run_dir = out / "runs" / f"{shape.name}-{name}"
+        run_dir = RunDir.under(out, f"{shape.name}-{name}")
         _, summary = train_or_load(cfg, run_dir, ds, log)
-        recs = RunDir(run_dir).read_metrics()
+        recs = run_dir.read_metrics()
         m = cfg.model
         row = {"size": size, "variant": name, "experts": variant[0], "top_k": variant[1],
                "num_params_active": m.num_params_active, "num_params_total": m.num_params_total,
@@ -187,7 +187,8 @@ def plot(summary: dict, out: Path) -> list[Path]:
     fig.tight_layout()
     paths = [savefig(fig, out, "moe_vs_dense")]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for i, r in enumerate([r for r in summary["runs"] if r["experts"] > 1 and r["size"] == summary["balance"][0]["size"]]
+    balance_size = summary["balance"][0]["size"]
+    for i, r in enumerate([r for r in summary["runs"] if r["experts"] > 1 and r["size"] == balance_size]
                           if summary["balance"] else []):
         toks = [t for t, _ in r["curve"]]
         axes[0].plot(toks, r["load_cv"], color=f"C{i}", label=r["variant"])
@@ -221,5 +222,6 @@ def _report(out: Path, s: dict, figs: list[Path]) -> None:
 
 def headline(s: dict) -> str:
     return "\n".join(f"largest size, {v}: MoE {c['moe_loss']:.4f} vs dense {c['dense_loss']:.4f} "
-                     f"(multiplier {c['effective_param_multiplier']:.2f}x, wall-clock/token {c['wallclock_per_token_ratio']:.2f}x)"
+                     f"(multiplier {c['effective_param_multiplier']:.2f}x, "
+                     f"wall-clock/token {c['wallclock_per_token_ratio']:.2f}x)"
                      for v, c in s["largest_size"].items())

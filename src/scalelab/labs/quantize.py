@@ -240,7 +240,8 @@ def checks(results: list[dict]) -> dict:
     z = float(norm.ppf(1 - 0.05 / (2 * max(1, len(pairs)))))
     mono = all(r["delta_vs_wider"] >= -z * r["delta_se"] for r in pairs)
     return {"worst_8bit_rel_increase": worst8, "monotone_in_bits": mono, "monotone_z": z,
-            "largest_reversal_in_se": min((r["delta_vs_wider"] / max(r["delta_se"], 1e-12) for r in pairs), default=0.0)}
+            "largest_reversal_in_se": min((r["delta_vs_wider"] / max(r["delta_se"], 1e-12) for r in pairs),
+                                          default=0.0)}
 
 
 def plot(results: list[dict], out: Path) -> list[Path]:
@@ -253,7 +254,8 @@ def plot(results: list[dict], out: Path) -> list[Path]:
             axes[0].plot([r["bits_per_param"] for r in rs], [r["val_loss"] for r in rs], ls, marker="o", color=f"C{i}",
                          label=label)
             axes[1].plot([r["weight_bytes"] for r in rs], [r["val_loss"] for r in rs], ls, marker="o", color=f"C{i}")
-    axes[0].set(xlabel="bits per parameter (codes + scales)", ylabel="validation loss", xscale="log", xticks=[2, 3, 4, 6, 8, 16],
+    axes[0].set(xlabel="bits per parameter (codes + scales)", ylabel="validation loss", xscale="log",
+                xticks=[2, 3, 4, 6, 8, 16],
                 xticklabels=["2", "3", "4", "6", "8", "16"])
     axes[1].set(xlabel="bytes of weights", xscale="log", title="bigger models at fewer bits vs smaller at more")
     axes[0].legend(fontsize=7)
@@ -272,7 +274,8 @@ def _report(out: Path, s: dict, figs: list[Path]) -> None:
             f"{c['monotone_in_bits']}.")
     sections = [("Validation loss against bits and bytes", text, figs, table_html(rows))]
     if ao:
-        sections.append(("Cross-check against torchao", ao.get("reason", f"max |loss difference| {ao.get('max_abs_diff', 0):.2e}"),
+        ao_text = ao.get("reason", f"max |loss difference| {ao.get('max_abs_diff', 0):.2e}")
+        sections.append(("Cross-check against torchao", ao_text,
                          [], table_html(ao.get("rows", []))))
     write_report(out, "Quantization vs loss", sections)
 

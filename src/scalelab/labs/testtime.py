@@ -39,6 +39,7 @@ from scalelab.labs.common import (
 )
 from scalelab.labs.evaluate import evaluate_task
 from scalelab.report.page import table_html
+from scalelab.train.rundir import RunDir
 
 FORMATS = ("plain", "scratchpad")
 
@@ -98,7 +99,7 @@ def run(spec: TestTimeSpec, out: str | Path, log=print) -> dict:
             shape = Shape.parse(size)
             cfg = run_config(model_dict(shape, max_seq_len=spec.seq_len), spec.tokens, spec.lr, spec.batch_size,
                              spec.seq_len, spec.seed)
-            model, summary = train_or_load(cfg, out / "runs" / f"{fmt}-{shape.name}", ds, log)
+            model, summary = train_or_load(cfg, RunDir.under(out, f"{fmt}-{shape.name}"), ds, log)
             max_new = len(test[0].answer) + 4 if fmt == "plain" else max(len(p.answer) for p in test) + 4
             r = evaluate_task(model, hardest[fmt], test, samples=spec.samples, temperature=spec.temperature,
                               ks=tuple(2 ** i for i in range(int(math.log2(spec.samples)) + 1)), seed=spec.seed,
@@ -213,7 +214,8 @@ def plot(results: list[dict], out: Path) -> list[Path]:
             s, color = r["sampling"], f"C{ci}"
             ax.plot(s["flops"], s["pass_at_k"], "-", color=color, label=f"{r['size']} pass@k (verifier)")
             ax.plot(s["flops"], s["majority_at_k"], "--", color=color, label=f"{r['size']} majority@k")
-            ax.plot(s["flops"], s["best_of_k_likelihood"], ":", color=color, label=f"{r['size']} best-of-k (likelihood)")
+            ax.plot(s["flops"], s["best_of_k_likelihood"], ":", color=color,
+                    label=f"{r['size']} best-of-k (likelihood)")
             ax.plot([r["greedy_flops"]], [r["exact_match"]], "*", ms=12, color=color, label=f"{r['size']} greedy")
         ax.set_xscale("log")
         ax.set_xlabel("inference FLOPs per problem")
@@ -276,7 +278,8 @@ def headline(s: dict) -> str:
     for r in s["results"]:
         c = r["coverage"]
         if 0.05 < c["coverage_gain"] and "power_law_b" in c:
-            lines.append(f"{r['format']} {r['size']}: coverage +{c['coverage_gain']:.1%} from k=1 to k={r['sampling']['ks'][-1]}, "
+            lines.append(f"{r['format']} {r['size']}: coverage +{c['coverage_gain']:.1%} "
+                         f"from k=1 to k={r['sampling']['ks'][-1]}, "
                          f"majority +{c['majority_gain']:.1%}; -log coverage ~ k^-{c['power_law_b']:.2f} "
                          f"(per-problem success: beta-binomial alpha {c.get('beta_alpha', float('nan')):.3g}, "
                          f"{c.get('difficulty_distribution', '?')}; {c['fraction_never_solved']:.0%} never solved "

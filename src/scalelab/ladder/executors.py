@@ -38,7 +38,8 @@ def prepare(spec: LadderSpec, out_dir: str | Path, rungs: list[Rung] | None = No
     saved = store.get_meta("spec")
     comparable = {k: v for k, v in json.loads(json.dumps(spec.to_dict())).items() if k != "threads"}
     if saved is not None and {k: v for k, v in saved.items() if k != "threads"} != comparable:
-        raise UserError(f"{out} holds a different ladder; use another --out or the ladder file it was run with")
+        raise UserError(f"out: {out} holds a different ladder; use another directory or the ladder file it was "
+                        "run with", arg="out")
     store.set_meta("spec", spec.to_dict())
     store.add_planned(rungs)
     return store, rungs
@@ -62,7 +63,7 @@ def branch_plan(unit: list[Rung], out: Path) -> list[tuple[Rung, Path | None, tu
     if len(unit) == 1 or unit[0].decay_start is None:
         return [(r, None, ()) for r in unit]
     main, branches = unit[0], unit[1:]
-    main_run = RunDir(out / "runs" / main.name)
+    main_run = RunDir.under(out, main.name)
     return [(main, None, tuple(b.decay_start for b in branches))] + \
         [(b, main_run.branch_point(b.decay_start), ()) for b in branches]
 
@@ -71,7 +72,7 @@ def train_rung(spec: LadderSpec, rung: Rung, out: Path, hooks=None, branch_from=
     """Train (or reuse, or resume) one rung in OUT/runs/<name> through `ensure_trained`."""
     from scalelab.train.runner import ensure_trained
 
-    return ensure_trained(with_threads(rung.config, spec.threads), out / "runs" / rung.name, hooks=hooks,
+    return ensure_trained(with_threads(rung.config, spec.threads), RunDir.under(out, rung.name), hooks=hooks,
                           branch_from=branch_from, branch_points=branch_points)
 
 
@@ -97,7 +98,7 @@ def _run_unit(spec: LadderSpec, rungs: list[Rung], out: Path) -> list[str]:
     try:
         for rung, branch_from, keep in branch_plan(rungs, out):
             if rung.name not in done_names:
-                store.mark_running(rung.name, str(out / "runs" / rung.name))
+                store.mark_running(rung.name, str(RunDir.under(out, rung.name).path))
                 t0 = time.time()
                 summary = train_rung(spec, rung, out, StoreRecords(store, rung.name), branch_from, keep)
                 store.mark_done(rung.name, summary["final"], summary["flops"], time.time() - t0)

@@ -173,7 +173,8 @@ def make_rung(spec: LadderSpec, c: ModelConfig, C: float, prefix: str = "", smal
         raise UserError(
             f"budget {C:.3g} FLOPs is too small for the {N:,}-parameter model: it buys {D:,} tokens, fewer than "
             f"{heur.min_tokens(spec.seq_len):,} ({heur.min_steps} steps of {heur.min_batch_seqs} sequences); "
-            f"raise the budget or lower ladder.tokens_per_param/min_width (smallest shape: {smallest or N:,} parameters)")
+            f"raise the budget or lower ladder.tokens_per_param/min_width "
+            f"(smallest shape: {smallest or N:,} parameters)")
     name = f"{prefix}C{C:.0e}-N{N / 1e3:.0f}k".replace("+", "")
     return Rung(name=name, budget=C, config=run_config(spec, c, heur.recipe(C, N, D, spec.seq_len)))
 

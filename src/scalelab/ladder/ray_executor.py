@@ -24,6 +24,7 @@ from scalelab.errors import UserError
 from scalelab.ladder.executors import branch_plan, prepare, train_rung, work_units
 from scalelab.ladder.plan import LadderSpec, Rung
 from scalelab.train.hooks import Hooks
+from scalelab.train.rundir import RunDir
 
 GPU_FRACTION_BELOW = 50e6  # parameters: rungs smaller than this share a GPU four ways
 
@@ -32,7 +33,7 @@ def _ray():
     try:
         import ray
     except ImportError:
-        raise UserError("--executor ray needs Ray: pip install 'scalelab[ray]'") from None
+        raise UserError("executor ray needs Ray: pip install 'scalelab[ray]'", arg="executor") from None
     return ray
 
 
@@ -63,7 +64,7 @@ def _train_unit(spec: LadderSpec, unit: list[Rung], root: str, done: list[str], 
         if rung.name in done:
             continue
         t0 = time.time()
-        queue.put(("running", rung.name, str(Path(root) / "runs" / rung.name), os.getpid()))
+        queue.put(("running", rung.name, str(RunDir.under(root, rung.name).path), os.getpid()))
         summary = train_rung(spec, rung, Path(root), QueueRecords(queue, rung.name), branch_from, keep)
         out.append({"name": rung.name, "final": summary["final"], "flops": summary["flops"],
                     "seconds": time.time() - t0, "resumed_from_step": summary.get("resumed_from_step", 0)})

@@ -60,3 +60,28 @@ def export(out_dir: str | Path, dest: str | Path) -> pd.DataFrame:
     else:
         raise UserError(f"out must end in .csv or .parquet, got {dest.name}", arg="out")
     return df
+
+
+def fit_ladder(out_dir: str | Path, bootstrap: int = 100, seed: int = 0) -> list[Path]:
+    """Fit a finished ladder's final points and write the fit files the report reads: approach 3
+    (Chinchilla form, also the prediction law) and approach 2 (when every budget has a valley)."""
+    from scalelab.laws.fitting import fit_approach2, fit_approach3
+    from scalelab.laws.table import load_table
+
+    store = open_store(out_dir)
+    df = results_table(store, include_holdout=False)
+    store.close()
+    root = Path(out_dir).parent if Path(out_dir).suffix == ".sqlite" else Path(out_dir)
+    if df.empty or int(df["final"].sum()) < 6:
+        raise UserError(f"{out_dir} has fewer than 6 finished runs; a scaling-law fit needs more")
+    table = load_table(df[df["final"]].reset_index(drop=True))
+    law3 = fit_approach3(table, bootstrap=bootstrap, seed=seed)
+    written = [root / "fit_approach3.json", root / "fit_selected.json"]
+    for p in written:
+        law3.save(p)
+    try:
+        fit_approach2(table, bootstrap=bootstrap, seed=seed).save(root / "fit_approach2.json")
+        written.append(root / "fit_approach2.json")
+    except UserError:  # a budget without a valley: no approach-2 allocation
+        pass
+    return written

@@ -335,7 +335,7 @@ def fit_approach1(table: RunTable, bootstrap: int = 0, seed: int = 0) -> FittedL
     C, N = np.array([p[0] for p in pts]), np.array([p[1] for p in pts])
     a, k = _power_fit(C, N)
     law = FittedLaw(form="allocation", params={"a": a, "b": 1.0 - a, "k": k}, approach="1",
-                    info={"envelope": [{"C": c, "N_opt": n, "loss": l} for c, n, l in pts],
+                    info={"envelope": [{"C": c, "N_opt": n, "loss": loss} for c, n, loss in pts],
                           "n_points": len(table), "param_convention": table.param_convention})
     if bootstrap:
         rng = np.random.default_rng(seed)

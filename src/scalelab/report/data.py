@@ -1,11 +1,15 @@
-"""Everything a report shows, gathered from a ladder directory (store + fit files), fitting what is
-missing. One dataclass, so the interactive and the static figures draw the same numbers."""
+"""Everything a report shows, computed once from a ladder directory (store + fit files): grids,
+residuals, parabolas, frontiers and bands. The interactive (figures.py, plotly) and the static
+(static.py, matplotlib) figures only draw these numbers.
+
+The report never fits: it reads the fit files beside the store (`scalelab report DIR --fit` or the
+demo writes them) and says which are missing."""
 
 from __future__ import annotations
 
 import json
-import warnings
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +36,104 @@ class ReportData:
         """Approach 2's IsoFLOP minimum per budget (C, N_opt, D_opt, loss_opt, curvature, edge)."""
         return self.law2.info.get("optima", []) if self.law2 else []
 
+    @property
+    def budgets(self) -> list[float]:
+        return sorted(self.finals["budget"].unique())
+
+    def final_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return tuple(self.finals[k].to_numpy(float) for k in ("N", "D", "loss"))
+
+    @cached_property
+    def landscape(self) -> Landscape | None:
+        """The prediction law's surface over the ladder's (N, D) range, IsoFLOP lines, the path."""
+        if self.law is None:
+            return None
+        N, D, L = self.final_arrays()
+        NN, DD = np.meshgrid(np.logspace(np.log10(N.min()) - 0.3, np.log10(N.max()) + 0.5, 40),
+                             np.logspace(np.log10(D.min()) - 0.3, np.log10(D.max()) + 0.5, 40))
+        lines = []
+        for C in self.budgets:
+            n = np.geomspace(N.min() / 2, N.max() * 2, 60)
+            lines.append((C, n, C / (6 * n), self.law.predict(n, C / (6 * n))))
+        fit = self.law.predict(N, D)
+        return Landscape(NN, DD, self.law.predict(NN, DD), lines, optimal_path(self), (L - fit) / fit)
+
+    @cached_property
+    def parabolas(self) -> list[Parabola]:
+        """Approach 2's fitted parabola in ln N per budget that has one (and its minimum)."""
+        optima, out = {round(o["C"], 0): o for o in self.optima}, []
+        for C in self.budgets:
+            g = self.finals[self.finals["budget"] == C]
+            o = optima.get(round(C, 0))
+            if o:
+                x = np.linspace(np.log(g["N"].min()) - 0.3, np.log(g["N"].max()) + 0.3, 60)
+                out.append(Parabola(C, np.exp(x), o["curvature"] * (x - np.log(o["N_opt"])) ** 2 + o["loss_opt"], o))
+        return out
+
+    @cached_property
+    def frontier(self) -> Frontier | None:
+        """N*(C) and D*(C) from a third of the smallest budget to 1e25 FLOPs, with bootstrap bands."""
+        law = self.law2 or self.law3
+        if law is None:
+            return None
+        from scalelab.laws.published import PUBLISHED
+
+        Cs = np.geomspace(min(self.budgets) / 3, 1e25, 80)
+        bands = {key: interval(law, lambda s, key=key: law.allocate(Cs, params=s)[key]) for key in ("N_opt", "D_opt")}
+        return Frontier(law, Cs, law.allocate(Cs), bands, PUBLISHED["besiroglu2024"].allocate(Cs), published_points())
+
+    @cached_property
+    def check(self) -> PredictionCheck | None:
+        """Held-out runs predicted by the prediction law (with bands), and the ladder's residuals."""
+        if self.law is None:
+            return None
+        from scalelab.laws.forms import get_form
+
+        h, law = self.holdouts, self.law
+        hN, hD = h["N"].to_numpy(float), h["D"].to_numpy(float)
+        band = interval(law, lambda s: get_form(law.form).predict(s, hN, hD)) if len(h) else None
+        N, D, L = self.final_arrays()
+        fit = law.predict(N, D)
+        return PredictionCheck(law.predict(hN, hD) if len(h) else np.array([]), band, (L - fit) / fit)
+
+
+@dataclass
+class Landscape:
+    N: np.ndarray  # (40, 40) grid of N
+    D: np.ndarray  # (40, 40) grid of D
+    loss: np.ndarray  # (40, 40) the law's loss on the grid
+    isoflops: list  # (C, N, D, loss) along each budget's IsoFLOP line
+    path: tuple  # (N*, D*, loss) along the compute-optimal path
+    residual: np.ndarray  # (actual - law) / law of each final ladder run
+
+
+@dataclass
+class Parabola:
+    C: float
+    N: np.ndarray
+    loss: np.ndarray
+    optimum: dict  # N_opt, loss_opt, edge, ...
+
+
+@dataclass
+class Frontier:
+    law: FittedLaw
+    C: np.ndarray
+    alloc: dict  # N_opt, D_opt at each C
+    bands: dict  # key -> (lo, hi) or None
+    reference: dict  # the Chinchilla refit's allocation (Besiroglu et al. 2024)
+    published: list[dict]
+
+
+@dataclass
+class PredictionCheck:
+    predicted: np.ndarray  # the held-out runs' predicted loss
+    band: tuple | None  # their (lo, hi) bootstrap interval
+    residual: np.ndarray  # relative residual of each final ladder run
+
+
+FIT_FILES = ("fit_approach3.json", "fit_approach2.json", "fit_selected.json")
+
 
 def _load_or_none(path: Path) -> FittedLaw | None:
     return FittedLaw.load(path) if path.exists() else None
@@ -39,8 +141,6 @@ def _load_or_none(path: Path) -> FittedLaw | None:
 
 def gather(src: str | Path) -> ReportData:
     from scalelab.ladder.results import open_store, results_table
-    from scalelab.laws.fitting import fit_approach2, fit_approach3
-    from scalelab.laws.table import load_table
 
     src = Path(src)
     root = src.parent if src.suffix == ".sqlite" else src
@@ -53,21 +153,12 @@ def gather(src: str | Path) -> ReportData:
         raise UserError(f"{src} has no evaluated runs to report on")
     finals = df[df["final"] & ~df["holdout"]].reset_index(drop=True)
     holdouts = df[df["final"] & df["holdout"]].reset_index(drop=True)
-    law3, law2, law = (_load_or_none(root / f) for f in ("fit_approach3.json", "fit_approach2.json", "fit_selected.json"))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        table = load_table(finals) if len(finals) > 5 else None
-        if law3 is None and table is not None:
-            law3 = fit_approach3(table, bootstrap=100, seed=0)
-        if law2 is None and table is not None:
-            try:
-                law2 = fit_approach2(table, bootstrap=100, seed=0)
-            except UserError:
-                law2 = None
+    law3, law2, law = (_load_or_none(root / f) for f in FIT_FILES)
     law = law or law3
     data = spec.get("data", {})
+    corpus = data.get("corpus", "stdlib")
     header = {
-        "corpus": data.get("corpus", "stdlib") + (" (Python standard library, offline)" if data.get("corpus", "stdlib") == "stdlib" else ""),
+        "corpus": corpus + (" (Python standard library, offline)" if corpus == "stdlib" else ""),
         "tokenizer": f"byte-level BPE, vocab {spec.get('vocab_size', '?')}, trained locally",
         "context": spec.get("seq_len"),
         "budgets": [f"{b:.3g}" for b in spec.get("budgets", [])],
@@ -76,6 +167,9 @@ def gather(src: str | Path) -> ReportData:
         "loss": "validation cross-entropy, nats per token",
         "runs": f"{len(finals)} ladder runs, {len(holdouts)} held out",
         "prediction law": f"{law.form} (approach {law.approach})" if law else "none",
+        "fit files": ", ".join(FIT_FILES) if all((root / f).exists() for f in FIT_FILES[:1]) else
+        f"missing {', '.join(f for f in FIT_FILES if not (root / f).exists())}: laws are not drawn; "
+        f"run `scalelab report {src} --fit` to fit them",
     }
     return ReportData(title=f"scalelab report: {root.name}", curves=df, finals=finals, holdouts=holdouts,
                       law3=law3, law2=law2, law=law, header=header, specs=specs)

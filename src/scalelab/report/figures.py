@@ -5,15 +5,10 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
-from scalelab.laws.forms import get_form
 from scalelab.laws.published import PUBLISHED
-from scalelab.report.data import ReportData, hover, interval, optimal_path, published_points
+from scalelab.report.data import ReportData, hover
 
 COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
-
-
-def _budgets(d: ReportData):
-    return sorted(d.finals["budget"].unique())
 
 
 def _surface_mesh(X: np.ndarray, Y: np.ndarray, Z: np.ndarray, name: str) -> go.Mesh3d:
@@ -35,30 +30,22 @@ def landscape(d: ReportData) -> go.Figure:
     The camera sits above the large-N, large-D corner: from there the surface rises away and never
     hides itself, so every IsoFLOP valley shows whole (from the small-D side the raised front edge
     folded over the valleys, and the translucent overlap drew as a hatch)."""
-    law = d.law
-    N, D = d.finals["N"].to_numpy(float), d.finals["D"].to_numpy(float)
-    lnN = np.linspace(np.log10(N.min()) - 0.3, np.log10(N.max()) + 0.5, 40)
-    lnD = np.linspace(np.log10(D.min()) - 0.3, np.log10(D.max()) + 0.5, 40)
-    fig = go.Figure()
-    if law is not None:
-        NN, DD = np.meshgrid(10 ** lnN, 10 ** lnD)
-        Z = law.predict(NN, DD)
-        fig.add_trace(_surface_mesh(NN, DD, Z, name="fitted L(N, D)"))
-        for i, C in enumerate(_budgets(d)):
-            n = np.geomspace(N.min() / 2, N.max() * 2, 60)
-            dd = C / (6 * n)
-            fig.add_trace(go.Scatter3d(x=n, y=dd, z=law.predict(n, dd), mode="lines", name=f"IsoFLOP {C:.2g}",
+    N, D, _ = d.final_arrays()
+    fig, ls = go.Figure(), d.landscape
+    if ls is not None:
+        fig.add_trace(_surface_mesh(ls.N, ls.D, ls.loss, name="fitted L(N, D)"))
+        for i, (C, n, dd, loss) in enumerate(ls.isoflops):
+            fig.add_trace(go.Scatter3d(x=n, y=dd, z=loss, mode="lines", name=f"IsoFLOP {C:.2g}",
                                        line=dict(color=COLORS[i % 8], width=5)))
-        pN, pD, pL = optimal_path(d)
+        pN, pD, pL = ls.path
         fig.add_trace(go.Scatter3d(x=pN, y=pD, z=pL, mode="lines", name="compute-optimal path",
                                    line=dict(color="black", width=7, dash="dash")))
-        resid = (d.finals["loss"].to_numpy() - law.predict(N, D)) / law.predict(N, D)
-    else:
-        resid = np.zeros(len(N))
+    resid = ls.residual if ls is not None else np.zeros(len(N))
     fig.add_trace(go.Scatter3d(x=N, y=D, z=d.finals["loss"], mode="markers", name="runs",
                                marker=dict(size=5, color=resid * 100, colorscale="RdBu_r", cmid=0,
                                            colorbar=dict(title="residual %", x=1.0)),
-                               text=[hover(d, r) for _, r in d.finals.iterrows()], hovertemplate="%{text}<extra></extra>"))
+                               text=[hover(d, r) for _, r in d.finals.iterrows()],
+                               hovertemplate="%{text}<extra></extra>"))
     if len(d.holdouts):
         fig.add_trace(go.Scatter3d(x=d.holdouts["N"], y=d.holdouts["D"], z=d.holdouts["loss"], mode="markers",
                                    name="held out", marker=dict(size=8, symbol="diamond", color="gold"),
@@ -74,17 +61,17 @@ def landscape(d: ReportData) -> go.Figure:
 
 def isoflop(d: ReportData) -> go.Figure:
     fig = go.Figure()
-    optima = {round(o["C"], 0): o for o in d.optima}
-    for i, C in enumerate(_budgets(d)):
+    parabolas = {p.C: p for p in d.parabolas}
+    for i, C in enumerate(d.budgets):
         g = d.finals[d.finals["budget"] == C].sort_values("N")
         c = COLORS[i % 8]
-        fig.add_trace(go.Scatter(x=g["N"], y=g["loss"], mode="markers", name=f"C = {C:.2g}", marker=dict(color=c, size=9),
-                                 text=[hover(d, r) for _, r in g.iterrows()], hovertemplate="%{text}<extra></extra>"))
-        o = optima.get(round(C, 0))
-        if o:
-            x = np.linspace(np.log(g["N"].min()) - 0.3, np.log(g["N"].max()) + 0.3, 60)
-            y = o["curvature"] * (x - np.log(o["N_opt"])) ** 2 + o["loss_opt"]
-            fig.add_trace(go.Scatter(x=np.exp(x), y=y, mode="lines", line=dict(color=c), showlegend=False,
+        fig.add_trace(go.Scatter(x=g["N"], y=g["loss"], mode="markers", name=f"C = {C:.2g}",
+                                 marker=dict(color=c, size=9), text=[hover(d, r) for _, r in g.iterrows()],
+                                 hovertemplate="%{text}<extra></extra>"))
+        p = parabolas.get(C)
+        if p:
+            o = p.optimum
+            fig.add_trace(go.Scatter(x=p.N, y=p.loss, mode="lines", line=dict(color=c), showlegend=False,
                                      hoverinfo="skip"))
             fig.add_trace(go.Scatter(x=[o["N_opt"]], y=[o["loss_opt"]], mode="markers", showlegend=False,
                                      marker=dict(color=c, symbol="star", size=15, line=dict(color="black", width=1)),
@@ -98,29 +85,25 @@ def isoflop(d: ReportData) -> go.Figure:
 def frontier(d: ReportData) -> go.Figure:
     from plotly.subplots import make_subplots
 
-    law = d.law2 or d.law3
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("N*(C)", "D*(C)"))
-    if law is None:
+    fig, f = make_subplots(rows=1, cols=2, subplot_titles=("N*(C)", "D*(C)")), d.frontier
+    if f is None:
         return fig
-    Cs = np.geomspace(min(_budgets(d)) / 3, 1e25, 80)
-    a = law.allocate(Cs)
+    Cs = f.C
     for col, key in ((1, "N_opt"), (2, "D_opt")):
-        band = interval(law, lambda s, key=key: law.allocate(Cs, params=s)[key])
+        band, legend = f.bands[key], col == 1
         if band is not None:
             fig.add_trace(go.Scatter(x=np.concatenate([Cs, Cs[::-1]]), y=np.concatenate([band[1], band[0][::-1]]),
                                      fill="toself", fillcolor="rgba(31,119,180,0.2)", line=dict(width=0),
-                                     name="90% bootstrap band", showlegend=col == 1, hoverinfo="skip"), row=1, col=col)
-        fig.add_trace(go.Scatter(x=Cs, y=a[key], mode="lines", name=f"this ladder (approach {law.approach})",
-                                 line=dict(color=COLORS[0]), showlegend=col == 1), row=1, col=col)
-        ref = PUBLISHED["besiroglu2024"].allocate(Cs)
-        fig.add_trace(go.Scatter(x=Cs, y=ref[key], mode="lines", name="Chinchilla refit (Besiroglu 2024)",
-                                 line=dict(color="gray", dash="dot"), showlegend=col == 1), row=1, col=col)
-        emp = d.optima
-        if emp:
-            fig.add_trace(go.Scatter(x=[o["C"] for o in emp], y=[o[key] for o in emp], mode="markers",
+                                     name="90% bootstrap band", showlegend=legend, hoverinfo="skip"), row=1, col=col)
+        fig.add_trace(go.Scatter(x=Cs, y=f.alloc[key], mode="lines", name=f"this ladder (approach {f.law.approach})",
+                                 line=dict(color=COLORS[0]), showlegend=legend), row=1, col=col)
+        fig.add_trace(go.Scatter(x=Cs, y=f.reference[key], mode="lines", name="Chinchilla refit (Besiroglu 2024)",
+                                 line=dict(color="gray", dash="dot"), showlegend=legend), row=1, col=col)
+        if d.optima:
+            fig.add_trace(go.Scatter(x=[o["C"] for o in d.optima], y=[o[key] for o in d.optima], mode="markers",
                                      name="IsoFLOP minima", marker=dict(color=COLORS[1], size=9),
-                                     showlegend=col == 1), row=1, col=col)
-    pub = published_points()
+                                     showlegend=legend), row=1, col=col)
+    pub = f.published
     for col, key in ((1, "params_active"), (2, "tokens")):
         # names in the hover text only: a dozen models within two decades of compute overprint
         fig.add_trace(go.Scatter(x=[m["compute_flops"] for m in pub], y=[m[key] for m in pub], mode="markers",
@@ -133,7 +116,8 @@ def frontier(d: ReportData) -> go.Figure:
         # powers of ten throughout (plotly's default mixes "1T" with 10^15 past the SI prefixes it knows)
         fig.update_xaxes(type="log", title="training compute C (FLOPs)", exponentformat="power", row=1, col=col)
         fig.update_yaxes(type="log", title=t, exponentformat="power", row=1, col=col)
-    fig.update_layout(title="Compute-optimal frontier, extrapolated, with published models on the same axes", height=520)
+    fig.update_layout(title="Compute-optimal frontier, extrapolated, with published models on the same axes",
+                      height=520)
     return fig
 
 
@@ -149,7 +133,8 @@ def curves(d: ReportData) -> go.Figure:
                                  marker=dict(size=4), text=[hover(d, r) for _, r in g.iterrows()],
                                  hovertemplate="%{text}<extra></extra>", legendgroup=str(g["budget"].iloc[0])))
     fig.update_layout(title="Training curves: validation loss vs tokens (dashed: WSD cooldown branches)",
-                      xaxis=dict(title="tokens D", type="log", dtick="D2"), yaxis=dict(title="validation loss", type="log"),
+                      xaxis=dict(title="tokens D", type="log", dtick="D2"),
+                      yaxis=dict(title="validation loss", type="log"),
                       height=520)
     return fig
 
@@ -157,26 +142,24 @@ def curves(d: ReportData) -> go.Figure:
 def prediction(d: ReportData) -> go.Figure:
     from plotly.subplots import make_subplots
 
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("held-out runs: predicted vs actual", "residuals of the ladder runs"))
-    law = d.law
-    if law is None:
+    fig = make_subplots(rows=1, cols=2,
+                        subplot_titles=("held-out runs: predicted vs actual", "residuals of the ladder runs"))
+    chk = d.check
+    if chk is None:
         return fig
     if len(d.holdouts):
-        h = d.holdouts
-        pred = law.predict(h["N"].to_numpy(float), h["D"].to_numpy(float))
-        band = interval(law, lambda s: get_form(law.form).predict(s, h["N"].to_numpy(float), h["D"].to_numpy(float)))
+        h, pred, band = d.holdouts, chk.predicted, chk.band
         err = dict(type="data", symmetric=False, array=band[1] - pred, arrayminus=pred - band[0]) if band else None
+        text = [f"{r['run']}: predicted {p:.4f}, actual {r['loss']:.4f} ({(r['loss'] - p) / p:+.2%})"
+                for (_, r), p in zip(h.iterrows(), pred)]
         fig.add_trace(go.Scatter(x=pred, y=h["loss"], error_x=err, mode="markers", name="held out",
                                  marker=dict(size=12, color="gold", line=dict(color="black", width=1)),
-                                 text=[f"{r['run']}: predicted {p:.4f}, actual {r['loss']:.4f} ({(r['loss'] - p) / p:+.2%})"
-                                       for (_, r), p in zip(h.iterrows(), pred)], hovertemplate="%{text}<extra></extra>"),
-                      row=1, col=1)
+                                 text=text, hovertemplate="%{text}<extra></extra>"), row=1, col=1)
         lo, hi = float(min(pred.min(), h["loss"].min())) * 0.97, float(max(pred.max(), h["loss"].max())) * 1.03
         fig.add_trace(go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", line=dict(color="gray", dash="dot"),
                                  name="y = x"), row=1, col=1)
     f = d.finals
-    pred = law.predict(f["N"].to_numpy(float), f["D"].to_numpy(float))
-    fig.add_trace(go.Scatter(x=f["C"], y=(f["loss"] - pred) / pred * 100, mode="markers", name="ladder runs",
+    fig.add_trace(go.Scatter(x=f["C"], y=chk.residual * 100, mode="markers", name="ladder runs",
                              marker=dict(color=np.log10(f["N"]), colorscale="Viridis", size=8),
                              text=[hover(d, r) for _, r in f.iterrows()], hovertemplate="%{text}<extra></extra>"),
                   row=1, col=2)
@@ -184,7 +167,7 @@ def prediction(d: ReportData) -> go.Figure:
     fig.update_yaxes(title="actual loss", row=1, col=1)
     fig.update_xaxes(title="compute C (FLOPs)", type="log", dtick="D2", row=1, col=2)
     fig.update_yaxes(title="residual (actual - fit) / fit, %", row=1, col=2)
-    fig.update_layout(title=f"Prediction check ({law.form} law)", height=480)
+    fig.update_layout(title=f"Prediction check ({d.law.form} law)", height=480)
     return fig
 
 
@@ -203,7 +186,8 @@ def fit_table(d: ReportData) -> go.Figure:
     def col(law):
         s = law.summary()
         ci = s.get("ci", {})
-        return [(f"{s[k]:.4g}" + (f" [{ci[k][0]:.3g}, {ci[k][1]:.3g}]" if k in ci else "")) if k in s else "" for k in names]
+        return [(f"{s[k]:.4g}" + (f" [{ci[k][0]:.3g}, {ci[k][1]:.3g}]" if k in ci else "")) if k in s else ""
+                for k in names]
 
     cols = {label: col(law) for label, law in laws.items() if law is not None}
     # relative widths: fits with intervals get room enough to stay on one line

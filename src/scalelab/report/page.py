@@ -14,7 +14,8 @@ from pathlib import Path
 from scalelab.io import atomic_write_text
 
 STYLE = """
- body { font-family: system-ui, -apple-system, sans-serif; margin: 0 auto; max-width: 1250px; padding: 1em 2em; color: #222; }
+ body { font-family: system-ui, -apple-system, sans-serif; margin: 0 auto; max-width: 1250px; padding: 1em 2em;
+        color: #222; }
  h1 { font-size: 1.5em; margin-bottom: 0.2em; } .meta { color: #555; font-size: 0.9em; }
  table.hdr { border-collapse: collapse; margin: 0.8em 0 1.5em; font-size: 0.9em; }
  table.hdr td { padding: 2px 14px 2px 0; vertical-align: top; text-align: left; border: none; }

@@ -29,7 +29,7 @@ from scalelab.config import RunConfig
 from scalelab.data.shards import TokenDataset
 from scalelab.errors import Diverged, UserError
 from scalelab.model.transformer import Transformer
-from scalelab.train import distributed as dist_
+from scalelab.train import distributed as parallel
 from scalelab.train.checkpoint import keep_copy, load_checkpoint, save_checkpoint
 from scalelab.train.data import load_dataset
 from scalelab.train.hooks import Hooks
@@ -92,7 +92,7 @@ class TrainState:
 
     cfg: RunConfig
     run: RunDir
-    dist: dist_.DistInfo
+    dist: parallel.DistInfo
     device: str
     amp: torch.dtype | None
     compiled: bool
@@ -118,13 +118,13 @@ def setup(cfg: RunConfig, run: RunDir, resume: bool, dataset: TokenDataset | Non
     if t.threads > 0:
         torch.set_num_threads(t.threads)
     device, amp, compile_ = resolve_device(cfg)
-    dist = dist_.init(device)  # torchrun: join the process group (see train/distributed.py)
-    device = dist_.local_device(device, dist)
-    local_batch = dist_.check_batch(t.batch_size, dist)
+    dist = parallel.init(device)  # torchrun: join the process group (see train/distributed.py)
+    device = parallel.local_device(device, dist)
+    local_batch = parallel.check_batch(t.batch_size, dist)
     if dist.is_main:
         run.path.mkdir(parents=True, exist_ok=True)
     ds = dataset or (load_dataset(cfg, log=log) if dist.is_main else None)
-    dist_.barrier(dist)  # rank 0 tokenizes; the others then read its cached shards
+    parallel.barrier(dist)  # rank 0 tokenizes; the others then read its cached shards
     ds = ds or load_dataset(cfg, log=lambda *a: None)
     if dist.is_main:
         run.write_config(cfg)
@@ -139,7 +139,7 @@ def setup(cfg: RunConfig, run: RunDir, resume: bool, dataset: TokenDataset | Non
     fsdp = dist.enabled and t.parallel == "fsdp"
     ckpt = run.latest_checkpoint() if resume else None
     loaded = load_checkpoint(ckpt, model) if ckpt is not None and fsdp else None  # FSDP: before sharding
-    module = dist_.wrap(model, t.parallel, dist, device)
+    module = parallel.wrap(model, t.parallel, dist, device)
     optimizer = build_optimizer(model, cfg.optim)
     state = TrainState(cfg, run, dist, device, amp, compile_, model, torch.compile(module) if compile_ else module,
                        optimizer, ds, ds.eval_windows(t.seq_len, t.eval_tokens), local_batch, peak, log=log)
@@ -152,7 +152,7 @@ def _resume(state: TrainState, ckpt: Path, loaded: dict | None, fsdp: bool) -> N
     full_opt = ckpt / "optimizer_full.pt"  # written under FSDP: keyed by parameter name
     if full_opt.exists():
         loaded = loaded or load_checkpoint(ckpt, state.model)
-        dist_.load_optimizer_full(state.model, state.optimizer, torch.load(full_opt, weights_only=True))
+        parallel.load_optimizer_full(state.model, state.optimizer, torch.load(full_opt, weights_only=True))
     elif fsdp:
         raise UserError(f"{ckpt} was written without FSDP; resume it with train.parallel=ddp")
     else:
@@ -183,9 +183,9 @@ def train_step(s: TrainState, step: int, window: Window) -> tuple[float, torch.T
         g["lr"] = lr
     for micro in range(t.grad_accum):
         # the global batch a single process would draw; each rank trains on its slice of it
-        x, y = (dist_.shard(b, dist) for b in s.dataset.sample(t.batch_size, t.seq_len, t.seed, step, micro))
+        x, y = (parallel.shard(b, dist) for b in s.dataset.sample(t.batch_size, t.seq_len, t.seed, step, micro))
         x, y = x.to(s.device, non_blocking=True), y.to(s.device, non_blocking=True)  # (B, T) each
-        with autocast(s.device, s.amp), dist_.no_sync(s.step_fn, micro == t.grad_accum - 1):
+        with autocast(s.device, s.amp), parallel.no_sync(s.step_fn, micro == t.grad_accum - 1):
             out = s.step_fn(x, targets=y, return_logits=False)
             loss = out.loss if out.aux_loss is None else out.loss + out.aux_loss
             (loss / t.grad_accum).backward()
@@ -206,7 +206,7 @@ def train_step(s: TrainState, step: int, window: Window) -> tuple[float, torch.T
 def make_record(s: TrainState, step: int, lr: float, grad_norm, window: Window, evaluate_now: bool) -> MetricsRecord:
     """Read the window back (the one host sync per record), check divergence, maybe evaluate."""
     cfg = s.cfg
-    train_loss = dist_.mean(window.loss, s.dist).item() / window.steps
+    train_loss = parallel.mean(window.loss, s.dist).item() / window.steps
     limit = cfg.train.divergence_factor * math.log(cfg.model.vocab_size)
     if not math.isfinite(train_loss) or train_loss > limit:
         raise Diverged(f"training diverged at step {step}: loss {train_loss:.4g} (limit {limit:.3g}); lower "
@@ -254,14 +254,14 @@ class CheckpointPolicy:
 
 def save(s: TrainState, step: int, policy: CheckpointPolicy) -> None:
     t = s.cfg.train
-    full = dist_.full_state(s.model, s.optimizer, t.parallel, s.dist)  # FSDP: gather (every rank)
+    full = parallel.full_state(s.model, s.optimizer, t.parallel, s.dist)  # FSDP: gather (every rank)
     if s.dist.is_main:
         state = {"step": step, "tokens": s.tokens, "torch_rng": torch.get_rng_state().tolist()}
         path = save_checkpoint(s.run, step, full[0] if full else s.model, s.optimizer, state,
                                keep=t.keep_checkpoints, optimizer_state=full[1] if full else None)
         if step in policy.branch_points:
             keep_copy(path, s.run.branch_point(step))
-    dist_.barrier(s.dist)
+    parallel.barrier(s.dist)
 
 
 # ---- the loop --------------------------------------------------------------------------------------
