@@ -121,7 +121,7 @@ def test_plan_inference_aware_json():
     assert ia["N"] < d["N_opt"] and ia["D_train"] > d["D_opt"] and ia["saving"] > 0
     assert ia["total_cost_usd"] < ia["chinchilla_total_cost_usd"]
     r = run_cli("plan", "--compute", "1e23", "--gpu", "abacus")
-    assert r.returncode == 2 and "unknown --gpu" in r.stderr
+    assert r.returncode == 2 and "--gpu 'abacus' is unknown" in r.stderr
 
 
 def test_models_table():

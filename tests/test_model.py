@@ -111,7 +111,10 @@ def test_sorted_dispatch_matches_reference(capacity, idle_expert):
     y1.square().sum().backward()
     y2.square().sum().backward()
     for (n, p1), p2 in zip(fast.named_parameters(), ref.parameters()):
-        torch.testing.assert_close(p1.grad, p2.grad, rtol=1e-4, atol=1e-5, msg=n)
+        # gradients reach ~1e3 here: the absolute tolerance follows the tensor's scale (fp32 sums in
+        # another order differ by ~1e-7 of it; a wrong dispatch would differ by O(1))
+        atol = 1e-6 * max(1.0, p2.grad.abs().max().item())
+        torch.testing.assert_close(p1.grad, p2.grad, rtol=1e-4, atol=atol, msg=n)
 
 
 def test_load_balancing_loss_analytic_values():
@@ -147,20 +150,32 @@ def test_initial_loss_close_to_ln_vocab():
 def test_greedy_with_and_without_cache_identical(cfg):
     torch.manual_seed(3)
     model = Transformer(cfg)
-    for p in model.parameters():  # larger weights make the argmax sensitive to any mistake
+    for n, p in model.named_parameters():  # larger weights make the argmax sensitive to any mistake
         if p.dim() > 1:
-            torch.nn.init.normal_(p, std=0.3)
+            # routers larger still: with router weights at 0.3 a 2nd/3rd-expert near-tie (2e-7 apart)
+            # let float rounding alone pick different experts with and without the cache
+            torch.nn.init.normal_(p, std=3.0 if "router" in n else 0.3)
     prompt = torch.randint(0, cfg.vocab_size, (2, 5))
     a = generate(model, prompt, 20, temperature=0, use_cache=True)
     b = generate(model, prompt, 20, temperature=0, use_cache=False)
     assert a.shape == (2, 25)
+    if cfg.moe is not None:  # the premise: every top-k choice is clear of float noise
+        margins = []
+        hooks = [layer.mlp.router.register_forward_hook(
+            lambda m, i, out: margins.append(out.sort(-1, descending=True).values.diff(dim=-1)[..., 1].abs()))
+            for layer in model.layers]
+        with torch.no_grad():
+            model(a)
+        for h in hooks:
+            h.remove()
+        assert torch.cat([m.reshape(-1) for m in margins]).min() > 1e-3
     assert torch.equal(a, b)
     # the cached logits equal the full recomputation
     cache = model.new_cache(2)
     model(a[:, :10], cache=cache)
     step = model(a[:, 10:12], cache=cache).logits  # a 2-token chunk after a non-empty cache
     full = model(a[:, :12]).logits[:, 10:12]
-    torch.testing.assert_close(step, full, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(step, full, rtol=1e-4, atol=1e-4)  # logits of ~10: fp32 noise ~1e-5
 
 
 @pytest.mark.parametrize("kw,msg", [

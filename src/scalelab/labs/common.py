@@ -69,12 +69,12 @@ def task_dataset(mix: TaskMix, out: Path, train_chars: int) -> TokenDataset:
     return TokenDataset(build_task_dataset(mix, train_chars, Path(out) / "data"))
 
 
-def train_or_load(cfg, run_dir: Path, dataset: TokenDataset, log=print, branch_points: tuple[int, ...] = ()):
+def train_or_load(cfg, run_dir: Path | RunDir, dataset: TokenDataset, log=print, branch_points: tuple[int, ...] = ()):
     """Train one run through `ensure_trained` (reused if complete, resumed if started);
     -> (model in eval mode, summary)."""
     from scalelab.train.runner import ensure_trained, load_run
 
-    run = RunDir(run_dir)
+    run = RunDir.of(run_dir)
     fresh = not run.is_complete()
     summary = ensure_trained(cfg, run, dataset=dataset, branch_points=branch_points)
     if fresh:

@@ -32,6 +32,14 @@ class RunDir:
     def __init__(self, path: str | Path):
         object.__setattr__(self, "path", Path(path))
 
+    def __fspath__(self) -> str:  # usable wherever a path is
+        return str(self.path)
+
+    @classmethod
+    def under(cls, root: str | Path, name: str) -> RunDir:
+        """Run ``name`` of a ladder or lab directory: ROOT/runs/NAME."""
+        return cls(Path(root) / "runs" / name)
+
     @classmethod
     def of(cls, run: RunDir | str | Path) -> RunDir:
         return run if isinstance(run, RunDir) else cls(run)
