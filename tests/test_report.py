@@ -78,6 +78,25 @@ def test_report_command_rewrites_report_and_figures(quick_demo, tmp_path):
     assert r.returncode == 2 and "no ladder" in r.stderr
 
 
+def test_report_never_fits_by_itself(quick_demo, tmp_path):
+    """Without fit files the report says they are missing and draws no law; --fit writes them."""
+    import shutil
+
+    out, _ = quick_demo
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for f in out.glob("ladder.sqlite*"):  # the store alone (with any WAL), no fit files
+        shutil.copy(f, bare / f.name)
+    r = run_cli("report", bare)
+    assert r.returncode == 0, r.stderr
+    assert "has no fit_approach3.json" in r.stdout and not list(bare.glob("fit_*.json"))
+    assert "laws are not drawn" in (bare / "report.html").read_text()
+    r = run_cli("report", bare, "--fit")
+    assert r.returncode == 0, r.stderr
+    assert {p.name for p in bare.glob("fit_*.json")} >= {"fit_approach3.json", "fit_selected.json"}
+    assert "laws are not drawn" not in (bare / "report.html").read_text()
+
+
 def test_fit_table_gives_every_parameter_of_every_law_a_row(quick_demo):
     import dataclasses
 

@@ -105,13 +105,26 @@ def cmd_export(a) -> int:
 
 
 def cmd_report(a) -> int:
+    from scalelab.report.data import FIT_FILES
     from scalelab.report.html import write_report
 
     if a.fit:
+        import warnings
+
         from scalelab.ladder.results import fit_ladder
 
-        print("fitted and wrote " + ", ".join(str(p) for p in fit_ladder(a.src)))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            written = fit_ladder(a.src)
+        for w in caught:
+            print(f"warning: {w.message}")
+        print("fitted and wrote " + ", ".join(str(p) for p in written))
     out = write_report(a.src, a.out, a.png)
+    root = Path(a.src).parent if Path(a.src).suffix == ".sqlite" else Path(a.src)
+    missing = [f for f in FIT_FILES if not (root / f).exists()]
+    if FIT_FILES[0] in missing:
+        print(f"note: {root} has no {', '.join(missing)}: the report draws no law; "
+              f"`scalelab report {a.src} --fit` fits the ladder first")
     size = out.stat().st_size / 1e6
     print(f"wrote {out} ({size:.1f} MB, opens offline)" + (f" and figures in {a.png}" if a.png else ""))
     return 0
