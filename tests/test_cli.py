@@ -5,6 +5,7 @@ import json
 import pytest
 
 from conftest import FIXTURES, SMALL_DATA, TINY_MODEL, run_cli
+from scalelab.economics.flops import palm_flops_per_token
 
 
 def test_count_llama_and_mixtral_json():
@@ -13,7 +14,11 @@ def test_count_llama_and_mixtral_json():
     d = json.loads(r.stdout)
     assert d["num_params_total"] == 6_738_415_616
     assert d["num_params_embedding"] + d["num_params_non_embedding"] == d["num_params_total"]
-    assert d["flops_per_token_6n"] == 6 * d["num_params_active"]
+    # the exact count agrees with PaLM's MFU formula (Chowdhery et al. 2022, App. B), 6N + 12 L H Q T,
+    # once N leaves out what is no matmul: the input embedding (a lookup) and the norm gains
+    L, dm, V, H, Q, T = 32, 4096, 32000, 32, 128, 4096
+    matmul_params = d["num_params_total"] - V * dm - (2 * L * dm + dm)
+    assert d["flops_per_token_exact"] == palm_flops_per_token(matmul_params, L, H, Q, T) == 46_084_915_200
     assert d["flops_per_token_exact"] > d["flops_per_token_6n"]  # attention at 4k context
     d = json.loads(run_cli("count", FIXTURES / "mixtral-8x7b.config.json", "--json").stdout)
     assert (d["num_params_total"], d["num_params_active"]) == (46_702_792_704, 12_879_925_248)
