@@ -93,6 +93,22 @@ def test_torch_only_where_tensors_are(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
 
 
+def test_lazy_imports_of_scalelab_only_at_the_cli_boundary():
+    """Inside the library every scalelab import is at module top (the import graph is what it looks
+    like); only scalelab/cli imports lazily, so `scalelab --help` and the economics commands stay
+    fast and torch-free."""
+    lazy = []
+    for path in SRC.rglob("*.py"):
+        if "cli" in path.relative_to(SRC).parts:
+            continue
+        for fn in ast.walk(ast.parse(path.read_text())):
+            if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lazy += [f"{path.relative_to(SRC)}:{n.lineno}" for n in ast.walk(fn)
+                         if isinstance(n, ast.ImportFrom) and (n.module or "").startswith("scalelab")
+                         or isinstance(n, ast.Import) and any(a.name.startswith("scalelab") for a in n.names)]
+    assert lazy == []
+
+
 def test_functions_stay_short():
     long = []
     for path in SRC.rglob("*.py"):

@@ -26,33 +26,54 @@ from scalelab.typed import build, is_optional, parse_text, section_type
 
 @dataclass(frozen=True)
 class DataConfig:
-    corpus: str = "stdlib"  # "stdlib", a local path (.txt/.jsonl/.parquet or a folder), or "hf:NAME"
+    """The corpus and its tokenization (a byte-level BPE trained for the run's vocabulary size)."""
+
+    corpus: str = "stdlib"
+    """'stdlib' (this Python's standard library, offline), a local .txt/.jsonl/.parquet file or folder,
+    or 'hf:NAME[:CONFIG]' (a Hugging Face dataset, streamed)."""
     text_field: str = "text"
+    """the text column of .jsonl/.parquet/HF records."""
     hf_split: str = "train"
     hf_data_files: str | None = None
-    max_bytes: int = 0  # cap on corpus bytes read (0 = all)
+    """hf: local data files for a builder such as 'hf:json' (hashed by content into the cache key)."""
+    max_bytes: int = 0
+    """cap on corpus bytes read (0 = all)."""
     tokenizer_train_bytes: int = 8_000_000
+    """corpus bytes the BPE tokenizer is trained on."""
     val_fraction: float = 0.03
+    """fraction of documents (by a hash of their id) held out for validation."""
     shard_tokens: int = 50_000_000
+    """tokens per on-disk shard."""
 
 
 @dataclass(frozen=True)
 class OptimConfig:
+    """AdamW (fused), weight decay on matrices only."""
+
     lr: float = 3e-3
+    """peak learning rate (the schedule scales it)."""
     beta1: float = 0.9
     beta2: float = 0.95
     eps: float = 1e-8
-    weight_decay: float = 0.1  # applied to matrices only (not norms gains)
-    grad_clip: float = 1.0  # global-norm clip; 0 disables
+    weight_decay: float = 0.1
+    """applied to matrices only (not norms gains)."""
+    grad_clip: float = 1.0
+    """global-norm clip; 0 disables."""
 
 
 @dataclass(frozen=True)
 class ScheduleConfig:
-    kind: str = "cosine"  # cosine | wsd | constant
-    warmup_steps: int = -1  # -1 = warmup_frac of the run
+    """The learning-rate schedule, a pure function of the step (train/schedule.py)."""
+
+    kind: str = "cosine"
+    """cosine | wsd | constant."""
+    warmup_steps: int = -1
+    """-1 = warmup_frac of the run."""
     warmup_frac: float = 0.05
-    min_lr_ratio: float = 0.1  # final lr / peak lr (cosine, wsd)
-    decay_frac: float = 0.2  # wsd: the last fraction of steps that cools down
+    min_lr_ratio: float = 0.1
+    """final lr / peak lr (cosine, wsd)."""
+    decay_frac: float = 0.2
+    """wsd: the last fraction of steps that cools down."""
     decay_start_step: int = -1
     """wsd: the first cooldown step; -1 = (1 - decay_frac) * total steps. A WSD branch (a cooldown
     from a shared stable stage, Hägele et al. 2024) sets it, so its config.json describes the
@@ -61,24 +82,44 @@ class ScheduleConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    batch_size: int = 16  # sequences per micro-batch
+    """Batch, budget, evaluation, checkpoints and device of one run."""
+
+    batch_size: int = 16
+    """sequences per micro-batch."""
     grad_accum: int = 1
+    """micro-batches per optimizer step."""
     seq_len: int = 256
-    max_tokens: int = 2_000_000  # token budget; the run takes ceil(max_tokens / tokens_per_step) steps
-    max_steps: int = 0  # if > 0, overrides max_tokens
-    eval_every: int = 100  # steps; evaluation also runs at the end
+    """tokens per training sequence (<= model.max_seq_len)."""
+    max_tokens: int = 2_000_000
+    """token budget; the run takes ceil(max_tokens / tokens_per_step) steps."""
+    max_steps: int = 0
+    """if > 0, overrides max_tokens."""
+    eval_every: int = 100
+    """steps; evaluation also runs at the end."""
     eval_tokens: int = 65_536
+    """validation tokens per evaluation (fixed windows spread over the validation split)."""
     log_every: int = 10
-    checkpoint_every: int = 0  # steps; 0 = only at the end (and at every evaluation if resumable)
+    """steps between metrics records."""
+    checkpoint_every: int = 0
+    """steps; 0 = only at the end (and at every evaluation if resumable)."""
     keep_checkpoints: int = 2
+    """newest checkpoints kept (branch points are kept apart)."""
     seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda | mps
-    dtype: str = "auto"  # auto (bf16 autocast where supported) | fp32 | bf16
-    compile: str = "auto"  # auto | on | off
-    parallel: str = "ddp"  # under torchrun: ddp (replicate) | fsdp (FSDP2 full shard); ignored otherwise
-    threads: int = 0  # torch intra-op threads on CPU; 0 = leave torch's default
-    divergence_factor: float = 1.5  # stop when loss > factor * ln(vocab) or is not finite
+    """seeds the initialisation and every batch (batches are a function of seed, step, micro-batch)."""
+    device: str = "auto"
+    """auto | cpu | cuda | mps."""
+    dtype: str = "auto"
+    """auto (bf16 autocast where supported) | fp32 | bf16."""
+    compile: str = "auto"
+    """auto | on | off."""
+    parallel: str = "ddp"
+    """under torchrun: ddp (replicate) | fsdp (FSDP2 full shard); ignored otherwise."""
+    threads: int = 0
+    """torch intra-op threads on CPU; 0 = leave torch's default."""
+    divergence_factor: float = 1.5
+    """stop when loss > factor * ln(vocab) or is not finite."""
     progress: bool = True
+    """a progress bar on the terminal."""
 
     @property
     def tokens_per_step(self) -> int:

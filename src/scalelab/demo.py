@@ -21,6 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from scalelab.config import DataConfig
 from scalelab.economics.flops import train_flops_6nd
@@ -30,7 +31,14 @@ from scalelab.ladder.executors import run_ladder
 from scalelab.ladder.plan import LadderSpec, Rung, family, make_rung, plan
 from scalelab.ladder.results import results_table
 from scalelab.ladder.store import Store
+from scalelab.laws.fitting import fit_approach2, fit_approach3
+from scalelab.laws.selection import leave_largest_out
+from scalelab.laws.table import load_table
+from scalelab.model.transformer import generate
+from scalelab.report.html import write_report
 from scalelab.train.rundir import RunDir
+from scalelab.train.runner import load_run
+from scalelab.ui import console
 
 DEMO = LadderSpec(budgets=(1e11, 3e11, 1e12), sizes_per_budget=4, span=16.0, tokens_per_param=40.0,
                   vocab_size=512, seq_len=128, min_width=16, threads=1, eval_tokens=16384, evals_per_run=2,
@@ -88,10 +96,6 @@ class _FlopsProgress:
 
 
 def run_demo(out_dir: str | Path, quick: bool = False, parallel: int = 2) -> dict:
-    from scalelab.laws.fitting import fit_approach3
-    from scalelab.laws.table import load_table
-    from scalelab.ui import console
-
     t0 = time.time()
     out = Path(out_dir)
     con = console()
@@ -159,7 +163,6 @@ def run_demo(out_dir: str | Path, quick: bool = False, parallel: int = 2) -> dic
         "sample": sample,
         "wall_seconds": time.time() - t0,
     }
-    from scalelab.report.html import write_report
 
     report = write_report(out, out / "report.html", png_dir=out / "figures")
     summary["report"] = str(report)
@@ -174,9 +177,6 @@ def _fit_laws(table):
     that best predicted the largest budget from the smaller ones inside this ladder
     (leave-largest-out cross-validation), fitted on all of it. -> (law3, law2, selected, ranking,
     warnings caught)."""
-    from scalelab.laws.fitting import fit_approach2, fit_approach3
-    from scalelab.laws.selection import leave_largest_out
-
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         law3 = fit_approach3(table, bootstrap=200, seed=0)  # Chinchilla form
@@ -193,10 +193,6 @@ def _fit_laws(table):
 
 def _sample(run_dir: Path, prompt: str = "def ", tokens: int = 40) -> dict:
     """A few tokens from the held-out model: what a 4e12-FLOP model of Python looks like."""
-    import torch
-
-    from scalelab.model.transformer import generate
-    from scalelab.train.runner import load_run
 
     model, _, tok = load_run(run_dir)
     ids = torch.tensor([tok.encode(prompt).ids])

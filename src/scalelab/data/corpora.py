@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import itertools
 import json
 import sysconfig
 from collections.abc import Iterator
@@ -84,7 +85,6 @@ def iter_hf(name: str, split: str, text_field: str, config: str | None = None,
                         "local Hugging Face cache") from None
     if first is None:
         return
-    import itertools
 
     for i, rec in enumerate(itertools.chain([first], it)):
         if text_field not in rec:

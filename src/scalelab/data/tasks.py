@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from scalelab.data.shards import build_atomically
 from scalelab.errors import UserError
 
 EOT = "<|endoftext|>"
@@ -383,8 +384,6 @@ def write_char_dataset(root: Path, name: str, texts, meta: dict) -> Path:
     """Write texts {split: str} as a character-level token dataset (the shard format of
     `scalelab.data.shards`) at ``root/name``, atomically; an existing one is reused. ``texts`` is a
     callable returning the dict, so a cached dataset costs nothing."""
-    from scalelab.data.shards import build_atomically
-
     def fill(tmp: Path) -> None:
         char_tokenizer().save(str(tmp / "tokenizer.json"))
         splits = {}

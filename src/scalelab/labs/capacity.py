@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from scalelab.data.shards import TokenDataset
 from scalelab.data.tasks import ATTRIBUTES, People, Problem, write_char_dataset
 from scalelab.errors import UserError
 from scalelab.labs.common import (
@@ -103,8 +104,6 @@ def corpus_text(pop: People, exposures: int, seed: int) -> str:
 
 def build_dataset(pop: People, exposures: int, seed: int, root: Path):
     """The biographies as a token dataset; validation = one more pass (the facts are the same)."""
-    from scalelab.data.shards import TokenDataset
-
     return TokenDataset(write_char_dataset(
         root, f"bios-qa-{pop.n}-{pop.seed}-{exposures}-{seed}",
         lambda: {"train": corpus_text(pop, exposures, seed), "val": corpus_text(pop, 1, seed + 1)}, {"people": pop.n}))

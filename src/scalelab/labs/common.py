@@ -26,6 +26,7 @@ from scalelab.errors import UserError
 from scalelab.io import atomic_write_text, to_plain
 from scalelab.report.page import png_img, write_page
 from scalelab.train.rundir import RunDir
+from scalelab.train.runner import ensure_trained, load_run
 
 
 @dataclass(frozen=True)
@@ -72,8 +73,6 @@ def task_dataset(mix: TaskMix, out: Path, train_chars: int) -> TokenDataset:
 def train_or_load(cfg, run_dir: Path | RunDir, dataset: TokenDataset, log=print, branch_points: tuple[int, ...] = ()):
     """Train one run through `ensure_trained` (reused if complete, resumed if started);
     -> (model in eval mode, summary)."""
-    from scalelab.train.runner import ensure_trained, load_run
-
     run = RunDir.of(run_dir)
     fresh = not run.is_complete()
     summary = ensure_trained(cfg, run, dataset=dataset, branch_points=branch_points)

@@ -14,6 +14,7 @@ Prompts are preceded by a newline, as every problem is in the training stream.
 from __future__ import annotations
 
 import math
+import warnings
 from collections import Counter
 from dataclasses import dataclass
 
@@ -236,8 +237,6 @@ def logistic(x, lo, hi, mid, width):
 def fit_logistic(x: np.ndarray, y: np.ndarray) -> dict:
     """Fit y = lo + (hi - lo) * sigmoid((x - mid) / width); x is usually log10 of parameters or FLOPs.
     Returns the midpoint and the width (in units of x: decades) and the fitted range."""
-    import warnings
-
     from scipy.optimize import OptimizeWarning, curve_fit
 
     warnings.simplefilter("ignore", OptimizeWarning)

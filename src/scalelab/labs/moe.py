@@ -21,10 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
-from scalelab.config import DataConfig
+from scalelab.config import DataConfig, load_dict
 from scalelab.errors import UserError
 from scalelab.labs.common import Shape, pyplot, savefig, train_or_load, write_report, write_summary
+from scalelab.model.config import swiglu_hidden
 from scalelab.report.page import table_html
+from scalelab.train.loop import load_dataset
 from scalelab.train.rundir import RunDir
 
 # variant -> (experts, top_k, expert width as a fraction of the dense d_ff, balancing losses on)
@@ -64,8 +66,6 @@ QUICK = dict(sizes=("32x1", "48x1"), variants=("dense", "moe-8x2"), tokens=100_0
 
 
 def model_for(spec: MoESpec, shape: Shape, variant: tuple) -> dict:
-    from scalelab.model.config import swiglu_hidden
-
     experts, top_k, frac, balance = variant
     d = {"vocab_size": spec.vocab_size, "d_model": shape.d_model, "n_layers": shape.n_layers,
          "n_heads": shape.d_model // 16, "max_seq_len": spec.seq_len}
@@ -77,9 +77,6 @@ def model_for(spec: MoESpec, shape: Shape, variant: tuple) -> dict:
 
 
 def run(spec: MoESpec, out: str | Path, log=print) -> dict:
-    from scalelab.config import load_dict
-    from scalelab.train.loop import load_dataset
-
     spec = spec.validate()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -25,9 +25,14 @@ from pathlib import Path
 
 import torch
 
+from scalelab.economics.memory import weights_bytes
 from scalelab.errors import UserError
 from scalelab.labs.common import pyplot, savefig, write_report, write_summary
+from scalelab.labs.moe import MoESpec
+from scalelab.labs.moe import run as moe_run
 from scalelab.report.page import table_html
+from scalelab.train.data import load_dataset
+from scalelab.train.runner import load_run
 
 BITS = (16, 8, 6, 5, 4, 3, 2)
 
@@ -104,18 +109,12 @@ QUICK = dict(sizes=("32x1", "48x1"), tokens=100_000, eval_tokens=8192, bits=(16,
 
 
 def _default_runs(spec: QuantizeSpec, out: Path, log) -> list[Path]:
-    from scalelab.labs.moe import MoESpec
-    from scalelab.labs.moe import run as moe_run
-
     moe_dir = out / "ladder"
     moe_run(MoESpec(sizes=spec.sizes, variants=("dense",), tokens=spec.tokens, ablation=False), moe_dir, log)
     return sorted((moe_dir / "runs").glob("*-dense"))
 
 
 def run(spec: QuantizeSpec, out: str | Path, log=print) -> dict:
-    from scalelab.train.data import load_dataset
-    from scalelab.train.runner import load_run
-
     spec = spec.validate()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -163,8 +162,6 @@ def run(spec: QuantizeSpec, out: str | Path, log=print) -> dict:
 def _predicted_bytes(info: dict, bits: int, group_size: int) -> float:
     """The economics module's prediction: quantized matrices at ``bits`` plus one 16-bit scale per group
     (per channel: a group is a row), everything else at bf16."""
-    from scalelab.economics.memory import weights_bytes
-
     if bits >= 16:
         return weights_bytes(info["total_params"], "bf16")
     q = info["quantized_params"]

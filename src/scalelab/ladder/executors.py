@@ -19,11 +19,15 @@ import traceback
 from collections import defaultdict
 from pathlib import Path
 
+import torch
+
 from scalelab.errors import UserError
 from scalelab.ladder.plan import LadderSpec, Rung, plan, with_threads
 from scalelab.ladder.store import Store
+from scalelab.train.data import load_dataset
 from scalelab.train.hooks import Hooks
 from scalelab.train.rundir import RunDir
+from scalelab.train.runner import ensure_trained
 
 
 def store_path(out_dir: Path) -> Path:
@@ -70,8 +74,6 @@ def branch_plan(unit: list[Rung], out: Path) -> list[tuple[Rung, Path | None, tu
 
 def train_rung(spec: LadderSpec, rung: Rung, out: Path, hooks=None, branch_from=None, branch_points=()) -> dict:
     """Train (or reuse, or resume) one rung in OUT/runs/<name> through `ensure_trained`."""
-    from scalelab.train.runner import ensure_trained
-
     return ensure_trained(with_threads(rung.config, spec.threads), RunDir.under(out, rung.name), hooks=hooks,
                           branch_from=branch_from, branch_points=branch_points)
 
@@ -88,8 +90,6 @@ def work_units(rungs: list[Rung], strategy: str) -> list[list[Rung]]:
 
 def _run_unit(spec: LadderSpec, rungs: list[Rung], out: Path) -> list[str]:
     """Run one unit (in this or a worker process). Returns the names it finished."""
-    import torch
-
     if spec.threads > 0:
         torch.set_num_threads(spec.threads)
     store = Store(store_path(out))
@@ -118,8 +118,6 @@ def run_ladder(spec: LadderSpec, out_dir: str | Path, parallel: int = 1, rungs: 
     """Run (or resume) every rung (or those named in ``only``); returns the store.
     ``progress(done, total, name)`` is called after each unit. ``spec.threads`` may differ between
     invocations (it changes speed, not results)."""
-    from scalelab.train.data import load_dataset
-
     out = Path(out_dir)
     store, rungs = prepare(spec, out, rungs)
     load_dataset(rungs[0].config, log=lambda *a: None)  # tokenize once, before any worker starts

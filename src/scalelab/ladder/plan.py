@@ -31,19 +31,24 @@ from scalelab.typed import build
 class LadderSpec:
     budgets: tuple[float, ...] = (2e11, 6e11, 2e12)
     sizes_per_budget: int = 4
-    span: float = 12.0  # ratio between the largest and smallest size of a budget
-    tokens_per_param: float = 20.0  # where the sizes are centred (Chinchilla's rule of thumb)
-    strategy: str = "cosine"  # cosine (one run per point) | wsd (one run per size, cooldown branches)
+    span: float = 12.0
+    """ratio between the largest and smallest size of a budget."""
+    tokens_per_param: float = 20.0
+    """where the sizes are centred (Chinchilla's rule of thumb)."""
+    strategy: str = "cosine"
+    """cosine (one run per point) | wsd (one run per size, cooldown branches)."""
     vocab_size: int = 1024
     seq_len: int = 128
-    aspect: int = 32  # d_model / n_layers
+    aspect: int = 32
+    """d_model / n_layers."""
     head_dim: int = 16
     width_step: int = 16
     min_width: int = 32
     max_width: int = 1024
     heuristics: str = "deepseek"
     seed: int = 0
-    threads: int = 1  # torch threads per run
+    threads: int = 1
+    """torch threads per run."""
     eval_tokens: int = 32768
     evals_per_run: int = 4
     wsd_decay_frac: float = 0.2
@@ -77,7 +82,8 @@ class Rung:
     name: str
     budget: float  # the IsoFLOP budget C this point belongs to (FLOPs, C = 6 N D)
     config: RunConfig
-    group: str = ""  # WSD: the shape group whose largest run this point branches from
+    group: str = ""
+    """WSD: the shape group whose largest run this point branches from."""
 
     @property
     def model(self) -> ModelConfig:

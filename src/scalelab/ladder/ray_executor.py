@@ -20,9 +20,12 @@ import os
 import time
 from pathlib import Path
 
+import torch
+
 from scalelab.errors import UserError
 from scalelab.ladder.executors import branch_plan, prepare, train_rung, work_units
 from scalelab.ladder.plan import LadderSpec, Rung
+from scalelab.train.data import load_dataset
 from scalelab.train.hooks import Hooks
 from scalelab.train.rundir import RunDir
 
@@ -55,8 +58,6 @@ class QueueRecords(Hooks):
 
 def _train_unit(spec: LadderSpec, unit: list[Rung], root: str, done: list[str], queue) -> list[dict]:
     """Runs on a worker: train the unit's rungs (resuming from checkpoints), stream metrics to ``queue``."""
-    import torch
-
     if spec.threads > 0:
         torch.set_num_threads(spec.threads)
     out = []
@@ -78,7 +79,6 @@ def run_ladder_ray(spec: LadderSpec, out_dir: str | Path, address: str | None = 
     ray = _ray()
     from ray.util.queue import Empty, Queue
 
-    from scalelab.train.data import load_dataset
 
     out = Path(out_dir)
     store, rungs = prepare(spec, out, rungs)

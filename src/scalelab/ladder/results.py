@@ -15,6 +15,8 @@ from scalelab.economics.flops import train_flops_6nd
 from scalelab.errors import UserError
 from scalelab.io import atomic_write_text
 from scalelab.ladder.store import Store
+from scalelab.laws.fitting import fit_approach2, fit_approach3
+from scalelab.laws.table import load_table
 
 
 def open_store(out_dir: str | Path) -> Store:
@@ -65,9 +67,6 @@ def export(out_dir: str | Path, dest: str | Path) -> pd.DataFrame:
 def fit_ladder(out_dir: str | Path, bootstrap: int = 100, seed: int = 0) -> list[Path]:
     """Fit a finished ladder's final points and write the fit files the report reads: approach 3
     (Chinchilla form, also the prediction law) and approach 2 (when every budget has a valley)."""
-    from scalelab.laws.fitting import fit_approach2, fit_approach3
-    from scalelab.laws.table import load_table
-
     store = open_store(out_dir)
     df = results_table(store, include_holdout=False)
     store.close()

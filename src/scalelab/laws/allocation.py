@@ -16,6 +16,7 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 
 from scalelab.errors import UserError
+from scalelab.laws.forms import get_form
 
 
 def _chinchilla_closed(p: dict, C: np.ndarray):
@@ -54,8 +55,6 @@ def allocate(law, C: np.ndarray, flops_per_token=None, params: dict | None = Non
 
 
 def _predict(law, p, N, D):
-    from scalelab.laws.forms import get_form
-
     return get_form(law.form).predict(p, N, D)
 
 

@@ -17,6 +17,8 @@ import itertools
 
 import numpy as np
 
+from scalelab.errors import UserError
+
 LN6 = np.log(6.0)
 
 
@@ -216,8 +218,6 @@ FORMS: dict[str, Form] = {f.name: f for f in (Chinchilla(), Kaplan(), ComputeLaw
 
 
 def get_form(name: str) -> Form:
-    from scalelab.errors import UserError
-
     if name not in FORMS:
         raise UserError(f"unknown law form {name!r}; choose from {sorted(FORMS)}")
     return FORMS[name]

@@ -14,6 +14,7 @@ import numpy as np
 
 from scalelab.errors import UserError
 from scalelab.io import atomic_write_text, to_plain
+from scalelab.laws.allocation import allocate
 from scalelab.laws.forms import FORMS, get_form
 
 
@@ -57,8 +58,6 @@ class FittedLaw:
 
     def allocate(self, C, flops_per_token=None, params: dict | None = None) -> dict:
         """Compute-optimal N*, D* for budget(s) C; ``flops_per_token(N)`` defaults to 6N."""
-        from scalelab.laws.allocation import allocate
-
         return allocate(self, np.asarray(C, float), flops_per_token, params)
 
     def allocate_with_interval(self, C, level: float = 0.9, flops_per_token=None) -> dict:

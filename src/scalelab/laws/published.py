@@ -6,6 +6,8 @@ transfer between corpora; exponents and allocations are what carry over.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from scalelab.errors import UserError
 from scalelab.laws.law import FittedLaw
 
@@ -45,7 +47,6 @@ def get_law(name_or_path: str) -> FittedLaw:
     """A built-in law by name, or a fit file written by `scalelab fit --out`."""
     if name_or_path in PUBLISHED:
         return PUBLISHED[name_or_path]
-    from pathlib import Path
 
     if Path(name_or_path).exists():
         return FittedLaw.load(name_or_path)

@@ -37,11 +37,14 @@ class MoEConfig:
 
     num_experts: int = 8
     top_k: int = 2
-    d_expert: int = 0  # 0 = same as the dense d_ff
+    d_expert: int = 0
+    """0 = same as the dense d_ff."""
     num_shared_experts: int = 0
     capacity_factor: float | None = None
-    lb_coef: float = 0.01  # Switch load-balancing loss coefficient (Fedus et al. 2021)
-    z_coef: float = 1e-3  # router z-loss coefficient (Zoph et al. 2022, ST-MoE)
+    lb_coef: float = 0.01
+    """Switch load-balancing loss coefficient (Fedus et al. 2021)."""
+    z_coef: float = 1e-3
+    """router z-loss coefficient (Zoph et al. 2022, ST-MoE)."""
 
     def validate(self) -> None:
         if self.num_experts < 1:
@@ -65,9 +68,12 @@ class ModelConfig:
     d_model: int = 128
     n_layers: int = 4
     n_heads: int = 4
-    n_kv_heads: int = 0  # 0 = n_heads (multi-head attention); 1 = multi-query
-    head_dim: int = 0  # 0 = d_model // n_heads
-    d_ff: int = 0  # 0 = the SwiGLU rule: 8/3 d_model rounded up to a multiple of 64
+    n_kv_heads: int = 0
+    """0 = n_heads (multi-head attention); 1 = multi-query."""
+    head_dim: int = 0
+    """0 = d_model // n_heads."""
+    d_ff: int = 0
+    """0 = the SwiGLU rule: 8/3 d_model rounded up to a multiple of 64."""
     vocab_size: int = 4096
     max_seq_len: int = 256
     tie_embeddings: bool = True

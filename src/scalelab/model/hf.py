@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from scalelab.config import read_config_file
 from scalelab.errors import UserError
 from scalelab.model.config import ModelConfig, MoEConfig
+from scalelab.model.transformer import Transformer
 
 SUPPORTED = {"llama", "mistral", "mixtral"}
 
@@ -19,8 +21,6 @@ SUPPORTED = {"llama", "mistral", "mixtral"}
 def config_from_hf(hf: dict | str | Path) -> ModelConfig:
     """Translate a Hugging Face ``config.json`` (dict or path) into a `ModelConfig`."""
     if not isinstance(hf, dict):
-        from scalelab.config import read_config_file
-
         path = Path(hf)
         hf = read_config_file(path / "config.json" if path.is_dir() else path)
     mtype = hf.get("model_type")
@@ -105,7 +105,6 @@ def load_hf(path: str | Path):
     import torch
     from safetensors.torch import load_file
 
-    from scalelab.model.transformer import Transformer
 
     path = Path(path)
     cfg = config_from_hf(path)

@@ -15,8 +15,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from scalelab.economics.published import models_table
 from scalelab.errors import UserError
+from scalelab.ladder.results import open_store, results_table
+from scalelab.laws.forms import get_form
 from scalelab.laws.law import FittedLaw
+from scalelab.laws.published import PUBLISHED
 
 
 @dataclass
@@ -76,7 +80,6 @@ class ReportData:
         law = self.law2 or self.law3
         if law is None:
             return None
-        from scalelab.laws.published import PUBLISHED
 
         Cs = np.geomspace(min(self.budgets) / 3, 1e25, 80)
         bands = {key: interval(law, lambda s, key=key: law.allocate(Cs, params=s)[key]) for key in ("N_opt", "D_opt")}
@@ -87,7 +90,6 @@ class ReportData:
         """Held-out runs predicted by the prediction law (with bands), and the ladder's residuals."""
         if self.law is None:
             return None
-        from scalelab.laws.forms import get_form
 
         h, law = self.holdouts, self.law
         hN, hD = h["N"].to_numpy(float), h["D"].to_numpy(float)
@@ -140,8 +142,6 @@ def _load_or_none(path: Path) -> FittedLaw | None:
 
 
 def gather(src: str | Path) -> ReportData:
-    from scalelab.ladder.results import open_store, results_table
-
     src = Path(src)
     root = src.parent if src.suffix == ".sqlite" else src
     store = open_store(src)
@@ -203,6 +203,4 @@ def optimal_path(d: ReportData) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def published_points() -> list[dict]:
     """Published models with a known training compute, for the frontier."""
-    from scalelab.economics.published import models_table
-
     return [m for m in models_table() if m.get("compute_flops")]

@@ -10,6 +10,7 @@ from plotly.offline import get_plotlyjs
 from scalelab.report.data import ReportData, gather
 from scalelab.report.figures import FIGURES
 from scalelab.report.page import write_page
+from scalelab.report.static import write_static
 
 # plotly.js once, then one global setting: WebGL scenes at the screen's own pixel ratio. plotly's
 # default (`plotGlPixelRatio: 2`, meant for image export) draws a 1x screen's 3D canvas at 4x the
@@ -45,7 +46,5 @@ def write_report(src: str | Path, out: str | Path | None = None, png_dir: str | 
         sections.append(f'<section id="{name}">{div}{note}</section>')
     write_page(out, d.title, "\n".join(sections), header=d.header)
     if png_dir is not None:
-        from scalelab.report.static import write_static
-
         write_static(d, png_dir)
     return out

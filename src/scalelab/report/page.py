@@ -11,6 +11,7 @@ import datetime
 import html
 from pathlib import Path
 
+from scalelab import __version__
 from scalelab.io import atomic_write_text
 
 STYLE = """
@@ -29,8 +30,6 @@ STYLE = """
 
 
 def html_page(title: str, body: str, header: dict | None = None, head_extra: str = "") -> str:
-    from scalelab import __version__
-
     rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(', '.join(v) if isinstance(v, list) else str(v))}"
                    "</td></tr>" for k, v in (header or {}).items())
     hdr = f'<table class="hdr">{rows}</table>' if rows else ""

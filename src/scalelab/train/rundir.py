@@ -17,8 +17,10 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from scalelab.config import load_dict
 from scalelab.errors import UserError
 from scalelab.io import atomic_write_json, read_json
+from scalelab.train.records import read_records
 
 
 def checkpoint_name(step: int) -> str:
@@ -92,8 +94,6 @@ class RunDir:
     # ---- reading and writing -------------------------------------------------------------
     def read_config(self):
         """The run's RunConfig (strictly parsed, as `scalelab train` would)."""
-        from scalelab.config import load_dict
-
         if not self.config_file.exists():
             raise UserError(f"{self.path} is not a scalelab run directory (no config.json)")
         return load_dict(read_json(self.config_file, "run config"))
@@ -109,8 +109,6 @@ class RunDir:
 
     def read_metrics(self) -> list:
         """Every `MetricsRecord` of the run, in step order."""
-        from scalelab.train.records import read_records
-
         return read_records(self.metrics_file)
 
     def summary_or_none(self) -> dict | None:

@@ -15,7 +15,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from scalelab.config import RunConfig
+from scalelab.data.tokenizer import load_tokenizer
 from scalelab.errors import UserError
+from scalelab.model.transformer import Transformer
 from scalelab.train.checkpoint import load_checkpoint, seed_from
 from scalelab.train.hooks import Hooks
 from scalelab.train.loop import train
@@ -45,9 +47,6 @@ def ensure_trained(cfg: RunConfig, run_dir: str | Path | RunDir, *, dataset=None
 
 def load_run(run_dir: str | Path | RunDir, device: str = "cpu", checkpoint: Path | None = None):
     """(model in eval mode, config, tokenizer) from a run's newest checkpoint (or ``checkpoint``)."""
-    from scalelab.data.tokenizer import load_tokenizer
-    from scalelab.model.transformer import Transformer
-
     run = RunDir.of(run_dir)
     cfg = run.read_config()
     ckpt = checkpoint or run.latest_checkpoint()
