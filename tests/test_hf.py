@@ -8,7 +8,8 @@ import torch
 from conftest import FIXTURES
 from scalelab.errors import UserError
 from scalelab.model import ModelConfig, MoEConfig
-from scalelab.model.hf import config_from_hf, config_to_hf, load_hf, save_hf
+from scalelab.model.hf import config_from_hf, config_to_hf
+from scalelab.model.hf_weights import load_hf, save_hf
 from scalelab.model.transformer import Transformer
 
 transformers = pytest.importorskip("transformers")

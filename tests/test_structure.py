@@ -80,7 +80,7 @@ TORCH_FREE = ["scalelab.io", "scalelab.typed", "scalelab.config", "scalelab.trai
               "scalelab.train.hooks", "scalelab.ladder.plan", "scalelab.ladder.store", "scalelab.ladder.results",
               "scalelab.laws.fitting", "scalelab.laws.selection", "scalelab.laws.published",
               "scalelab.economics.footprint", "scalelab.economics.planning", "scalelab.report.data",
-              "scalelab.report.page", "scalelab.cli"]
+              "scalelab.report.page", "scalelab.model.hf", "scalelab.cli"]
 
 
 def test_torch_only_where_tensors_are(tmp_path):

@@ -104,7 +104,7 @@ def _flat_rows(d: dict, prefix: str = ""):
 
 
 def cmd_export(a) -> int:
-    from scalelab.model.hf import save_hf
+    from scalelab.model.hf_weights import save_hf
     from scalelab.train.runner import load_run
 
     model, _, tok = load_run(a.run_dir)

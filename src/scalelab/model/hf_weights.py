@@ -1,0 +1,76 @@
+"""Hugging Face interop, weights: export and load ``model.safetensors`` in the original Llama /
+Mixtral layout (``block_sparse_moe.experts.{j}.w1``), which `transformers` (v4 and v5), vLLM and
+llama.cpp read. Our RoPE uses the same "rotate half" layout as HF Llama, so Q and K need no
+permutation.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from scalelab.errors import UserError
+from scalelab.model.hf import config_from_hf, config_to_hf
+from scalelab.model.transformer import Transformer
+
+
+def to_hf_state_dict(model) -> dict:
+    """Our parameters under the original HF Llama / Mixtral names (detached, contiguous, CPU)."""
+    return {k: v.detach().to("cpu").contiguous() for k, v in _param_views(model).items()}
+
+
+def save_hf(model, out_dir: str | Path) -> Path:
+    """Write ``config.json`` + ``model.safetensors`` that `transformers` loads with from_pretrained."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    hf_cfg = config_to_hf(model.cfg)
+    save_file(to_hf_state_dict(model), str(out / "model.safetensors"), metadata={"format": "pt"})
+    (out / "config.json").write_text(json.dumps(hf_cfg, indent=2) + "\n")
+    return out
+
+
+def load_hf(path: str | Path):
+    """Build one of our models from an HF directory in the original Llama / Mixtral layout."""
+    path = Path(path)
+    cfg = config_from_hf(path)
+    files = sorted(path.glob("*.safetensors"))
+    if not files:
+        raise UserError(f"no *.safetensors weights in {path}")
+    sd = {}
+    for f in files:
+        sd.update(load_file(str(f)))
+    model = Transformer(cfg)
+    targets = _param_views(model)
+    missing = [k for k in targets if k not in sd]
+    if missing:
+        raise UserError(f"{path} lacks {len(missing)} weights, e.g. {missing[0]!r}")
+    with torch.no_grad():
+        for name, t in targets.items():
+            t.copy_(sd[name])
+    return model
+
+
+def _param_views(model) -> dict:
+    """HF name -> live parameter (or expert slice) of our model, writable in place."""
+    cfg = model.cfg
+    out = {"model.embed_tokens.weight": model.tok_emb.weight, "model.norm.weight": model.norm.weight}
+    if not cfg.tie_embeddings:
+        out["lm_head.weight"] = model.lm_head.weight
+    for i, blk in enumerate(model.layers):
+        p = f"model.layers.{i}."
+        out[p + "input_layernorm.weight"] = blk.attn_norm.weight
+        out[p + "post_attention_layernorm.weight"] = blk.mlp_norm.weight
+        for ours, theirs in (("wq", "q_proj"), ("wk", "k_proj"), ("wv", "v_proj"), ("wo", "o_proj")):
+            out[p + f"self_attn.{theirs}.weight"] = getattr(blk.attn, ours).weight
+        if cfg.moe is None:
+            for ours, theirs in (("w1", "gate_proj"), ("w3", "up_proj"), ("w2", "down_proj")):
+                out[p + f"mlp.{theirs}.weight"] = getattr(blk.mlp, ours).weight
+        else:
+            out[p + "block_sparse_moe.gate.weight"] = blk.mlp.router.weight
+            for e in range(cfg.moe.num_experts):
+                for w in ("w1", "w2", "w3"):
+                    out[p + f"block_sparse_moe.experts.{e}.{w}.weight"] = getattr(blk.mlp, w)[e]
+    return out
