@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip install -q --disable-pip-version-check
 OUT    ?= runs/demo
 
-.PHONY: demo test test-all lint bench install clean
+.PHONY: demo test test-all lint bench gpu-check gpu-wheels install clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -37,6 +37,19 @@ test-all: lint
 
 bench: $(VENV)/.dev
 	$(BIN)/python bench/throughput.py --json bench/results/throughput.json
+
+# The CUDA path on a GPU machine (bench/gpu_check.py): without a GPU it says so and exits 0. It runs
+# under this project's .venv when there is one, else under the machine's own python3 and PyTorch
+# (a GPU image with no package registry: src/ goes on PYTHONPATH, plotly travels as a wheel).
+GPU_PY := $(if $(wildcard $(BIN)/python),$(BIN)/python,python3)
+gpu-check:
+	PYTHONPATH=src$${PYTHONPATH:+:$$PYTHONPATH} $(GPU_PY) bench/gpu_check.py --json bench/results/gpu_check.json
+
+# Wheels for a GPU machine without a registry (CPython 3.12, x86-64): what its image lacks.
+gpu-wheels:
+	$(PY) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+	  --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+	  --platform any -d .whl plotly==7.1.0
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

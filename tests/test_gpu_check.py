@@ -1,0 +1,34 @@
+"""`make gpu-check` is prepared on the CPU: it must say there is no GPU and exit 0, and its every
+stage must run (at toy sizes, `--dry-run`) before a GPU's scarce minutes are spent on it."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _check(*args):
+    return subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_check.py"), *map(str, args)],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+
+
+def test_without_a_gpu_it_says_so_and_exits_0(tmp_path):
+    if torch.cuda.is_available():
+        return  # on a GPU machine `make gpu-check` itself is the test
+    r = _check("--json", tmp_path / "g.json")
+    assert r.returncode == 0 and "no CUDA GPU here" in r.stdout and not (tmp_path / "g.json").exists()
+
+
+def test_dry_run_exercises_every_stage(tmp_path):
+    r = _check("--dry-run", "--skip", "demo", "--json", tmp_path / "g.json")
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = json.loads((tmp_path / "g.json").read_text())
+    for stage in ("tests", "throughput", "loss_chunks"):
+        assert "error" not in out[stage], out[stage]
+    assert out["tests"]["returncode"] in (0, 5) and "skipped" in out["tests"]["summary"]  # no GPU: skipped
+    assert out["throughput"]["tokens_per_s"] > 0 and out["throughput"]["hf_tokens_per_s"] > 0
+    assert set(out["loss_chunks"]["ms"]) and out["loss_chunks"]["best_chunk"] > 0
