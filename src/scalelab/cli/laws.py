@@ -118,6 +118,41 @@ def cmd_predict(a) -> int:
     return 0
 
 
+def cmd_backtest(a) -> int:
+    from scalelab.laws.backtest import DATASETS, run_backtest
+    from scalelab.laws.methods import METHODS, get_method
+
+    datasets = [d.strip() for d in a.datasets.split(",")] if a.datasets else list(DATASETS)
+    for d in datasets:
+        if d not in DATASETS:
+            raise UserError(f"--datasets: unknown dataset {d!r}; choose from {', '.join(DATASETS)}")
+    methods = [get_method(m.strip()) for m in a.methods.split(",")] if a.methods else list(METHODS.values())
+    res = run_backtest(methods, datasets, level=a.level, workers=a.workers)
+    if a.out:
+        from scalelab.io import atomic_write_json
+
+        atomic_write_json(a.out, res)
+    if a.json:
+        print_json({k: v for k, v in res.items() if k != "points"})
+        return 0
+    pct = lambda v: "" if v is None else f"{v:.1%}"  # noqa: E731
+    table(f"back-test by split ({a.level:.0%} intervals): median |error| (worst)",
+          ["dataset", "ratio", "fitted points", "method", "held out", "median |err|", "worst", "coverage"],
+          [(r["dataset"], f"{r['split_ratio']:.1f}x", r["n_train"], r["method"], r["points"],
+            pct(r["median_abs_error"]), pct(r["worst_abs_error"]), pct(r["coverage"])) for r in res["by_split"]])
+    table(f"back-test summary over held-out points ({a.level:.0%} intervals)",
+          ["method", "data", "points", "median |err|", "worst", "coverage", "median width", "median ratio"],
+          [(r["method"], r["data"], r["points"], pct(r["median_abs_error"]), pct(r["worst_abs_error"]),
+            pct(r["coverage"]), pct(r["median_rel_width"]), f"{r['median_ratio']:.1f}x") for r in res["summary"]])
+    failed = [p for p in res["points"] if "error" in p]
+    if failed:
+        print(f"{len(failed)} fits failed: " + "; ".join(f"{p['dataset']} {p['method']}: {p['error']}"
+                                                           for p in failed[:3]))
+    if a.out:
+        print(f"wrote {a.out}")
+    return 0
+
+
 def register(sub) -> None:
     f = sub.add_parser("fit", help="fit a scaling law to a table of runs", description=(
         "Fit a scaling law. TABLE has columns N, D (or C), loss; aliases params, tokens, flops. "
@@ -154,3 +189,16 @@ def register(sub) -> None:
     p.add_argument("--level", type=float, default=0.9)
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_predict)
+
+    b = sub.add_parser("backtest", help="score fitting methods by predicting the largest runs of public ladders",
+                       description="Each dataset's runs are cut by compute; every method is fitted below a cut and "
+                                   "predicts the final loss of the runs above it (extrapolation ratios near 4x, 16x, "
+                                   "64x). Datasets: chinchilla, misfitting, opt, scalelab-demo; untouched (never "
+                                   "tuned on): gpt3, datablations. Sources: scalelab/examples/backtest/SOURCES.md.")
+    b.add_argument("--datasets", default=None, help="comma-separated (default: all)")
+    b.add_argument("--methods", default=None, help="comma-separated (default: all registered)")
+    b.add_argument("--level", type=float, default=0.9, help="interval level (default 0.9)")
+    b.add_argument("--workers", type=int, default=2, help="processes (default 2)")
+    b.add_argument("--json", action="store_true", help="print the summary and per-split tables as JSON")
+    b.add_argument("--out", default=None, help="write everything, every held-out point included, as JSON")
+    b.set_defaults(fn=cmd_backtest)
