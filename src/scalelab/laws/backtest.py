@@ -17,6 +17,7 @@ kept "untouched": no method choice may be tuned on them, and they are reported a
 from __future__ import annotations
 
 import multiprocessing as mp
+import warnings
 from dataclasses import dataclass
 from importlib import resources
 
@@ -165,11 +166,16 @@ def score(method: Method, split: Split, level: float = 0.9) -> list[dict]:
 
 
 def _score_task(task) -> list[dict]:
+    """One (method, split): its rows, each carrying the fit's warnings (kept, not printed)."""
     method, split, level = task
-    try:
-        return score(method, split, level)
-    except UserError as e:  # a form that cannot be fitted to this split: recorded, not fatal
-        return [{"dataset": split.dataset, "method": method.name, "split_ratio": split.ratio, "error": str(e)}]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            rows = score(method, split, level)
+        except UserError as e:  # a form that cannot be fitted to this split: recorded, not fatal
+            return [{"dataset": split.dataset, "method": method.name, "split_ratio": split.ratio, "error": str(e)}]
+    notes = sorted({str(w.message) for w in caught if issubclass(w.category, UserWarning)})
+    return [{**r, "warnings": notes} for r in rows]
 
 
 def run_backtest(methods: list[Method], datasets: list[str], level: float = 0.9, workers: int = 1,
