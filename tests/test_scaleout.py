@@ -46,6 +46,7 @@ def test_ray_executor_matches_the_local_executor(tmp_path):
         assert c.execute("SELECT count(*) FROM points").fetchone()[0] > len(a)
 
 
+@pytest.mark.slow  # 19 s here; resume after a kill is also covered by the local executor's SIGKILL test
 def test_killed_ray_worker_is_retried_and_resumes_from_its_checkpoint(tmp_path):
     from scalelab.ladder.ray_executor import worker_pids_of
 
