@@ -120,13 +120,7 @@ def run_demo(out_dir: str | Path, quick: bool = False, parallel: int = 2) -> dic
         n_star = float(alloc_law.allocate(C_hold)["N_opt"][0])  # approach 2: straight from the IsoFLOP minima
         hold = holdout_rung(spec, n_star, C_hold)
         bar.add([hold])
-        pred = float(law_sel.predict(hold.N, hold.D))
-        lo, hi = law_sel.interval(law_sel.predict_samples(hold.N, hold.D))
-        by_form = {chosen: pred}
-        for form in ("chinchilla", "kaplan", "overtraining"):
-            if form not in by_form:
-                by_form[form] = float((law3 if form == "chinchilla" else fit_approach3(table, form=form))
-                                      .predict(hold.N, hold.D))
+        pred, (lo, hi), by_form = _predict_holdout(hold, table, law3, law_sel, chosen)
         store.set_meta("holdouts", [hold.name])
         run_ladder(replace(spec, threads=0), out, parallel=1, rungs=rungs + [hold], only=[hold.name])
         actual = [r for r in store.runs() if r["name"] == hold.name][0]["final_loss"]
@@ -136,15 +130,6 @@ def run_demo(out_dir: str | Path, quick: bool = False, parallel: int = 2) -> dic
     sample = _sample(RunDir.under(out, hold.name))
     rel = (actual - pred) / pred
     interior = {f"{o['C']:.3g}": not o["edge"] for o in law2.info["optima"]} if law2 else {}
-    allocations = []
-    for C in TARGETS:
-        a = alloc_law.allocate_with_interval(C)
-        row = {k: float(np.atleast_1d(v)[0]) for k, v in a.items() if v is not None}
-        ls = law_sel.predict_samples(row["N_opt"], row["D_opt"])
-        row["loss"] = float(law_sel.predict(row["N_opt"], row["D_opt"]))
-        if ls is not None:
-            row["loss_lo"], row["loss_hi"] = (float(x) for x in law_sel.interval(ls))
-        allocations.append(row)
     s3 = law3.summary()
     summary = {
         "runs": len(rungs) + 1, "ladder_runs": len(rungs), "budgets": list(spec.budgets),
@@ -159,9 +144,8 @@ def run_demo(out_dir: str | Path, quick: bool = False, parallel: int = 2) -> dic
                     "predicted_loss": pred, "predicted_interval": [float(lo), float(hi)], "actual_loss": actual,
                     "relative_error": rel, "predicted_by_form": by_form,
                     "relative_error_by_form": {k: (actual - v) / v for k, v in by_form.items()}},
-        "allocations": allocations,
+        "allocations": _allocations(alloc_law, law_sel),
         "sample": sample,
-        "wall_seconds": time.time() - t0,
     }
 
     report = write_report(out, out / "report.html", png_dir=out / "figures")
@@ -170,6 +154,32 @@ def run_demo(out_dir: str | Path, quick: bool = False, parallel: int = 2) -> dic
     atomic_write_json(out / "summary.json", summary)
     _print_summary(con, summary)
     return summary
+
+
+def _predict_holdout(hold, table, law3, law_sel, chosen: str):
+    """The selected law's prediction for the held-out run with its interval, and every form's."""
+    pred = float(law_sel.predict(hold.N, hold.D))
+    interval = law_sel.interval(law_sel.predict_samples(hold.N, hold.D))
+    by_form = {chosen: pred}
+    for form in ("chinchilla", "kaplan", "overtraining"):
+        if form not in by_form:
+            by_form[form] = float((law3 if form == "chinchilla" else fit_approach3(table, form=form))
+                                  .predict(hold.N, hold.D))
+    return pred, interval, by_form
+
+
+def _allocations(alloc_law, law_sel) -> list[dict]:
+    """N*, D* at the TARGETS budgets (with intervals) and the selected law's loss there."""
+    rows = []
+    for C in TARGETS:
+        a = alloc_law.allocate_with_interval(C)
+        row = {k: float(np.atleast_1d(v)[0]) for k, v in a.items() if v is not None}
+        ls = law_sel.predict_samples(row["N_opt"], row["D_opt"])
+        row["loss"] = float(law_sel.predict(row["N_opt"], row["D_opt"]))
+        if ls is not None:
+            row["loss_lo"], row["loss_hi"] = (float(x) for x in law_sel.interval(ls))
+        rows.append(row)
+    return rows
 
 
 def _fit_laws(table):

@@ -72,13 +72,27 @@ def _train_unit(spec: LadderSpec, unit: list[Rung], root: str, done: list[str], 
     return out
 
 
+def _drain(queue, store) -> None:
+    """Write what the tasks queued (records, "running" marks) into the store: the driver is its only writer."""
+    from ray.util.queue import Empty
+
+    while True:
+        try:
+            msg = queue.get_nowait()
+        except Empty:
+            return
+        if msg[0] == "point":
+            store.add_point(msg[1], msg[2])
+        elif msg[0] == "running":
+            store.mark_running(msg[1], msg[2])
+
+
 def run_ladder_ray(spec: LadderSpec, out_dir: str | Path, address: str | None = None, rungs: list[Rung] | None = None,
                    shared_dir: str | Path | None = None, max_retries: int = 3, progress=None,
                    num_cpus: int | None = None) -> list[dict]:
     """Run (or resume) the ladder on Ray; returns the units' results (each rung's final record)."""
     ray = _ray()
-    from ray.util.queue import Empty, Queue
-
+    from ray.util.queue import Queue
 
     out = Path(out_dir)
     store, rungs = prepare(spec, out, rungs)
@@ -101,20 +115,9 @@ def run_ladder_ray(spec: LadderSpec, out_dir: str | Path, address: str | None = 
         if progress:
             progress(finished, len(rungs), None)
 
-        def drain():
-            while True:
-                try:
-                    msg = queue.get_nowait()
-                except Empty:
-                    return
-                if msg[0] == "point":
-                    store.add_point(msg[1], msg[2])
-                elif msg[0] == "running":
-                    store.mark_running(msg[1], msg[2])
-
         while pending:
             ready, _ = ray.wait(list(pending), timeout=0.5)
-            drain()
+            _drain(queue, store)
             for ref in ready:
                 unit = pending.pop(ref)
                 try:
@@ -125,7 +128,7 @@ def run_ladder_ray(spec: LadderSpec, out_dir: str | Path, address: str | None = 
                             store.mark_failed(r.name, str(e).strip().splitlines()[-1][:500])
                     raise UserError(f"rung {unit[0].name} failed on Ray after {max_retries} retries; "
                                     f"see `scalelab ladder status {out}`") from None
-                drain()
+                _drain(queue, store)
                 for r in res:
                     store.mark_done(r["name"], r["final"], r["flops"], r["seconds"])
                     finished += 1
