@@ -29,7 +29,7 @@ from scalelab.errors import UserError
 from scalelab.io import atomic_write_json
 from scalelab.ladder.executors import run_ladder
 from scalelab.ladder.plan import LadderSpec, Rung, family, make_rung, plan
-from scalelab.ladder.results import results_table
+from scalelab.ladder.results import FIT_APPROACH2, FIT_APPROACH3, FIT_SELECTED, results_table
 from scalelab.ladder.store import Store
 from scalelab.laws.fitting import fit_approach2, fit_approach3
 from scalelab.laws.selection import leave_largest_out
@@ -113,10 +113,10 @@ def run_demo(out_dir: str | Path, quick: bool = False, parallel: int = 2) -> dic
         law3, law2, law_sel, ranking, caught = _fit_laws(table)
         chosen = ranking[0]["form"]
         alloc_law = law2 or law3
-        law3.save(out / "fit_approach3.json")
+        law3.save(out / FIT_APPROACH3)
         if law2 is not None:
-            law2.save(out / "fit_approach2.json")
-        law_sel.save(out / "fit_selected.json")
+            law2.save(out / FIT_APPROACH2)
+        law_sel.save(out / FIT_SELECTED)
         n_star = float(alloc_law.allocate(C_hold)["N_opt"][0])  # approach 2: straight from the IsoFLOP minima
         hold = holdout_rung(spec, n_star, C_hold)
         bar.add([hold])

@@ -105,7 +105,8 @@ def cmd_export(a) -> int:
 
 
 def cmd_report(a) -> int:
-    from scalelab.report.data import FIT_FILES
+    from scalelab.ladder.results import ladder_dir
+    from scalelab.report.data import gather
     from scalelab.report.html import write_report
 
     if a.fit:
@@ -119,11 +120,10 @@ def cmd_report(a) -> int:
         for w in caught:
             print(f"warning: {w.message}")
         print("fitted and wrote " + ", ".join(str(p) for p in written))
-    out = write_report(a.src, a.out, a.png)
-    root = Path(a.src).parent if Path(a.src).suffix == ".sqlite" else Path(a.src)
-    missing = [f for f in FIT_FILES if not (root / f).exists()]
-    if FIT_FILES[0] in missing:
-        print(f"note: {root} has no {', '.join(missing)}: the report draws no law; "
+    data = gather(a.src)
+    out = write_report(a.src, a.out, a.png, data=data)
+    if data.law3 is None:
+        print(f"note: {ladder_dir(a.src)} has no {', '.join(data.missing_fits)}: the report draws no law; "
               f"`scalelab report {a.src} --fit` fits the ladder first")
     size = out.stat().st_size / 1e6
     print(f"wrote {out} ({size:.1f} MB, opens offline)" + (f" and figures in {a.png}" if a.png else ""))

@@ -18,10 +18,21 @@ from scalelab.ladder.store import Store
 from scalelab.laws.fitting import fit_approach2, fit_approach3
 from scalelab.laws.table import load_table
 
+# the fit files a ladder directory holds beside its store (the demo and `report --fit` write them)
+FIT_APPROACH3, FIT_APPROACH2, FIT_SELECTED = "fit_approach3.json", "fit_approach2.json", "fit_selected.json"
+FIT_FILES = (FIT_APPROACH3, FIT_APPROACH2, FIT_SELECTED)
+
+
+def ladder_dir(src: str | Path) -> Path:
+    """The ladder directory named by ``src``: the directory itself, or the one holding ``src`` when it
+    is the store (``ladder.sqlite``)."""
+    p = Path(src)
+    return p.parent if p.suffix == ".sqlite" else p
+
 
 def open_store(out_dir: str | Path) -> Store:
     p = Path(out_dir)
-    db = p if p.suffix == ".sqlite" else p / "ladder.sqlite"
+    db = ladder_dir(p) / "ladder.sqlite"
     if not db.exists():
         raise UserError(f"{p} holds no ladder (no ladder.sqlite); run `scalelab ladder run` first")
     return Store(db)
@@ -70,17 +81,17 @@ def fit_ladder(out_dir: str | Path, bootstrap: int = 100, seed: int = 0) -> list
     store = open_store(out_dir)
     df = results_table(store, include_holdout=False)
     store.close()
-    root = Path(out_dir).parent if Path(out_dir).suffix == ".sqlite" else Path(out_dir)
+    root = ladder_dir(out_dir)
     if df.empty or int(df["final"].sum()) < 6:
         raise UserError(f"{out_dir} has fewer than 6 finished runs; a scaling-law fit needs more")
     table = load_table(df[df["final"]].reset_index(drop=True))
     law3 = fit_approach3(table, bootstrap=bootstrap, seed=seed)
-    written = [root / "fit_approach3.json", root / "fit_selected.json"]
+    written = [root / FIT_APPROACH3, root / FIT_SELECTED]
     for p in written:
         law3.save(p)
     try:
-        fit_approach2(table, bootstrap=bootstrap, seed=seed).save(root / "fit_approach2.json")
-        written.append(root / "fit_approach2.json")
+        fit_approach2(table, bootstrap=bootstrap, seed=seed).save(root / FIT_APPROACH2)
+        written.append(root / FIT_APPROACH2)
     except UserError:  # a budget without a valley: no approach-2 allocation
         pass
     return written

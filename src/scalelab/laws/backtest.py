@@ -106,6 +106,7 @@ class Split:
     train: pd.DataFrame  # every fitted point
     test: pd.DataFrame  # the held-out runs' final points
     ratio: float  # largest held-out C / largest fitted C
+    untouched: bool = False  # the dataset is kept out of tuning (reported apart)
 
 
 def finals(d: pd.DataFrame) -> pd.DataFrame:
@@ -135,7 +136,7 @@ def splits(name: str, targets=(4.0, 16.0, 64.0), min_train_runs: int = 3, min_tr
         train = _fit_points(d, train_runs, curves)
         if len(test) and len(train) >= min_train_points and train["N"].nunique() >= min(3, min_train_runs):
             candidates.append(Split(name, float(cut), train, test.reset_index(drop=True),
-                                    float(test["C"].max() / train["C"].max())))
+                                    float(test["C"].max() / train["C"].max()), DATASETS[name].untouched))
     chosen = []
     for t in targets:
         best = min(candidates, key=lambda s: abs(np.log(s.ratio / t)), default=None)
@@ -154,7 +155,7 @@ def score(method: Method, split: Split, level: float = 0.9) -> list[dict]:
     rows = []
     for j in range(len(t)):
         lo, hi = (float(iv[0][j]), float(iv[1][j])) if iv is not None else (np.nan, np.nan)
-        rows.append({"dataset": split.dataset, "untouched": DATASETS[split.dataset].untouched,
+        rows.append({"dataset": split.dataset, "untouched": split.untouched,
                      "method": method.name, "form": law.form, "run": str(t["run"].iloc[j]),
                      "N": float(N[j]), "D": float(D[j]), "ratio": float(t["C"].iloc[j] / split.train["C"].max()),
                      "split_ratio": split.ratio, "n_train": len(split.train), "actual": float(actual[j]),

@@ -17,7 +17,7 @@ import pandas as pd
 
 from scalelab.economics.published import models_table
 from scalelab.errors import UserError
-from scalelab.ladder.results import open_store, results_table
+from scalelab.ladder.results import FIT_FILES, ladder_dir, open_store, results_table
 from scalelab.laws.forms import get_form
 from scalelab.laws.law import FittedLaw
 from scalelab.laws.published import PUBLISHED
@@ -34,6 +34,7 @@ class ReportData:
     law: FittedLaw | None  # the law used for predictions (selected, else law3)
     header: dict = field(default_factory=dict)
     specs: dict = field(default_factory=dict)  # run name -> planned rung (for hover text)
+    missing_fits: list = field(default_factory=list)  # fit files absent beside the store
 
     @property
     def optima(self) -> list[dict]:
@@ -134,16 +135,12 @@ class PredictionCheck:
     residual: np.ndarray  # relative residual of each final ladder run
 
 
-FIT_FILES = ("fit_approach3.json", "fit_approach2.json", "fit_selected.json")
-
-
 def _load_or_none(path: Path) -> FittedLaw | None:
     return FittedLaw.load(path) if path.exists() else None
 
 
 def gather(src: str | Path) -> ReportData:
-    src = Path(src)
-    root = src.parent if src.suffix == ".sqlite" else src
+    src, root = Path(src), ladder_dir(src)
     store = open_store(src)
     df = results_table(store)
     spec = store.get_meta("spec", {}) or {}
@@ -154,6 +151,7 @@ def gather(src: str | Path) -> ReportData:
     finals = df[df["final"] & ~df["holdout"]].reset_index(drop=True)
     holdouts = df[df["final"] & df["holdout"]].reset_index(drop=True)
     law3, law2, law = (_load_or_none(root / f) for f in FIT_FILES)
+    missing = [f for f in FIT_FILES if not (root / f).exists()]
     law = law or law3
     data = spec.get("data", {})
     corpus = data.get("corpus", "stdlib")
@@ -167,12 +165,11 @@ def gather(src: str | Path) -> ReportData:
         "loss": "validation cross-entropy, nats per token",
         "runs": f"{len(finals)} ladder runs, {len(holdouts)} held out",
         "prediction law": f"{law.form} (approach {law.approach})" if law else "none",
-        "fit files": ", ".join(FIT_FILES) if all((root / f).exists() for f in FIT_FILES[:1]) else
-        f"missing {', '.join(f for f in FIT_FILES if not (root / f).exists())}: laws are not drawn; "
-        f"run `scalelab report {src} --fit` to fit them",
+        "fit files": ", ".join(FIT_FILES) if law3 is not None else
+        f"missing {', '.join(missing)}: laws are not drawn; run `scalelab report {src} --fit` to fit them",
     }
     return ReportData(title=f"scalelab report: {root.name}", curves=df, finals=finals, holdouts=holdouts,
-                      law3=law3, law2=law2, law=law, header=header, specs=specs)
+                      law3=law3, law2=law2, law=law, header=header, specs=specs, missing_fits=missing)
 
 
 def hover(d: ReportData, row) -> str:

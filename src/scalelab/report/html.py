@@ -7,6 +7,7 @@ from pathlib import Path
 
 from plotly.offline import get_plotlyjs
 
+from scalelab.ladder.results import ladder_dir
 from scalelab.report.data import ReportData, gather
 from scalelab.report.figures import FIGURES
 from scalelab.report.page import write_page
@@ -37,7 +38,7 @@ NOTES = {
 def write_report(src: str | Path, out: str | Path | None = None, png_dir: str | Path | None = None,
                  data: ReportData | None = None) -> Path:
     d = data or gather(src)
-    out = Path(out) if out else (Path(src).parent if Path(src).suffix == ".sqlite" else Path(src)) / "report.html"
+    out = Path(out) if out else ladder_dir(src) / "report.html"
     sections = [PLOTLY_JS.format(plotlyjs=get_plotlyjs())]
     for name, make in FIGURES.items():
         div = make(d).to_html(full_html=False, include_plotlyjs=False, div_id=f"fig-{name}",
