@@ -32,7 +32,7 @@ from scalelab.ladder.plan import LadderSpec, Rung, family, make_rung, plan
 from scalelab.ladder.results import FIT_APPROACH2, FIT_APPROACH3, FIT_SELECTED, results_table
 from scalelab.ladder.store import Store
 from scalelab.laws.fitting import fit_approach2, fit_approach3
-from scalelab.laws.selection import leave_largest_out
+from scalelab.laws.methods import DEFAULT_METHOD, get_method
 from scalelab.laws.table import load_table
 from scalelab.model.transformer import generate
 from scalelab.report.html import write_report
@@ -110,8 +110,8 @@ def run_demo(out_dir: str | Path, quick: bool = False, parallel: int = 2) -> dic
         store = run_ladder(spec, out, parallel=parallel)
         df = results_table(store)
         table = load_table(df[~df["holdout"]].reset_index(drop=True)).finals()
-        law3, law2, law_sel, ranking, caught = _fit_laws(table)
-        chosen = ranking[0]["form"]
+        law3, law2, law_sel, caught = _fit_laws(table)
+        chosen = DEFAULT_METHOD
         alloc_law = law2 or law3
         law3.save(out / FIT_APPROACH3)
         if law2 is not None:
@@ -137,8 +137,8 @@ def run_demo(out_dir: str | Path, quick: bool = False, parallel: int = 2) -> dic
         "fit": {"approach3": {k: s3[k] for k in ("E", "A", "B", "alpha", "beta", "a", "b", "ci")},
                 "approach2": ({"a": law2.params["a"], "b": law2.params["b"], "k": law2.params["k"], "ci": law2.ci(),
                                "optima": law2.info["optima"]} if law2 else None),
-                "selection": {"method": "leave-largest-budget-out", "ranking": ranking, "chosen": chosen,
-                              "params": {k: float(v) for k, v in law_sel.params.items()}}},
+                "selection": {"method": "the back-tested default (scalelab backtest)", "chosen": chosen,
+                              "law": law_sel.summary()}},
         "interior_minima": interior, "warnings": sorted({str(w.message) for w in caught}),
         "holdout": {"name": hold.name, "C": C_hold, "N": hold.N, "D": hold.D, "law": chosen,
                     "predicted_loss": pred, "predicted_interval": [float(lo), float(hi)], "actual_loss": actual,
@@ -158,8 +158,8 @@ def run_demo(out_dir: str | Path, quick: bool = False, parallel: int = 2) -> dic
 
 def _predict_holdout(hold, table, law3, law_sel, chosen: str):
     """The selected law's prediction for the held-out run with its interval, and every form's."""
-    pred = float(law_sel.predict(hold.N, hold.D))
-    interval = law_sel.interval(law_sel.predict_samples(hold.N, hold.D))
+    pred, lo, hi = law_sel.predict_interval(hold.N, hold.D)
+    pred, interval = float(pred[0]), (float(lo[0]), float(hi[0]))
     by_form = {chosen: pred}
     for form in ("chinchilla", "kaplan", "overtraining"):
         if form not in by_form:
@@ -174,19 +174,15 @@ def _allocations(alloc_law, law_sel) -> list[dict]:
     for C in TARGETS:
         a = alloc_law.allocate_with_interval(C)
         row = {k: float(np.atleast_1d(v)[0]) for k, v in a.items() if v is not None}
-        ls = law_sel.predict_samples(row["N_opt"], row["D_opt"])
-        row["loss"] = float(law_sel.predict(row["N_opt"], row["D_opt"]))
-        if ls is not None:
-            row["loss_lo"], row["loss_hi"] = (float(x) for x in law_sel.interval(ls))
+        loss, lo, hi = law_sel.predict_interval(row["N_opt"], row["D_opt"])
+        row["loss"], row["loss_lo"], row["loss_hi"] = float(loss[0]), float(lo[0]), float(hi[0])
         rows.append(row)
     return rows
 
 
 def _fit_laws(table):
-    """Approach 3 (Chinchilla form), approach 2 (None when a budget has no valley), and the form
-    that best predicted the largest budget from the smaller ones inside this ladder
-    (leave-largest-out cross-validation), fitted on all of it. -> (law3, law2, selected, ranking,
-    warnings caught)."""
+    """Approach 3 (Chinchilla form), approach 2 (None when a budget has no valley), and the default
+    method, the back-test's winner, that makes the forecasts. -> (law3, law2, forecast law, warnings caught)."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         law3 = fit_approach3(table, bootstrap=200, seed=0)  # Chinchilla form
@@ -195,10 +191,8 @@ def _fit_laws(table):
         except UserError as e:  # no valley at some budget: allocate with approach 3 instead
             warnings.warn(f"approach 2 unavailable: {e}", stacklevel=2)
             law2 = None
-        ranking = leave_largest_out(table, forms=("chinchilla", "kaplan", "overtraining"), k=1)
-        chosen = ranking[0]["form"]
-        law_sel = law3 if chosen == "chinchilla" else fit_approach3(table, form=chosen, bootstrap=200, seed=0)
-    return law3, law2, law_sel, ranking, caught
+        law_sel = replace(get_method(DEFAULT_METHOD), bootstrap=200).fit(table)
+    return law3, law2, law_sel, caught
 
 
 def _sample(run_dir: Path, prompt: str = "def ", tokens: int = 40) -> dict:
@@ -230,9 +224,10 @@ def _print_summary(con, s: dict) -> None:
     edges = [c for c, ok in s["interior_minima"].items() if not ok]
     con.print("IsoFLOP minima: " + ("interior at every budget" if not edges else f"at the edge for {edges}"))
     sel = s["fit"]["selection"]
-    con.print("extrapolation check inside the ladder (fit on smaller budgets, predict the largest): " +
-              ", ".join(f"{r['form']} {r['mean_abs_relative_error']:.1%}" for r in sel["ranking"]) +
-              f" -> predicting with [bold]{sel['chosen']}[/]")
+    cal = sel["law"].get("calibration", {})
+    con.print(f"forecasts use [bold]{sel['chosen']}[/], the method that won the back-test on public ladders "
+              f"(`scalelab backtest`); intervals: bootstrap widened by {cal.get('sigma_per_decade', 0):.3f} "
+              "log-loss per decade of extrapolation, calibrated there")
     t = Table(title=f"held-out run: {HOLDOUT_FACTOR:.0f}x the largest ladder budget, at approach 2's N*(C)")
     for col in ("C", "N", "D", "law", "predicted loss", "actual loss", "error"):
         t.add_column(col, justify="right")

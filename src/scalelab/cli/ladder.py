@@ -1,4 +1,4 @@
-"""`scalelab ladder plan|run|status|export` and `scalelab demo`."""
+"""`scalelab ladder plan|run|status|export|suggest` and `scalelab demo`."""
 
 from __future__ import annotations
 
@@ -137,6 +137,45 @@ def cmd_demo(a) -> int:
     return 0
 
 
+def _suggest_law(src: str):
+    """A fit file as it is, or a table fitted with the default method (no bootstrap: design needs none)."""
+    from dataclasses import replace
+
+    from scalelab.laws.law import FittedLaw
+    from scalelab.laws.methods import DEFAULT_METHOD, get_method
+    from scalelab.laws.table import load_table
+
+    if src.endswith(".json"):
+        return FittedLaw.load(src)
+    return replace(get_method(DEFAULT_METHOD), bootstrap=0).fit(load_table(src).finals())
+
+
+def cmd_suggest(a) -> int:
+    from scalelab.laws.design import suggest_for_target
+
+    if a.compute is not None:
+        target = {"C": a.compute}
+    elif a.params is not None and a.tokens is not None:
+        target = {"N": a.params, "D": a.tokens}
+    else:
+        raise UserError("give the target: --params N --tokens D, or --compute C")
+    for flag, v in (("--params", a.params), ("--tokens", a.tokens), ("--compute", a.compute), ("-k", a.k)):
+        if v is not None and v <= 0:
+            raise UserError(f"{flag} must be positive, got {v}")
+    res = suggest_for_target(_suggest_law(a.src), target, k=a.k, max_flops=a.max_flops)
+    if a.json:
+        print_json(res)
+        return 0
+    t = res["target"]
+    print(f"target N = {t['N']:.3g}, D = {t['D']:.3g} (C = {t['C']:.3g}): loss {t['loss']:.4f}, "
+          f"{t['level']:.0%} interval [{t['loss_lo']:.4f}, {t['loss_hi']:.4f}] now")
+    table(f"next runs, each the most interval narrowed per FLOP (candidates up to {res['max_flops']:.3g} FLOPs)",
+          ["#", "N", "D", "C=6ND", "D/N", "interval after"],
+          [(str(i + 1), f"{p['N']:.3g}", f"{p['D']:.3g}", f"{p['C']:.3g}", f"{p['D'] / p['N']:.0f}",
+            f"[{p['loss_lo_after']:.4f}, {p['loss_hi_after']:.4f}]") for i, p in enumerate(res["suggestions"])])
+    return 0
+
+
 def register(sub) -> None:
     lad = sub.add_parser("ladder", help="plan, run, inspect and export IsoFLOP ladders")
     ls = lad.add_subparsers(dest="ladder_cmd", required=True, metavar="ACTION")
@@ -175,6 +214,20 @@ def register(sub) -> None:
     e.add_argument("dir")
     e.add_argument("--out", required=True, help="runs.csv or runs.parquet")
     e.set_defaults(fn=cmd_export)
+
+    g = ls.add_parser("suggest", help="which runs to train next to narrow the forecast at a target most per FLOP",
+                      description="SRC is a run table (fitted with the default method) or a fit file from "
+                                  "`scalelab fit --out`. Candidates are sizes between the smallest fitted one and "
+                                  "the target's, at 5-160 tokens per parameter, up to --max-flops.")
+    g.add_argument("src", help="TABLE.csv|.parquet, or FIT.json")
+    g.add_argument("--params", type=float, default=None, help="target N")
+    g.add_argument("--tokens", type=float, default=None, help="target D")
+    g.add_argument("--compute", type=float, default=None, help="target C: at the law's compute-optimal N*, D*")
+    g.add_argument("-k", type=int, default=3, help="runs to suggest (default 3)")
+    g.add_argument("--max-flops", type=float, default=None,
+                   help="largest run to consider (default: 10x the largest fitted run, below the target)")
+    g.add_argument("--json", action="store_true")
+    g.set_defaults(fn=cmd_suggest)
 
     rp = sub.add_parser("report", help="interactive HTML report (and PNG/SVG figures) of a ladder")
     rp.add_argument("src", help="ladder directory or its ladder.sqlite")

@@ -21,9 +21,7 @@ def _fmt(v) -> str:
     return f"{v:.4g}" if isinstance(v, (float, np.floating)) else str(v)
 
 
-def cmd_fit(a) -> int:
-    from scalelab.laws.fitting import fit
-    from scalelab.laws.selection import choose_form
+def _load_fit_table(a):
     from scalelab.laws.table import load_table
 
     if a.example:
@@ -31,27 +29,67 @@ def cmd_fit(a) -> int:
             raise UserError(f"--example must be one of {sorted(EXAMPLES)}")
         fname, drop = EXAMPLES[a.example]
         src = resources.files("scalelab") / "examples" / fname
-        table = load_table(str(src), params=a.params, drop_highest_loss=drop)
-    elif a.table:
-        table = load_table(a.table, params=a.params, drop_highest_loss=a.drop_highest_loss)
-    else:
-        raise UserError("give a TABLE.csv to fit, or --example chinchilla")
-    if a.bootstrap < 0:
-        raise UserError("--bootstrap must be >= 0")
-    table = table.finals() if a.approach != 1 else table
-    ranking = None
-    form = a.form
+        return load_table(str(src), params=a.params, drop_highest_loss=drop)
+    if a.table:
+        return load_table(a.table, params=a.params, drop_highest_loss=a.drop_highest_loss)
+    raise UserError("give a TABLE.csv to fit, or --example chinchilla")
+
+
+def _custom(a) -> bool:
+    """A single form with the fitting flags given: the published approach 3, not a back-tested method."""
+    return any(v is not None for v in (a.form, a.objective, a.optimizer)) or a.all_starts
+
+
+def _fit_law(a, table):
+    from dataclasses import replace
+
+    from scalelab.laws.fitting import fit, fit_approach3
+    from scalelab.laws.methods import DEFAULT_METHOD, get_method
+    from scalelab.laws.selection import choose_form
+
+    if a.approach != 3:
+        return fit(table, approach=a.approach, bootstrap=a.bootstrap or 0, seed=a.seed), None
+    if not _custom(a):
+        method = get_method(a.method or DEFAULT_METHOD, arg="method")
+        if a.bootstrap is not None:
+            method = replace(method, bootstrap=a.bootstrap)
+        return replace(method, seed=a.seed).fit(table), None
+    if a.method:
+        raise UserError("--method picks a back-tested method; leave out --form/--objective/--optimizer/--all-starts "
+                        "with it", arg="method")
+    form, ranking = (a.form or "chinchilla"), None
     if form == "auto":
         form, ranking = choose_form(table)
+    law = fit_approach3(table, method=a.optimizer or "lbfgs", form=form, bootstrap=a.bootstrap or 0, seed=a.seed,
+                        top_starts=None if a.all_starts else 32, objective=a.objective or "huber")
+    return law, ranking
+
+
+def _fit_rows(law, summary: dict, table) -> list[tuple]:
+    ci = summary.get("ci", {})
+    rows = []
+    if law.form == "ensemble":
+        for m in law.params["members"]:
+            rows += [(f"{m['method']}: {k}", _fmt(v), "") for k, v in m["params"].items()]
+    else:
+        for k in list(law.params) + (["a", "b"] if "a" in summary and "a" not in law.params else []):
+            lo_hi = ci.get(k)
+            rows.append((k, _fmt(summary[k]), f"[{_fmt(lo_hi[0])}, {_fmt(lo_hi[1])}]" if lo_hi else ""))
+    rows.append(("points", len(table), ""))
+    if law.approach == "2":
+        for o in law.info["optima"]:
+            rows.append((f"N_opt @ C={o['C']:.3g}", _fmt(o["N_opt"]), "edge!" if o["edge"] else ""))
+    return rows
+
+
+def cmd_fit(a) -> int:
+    table = _load_fit_table(a)
+    if a.bootstrap is not None and a.bootstrap < 0:
+        raise UserError("--bootstrap must be >= 0")
+    table = table.finals() if a.approach != 1 else table
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        if a.approach == 3:
-            from scalelab.laws.fitting import fit_approach3
-
-            law = fit_approach3(table, method=a.method, form=form, bootstrap=a.bootstrap, seed=a.seed,
-                                top_starts=None if a.all_starts else 32, objective=a.objective)
-        else:
-            law = fit(table, approach=a.approach, bootstrap=a.bootstrap, seed=a.seed)
+        law, ranking = _fit_law(a, table)
     if ranking:
         law.info["form_ranking"] = ranking
     if a.out:
@@ -59,30 +97,31 @@ def cmd_fit(a) -> int:
     summary = law.summary(a.level)
     if a.json:
         print_json(summary)
-    else:
-        for w in caught:
-            print(f"warning: {w.message}")
-        ci = summary.get("ci", {})
-        rows = []
-        for k in list(law.params) + (["a", "b"] if "a" in summary and "a" not in law.params else []):
-            lo_hi = ci.get(k)
-            rows.append((k, _fmt(summary[k]), f"[{_fmt(lo_hi[0])}, {_fmt(lo_hi[1])}]" if lo_hi else ""))
-        rows.append(("points", len(table), ""))
-        if law.approach == "2":
-            for o in law.info["optima"]:
-                rows.append((f"N_opt @ C={o['C']:.3g}", _fmt(o["N_opt"]), "edge!" if o["edge"] else ""))
-        _table(f"approach {law.approach} fit ({law.form}, N = {table.param_convention} params)", rows)
-        if ranking:
-            print("form ranking by leave-largest-out error: " +
-                  ", ".join(f"{r['form']} {r['mean_abs_relative_error']:.2%}" for r in ranking))
-        if a.out:
-            print(f"wrote {a.out}")
+        return 0
+    for w in sorted({str(w.message) for w in caught}):
+        print(f"warning: {w}")
+    how = f"method {law.info['method']}" if "method" in law.info and law.approach == "3" and not _custom(a) \
+        else f"{law.form}"
+    _table(f"approach {law.approach} fit ({how}, N = {table.param_convention} params)",
+           _fit_rows(law, summary, table))
+    if "calibration" in law.info:
+        c = law.info["calibration"]
+        print(f"forecast intervals: bootstrap ({len(law.samples)} resamples) widened by "
+              f"{c['sigma_per_decade']:.4f} in log loss per decade of compute past the largest fitted run "
+              f"(C = {c['C_max_fitted']:.3g}); calibrated on the back-test")
+    if ranking:
+        print("form ranking by leave-largest-out error: " +
+              ", ".join(f"{r['form']} {r['mean_abs_relative_error']:.2%}" for r in ranking))
+    if a.out:
+        print(f"wrote {a.out}")
     return 0
 
 
 def cmd_predict(a) -> int:
     from scalelab.laws.published import get_law
 
+    if not 0 < a.level < 1:
+        raise UserError(f"--level must be in (0, 1), e.g. 0.9; got {a.level}")
     law = get_law(a.law)
     if a.compute is not None:
         if a.compute <= 0:
@@ -97,12 +136,21 @@ def cmd_predict(a) -> int:
             raise UserError("give --params N and --tokens D, or --compute C")
         if a.params <= 0 or a.tokens <= 0:
             raise UserError("--params and --tokens must be positive")
-        kw = {"unique_tokens": a.unique_tokens} if a.unique_tokens else {}
-        out = {"N": a.params, "D": a.tokens, "loss": float(np.atleast_1d(law.predict(a.params, a.tokens, **kw))[0])}
-        samples = law.predict_samples(a.params, a.tokens)
-        if samples is not None:
-            lo, hi = law.interval(samples.reshape(len(samples), -1)[:, 0], a.level)
-            out.update(loss_lo=float(lo), loss_hi=float(hi))
+        if a.unique_tokens:
+            loss = law.predict(a.params, a.tokens, unique_tokens=a.unique_tokens)
+            out = {"N": a.params, "D": a.tokens, "loss": float(np.atleast_1d(loss)[0])}
+        else:
+            loss, lo, hi = law.predict_interval(a.params, a.tokens, a.level)
+            out = {"N": a.params, "D": a.tokens, "loss": float(loss[0])}
+            if lo is not None:
+                out.update(loss_lo=float(lo[0]), loss_hi=float(hi[0]))
+    c_fit = law.info.get("C_max_fitted")
+    if c_fit:
+        out["extrapolation_ratio"] = (a.compute or 6.0 * a.params * a.tokens) / c_fit
+    if "loss_lo" in out:
+        out["level"] = a.level
+        cal = law.info.get("calibration")
+        out["interval"] = "bootstrap + extrapolation (calibrated)" if cal else "bootstrap only (not calibrated)"
     out["law"] = a.law
     if a.json:
         print_json(out)
@@ -116,6 +164,19 @@ def cmd_predict(a) -> int:
         title = f"{a.law}: {what}"
         _table(title, rows)
     return 0
+
+
+def _dataset_table(res: dict, pct) -> None:
+    by = res["by_dataset"]
+    names = list(dict.fromkeys(r["dataset"] for r in by))
+    untouched = {r["dataset"] for r in by if r["untouched"]}
+    rows = []
+    for m in dict.fromkeys(r["method"] for r in by):
+        cell = {r["dataset"]: r["median_abs_error"] for r in by if r["method"] == m}
+        tuned = [cell[d] for d in names if d in cell and d not in untouched]
+        rows.append((m, *[pct(cell.get(d)) for d in names], pct(float(np.median(tuned)) if tuned else None)))
+    table("back-test: median |error| of held-out losses by dataset (* untouched: never tuned on)",
+          ["method", *[d + ("*" if d in untouched else "") for d in names], "median (tuned-on)"], rows)
 
 
 def cmd_backtest(a) -> int:
@@ -136,10 +197,12 @@ def cmd_backtest(a) -> int:
         print_json({k: v for k, v in res.items() if k != "points"})
         return 0
     pct = lambda v: "" if v is None else f"{v:.1%}"  # noqa: E731
-    table(f"back-test by split ({a.level:.0%} intervals): median |error| (worst)",
-          ["dataset", "ratio", "fitted points", "method", "held out", "median |err|", "worst", "coverage"],
-          [(r["dataset"], f"{r['split_ratio']:.1f}x", r["n_train"], r["method"], r["points"],
-            pct(r["median_abs_error"]), pct(r["worst_abs_error"]), pct(r["coverage"])) for r in res["by_split"]])
+    if a.by_split:
+        table(f"back-test by split ({a.level:.0%} intervals): median |error| (worst)",
+              ["dataset", "ratio", "fitted points", "method", "held out", "median |err|", "worst", "coverage"],
+              [(r["dataset"], f"{r['split_ratio']:.1f}x", r["n_train"], r["method"], r["points"],
+                pct(r["median_abs_error"]), pct(r["worst_abs_error"]), pct(r["coverage"])) for r in res["by_split"]])
+    _dataset_table(res, pct)
     table(f"back-test summary over held-out points ({a.level:.0%} intervals)",
           ["method", "data", "points", "median |err|", "worst", "coverage", "median width", "median ratio"],
           [(r["method"], r["data"], r["points"], pct(r["median_abs_error"]), pct(r["worst_abs_error"]),
@@ -160,14 +223,18 @@ def register(sub) -> None:
         "Chinchilla grid); approach 2 fits IsoFLOP parabolas; approach 1 uses training curves."))
     f.add_argument("table", nargs="?")
     f.add_argument("--approach", type=int, default=3, choices=[1, 2, 3])
-    f.add_argument("--form", default="chinchilla",
+    f.add_argument("--method", default=None,
+                   help="a back-tested method (`scalelab backtest`); default: the suite's winner, 'ensemble'")
+    f.add_argument("--form", default=None,
                    choices=["chinchilla", "kaplan", "overtraining", "compute", "auto"],
-                   help="law form for approach 3; auto = best by leave-largest-out cross-validation")
-    f.add_argument("--method", default="lbfgs", choices=["lbfgs", "varpro"])
-    f.add_argument("--objective", default="huber", choices=["huber", "huber-likelihood"])
+                   help="fit one law form instead (approach 3 as published); auto = best by leave-largest-out")
+    f.add_argument("--optimizer", default=None, choices=["lbfgs", "varpro"], help="with --form (default lbfgs)")
+    f.add_argument("--objective", default=None, choices=["huber", "huber-likelihood"],
+                   help="with --form (default huber)")
     f.add_argument("--all-starts", action="store_true",
                    help="run L-BFGS from every grid start (exactly as published; slower)")
-    f.add_argument("--bootstrap", type=int, default=0, metavar="K", help="bootstrap resamples for intervals")
+    f.add_argument("--bootstrap", type=int, default=None, metavar="K",
+                   help="bootstrap resamples for intervals (default: the method's, 50; 0 with --form)")
     f.add_argument("--level", type=float, default=0.9, help="interval level (default 0.9)")
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--params", default=None, choices=["total", "non_embedding"],
@@ -199,6 +266,7 @@ def register(sub) -> None:
     b.add_argument("--methods", default=None, help="comma-separated (default: all registered)")
     b.add_argument("--level", type=float, default=0.9, help="interval level (default 0.9)")
     b.add_argument("--workers", type=int, default=2, help="processes (default 2)")
-    b.add_argument("--json", action="store_true", help="print the summary and per-split tables as JSON")
+    b.add_argument("--by-split", action="store_true", help="also print every cut-off of every dataset")
+    b.add_argument("--json", action="store_true", help="print the summary, per-dataset and per-split tables as JSON")
     b.add_argument("--out", default=None, help="write everything, every held-out point included, as JSON")
     b.set_defaults(fn=cmd_backtest)

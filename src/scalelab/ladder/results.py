@@ -7,6 +7,7 @@ Built from the store's `MetricsRecord`s and planned rungs; C = 6 N D is computed
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -16,6 +17,7 @@ from scalelab.errors import UserError
 from scalelab.io import atomic_write_text
 from scalelab.ladder.store import Store
 from scalelab.laws.fitting import fit_approach2, fit_approach3
+from scalelab.laws.methods import DEFAULT_METHOD, get_method
 from scalelab.laws.table import load_table
 
 # the fit files a ladder directory holds beside its store (the demo and `report --fit` write them)
@@ -77,7 +79,8 @@ def export(out_dir: str | Path, dest: str | Path) -> pd.DataFrame:
 
 def fit_ladder(out_dir: str | Path, bootstrap: int = 100, seed: int = 0) -> list[Path]:
     """Fit a finished ladder's final points and write the fit files the report reads: approach 3
-    (Chinchilla form, also the prediction law) and approach 2 (when every budget has a valley)."""
+    (Chinchilla form), the prediction law (the back-tested default method, `fit_selected.json`) and
+    approach 2 (when every budget has a valley)."""
     store = open_store(out_dir)
     df = results_table(store, include_holdout=False)
     store.close()
@@ -85,10 +88,9 @@ def fit_ladder(out_dir: str | Path, bootstrap: int = 100, seed: int = 0) -> list
     if df.empty or int(df["final"].sum()) < 6:
         raise UserError(f"{out_dir} has fewer than 6 finished runs; a scaling-law fit needs more")
     table = load_table(df[df["final"]].reset_index(drop=True))
-    law3 = fit_approach3(table, bootstrap=bootstrap, seed=seed)
+    fit_approach3(table, bootstrap=bootstrap, seed=seed).save(root / FIT_APPROACH3)
+    replace(get_method(DEFAULT_METHOD), bootstrap=bootstrap, seed=seed).fit(table).save(root / FIT_SELECTED)
     written = [root / FIT_APPROACH3, root / FIT_SELECTED]
-    for p in written:
-        law3.save(p)
     try:
         fit_approach2(table, bootstrap=bootstrap, seed=seed).save(root / FIT_APPROACH2)
         written.append(root / FIT_APPROACH2)

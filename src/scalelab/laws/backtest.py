@@ -17,7 +17,9 @@ kept "untouched": no method choice may be tuned on them, and they are reported a
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 
@@ -150,19 +152,22 @@ def score(method: Method, split: Split, level: float = 0.9) -> list[dict]:
     law = method.fit(load_table(split.train))
     t = split.test
     N, D, actual = (t[k].to_numpy(float) for k in ("N", "D", "loss"))
-    pred = np.atleast_1d(law.predict(N, D))
-    iv = law.interval(law.predict_samples(N, D), level)
+    pred, lo, hi = law.predict_interval(N, D, level)
+    boot = law.interval(law.predict_samples(N, D), level)
     rows = []
     for j in range(len(t)):
-        lo, hi = (float(iv[0][j]), float(iv[1][j])) if iv is not None else (np.nan, np.nan)
+        has = lo is not None
         rows.append({"dataset": split.dataset, "untouched": split.untouched,
                      "method": method.name, "form": law.form, "run": str(t["run"].iloc[j]),
                      "N": float(N[j]), "D": float(D[j]), "ratio": float(t["C"].iloc[j] / split.train["C"].max()),
                      "split_ratio": split.ratio, "n_train": len(split.train), "actual": float(actual[j]),
-                     "predicted": float(pred[j]), "lo": lo, "hi": hi,
+                     "predicted": float(pred[j]), "lo": float(lo[j]) if has else np.nan,
+                     "hi": float(hi[j]) if has else np.nan,
+                     "boot_lo": float(boot[0][j]) if boot is not None else float(pred[j]),
+                     "boot_hi": float(boot[1][j]) if boot is not None else float(pred[j]),
                      "rel_error": float((pred[j] - actual[j]) / actual[j]),
-                     "covered": bool(lo <= actual[j] <= hi) if iv is not None else None,
-                     "rel_width": float((hi - lo) / actual[j]) if iv is not None else None})
+                     "covered": bool(lo[j] <= actual[j] <= hi[j]) if has else None,
+                     "rel_width": float((hi[j] - lo[j]) / actual[j]) if has else None})
     return rows
 
 
@@ -179,6 +184,27 @@ def _score_task(task) -> list[dict]:
     return [{**r, "warnings": notes} for r in rows]
 
 
+BLAS_THREADS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+@contextmanager
+def worker_pool(workers: int):
+    """A spawn Pool whose processes each use one BLAS thread. The fits are many small array operations;
+    with the default thread pools, 2 processes on 2 cores ran the suite in 5 min 37 s instead of 1 min 3 s
+    (docs/LOG.md, 2026-11-30). The children read the variables when they import numpy."""
+    saved = {k: os.environ.get(k) for k in BLAS_THREADS}
+    os.environ.update({k: "1" for k in BLAS_THREADS})
+    try:
+        with mp.get_context("spawn").Pool(workers) as pool:
+            yield pool
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def run_backtest(methods: list[Method], datasets: list[str], level: float = 0.9, workers: int = 1,
                  progress=None) -> dict:
     """Score every method on every split of every dataset -> {"points": [...], "summary": [...],
@@ -190,7 +216,7 @@ def run_backtest(methods: list[Method], datasets: list[str], level: float = 0.9,
     tasks = [(m, s, level) for name in datasets for s in splits(name) for m in methods]
     points = []
     if workers > 1:
-        with mp.get_context("spawn").Pool(workers) as pool:
+        with worker_pool(workers) as pool:
             for i, rows in enumerate(pool.imap(_score_task, tasks)):
                 points += rows
                 if progress:
@@ -201,7 +227,8 @@ def run_backtest(methods: list[Method], datasets: list[str], level: float = 0.9,
             if progress:
                 progress(i + 1, len(tasks))
     df = pd.DataFrame([p for p in points if "error" not in p])
-    return {"level": level, "points": points, "summary": summarize(df), "by_split": by_split(df)}
+    return {"level": level, "points": points, "summary": summarize(df), "by_dataset": by_dataset(df),
+            "by_split": by_split(df)}
 
 
 def _stats(g: pd.DataFrame) -> dict:
@@ -230,3 +257,11 @@ def by_split(df: pd.DataFrame) -> list[dict]:
         return []
     return [{"dataset": k[0], "split_ratio": k[1], "method": k[2], "n_train": int(g["n_train"].iloc[0]),
              **_stats(g)} for k, g in df.groupby(["dataset", "split_ratio", "method"], sort=False)]
+
+
+def by_dataset(df: pd.DataFrame) -> list[dict]:
+    """Per method and dataset (every cut-off together); the suite's score is the median of these."""
+    if df.empty:
+        return []
+    return [{"method": k[0], "dataset": k[1], "untouched": bool(g["untouched"].iloc[0]), **_stats(g)}
+            for k, g in df.groupby(["method", "dataset"], sort=False)]

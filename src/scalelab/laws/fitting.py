@@ -120,7 +120,8 @@ def _fit_log_space(form: Form, F, y, delta, starts: np.ndarray, top_starts: int 
 
 def fit_approach3(table: RunTable, method: str = "lbfgs", delta: float = HUBER_DELTA,
                   top_starts: int | None = 32, bootstrap: int = 0, seed: int = 0,
-                  form: str = "chinchilla", boot_starts: int = 0, objective: str = "huber") -> FittedLaw:
+                  form: str = "chinchilla", boot_starts: int = 0, objective: str = "huber",
+                  weights: np.ndarray | None = None) -> FittedLaw:
     """Fit a parametric law (default: Chinchilla) to (N, D, loss) points.
 
     method: "lbfgs" (the published grid + L-BFGS) or "varpro" (grid over exponents + NNLS).
@@ -130,6 +131,7 @@ def fit_approach3(table: RunTable, method: str = "lbfgs", delta: float = HUBER_D
         a Huber likelihood with a fitted scale, started from the plain fit).
     bootstrap: number of resamples; each refits from the full-data optimum (warm start) plus the
         ``boot_starts`` best grid starts on the resample.
+    weights: one non-negative weight per row, multiplying its term of the objective (None: all 1).
     """
     f = get_form(form)
     n_par = len(f.param_names)
@@ -137,17 +139,20 @@ def fit_approach3(table: RunTable, method: str = "lbfgs", delta: float = HUBER_D
         raise UserError(f"the {form} form has {n_par} parameters but the table has only {len(table)} points; "
                         "add runs")
     F, y = f.features(table.N, table.D), np.log(table.loss)
+    w = None if weights is None else np.asarray(weights, float)
+    if w is not None and (w.shape != (len(table),) or np.any(w < 0) or not np.all(np.isfinite(w))):
+        raise UserError(f"weights must be {len(table)} non-negative finite numbers, one per row")
     if method == "varpro":
-        if form != "chinchilla":
-            raise UserError("method varpro is for the chinchilla form")
+        if form != "chinchilla" or w is not None:
+            raise UserError("method varpro is for the chinchilla form, unweighted")
         theta, obj = _varpro(table.N, table.D, table.loss, delta)
     elif method == "lbfgs":
-        theta, obj = _fit_log_space(f, F, y, delta, f.grid(), top_starts)
+        theta, obj = _fit_log_space(f, F, y, delta, f.grid(), top_starts, w)
     else:
         raise UserError(f"unknown fit method {method!r}; use lbfgs or varpro")
     extra = {}
     if objective == "huber-likelihood":
-        theta, obj, sigma = _fit_huber_likelihood(f, theta, F, y, delta)
+        theta, obj, sigma = _fit_huber_likelihood(f, theta, F, y, delta, w)
         extra["sigma"] = sigma
     elif objective != "huber":
         raise UserError(f"unknown objective {objective!r}; use huber or huber-likelihood")
@@ -160,17 +165,18 @@ def fit_approach3(table: RunTable, method: str = "lbfgs", delta: float = HUBER_D
                                "determine this term; add runs that vary it (more sizes or budgets)")
         warnings.warn(extra["degenerate"], stacklevel=2)
     law = FittedLaw(form=form, params=f.to_params(theta), approach="3",
-                    info={"n_points": len(table), "objective": obj, "objective_kind": objective, **extra,
+                    info={"n_points": len(table), "C_max_fitted": float(table.C.max()), "objective": obj,
+                          "objective_kind": objective, **extra,
                           "method": method, "huber_delta": delta,
                           "param_convention": table.param_convention, "flops_convention": "C = 6 N D",
                           "notes": table.notes})
     if bootstrap:
-        law.samples = _bootstrap3(f, table, theta, delta, bootstrap, seed, boot_starts, objective)
+        law.samples = _bootstrap3(f, table, theta, delta, bootstrap, seed, boot_starts, objective, w)
     return law
 
 
 def _bootstrap3(f: Form, table: RunTable, theta: np.ndarray, delta: float, n_boot: int, seed: int,
-                boot_starts: int, objective: str = "huber") -> list[dict]:
+                boot_starts: int, objective: str = "huber", weights: np.ndarray | None = None) -> list[dict]:
     """Resample runs with replacement (as weights: equivalent, and keeps arrays fixed-size)."""
     rng = np.random.default_rng(seed)
     F, y = f.features(table.N, table.D), np.log(table.loss)
@@ -180,7 +186,7 @@ def _bootstrap3(f: Form, table: RunTable, theta: np.ndarray, delta: float, n_boo
     samples = []
     for _ in range(n_boot):
         counts = np.bincount(rng.integers(0, len(uniq), len(uniq)), minlength=len(uniq))
-        w = counts[inv].astype(float)
+        w = counts[inv].astype(float) * (1.0 if weights is None else weights)
         starts = [theta]
         if boot_starts > 0:
             with np.errstate(over="ignore", invalid="ignore", divide="ignore"):

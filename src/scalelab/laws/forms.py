@@ -213,8 +213,20 @@ class DataConstrained(Form):
         return params["E"] + A / N_eff**al + B / D_eff**be
 
 
+class Ensemble(Form):
+    """The geometric mean of several fitted forms: ln L = mean_k ln L_k(N, D). Its params are
+    {"members": [{"form": name, "params": {...}}, ...]}; fitted member by member (laws/methods.py)."""
+
+    name = "ensemble"
+    param_names = ("members",)
+
+    def predict(self, params: dict, N, D) -> np.ndarray:
+        logs = [np.log(get_form(m["form"]).predict(m["params"], N, D)) for m in params["members"]]
+        return np.exp(np.mean(logs, axis=0))
+
+
 FORMS: dict[str, Form] = {f.name: f for f in (Chinchilla(), Kaplan(), ComputeLaw(), Overtraining(),
-                                                DataConstrained())}
+                                                DataConstrained(), Ensemble())}
 
 
 def get_form(name: str) -> Form:

@@ -16,6 +16,9 @@ from scalelab.errors import UserError
 from scalelab.io import atomic_write_text, to_plain
 from scalelab.laws.allocation import allocate
 from scalelab.laws.forms import FORMS, get_form
+from scalelab.laws.intervals import widen
+
+SUMMARY_OMITS = ("fitted_points",)  # kept in the fit file, too long for a summary
 
 
 @dataclass
@@ -45,6 +48,22 @@ class FittedLaw:
         q = (1 - level) / 2
         return np.nanquantile(values, q, axis=0), np.nanquantile(values, 1 - q, axis=0)
 
+    def widen(self, pred, iv, C, level: float = 0.9):
+        """The interval a forecast states: the bootstrap's ``iv`` (or None), widened for extrapolation
+        to compute ``C`` when the fit carries a calibration (laws/intervals.py, eq. 1); None if neither."""
+        cal = self.info.get("calibration")
+        if not cal:
+            return iv
+        ratio = np.asarray(C, float) / cal["C_max_fitted"]
+        return widen(pred, *(iv if iv is not None else (None, None)), ratio, cal["sigma_per_decade"], level)
+
+    def predict_interval(self, N, D, level: float = 0.9):
+        """(loss, lo, hi) at (N, D): lo/hi are None when the fit has neither samples nor calibration."""
+        pred = np.atleast_1d(self.predict(N, D)).astype(float)
+        iv = self.interval(self.predict_samples(N, D), level)
+        iv = self.widen(pred, iv, 6.0 * np.asarray(N, float) * np.asarray(D, float), level)
+        return (pred, None, None) if iv is None else (pred, np.atleast_1d(iv[0]), np.atleast_1d(iv[1]))
+
     # ---- allocation -----------------------------------------------------------------------
     def exponents(self, params: dict | None = None) -> tuple[float, float]:
         """(a, b): N_opt ∝ C^a, D_opt ∝ C^b."""
@@ -61,6 +80,8 @@ class FittedLaw:
         return allocate(self, np.asarray(C, float), flops_per_token, params)
 
     def allocate_with_interval(self, C, level: float = 0.9, flops_per_token=None) -> dict:
+        """N*, D*, tokens/param and the loss at the optimum, with bootstrap intervals; the loss's
+        interval is widened for extrapolation when the fit is calibrated (see `widen`)."""
         out = self.allocate(C, flops_per_token)
         if self.samples:
             draws = [self.allocate(C, flops_per_token, s) for s in self.samples]
@@ -69,11 +90,16 @@ class FittedLaw:
                     vals = np.array([d[key] for d in draws], float)
                     lo, hi = self.interval(vals, level)
                     out[key + "_lo"], out[key + "_hi"] = lo, hi
+        if out.get("loss") is not None:
+            iv = (out["loss_lo"], out["loss_hi"]) if "loss_lo" in out else None
+            iv = self.widen(out["loss"], iv, out["C"], level)
+            if iv is not None:
+                out["loss_lo"], out["loss_hi"] = iv
         return out
 
     def ci(self, level: float = 0.9) -> dict:
         """Per-parameter (and allocation-exponent) bootstrap intervals."""
-        if not self.samples:
+        if not self.samples or self.form == "ensemble":
             return {}
         out = {}
         for k in self.params:
@@ -89,6 +115,12 @@ class FittedLaw:
 
     # ---- serialisation --------------------------------------------------------------------
     def summary(self, level: float = 0.9) -> dict:
+        if self.form == "ensemble":
+            d = {"members": [{"form": m["form"], **{k: float(v) for k, v in m["params"].items()}}
+                             for m in self.params["members"]]}
+            d.update(form=self.form, approach=self.approach, bootstrap=len(self.samples))
+            d.update({k: v for k, v in self.info.items() if k not in d and k not in SUMMARY_OMITS})
+            return d
         d = {k: float(v) for k, v in self.params.items()}
         if self.form in ("chinchilla", "allocation", "data_constrained"):
             a, b = self.exponents()
@@ -98,7 +130,7 @@ class FittedLaw:
             d["ci"] = self.ci(level)
             d["ci_level"] = level
             d["bootstrap"] = len(self.samples)
-        d.update({k: v for k, v in self.info.items() if k not in d})
+        d.update({k: v for k, v in self.info.items() if k not in d and k not in SUMMARY_OMITS})
         return d
 
     def to_json(self) -> str:

@@ -18,7 +18,6 @@ import pandas as pd
 from scalelab.economics.published import models_table
 from scalelab.errors import UserError
 from scalelab.ladder.results import FIT_FILES, ladder_dir, open_store, results_table
-from scalelab.laws.forms import get_form
 from scalelab.laws.law import FittedLaw
 from scalelab.laws.published import PUBLISHED
 
@@ -94,7 +93,8 @@ class ReportData:
 
         h, law = self.holdouts, self.law
         hN, hD = h["N"].to_numpy(float), h["D"].to_numpy(float)
-        band = interval(law, lambda s: get_form(law.form).predict(s, hN, hD)) if len(h) else None
+        band = law.predict_interval(hN, hD)[1:] if len(h) else None  # calibrated when the fit is
+        band = None if band is None or band[0] is None else band
         N, D, L = self.final_arrays()
         fit = law.predict(N, D)
         return PredictionCheck(law.predict(hN, hD) if len(h) else np.array([]), band, (L - fit) / fit)
@@ -131,7 +131,7 @@ class Frontier:
 @dataclass
 class PredictionCheck:
     predicted: np.ndarray  # the held-out runs' predicted loss
-    band: tuple | None  # their (lo, hi) bootstrap interval
+    band: tuple | None  # their (lo, hi) forecast interval (bootstrap, widened when calibrated)
     residual: np.ndarray  # relative residual of each final ladder run
 
 

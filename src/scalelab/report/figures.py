@@ -171,6 +171,20 @@ def prediction(d: ReportData) -> go.Figure:
     return fig
 
 
+def _param_names(law) -> list[str]:
+    if law.form == "ensemble":
+        return [f"{m['method']}: {k}" for m in law.params["members"] for k in m["params"]]
+    return list(law.params)
+
+
+def _flat_summary(law) -> dict:
+    """A law's summary with an ensemble's member parameters as "method: name" keys."""
+    s = law.summary()
+    if law.form == "ensemble":
+        s.update({f"{m['method']}: {k}": float(v) for m in law.params["members"] for k, v in m["params"].items()})
+    return s
+
+
 def fit_table(d: ReportData) -> go.Figure:
     """One row per parameter: Chinchilla's (E, A, B, alpha, beta and the allocation exponents a, b),
     then those of the prediction law when it has another form (e.g. Kaplan's Nc, Dc, alpha_N,
@@ -179,12 +193,12 @@ def fit_table(d: ReportData) -> go.Figure:
     laws = {"this ladder: approach 3": d.law3, "this ladder: approach 2": d.law2,
             "hoffmann2022": PUBLISHED["hoffmann2022"], "besiroglu2024": PUBLISHED["besiroglu2024"]}
     if d.law is not None and d.law.form != "chinchilla":
-        names += [k for k in d.law.params if k not in names]
+        names += [k for k in _flat_summary(d.law) if k not in names and k in _param_names(d.law)]
         laws[f"this ladder: {d.law.form} (prediction law)"] = d.law
         laws.update({k: v for k, v in PUBLISHED.items() if v.form == d.law.form})
 
     def col(law):
-        s = law.summary()
+        s = _flat_summary(law)
         ci = s.get("ci", {})
         return [(f"{s[k]:.4g}" + (f" [{ci[k][0]:.3g}, {ci[k][1]:.3g}]" if k in ci else "")) if k in s else ""
                 for k in names]
