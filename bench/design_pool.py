@@ -24,10 +24,10 @@ import pandas as pd
 from scalelab.io import atomic_write_json
 from scalelab.laws.backtest import finals, load_backtest
 from scalelab.laws.design import suggest
-from scalelab.laws.methods import Method
+from scalelab.laws.methods import METHODS, Method
 from scalelab.laws.table import load_table
 
-METHOD = Method("chinchilla", bootstrap=0)
+METHOD = Method("chinchilla", bootstrap=0, sigma_per_decade=0.011)  # --method replaces it
 
 
 def setup(dataset: str, n_targets: int, gap: float, n_seed: int):
@@ -81,16 +81,42 @@ def flops_to(trace: list[dict], thr: float) -> float | None:
     return None
 
 
+def error_at(trace: list[dict], flops: float) -> float:
+    """The error after the last step that had spent at most ``flops``."""
+    return [t for t in trace if t["flops"] <= flops][-1]["error"]
+
+
+def summarize(traces: dict) -> list[dict]:
+    """FLOPs until the error stays under each threshold, and every strategy's error at the FLOPs the
+    cheapest-first (isoflop) order spent."""
+    rnd = [k for k in traces if k.startswith("random")]
+    rows = []
+    for thr in (0.05, 0.03, 0.02, 0.01):
+        f = {k: flops_to(v, thr) for k, v in traces.items()}
+        rows.append({"threshold": thr, "suggest": f["suggest"], "isoflop": f["isoflop"],
+                     "random_median": float(np.median([np.inf if f[k] is None else f[k] for k in rnd])),
+                     "random_reached": sum(f[k] is not None for k in rnd), "random_seeds": len(rnd)})
+    x = traces["isoflop"][-1]["flops"]
+    rows.append({"error_at_flops": x, "suggest": error_at(traces["suggest"], x),
+                 "isoflop": error_at(traces["isoflop"], x),
+                 "random_median": float(np.median([error_at(traces[k], x) for k in rnd]))})
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--dataset", default="misfitting")
-    ap.add_argument("--targets", type=int, default=4)
-    ap.add_argument("--gap", type=float, default=8.0, help="pool runs have C <= smallest target C / gap")
-    ap.add_argument("--seed-runs", type=int, default=6)
-    ap.add_argument("--steps", type=int, default=25)
-    ap.add_argument("--random-seeds", type=int, default=8)
+    ap.add_argument("--targets", type=int, default=3)
+    ap.add_argument("--gap", type=float, default=4.0, help="pool runs have C <= smallest target C / gap")
+    ap.add_argument("--seed-runs", type=int, default=10)
+    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--random-seeds", type=int, default=5)
+    ap.add_argument("--method", default="ensemble", help="a registered method, fitted without bootstrap")
     ap.add_argument("--out", default="bench/results/design_pool.json")
     a = ap.parse_args()
+    global METHOD
+    METHOD = Method(**{**METHODS[a.method].__dict__, "bootstrap": 0,
+                       "sigma_per_decade": METHODS[a.method].sigma_per_decade or 0.011})
     t0 = time.time()
     pool, targets, seed_idx = setup(a.dataset, a.targets, a.gap, a.seed_runs)
     traces = {"suggest": run(by_suggest(pool, targets), pool, targets, seed_idx, a.steps),
@@ -99,13 +125,7 @@ def main() -> None:
         rng = np.random.default_rng(s)
         traces[f"random{s}"] = run(lambda c, left, rng=rng: left[int(rng.integers(len(left)))], pool, targets,
                                    seed_idx, a.steps)
-    rows = []
-    for thr in (0.02, 0.01):
-        f = {k: flops_to(v, thr) for k, v in traces.items()}
-        rnd = [v for k, v in f.items() if k.startswith("random")]
-        rows.append({"threshold": thr, "suggest": f["suggest"], "isoflop": f["isoflop"],
-                     "random_median": float(np.median([np.inf if v is None else v for v in rnd])),
-                     "random_reached": sum(v is not None for v in rnd), "random_seeds": len(rnd)})
+    rows = summarize(traces)
     for r in rows:
         print(r)
     for k in ("suggest", "isoflop", "random0"):

@@ -120,3 +120,12 @@ def test_fit_table_gives_every_parameter_of_every_law_a_row(quick_demo):
             assert by_label["kaplan2020"][0] == ""  # no E in Kaplan's form
         else:
             assert not any("prediction law" in h for h in header)
+    # the demo's prediction law, the default ensemble: one row per member parameter
+    assert d.law.form == "ensemble"
+    table = fit_table(d).data[0]
+    names, *cols = table.cells.values
+    by_label = dict(zip(list(table.header.values)[1:], cols))
+    col = by_label["this ladder: ensemble (prediction law)"]
+    for m in d.law.params["members"]:
+        for k, v in m["params"].items():
+            assert col[list(names).index(f"{m['method']}: {k}")] == f"{v:.4g}"

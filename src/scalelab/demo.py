@@ -43,7 +43,7 @@ from scalelab.ui import console
 DEMO = LadderSpec(budgets=(1e11, 3e11, 1e12), sizes_per_budget=4, span=16.0, tokens_per_param=40.0,
                   vocab_size=512, seq_len=128, min_width=16, threads=1, eval_tokens=16384, evals_per_run=2,
                   data=DataConfig(tokenizer_train_bytes=4_000_000))
-QUICK = replace(DEMO, budgets=(3e10, 1e11, 3e11), eval_tokens=8192)
+QUICK = replace(DEMO, budgets=(3e10, 6e10, 1.2e11), eval_tokens=8192)  # half the tokens of (3e10, 1e11, 3e11)
 HOLDOUT_FACTOR = 4.0
 TARGETS = (1e15, 1e18, 1e21)
 
