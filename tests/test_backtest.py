@@ -56,9 +56,12 @@ def test_score_on_a_known_law():
 
 def test_backtest_command(tmp_path):
     out = tmp_path / "bt.json"
+    page = tmp_path / "bt.html"
     r = run_cli("backtest", "--datasets", "scalelab-demo", "--methods", "chinchilla,compute", "--workers", "1",
-                "--json", "--out", out)
+                "--json", "--out", out, "--html", page)
     assert r.returncode == 0, r.stderr
+    text = page.read_text()
+    assert all(f'id="fig-{k}"' in text for k in ("error_vs_ratio", "by_dataset", "coverage")) and "compute" in text
     res = json.loads(r.stdout)
     assert {row["method"] for row in res["by_split"]} == {"chinchilla", "compute"}
     points = pd.DataFrame(json.loads(out.read_text())["points"])

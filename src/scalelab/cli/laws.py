@@ -193,6 +193,10 @@ def cmd_backtest(a) -> int:
         from scalelab.io import atomic_write_json
 
         atomic_write_json(a.out, res)
+    if a.html:
+        from scalelab.report.backtest import write_backtest_page
+
+        write_backtest_page(res, a.html)
     if a.json:
         print_json({k: v for k, v in res.items() if k != "points"})
         return 0
@@ -211,8 +215,9 @@ def cmd_backtest(a) -> int:
     if failed:
         print(f"{len(failed)} fits failed: " + "; ".join(f"{p['dataset']} {p['method']}: {p['error']}"
                                                            for p in failed[:3]))
-    if a.out:
-        print(f"wrote {a.out}")
+    for path in (a.out, a.html):
+        if path:
+            print(f"wrote {path}")
     return 0
 
 
@@ -269,4 +274,5 @@ def register(sub) -> None:
     b.add_argument("--by-split", action="store_true", help="also print every cut-off of every dataset")
     b.add_argument("--json", action="store_true", help="print the summary, per-dataset and per-split tables as JSON")
     b.add_argument("--out", default=None, help="write everything, every held-out point included, as JSON")
+    b.add_argument("--html", default=None, help="write a page with the back-test's figures (offline HTML)")
     b.set_defaults(fn=cmd_backtest)

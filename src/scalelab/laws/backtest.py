@@ -50,6 +50,17 @@ def _misfitting() -> pd.DataFrame:
                          "loss": best["loss"]})
 
 
+def _misfitting_curves() -> pd.DataFrame:
+    """Every checkpoint (D = its tokens) of the run at the best peak learning rate of each (N, final D).
+    Cosine schedules: only a run's last point is a model trained to its D."""
+    d = _csv("backtest/misfitting_open_lm_curves.csv")
+    d["run"] = d["model"] + "@" + d["total_steps"].astype(str) + "@" + d["peak_lr"].astype(str) + "@" + d["sweep"]
+    fin = d[d["step"] == d.groupby("run")["step"].transform("max")]
+    best = fin.loc[fin.groupby(["N", "D"])["loss"].idxmin(), "run"]
+    d = d[d["run"].isin(set(best))]
+    return pd.DataFrame({"run": d["run"], "N": d["N"], "D": d["D"], "loss": d["loss"]})
+
+
 def _curves(d: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"run": d["model"], "N": d["N"], "D": d["D"], "loss": d["loss"]})
 
@@ -86,6 +97,8 @@ class Dataset:
 DATASETS = {d.name: d for d in (
     Dataset("chinchilla", _chinchilla, False, False, "Hoffmann et al. 2022 IsoFLOP points (Epoch's digitisation)"),
     Dataset("misfitting", _misfitting, False, False, "(Mis)Fitting open_lm sweep, 12M-1B, best lr per (N, D)"),
+    Dataset("misfitting-curves", _misfitting_curves, True, False,
+            "the same runs with every checkpoint (Choshen et al.: use, or not, the early ones)"),
     Dataset("opt", _opt, True, False, "OPT 125M-175B training curves (ColPret)"),
     Dataset("scalelab-demo", _demo, False, False, "this project's CPU demo ladder and its 4x held-out run"),
     Dataset("gpt3", _gpt3, True, True, "GPT-3 125M-175B validation curves, digitised (ColPret)"),

@@ -42,8 +42,10 @@ def _jac_one(form: str, params: dict, N, D) -> np.ndarray:
     f = get_form(form)
     if not f.theta_names:
         raise UserError(f"ladder design needs a fitted loss surface; the {form} fit has none")
-    _, jac = f.log_predict(f.to_theta(params), f.features(np.atleast_1d(N), np.atleast_1d(D)))
-    return np.atleast_2d(jac)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        _, jac = f.log_predict(f.to_theta(params), f.features(np.atleast_1d(N), np.atleast_1d(D)))
+    # a parameter that underflowed to 0 (ln -> -inf) carries no information: its column is 0, not NaN
+    return np.nan_to_num(np.atleast_2d(jac), nan=0.0, posinf=0.0, neginf=0.0)
 
 
 def _jac(law: FittedLaw, N, D) -> np.ndarray:

@@ -11,7 +11,7 @@ that grows with the distance, in decades of compute, past the largest fitted run
 with b_hi = ln(hi_boot / pred) the bootstrap half-width (likewise below), z the normal quantile of
 the level, and sigma_dec the log-error per decade of extrapolation. sigma_dec is one number learned
 on the back-test's tuned-on datasets (`fit_sigma`, so that 90% intervals cover 90% of their held-out
-points, each cut-off of each dataset weighted equally) and checked on the untouched ones; log10(1 + r) keeps the term
+points, each dataset weighted equally) and checked on the untouched ones; log10(1 + r) keeps the term
 small inside the fitted range (r << 1) and ~log10 r far beyond it.
 """
 
@@ -59,15 +59,15 @@ def fit_sigma(pts: dict, level: float = 0.9, hi: float = 1.0) -> float:
 
 
 def points_from_rows(rows: list[dict]) -> dict:
-    """Back-test rows (laws/backtest.py `score`) -> the arrays `coverage` takes. Each forecast
-    situation (a dataset's cut-off) weighs 1 in total, however many runs it holds out: a user makes
-    one forecast per ladder, and the Chinchilla points (123 of 193) must not outvote the rest."""
-    keys = [f"{r['dataset']}@{r['split_ratio']:.6g}" for r in rows]
-    names, counts = np.unique(keys, return_counts=True)
+    """Back-test rows (laws/backtest.py `score`) -> the arrays `coverage` takes. Each dataset weighs 1
+    in total, however many runs it holds out: each public ladder stands for one user's ladder, and the
+    Chinchilla points (123 of 232) must not outvote the rest."""
+    ds = np.array([r["dataset"] for r in rows])
+    names, counts = np.unique(ds, return_counts=True)
     per = dict(zip(names, counts))
     get = lambda k: np.array([r[k] for r in rows], float)  # noqa: E731
     return {"pred": get("predicted"), "lo": get("boot_lo"), "hi": get("boot_hi"), "ratio": get("ratio"),
-            "actual": get("actual"), "weight": np.array([1.0 / per[k] for k in keys])}
+            "actual": get("actual"), "weight": np.array([1.0 / per[d] for d in ds])}
 
 
 def calibrate(rows: list[dict], level: float = 0.9) -> dict:

@@ -124,11 +124,12 @@ METHODS: dict[str, Method] = {m.name: m.validate() for m in (
     Method("overtraining", form="overtraining"),
     Method("compute", form="compute"),
     # The back-test's winner among averages of forms that tell N from D (bench/method_search.py, docs/LOG.md
-    # 2026-11-30): the geometric mean of two forms, each fitted the way that extrapolated best on the tuned-on
-    # datasets; its interval's extrapolation term learned there (bench/calibrate_intervals.py).
+    # 2026-11-30): the geometric mean of three forms, Kaplan's fitted with weights (C / C_max); its interval's
+    # extrapolation term learned on the tuned-on datasets (bench/calibrate_intervals.py).
     Method("ensemble", members=(
-        Method("chinchilla+prog50", min_progress=0.5),
-        Method("kaplan+w1", form="kaplan", weight_power=1.0)), sigma_per_decade=0.011),
+        Method("chinchilla"),
+        Method("kaplan+w1", form="kaplan", weight_power=1.0),
+        Method("overtraining", form="overtraining")), sigma_per_decade=0.015),
 )}
 
 

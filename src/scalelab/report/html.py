@@ -29,7 +29,8 @@ NOTES = {
                 "published models (C = 6 N_active D).",
     "curves": "Every evaluation of every run. With a cosine schedule only a run's last point is a valid (N, D) "
               "point; WSD cooldown branches are dashed.",
-    "prediction": "Left: runs held out of the fit, predicted before they were trained (error bars: 90% bootstrap). "
+    "prediction": "Left: runs held out of the fit, predicted before they were trained (error bars: the 90% forecast "
+                  "interval, calibrated when the prediction law is the default method). "
                   "Right: how far each ladder run sits from the fitted law.",
     "fit_table": "",
 }
