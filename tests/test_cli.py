@@ -39,6 +39,9 @@ def test_count_llama_and_mixtral_json():
     # lab settings are parsed as strictly as train overrides: a mistyped bool is an error, not False
     (["lab", "moe", "--set", "ablation=flase"], "--set ablation expects bool"),
     (["train", "train.progress=flase"], "train.progress expects bool"),
+    # non-finite numbers on any numeric flag
+    (["predict", "hoffmann2022", "--compute", "nan"], "--compute must be a finite number"),
+    (["plan", "--compute", "inf"], "--compute must be a finite number"),
 ])
 def test_user_errors_are_one_line_exit_2(args, msg, tmp_path):
     r = run_cli(*args)
@@ -83,3 +86,18 @@ def test_train_sample_export_end_to_end(tmp_path):
     assert r2.stdout == r.stdout
     r = run_cli("export", run, "--out", tmp_path / "hf")
     assert r.returncode == 0 and (tmp_path / "hf" / "model.safetensors").exists()
+
+
+@pytest.mark.parametrize("args", [["models"], ["models", "--json"]])
+def test_a_closed_stdout_ends_quietly(args):
+    """`scalelab models | head -1`: the reader goes away first; no BrokenPipe traceback (rich tables and
+    plain JSON both)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    p = subprocess.Popen([str(Path(sys.executable).parent / "scalelab"), *args], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+    p.stdout.close()  # before the interpreter has even started
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=60) in (0, 1, 141) and err == "", err  # rich exits 1 on a broken pipe, quietly

@@ -26,6 +26,15 @@ def synthetic_csv(tmp_path_factory):
     return p
 
 
+@pytest.fixture(scope="module")
+def default_fit(synthetic_csv, tmp_path_factory):
+    """`scalelab fit TABLE --out` with no method flags (20 resamples)."""
+    out = tmp_path_factory.mktemp("fit") / "fit.json"
+    r = run_cli("fit", synthetic_csv, "--bootstrap", "20", "--out", out)
+    assert r.returncode == 0, r.stderr
+    return out
+
+
 def test_sample_weights_reach_the_objective():
     """A zero weight removes a point: the fit equals the fit without it; a gross outlier at weight 1 moves it."""
     df = isoflop_table(TRUTH, BUDGETS, 6, noise=0.002, seed=0)
@@ -105,10 +114,8 @@ def test_fit_sigma_recovers_a_known_extrapolation_error():
     assert np.allclose(lo, 2.97) and np.allclose(hi, 3.06)
 
 
-def test_fit_defaults_to_the_backtested_method_and_predict_states_its_interval(synthetic_csv, tmp_path):
-    out = tmp_path / "fit.json"
-    r = run_cli("fit", synthetic_csv, "--bootstrap", "20", "--out", out)
-    assert r.returncode == 0, r.stderr
+def test_fit_defaults_to_the_backtested_method_and_predict_states_its_interval(synthetic_csv, default_fit):
+    out = default_fit
     law = FittedLaw.load(out)
     assert law.info["method"] == DEFAULT_METHOD and "calibration" in law.info
     n, d = 3e9, 6e10  # about 10x past the largest fitted run
@@ -141,3 +148,22 @@ def test_suggestions_narrow_the_interval_within_budget():
     assert len(res["suggestions"]) == 3 and all(a > b for a, b in zip(widths, widths[1:]))
     assert all(p["C"] <= 1e21 * (1 + 1e-9) for p in res["suggestions"])
     assert len({(p["N"], p["D"]) for p in res["suggestions"]}) == 3
+
+
+def test_ladder_suggest_command(synthetic_csv, default_fit, tmp_path):
+    r = run_cli("ladder", "suggest", synthetic_csv, "--compute", 1e22, "-k", 2, "--json")
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    t = res["target"]
+    assert t["C"] == pytest.approx(1e22) and t["loss_lo"] < t["loss"] < t["loss_hi"]
+    assert len(res["suggestions"]) == 2 and all(p["C"] <= res["max_flops"] for p in res["suggestions"])
+    last = res["suggestions"][-1]
+    assert last["loss_hi_after"] - last["loss_lo_after"] < t["loss_hi"] - t["loss_lo"]
+    fit = default_fit
+    for args, msg in (([], "give the target"), (["--compute", 1e18], "inside the fitted runs"),
+                      (["--params", -1, "--tokens", 1e9], "--params must be positive"),
+                      (["--compute", 1e22, "--max-flops", 1.0], "no candidate run fits")):
+        r = run_cli("ladder", "suggest", fit, *args)
+        assert r.returncode == 2 and msg in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    r = run_cli("ladder", "suggest", tmp_path / "missing.csv", "--compute", 1e22)
+    assert r.returncode == 2 and "not found" in r.stderr

@@ -13,6 +13,8 @@ errors name their argument (``UserError.arg``); `main` rewrites it as the flag t
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import sys
 
 from scalelab.errors import Diverged, UserError
@@ -58,11 +60,33 @@ def message(parser: argparse.ArgumentParser, command: str | None, e: UserError) 
     return text.replace(e.arg, flag, 1) if flag else text
 
 
+def non_finite(parser: argparse.ArgumentParser, args: argparse.Namespace) -> UserError | None:
+    """NaN or infinity given to any numeric flag (argparse's float accepts 'nan' and 'inf')."""
+    for k, v in vars(args).items():
+        if isinstance(v, float) and not math.isfinite(v):
+            return UserError(f"{k} must be a finite number, got {v}", arg=k)
+    return None
+
+
+def _quiet_stdout() -> None:
+    """The reader of our stdout went away (`scalelab ... | head`): send the rest nowhere."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.fn(args) or 0
+        bad = non_finite(parser, args)
+        if bad:
+            raise bad
+        code = args.fn(args) or 0
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        _quiet_stdout()
+        return 141  # as if killed by SIGPIPE, like any Unix tool in a pipe
     except UserError as e:
         print(f"scalelab: error: {message(parser, args.command, e)}", file=sys.stderr)
         return 2

@@ -4,7 +4,7 @@
     RUN/tokenizer.json                 the tokenizer the run trained with
     RUN/metrics.jsonl                  one `MetricsRecord` per logged step
     RUN/summary.json                   written last, once the run is complete
-    RUN/checkpoints/step_NNNNNNNN/     weights, optimizer, state.json (see checkpoint.py)
+    RUN/checkpoints/step_NNNNNNNN/     weights, optimizer, state.json, manifest.json (see checkpoint.py)
     RUN/checkpoints/LATEST             name of the newest complete checkpoint
     RUN/branch_points/step_NNNNNNNN/   kept copies where WSD cooldown branches (and labs) start
 
@@ -13,7 +13,9 @@ Torch-free: the ladder, the report and the CLI read runs without importing torch
 
 from __future__ import annotations
 
+import hashlib
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +27,50 @@ from scalelab.train.records import read_records
 
 def checkpoint_name(step: int) -> str:
     return f"step_{step:08d}"
+
+
+MANIFEST = "manifest.json"
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_manifest(ckpt: Path) -> None:
+    """Size and SHA-256 of every file of a checkpoint directory, written last (checkpoint.py)."""
+    files = {p.name: {"bytes": p.stat().st_size, "sha256": file_sha256(p)}
+             for p in sorted(ckpt.iterdir()) if p.is_file() and p.name != MANIFEST}
+    (ckpt / MANIFEST).write_text(json.dumps(files, indent=1))
+
+
+def checkpoint_problem(ckpt: Path, full: bool = True) -> str | None:
+    """Why a checkpoint cannot be trusted (None: it can). With a manifest every listed file must have
+    its size (and, when ``full``, its SHA-256); without one (checkpoints of older versions) state.json
+    must parse."""
+    ckpt = Path(ckpt)
+    try:
+        if not (ckpt / MANIFEST).exists():
+            json.loads((ckpt / "state.json").read_text())
+            return None
+        for name, want in json.loads((ckpt / MANIFEST).read_text()).items():
+            f = ckpt / name
+            if not f.exists():
+                return f"{name} is missing"
+            if f.stat().st_size != want["bytes"]:
+                return f"{name} has {f.stat().st_size} bytes, the manifest says {want['bytes']}"
+            if full and file_sha256(f) != want["sha256"]:
+                return f"{name} does not match its checksum"
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return f"unreadable: {e}"
+
+
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
 
 
 @dataclass(frozen=True)
@@ -81,15 +127,26 @@ class RunDir:
     def is_complete(self) -> bool:
         return self.summary_file.exists()
 
-    def latest_checkpoint(self) -> Path | None:
-        """The checkpoint LATEST names, else the newest complete one, else None."""
+    def latest_checkpoint(self, report=None) -> Path | None:
+        """The newest checkpoint that passes `checkpoint_problem` (LATEST's first, then by step), else
+        None when there is none at all. Each corrupt one skipped is reported (``report(message)``,
+        default: a warning line on stderr); if every one is corrupt, a one-line error."""
         marker = self.checkpoints / "LATEST"
-        if marker.exists():
-            p = self.checkpoints / marker.read_text().strip()
-            if (p / "state.json").exists():
+        named = [self.checkpoints / marker.read_text().strip()] if marker.exists() else []
+        done = sorted((p for p in self.checkpoints.glob("step_*") if p.is_dir()), reverse=True)
+        candidates = list(dict.fromkeys(p for p in named + done if p.is_dir()))
+        bad = []
+        for p in candidates:
+            problem = checkpoint_problem(p)
+            if problem is None:
+                for b in bad:
+                    (report or _warn)(f"checkpoint {b} is corrupt; resuming from {p.name} instead")
                 return p
-        done = sorted(p for p in self.checkpoints.glob("step_*") if (p / "state.json").exists())
-        return done[-1] if done else None
+            bad.append(f"{p.name} ({problem})")
+        if bad:
+            raise UserError(f"every checkpoint in {self.checkpoints} is corrupt: {'; '.join(bad)}; train from "
+                            "scratch into a new --out, or delete the checkpoints/ folder")
+        return None
 
     # ---- reading and writing -------------------------------------------------------------
     def read_config(self):
