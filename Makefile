@@ -29,11 +29,12 @@ demo: $(VENV)/.base
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .
 
+# numpy/scipy's OpenBLAS pool only spins on the fits' small arrays (docs/LOG.md 2026-11-30); torch uses MKL
 test: lint
-	$(BIN)/python -m pytest -q -m "not slow"
+	OPENBLAS_NUM_THREADS=1 $(BIN)/python -m pytest -q -m "not slow"
 
 test-all: lint
-	$(BIN)/python -m pytest -q
+	OPENBLAS_NUM_THREADS=1 $(BIN)/python -m pytest -q
 
 bench: $(VENV)/.dev
 	$(BIN)/python bench/throughput.py --json bench/results/throughput.json

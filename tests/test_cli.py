@@ -59,7 +59,7 @@ def test_bad_table_exit_2(tmp_path):
 
 def test_fit_example_and_predict_json(tmp_path):
     out = tmp_path / "fit.json"
-    r = run_cli("fit", "--example", "chinchilla", "--bootstrap", "50", "--json", "--out", out)
+    r = run_cli("fit", "--example", "chinchilla", "--form", "chinchilla", "--bootstrap", "50", "--json", "--out", out)
     assert r.returncode == 0, r.stderr
     d = json.loads(r.stdout)
     for k in ("E", "A", "B", "alpha", "beta", "a", "b", "ci"):

@@ -191,7 +191,7 @@ def _fit_laws(table):
         except UserError as e:  # no valley at some budget: allocate with approach 3 instead
             warnings.warn(f"approach 2 unavailable: {e}", stacklevel=2)
             law2 = None
-        law_sel = replace(get_method(DEFAULT_METHOD), bootstrap=200).fit(table)
+        law_sel = get_method(DEFAULT_METHOD).fit(table)  # its 50 resamples: the interval was calibrated with 50
     return law3, law2, law_sel, caught
 
 

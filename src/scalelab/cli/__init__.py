@@ -19,6 +19,11 @@ import sys
 
 from scalelab.errors import Diverged, UserError
 
+# Before numpy is imported (commands import it lazily): the law fits are many small array operations, on
+# which OpenBLAS's thread pool only spins (same wall time, half the CPU; 2 processes on 2 cores ran the
+# back-test 5x slower). torch uses MKL and its own threads. A user's own setting wins.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 
 def build_parser() -> argparse.ArgumentParser:
     from scalelab.cli import econ, labs, ladder, laws, run
