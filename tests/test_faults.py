@@ -66,3 +66,44 @@ def test_a_full_disk_while_saving_keeps_the_last_good_checkpoint(small_cfg, smal
     monkeypatch.setattr(checkpoint, "save_model", real)
     s = train(cfg, tmp_path, dataset=small_dataset, resume=True)
     assert s["steps"] == 24 and torch.isfinite(torch.tensor(s["final"]["val_loss"]))
+
+
+def _hold(path):
+    """Another process holding a lock, as a running `ladder run` or `train` would."""
+    import subprocess
+    import sys
+    import time
+
+    code = ("import sys, time; from scalelab.io import hold_lock\n"
+            "with hold_lock(sys.argv[1], 'x'):\n    print('held', flush=True); time.sleep(60)")
+    p = subprocess.Popen([sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "held"
+    time.sleep(0.05)
+    return p
+
+
+def test_one_writer_per_ladder_folder_and_run_directory(tmp_path):
+    """A second `ladder run` (or `train --resume`) on a folder in use stops at once, naming the holder;
+    once the holder is killed its lock is taken over."""
+    import os
+    import signal
+
+    from scalelab.io import hold_lock
+    from test_ladder import tiny_spec
+
+    spec, lad = tiny_spec(tmp_path), tmp_path / "lad"
+    p = _hold(lad / "ladder.lock")
+    r = run_cli("ladder", "run", spec, "--out", lad)
+    assert r.returncode == 2 and f"ladder {lad} is in use by pid {p.pid}" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not (lad / "ladder.sqlite").exists()  # no work done
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    with hold_lock(lad / "ladder.lock", "ladder"):  # the killed holder's lock is free
+        assert f"pid {os.getpid()}" in (lad / "ladder.lock").read_text()
+
+    run = tmp_path / "run"
+    q = _hold(run / "run.lock")
+    r = run_cli("train", "--out", run, "--resume", "train.max_steps=4", "train.progress=false")
+    assert r.returncode == 2 and f"run directory {run} is in use by pid {q.pid}" in r.stderr, r.stderr
+    q.kill()
+    q.wait()

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import tempfile
 import tomllib
+from contextlib import contextmanager
 from pathlib import Path
 
 from scalelab.errors import UserError
@@ -76,3 +78,32 @@ def to_plain(x):
     if hasattr(x, "item"):
         return x.item()
     return x
+
+
+@contextmanager
+def hold_lock(path: str | Path, what: str):
+    """One writer at a time: an exclusive, non-blocking ``flock`` on ``path`` for the duration, the file
+    naming the holder. The kernel drops the lock when its process dies, so a lock left by a killed
+    process is taken over without ceremony. (flock is per machine: on a filesystem shared by several
+    machines it may not exclude a process on another one.)"""
+    import fcntl
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    f = open(path, "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        holder = f.read().strip() or "another process"
+        f.close()
+        raise UserError(f"{what} is in use by {holder}; wait for it to finish or stop it, then run again") from None
+    try:
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        f.flush()
+        yield
+    finally:
+        fcntl.flock(f, fcntl.LOCK_UN)
+        f.close()

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from scalelab.errors import UserError
+from scalelab.io import hold_lock
 from scalelab.ladder.plan import LadderSpec, Rung, plan, with_threads
 from scalelab.ladder.store import Store
 from scalelab.train.data import load_dataset
@@ -119,6 +120,16 @@ def run_ladder(spec: LadderSpec, out_dir: str | Path, parallel: int = 1, rungs: 
     ``progress(done, total, name)`` is called after each unit. ``spec.threads`` may differ between
     invocations (it changes speed, not results)."""
     out = Path(out_dir)
+    with ladder_lock(out):
+        return _run_ladder(spec, out, parallel, rungs, progress, only)
+
+
+def ladder_lock(out: Path):
+    """One `ladder run` per folder at a time (the driver holds OUT/ladder.lock; a killed one's is freed)."""
+    return hold_lock(out / "ladder.lock", f"ladder {out}")
+
+
+def _run_ladder(spec: LadderSpec, out: Path, parallel: int, rungs, progress, only) -> Store:
     store, rungs = prepare(spec, out, rungs)
     load_dataset(rungs[0].config, log=lambda *a: None)  # tokenize once, before any worker starts
     done = {r["name"] for r in store.runs("done")}

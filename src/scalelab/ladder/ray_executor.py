@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from scalelab.errors import UserError
-from scalelab.ladder.executors import branch_plan, prepare, train_rung, work_units
+from scalelab.ladder.executors import branch_plan, ladder_lock, prepare, train_rung, work_units
 from scalelab.ladder.plan import LadderSpec, Rung
 from scalelab.train.data import load_dataset
 from scalelab.train.hooks import Hooks
@@ -95,6 +95,12 @@ def run_ladder_ray(spec: LadderSpec, out_dir: str | Path, address: str | None = 
     from ray.util.queue import Queue
 
     out = Path(out_dir)
+    with ladder_lock(out):
+        return _run_on_ray(ray, Queue, spec, out, address, rungs, shared_dir, max_retries, progress, num_cpus)
+
+
+def _run_on_ray(ray, Queue, spec: LadderSpec, out: Path, address, rungs, shared_dir, max_retries: int, progress,
+                num_cpus) -> list[dict]:
     store, rungs = prepare(spec, out, rungs)
     root = Path(shared_dir) if shared_dir else out
     load_dataset(rungs[0].config, log=lambda *a: None)  # tokenize once, before any task starts

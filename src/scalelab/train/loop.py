@@ -18,6 +18,7 @@ resumed run repeats an uninterrupted one exactly on CPU (tested).
 from __future__ import annotations
 
 import math
+import os
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ import torch
 from scalelab.config import RunConfig
 from scalelab.data.shards import TokenDataset
 from scalelab.errors import Diverged, UserError
+from scalelab.io import hold_lock
 from scalelab.model.transformer import Transformer
 from scalelab.train import distributed as parallel
 from scalelab.train.checkpoint import keep_copy, load_checkpoint, save_checkpoint
@@ -269,8 +271,16 @@ def save(s: TrainState, step: int, policy: CheckpointPolicy) -> None:
 def train(cfg: RunConfig, run_dir: str | Path | RunDir, resume: bool = False, dataset: TokenDataset | None = None,
           hooks: Hooks | None = None, branch_points: tuple[int, ...] = (), log=print) -> dict:
     """Train one run into ``run_dir``; returns the summary dict (also written to summary.json once
-    the run is complete). ``branch_points``: steps whose checkpoints are kept (see CheckpointPolicy)."""
-    cfg, run, hooks = cfg.validate(), RunDir.of(run_dir), hooks or Hooks()
+    the run is complete). ``branch_points``: steps whose checkpoints are kept (see CheckpointPolicy).
+    One process trains a run directory at a time (rank 0 holds RUN/run.lock)."""
+    cfg, run = cfg.validate(), RunDir.of(run_dir)
+    lock = hold_lock(run.lock_file, f"run directory {run.path}") if os.environ.get("RANK", "0") == "0" \
+        else nullcontext()
+    with lock:
+        return _train(cfg, run, resume, dataset, hooks or Hooks(), branch_points, log)
+
+
+def _train(cfg: RunConfig, run: RunDir, resume: bool, dataset, hooks: Hooks, branch_points, log) -> dict:
     s = setup(cfg, run, resume, dataset, log)
     t, total, main = cfg.train, cfg.total_steps, s.dist.is_main
     policy = CheckpointPolicy(total, t.log_every, t.eval_every, t.checkpoint_every, frozenset(branch_points))

@@ -4,6 +4,7 @@
     RUN/tokenizer.json                 the tokenizer the run trained with
     RUN/metrics.jsonl                  one `MetricsRecord` per logged step
     RUN/summary.json                   written last, once the run is complete
+    RUN/run.lock                       held by the process training the run (io.hold_lock)
     RUN/checkpoints/step_NNNNNNNN/     weights, optimizer, state.json, manifest.json (see checkpoint.py)
     RUN/checkpoints/LATEST             name of the newest complete checkpoint
     RUN/branch_points/step_NNNNNNNN/   kept copies where WSD cooldown branches (and labs) start
@@ -104,6 +105,11 @@ class RunDir:
     @property
     def tokenizer_file(self) -> Path:
         return self.path / "tokenizer.json"
+
+    @property
+    def lock_file(self) -> Path:
+        """Held (flock) by the process training this run: one writer at a time."""
+        return self.path / "run.lock"
 
     @property
     def metrics_file(self) -> Path:
