@@ -107,3 +107,11 @@ def test_one_writer_per_ladder_folder_and_run_directory(tmp_path):
     assert r.returncode == 2 and f"run directory {run} is in use by pid {q.pid}" in r.stderr, r.stderr
     q.kill()
     q.wait()
+
+
+@pytest.mark.parametrize("command", [["ladder", "status"], ["report"]])
+def test_a_damaged_store_is_one_line(tmp_path, command):
+    (tmp_path / "ladder.sqlite").write_bytes(b"not a database, a half-copied file" * 100)
+    r = run_cli(*command, tmp_path)
+    assert r.returncode == 2 and "is not a readable ladder store" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1

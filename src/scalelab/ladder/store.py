@@ -13,6 +13,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from scalelab.errors import UserError
 from scalelab.train.records import FIELDS, MetricsRecord
 
 SCHEMA = """
@@ -45,11 +46,16 @@ class Store:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
         self.conn.row_factory = sqlite3.Row
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=NORMAL")
-        self.conn.execute("PRAGMA busy_timeout=60000")
-        self.conn.executescript(SCHEMA)
-        have = {r["name"] for r in self.conn.execute("PRAGMA table_info(points)")}
+        try:
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=NORMAL")
+            self.conn.execute("PRAGMA busy_timeout=60000")
+            self.conn.executescript(SCHEMA)
+            have = {r["name"] for r in self.conn.execute("PRAGMA table_info(points)")}
+        except sqlite3.DatabaseError as e:  # not a database, or a damaged one
+            self.conn.close()
+            raise UserError(f"{self.path} is not a readable ladder store ({e}); restore it from a copy, or "
+                            "re-run the ladder into a new --out (finished runs' directories are kept)") from None
         for col, kind in POINT_COLUMNS.items():
             if col not in have:
                 self.conn.execute(f"ALTER TABLE points ADD COLUMN {col} {kind}")
