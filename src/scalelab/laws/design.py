@@ -32,7 +32,7 @@ RIDGE = 1e-6
 
 @dataclass
 class DesignState:
-    info: np.ndarray  # (p, p) J^T J + ridge
+    info: np.ndarray  # (p, p) J^T W J + ridge (W: discrepancy weights)
     s2: float  # residual variance of the log loss
     c_max: float  # largest fitted compute
     sigma_dec: float  # extrapolation term per decade (0: none)
