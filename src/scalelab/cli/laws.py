@@ -265,8 +265,9 @@ def register(sub) -> None:
     b = sub.add_parser("backtest", help="score fitting methods by predicting the largest runs of public ladders",
                        description="Each dataset's runs are cut by compute; every method is fitted below a cut and "
                                    "predicts the final loss of the runs above it (extrapolation ratios near 4x, 16x, "
-                                   "64x). Datasets: chinchilla, misfitting, opt, scalelab-demo; untouched (never "
-                                   "tuned on): gpt3, datablations. Sources: scalelab/examples/backtest/SOURCES.md.")
+                                   "64x). Datasets: chinchilla, misfitting, misfitting-curves, opt, scalelab-demo; "
+                                   "untouched (never tuned on): gpt3, datablations. "
+                                   "Sources: scalelab/examples/backtest/SOURCES.md.")
     b.add_argument("--datasets", default=None, help="comma-separated (default: all)")
     b.add_argument("--methods", default=None, help="comma-separated (default: all registered)")
     b.add_argument("--level", type=float, default=0.9, help="interval level (default 0.9)")

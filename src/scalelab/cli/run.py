@@ -24,10 +24,10 @@ def cmd_train(a) -> int:
         config, overrides = None, [config, *overrides]
     cfg = load_config(config, overrides)
     out = Path(a.out)
-    if not a.resume and RunDir(out).latest_checkpoint() is not None:
+    if not a.resume and RunDir(out).has_checkpoint():
         raise UserError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
     if a.resume:
-        RunDir(out).latest_checkpoint(report=lambda m: None)  # every checkpoint corrupt: say so before any work
+        RunDir(out).latest_checkpoint(report=lambda m: None, full=False)  # all corrupt: say so before any work
     summary = train(cfg, out, resume=a.resume)
     if summary.get("world_size", 1) > 1:  # under torchrun: leave the process group; rank 0 reports
         import torch.distributed as dist

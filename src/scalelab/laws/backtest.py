@@ -165,8 +165,8 @@ def score(method: Method, split: Split, level: float = 0.9) -> list[dict]:
     law = method.fit(load_table(split.train))
     t = split.test
     N, D, actual = (t[k].to_numpy(float) for k in ("N", "D", "loss"))
-    pred, lo, hi = law.predict_interval(N, D, level)
-    boot = law.interval(law.predict_samples(N, D), level)
+    pred, boot, iv = law.forecast(N, D, level)  # boot is kept to learn the calibration from
+    lo, hi = (None, None) if iv is None else iv
     rows = []
     for j in range(len(t)):
         has = lo is not None

@@ -57,11 +57,16 @@ class FittedLaw:
         ratio = np.asarray(C, float) / cal["C_max_fitted"]
         return widen(pred, *(iv if iv is not None else (None, None)), ratio, cal["sigma_per_decade"], level)
 
+    def forecast(self, N, D, level: float = 0.9):
+        """(loss, bootstrap interval or None, stated interval or None) at (N, D): the stated one is the
+        bootstrap's widened for extrapolation when the fit is calibrated (the back-test keeps both)."""
+        pred = np.atleast_1d(self.predict(N, D)).astype(float)
+        boot = self.interval(self.predict_samples(N, D), level)
+        return pred, boot, self.widen(pred, boot, 6.0 * np.asarray(N, float) * np.asarray(D, float), level)
+
     def predict_interval(self, N, D, level: float = 0.9):
         """(loss, lo, hi) at (N, D): lo/hi are None when the fit has neither samples nor calibration."""
-        pred = np.atleast_1d(self.predict(N, D)).astype(float)
-        iv = self.interval(self.predict_samples(N, D), level)
-        iv = self.widen(pred, iv, 6.0 * np.asarray(N, float) * np.asarray(D, float), level)
+        pred, _, iv = self.forecast(N, D, level)
         return (pred, None, None) if iv is None else (pred, np.atleast_1d(iv[0]), np.atleast_1d(iv[1]))
 
     # ---- allocation -----------------------------------------------------------------------

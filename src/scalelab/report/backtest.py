@@ -14,9 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 import plotly.graph_objects as go
-from plotly.offline import get_plotlyjs
 
-from scalelab.report.page import table_html, write_page
+from scalelab.report.page import plotly_script, table_html, write_page
 
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2")
 
@@ -71,7 +70,7 @@ FIGURES = {"error_vs_ratio": error_vs_ratio, "by_dataset": by_dataset, "coverage
 
 
 def write_backtest_page(res: dict, out: str | Path) -> Path:
-    sections = [f"<script>{get_plotlyjs()}</script>"]
+    sections = [plotly_script()]
     for name, make in FIGURES.items():
         div = make(res).to_html(full_html=False, include_plotlyjs=False, div_id=f"fig-{name}",
                                 config={"displaylogo": False})

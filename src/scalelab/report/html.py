@@ -5,20 +5,11 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
-from plotly.offline import get_plotlyjs
-
 from scalelab.ladder.results import ladder_dir
 from scalelab.report.data import ReportData, gather
 from scalelab.report.figures import FIGURES
-from scalelab.report.page import write_page
+from scalelab.report.page import plotly_script, write_page
 from scalelab.report.static import write_static
-
-# plotly.js once, then one global setting: WebGL scenes at the screen's own pixel ratio. plotly's
-# default (`plotGlPixelRatio: 2`, meant for image export) draws a 1x screen's 3D canvas at 4x the
-# pixels; in software WebGL (headless Chromium here) resizing that canvas alone took 250 ms and the
-# whole report rendered 0.2 s slower (docs/LOG.md). Retina screens still get 2.
-PLOTLY_JS = """<script>{plotlyjs}</script>
-<script>Plotly.setPlotConfig({{plotGlPixelRatio: window.devicePixelRatio || 1}});</script>"""
 
 NOTES = {
     "landscape": "Drag to rotate. The surface is the law used for predictions; dots are the ladder's final points "
@@ -40,7 +31,7 @@ def write_report(src: str | Path, out: str | Path | None = None, png_dir: str | 
                  data: ReportData | None = None) -> Path:
     d = data or gather(src)
     out = Path(out) if out else ladder_dir(src) / "report.html"
-    sections = [PLOTLY_JS.format(plotlyjs=get_plotlyjs())]
+    sections = [plotly_script()]
     for name, make in FIGURES.items():
         div = make(d).to_html(full_html=False, include_plotlyjs=False, div_id=f"fig-{name}",
                               config={"displaylogo": False, "responsive": True})

@@ -29,6 +29,21 @@ STYLE = """
 """
 
 
+# plotly.js once, then one global setting: WebGL scenes at the screen's own pixel ratio. plotly's
+# default (`plotGlPixelRatio: 2`, meant for image export) draws a 1x screen's 3D canvas at 4x the
+# pixels; in software WebGL (headless Chromium here) resizing that canvas alone took 250 ms and the
+# whole report rendered 0.2 s slower (docs/LOG.md). Retina screens still get 2.
+PLOTLY_JS = """<script>{plotlyjs}</script>
+<script>Plotly.setPlotConfig({{plotGlPixelRatio: window.devicePixelRatio || 1}});</script>"""
+
+
+def plotly_script() -> str:
+    """plotly.js embedded once per page (offline), with the setting above."""
+    from plotly.offline import get_plotlyjs
+
+    return PLOTLY_JS.format(plotlyjs=get_plotlyjs())
+
+
 def html_page(title: str, body: str, header: dict | None = None, head_extra: str = "") -> str:
     rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(', '.join(v) if isinstance(v, list) else str(v))}"
                    "</td></tr>" for k, v in (header or {}).items())

@@ -47,7 +47,7 @@ def save_checkpoint(run: RunDir, step: int, model, optimizer, state: dict, keep:
         write_manifest(tmp)
     except (OSError, RuntimeError) as e:  # a full disk: torch raises RuntimeError, the rest OSError
         shutil.rmtree(tmp, ignore_errors=True)
-        last = run.latest_checkpoint(report=lambda m: None) if any(root.glob("step_*")) else None
+        last = run.latest_checkpoint(report=lambda m: None, full=False) if run.has_checkpoint() else None
         why = getattr(e, "strerror", None) or str(e).splitlines()[0]
         raise UserError(f"could not write checkpoint {final}: {why}; the last good checkpoint is "
                         f"{last or 'none'} (free space, then resume with --resume)") from None

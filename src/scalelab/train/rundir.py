@@ -133,17 +133,22 @@ class RunDir:
     def is_complete(self) -> bool:
         return self.summary_file.exists()
 
-    def latest_checkpoint(self, report=None) -> Path | None:
+    def has_checkpoint(self) -> bool:
+        """Whether any checkpoint was written (good or not: `latest_checkpoint` decides which to trust)."""
+        return any(p.is_dir() for p in self.checkpoints.glob("step_*"))
+
+    def latest_checkpoint(self, report=None, full: bool = True) -> Path | None:
         """The newest checkpoint that passes `checkpoint_problem` (LATEST's first, then by step), else
         None when there is none at all. Each corrupt one skipped is reported (``report(message)``,
-        default: a warning line on stderr); if every one is corrupt, a one-line error."""
+        default: a warning line on stderr); if every one is corrupt, a one-line error. ``full=False``
+        checks sizes only, not checksums (a quick look, before the load that checks everything)."""
         marker = self.checkpoints / "LATEST"
         named = [self.checkpoints / marker.read_text().strip()] if marker.exists() else []
         done = sorted((p for p in self.checkpoints.glob("step_*") if p.is_dir()), reverse=True)
         candidates = list(dict.fromkeys(p for p in named + done if p.is_dir()))
         bad = []
         for p in candidates:
-            problem = checkpoint_problem(p)
+            problem = checkpoint_problem(p, full)
             if problem is None:
                 for b in bad:
                     (report or _warn)(f"checkpoint {b} is corrupt; resuming from {p.name} instead")

@@ -37,11 +37,11 @@ def ensure_trained(cfg: RunConfig, run_dir: str | Path | RunDir, *, dataset=None
     summary = run.summary_or_none()
     if summary is not None:
         return summary
-    if branch_from is not None and run.latest_checkpoint() is None:
+    if branch_from is not None and not run.has_checkpoint():
         if not (Path(branch_from) / "state.json").exists():
             raise UserError(f"branch point {branch_from} is missing; train the run it belongs to first")
         seed_from(branch_from, run)
-    return train(cfg, run, resume=run.latest_checkpoint() is not None, dataset=dataset, hooks=hooks,
+    return train(cfg, run, resume=run.has_checkpoint(), dataset=dataset, hooks=hooks,
                  branch_points=branch_points, log=log)
 
 
