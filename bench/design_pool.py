@@ -15,6 +15,7 @@ Score: the FLOPs spent (seed runs included) until the error reaches a threshold 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 import warnings
 
@@ -23,11 +24,12 @@ import pandas as pd
 
 from scalelab.io import atomic_write_json
 from scalelab.laws.backtest import finals, load_backtest
-from scalelab.laws.design import suggest
+from scalelab.laws.design import bounds, suggest
 from scalelab.laws.methods import METHODS, Method
 from scalelab.laws.table import load_table
 
 METHOD = Method("chinchilla", bootstrap=0, sigma_per_decade=0.011)  # --method replaces it
+AS_CLI = False  # --as-cli: offer only the candidates `ladder suggest` offers
 
 
 def setup(dataset: str, n_targets: int, gap: float, n_seed: int):
@@ -68,8 +70,12 @@ def by_suggest(pool, targets):
             warnings.simplefilter("ignore")
             law = METHOD.fit(load_table(sub))
         cand = pool.loc[left]
+        if AS_CLI:  # the candidates `ladder suggest` would offer: sizes and compute within `bounds`
+            n_min, cap = bounds(sub["N"], sub["D"], tN, tD)
+            ok = cand[(cand["N"] >= n_min) & (cand["C"] <= cap)]
+            cand = ok if len(ok) else cand
         res = suggest(law, sub["N"], sub["D"], sub["loss"], tN, tD, cand["N"], cand["D"], k=1)
-        return left[res["suggestions"][0]["index"]] if res["suggestions"] else left[0]
+        return cand.index[res["suggestions"][0]["index"]] if res["suggestions"] else left[0]
     return pick
 
 
@@ -112,16 +118,23 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--random-seeds", type=int, default=5)
     ap.add_argument("--method", default="ensemble", help="a registered method, fitted without bootstrap")
+    ap.add_argument("--as-cli", action="store_true", help="suggest among the pool runs within the CLI's bounds")
+    ap.add_argument("--baselines", help="reuse the isoflop and random traces of an earlier JSON (same data, method)")
     ap.add_argument("--out", default="bench/results/design_pool.json")
     a = ap.parse_args()
-    global METHOD
+    global METHOD, AS_CLI
+    AS_CLI = a.as_cli
     METHOD = Method(**{**METHODS[a.method].__dict__, "bootstrap": 0,
                        "sigma_per_decade": METHODS[a.method].sigma_per_decade or 0.011})
     t0 = time.time()
     pool, targets, seed_idx = setup(a.dataset, a.targets, a.gap, a.seed_runs)
-    traces = {"suggest": run(by_suggest(pool, targets), pool, targets, seed_idx, a.steps),
-              "isoflop": run(lambda c, left: left[0], pool, targets, seed_idx, a.steps)}
-    for s in range(a.random_seeds):
+    traces = {"suggest": run(by_suggest(pool, targets), pool, targets, seed_idx, a.steps)}
+    if a.baselines:
+        old = json.load(open(a.baselines))["traces"]
+        traces.update({k: v for k, v in old.items() if k != "suggest"})
+    else:
+        traces["isoflop"] = run(lambda c, left: left[0], pool, targets, seed_idx, a.steps)
+    for s in range(0 if a.baselines else a.random_seeds):
         rng = np.random.default_rng(s)
         traces[f"random{s}"] = run(lambda c, left, rng=rng: left[int(rng.integers(len(left)))], pool, targets,
                                    seed_idx, a.steps)
@@ -132,7 +145,8 @@ def main() -> None:
         print(k, [(f"{t['flops']:.2e}", f"{t['error']:.2%}") for t in traces[k][:12]])
     atomic_write_json(a.out, {"dataset": a.dataset, "pool_runs": len(pool), "targets": targets.to_dict("records"),
                               "pool_max_flops": float(pool["C"].max()), "summary": rows, "traces": traces,
-                              "seconds": time.time() - t0, "method": METHOD.name})
+                              "seconds": time.time() - t0, "method": METHOD.name, "as_cli": AS_CLI,
+                              "baselines_from": a.baselines})
     print(f"pool {len(pool)} runs (C <= {pool['C'].max():.3g}), targets C {targets['C'].min():.3g}.."
           f"{targets['C'].max():.3g}; {time.time() - t0:.0f} s")
 

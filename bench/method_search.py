@@ -58,7 +58,8 @@ def _task(task):
 
 
 def ensembles(df: pd.DataFrame, members_pool: list[str], sizes=(2, 3)) -> pd.DataFrame:
-    """Geometric means of the predictions of every combination of ``members_pool``."""
+    """Geometric means (avg) of the predictions of every combination of ``members_pool``, and for three
+    members their median (med), which one member jumping to another basin cannot move."""
     key = ["dataset", "split_ratio", "run"]
     wide = df.pivot_table(index=key, columns="method", values="predicted").dropna(axis=1)
     base = df.drop_duplicates(key).set_index(key)[["untouched", "actual"]]
@@ -67,6 +68,9 @@ def ensembles(df: pd.DataFrame, members_pool: list[str], sizes=(2, 3)) -> pd.Dat
         for combo in itertools.combinations([m for m in members_pool if m in wide.columns], k):
             pred = np.exp(np.log(wide[list(combo)]).mean(axis=1))
             out.append(base.assign(method="avg(" + ",".join(combo) + ")", predicted=pred).reset_index())
+            if k == 3:
+                med = wide[list(combo)].median(axis=1)
+                out.append(base.assign(method="med(" + ",".join(combo) + ")", predicted=med).reset_index())
     return pd.concat(out, ignore_index=True) if out else df.iloc[:0]
 
 

@@ -115,3 +115,193 @@ def test_a_damaged_store_is_one_line(tmp_path, command):
     r = run_cli(*command, tmp_path)
     assert r.returncode == 2 and "is not a readable ladder store" in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+# ---- damaged artifacts, full disks, killed writers, shared ladders (#19 items 3-5) ------------------
+
+def _cli(capsys, *argv) -> tuple[int, str]:
+    from scalelab.cli import main
+
+    code = main([str(a) for a in argv])
+    return code, capsys.readouterr().err
+
+
+DAMAGED = {
+    "fit file cut short": ("fit.json", b'{"form": "chinchilla", "params": {"E": 1.7'),
+    "fit file missing a parameter": ("fit.json", b'{"form": "chinchilla", "params": {"E": 1.7, "A": 400.0}}'),
+    "ensemble member with a NaN": ("fit.json", b'{"form": "ensemble", "params": {"members": [{"form": "kaplan", '
+                                               b'"params": {"Nc": 1e13, "Dc": 1e13, "alpha_N": 0.07, '
+                                               b'"alpha_D": NaN}}]}}'),
+    "fit file of binary junk": ("fit.json", bytes(range(256))),
+    "config of binary junk": ("run.toml", b"\x00\x01\xff\xfe model"),
+    "config cut short": ("run.toml", b"[model]\nd_model = "),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DAMAGED))
+def test_a_damaged_artifact_is_one_line(tmp_path, capsys, case):
+    name, content = DAMAGED[case]
+    p = tmp_path / name
+    p.write_bytes(content)
+    argv = (["predict", p, "--params", "1e9", "--tokens", "2e10"] if name == "fit.json"
+            else ["train", p, "--out", tmp_path / "run"])
+    code, err = _cli(capsys, *argv)
+    assert code == 2 and str(p) in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "run").exists()  # nothing started
+
+
+def test_a_torn_last_metrics_line_is_skipped_and_a_damaged_one_named(tmp_path):
+    """A process killed while appending leaves a torn last line: the complete records before it are
+    read; a damaged line in the middle is an error naming it, not a silently shorter run."""
+    import json
+
+    from scalelab.train.records import read_records
+
+    lines = [json.dumps(_point(s).to_dict()) for s in (1, 2, 3)]
+    p = tmp_path / "metrics.jsonl"
+    p.write_text("\n".join(lines) + "\n" + lines[0][:17])
+    assert [r.step for r in read_records(p)] == [1, 2, 3]
+    p.write_text("\n".join([lines[0], lines[1][:20], lines[2]]) + "\n")
+    with pytest.raises(UserError, match="line 2 is damaged"):
+        read_records(p)
+
+
+def test_a_full_disk_writing_a_result_keeps_the_old_one(tmp_path, capsys, monkeypatch):
+    """ENOSPC while writing a fit: one line naming the file, the previous fit intact, no temporary left."""
+    import os
+
+    import scalelab.io
+
+    out = tmp_path / "fit.json"
+    assert _cli(capsys, "fit", "--example", "chinchilla", "--out", out, "--bootstrap", "0")[0] == 0
+    before = out.read_bytes()
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    monkeypatch.setattr(scalelab.io.os, "fsync", full)
+    code, err = _cli(capsys, "fit", "--example", "chinchilla", "--out", out, "--bootstrap", "0", "--form", "kaplan")
+    assert code == 2 and f"cannot write {out}: the disk is full" in err and len(err.strip().splitlines()) == 1, err
+    assert out.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["fit.json"]
+
+
+def _point(step):
+    from scalelab.train.records import MetricsRecord
+
+    return MetricsRecord(step=step, tokens=1024 * step, flops=1e9 * step, lr=1e-3, train_loss=5.0 / step,
+                         val_loss=5.1 / step, val_bpb=1.0, tokens_per_s=1e4)
+
+
+def test_a_full_store_keeps_every_committed_point(tmp_path):
+    """SQLite reports a full disk (its page limit reached): the points committed before are all there,
+    whole; the failed one is absent, not half-written; the error maps to one line naming the store."""
+    import sqlite3
+
+    from scalelab.cli import write_fault
+    from scalelab.ladder.store import Store
+
+    st = Store(tmp_path / "ladder.sqlite")
+    st.add_planned([])
+    st.conn.execute("INSERT INTO runs (name, spec) VALUES ('r', '{}')")
+    n_pages = st.conn.execute("PRAGMA page_count").fetchone()[0]
+    st.conn.execute(f"PRAGMA max_page_count = {n_pages + 2}")
+    step = 0
+    with pytest.raises(sqlite3.OperationalError) as e:
+        for step in range(1, 10_000):
+            st.add_point("r", _point(step))
+    assert "cannot write the ladder store" in write_fault(e.value)
+    st.close()
+    st = Store(tmp_path / "ladder.sqlite")
+    assert st.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    steps = [r.step for _, r in st.records("r")]
+    assert steps == list(range(1, step)) and step > 1  # every committed point, none of the failed one
+    assert all(r.val_loss == pytest.approx(5.1 / r.step) for _, r in st.records("r"))
+
+
+KILLED_WRITER = """
+import sys
+from scalelab.ladder.store import Store
+from test_faults import _point
+st = Store(sys.argv[1])
+st.conn.execute("INSERT OR IGNORE INTO runs (name, spec) VALUES ('r', '{}')")
+step = 1
+while True:
+    st.add_point("r", _point(step))
+    step += 1
+"""
+
+
+def test_a_store_writer_killed_mid_write_loses_nothing_committed(tmp_path):
+    """SIGKILL a process streaming points into the store: the store opens, passes SQLite's integrity
+    check, holds steps 1..k without a gap or a partial row, and a resumed writer continues it."""
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from scalelab.ladder.store import Store
+
+    db = tmp_path / "ladder.sqlite"
+    p = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(db)], cwd=Path(__file__).parent,
+                         env={**__import__("os").environ, "PYTHONPATH": str(Path(__file__).parent)})
+    while not db.exists() or Store(db).progress().get("r", 0) < 50:
+        time.sleep(0.05)
+    p.kill()
+    p.wait()
+    st = Store(db)
+    assert st.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    steps = [r.step for _, r in st.records("r")]
+    assert steps == list(range(1, len(steps) + 1)) and len(steps) >= 50
+    assert all(r.val_loss == pytest.approx(5.1 / r.step) for _, r in st.records("r"))
+    st.add_point("r", _point(len(steps) + 1))
+    assert st.progress()["r"] == len(steps) + 1
+
+
+def test_claims_one_holder_per_unit_and_a_dead_holder_is_taken_over(tmp_path):
+    """Two claimants of one unit: the first wins, the second is told who holds it; when the holder's
+    process is dead (same machine) or silent past the stale time (any machine), the unit is taken over."""
+    import subprocess
+    import sys
+
+    from scalelab.ladder.store import Store
+
+    a, b = Store(tmp_path / "s.sqlite"), Store(tmp_path / "s.sqlite")
+    assert a.claim("u1", "A") is None
+    held = b.claim("u1", "B")
+    assert held is not None and held["owner"] == "A"
+    assert b.claim("u2", "B") is None  # other units are free
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()  # a pid that is gone
+    a.conn.execute("UPDATE claims SET pid = ? WHERE unit = 'u1'", (p.pid,))
+    assert b.claim("u1", "B") is None and a.claim("u1", "A")["owner"] == "B"
+    assert a.claim("u2", "A", stale_s=0.0) is None  # B fell silent: taken over
+    a.release("u1", "A")  # releasing what another holds changes nothing
+    assert {c["unit"]: c["owner"] for c in a.claims()} == {"u1": "B", "u2": "A"}
+
+
+@pytest.mark.slow
+def test_two_shared_ladder_runs_split_the_ladder(tmp_path):
+    """Two `ladder run --share` processes on one folder: every rung is trained exactly once, by one of
+    them, and the finished ladder equals a ladder run alone (same final losses)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from scalelab.ladder.store import Store
+    from test_ladder import tiny_spec
+
+    spec, lad = tiny_spec(tmp_path), tmp_path / "lad"
+    exe = Path(sys.executable).parent / "scalelab"
+    procs = [subprocess.Popen([str(exe), "ladder", "run", str(spec), "--out", str(lad), "--share"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    finished = [[ln.split("finished ")[1] for ln in o.splitlines() if "finished " in ln] for o, _ in outs]
+    st = Store(lad / "ladder.sqlite")
+    runs = st.runs()
+    assert all(r["status"] == "done" and r["attempts"] == 1 for r in runs)  # none trained twice
+    assert sorted(finished[0] + finished[1]) == sorted(r["name"] for r in runs) and all(finished), finished
+    assert st.claims() == []
+    alone = tmp_path / "alone"
+    assert run_cli("ladder", "run", spec, "--out", alone).returncode == 0
+    ref = {r["name"]: r["final_loss"] for r in Store(alone / "ladder.sqlite").runs()}
+    assert {r["name"]: r["final_loss"] for r in runs} == pytest.approx(ref, rel=1e-6)

@@ -26,17 +26,27 @@ def _umask() -> int:
 FILE_MODE = 0o666 & ~_umask()  # what open() would give a new file (mkstemp's own files are 0600)
 
 
+class WriteError(OSError):
+    """A result file could not be written (full disk, read-only or missing place); names the file."""
+
+
 def atomic_write_text(path: str | Path, text: str) -> Path:
     """Write ``text`` to a temporary file beside ``path``, fsync it, then rename it into place."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.chmod(tmp, FILE_MODE)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        os.chmod(tmp, FILE_MODE)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:  # a full disk, a read-only or missing place: no temporary file is left behind
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
+        raise WriteError(e.errno, e.strerror, str(path)) from None
     return path
 
 
@@ -51,7 +61,7 @@ def read_json(path: str | Path, what: str = "file") -> dict:
         raise UserError(f"{what} not found: {p}")
     try:
         return json.loads(p.read_text())
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise UserError(f"{p} is not valid JSON ({e}); delete it or restore it from a copy") from None
 
 
@@ -63,7 +73,7 @@ def read_config_file(path: str | Path, what: str = "config file") -> dict:
     kind = "JSON" if p.suffix == ".json" else "TOML"
     try:
         return json.loads(p.read_text()) if kind == "JSON" else tomllib.loads(p.read_text())
-    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as e:
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as e:
         raise UserError(f"{p} is not valid {kind}: {e}") from None
 
 
@@ -81,18 +91,19 @@ def to_plain(x):
 
 
 @contextmanager
-def hold_lock(path: str | Path, what: str):
+def hold_lock(path: str | Path, what: str, shared: bool = False):
     """One writer at a time: an exclusive, non-blocking ``flock`` on ``path`` for the duration, the file
     naming the holder. The kernel drops the lock when its process dies, so a lock left by a killed
-    process is taken over without ceremony. (flock is per machine: on a filesystem shared by several
-    machines it may not exclude a process on another one.)"""
+    process is taken over without ceremony. ``shared``: many holders that cooperate by other means
+    (`ladder run --share`), all excluded by an exclusive holder and excluding it. (flock is per machine:
+    on a filesystem shared by several machines it may not exclude a process on another one.)"""
     import fcntl
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     f = open(path, "a+")
     try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(f, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
     except BlockingIOError:
         f.seek(0)
         holder = f.read().strip() or "another process"
@@ -101,7 +112,8 @@ def hold_lock(path: str | Path, what: str):
     try:
         f.seek(0)
         f.truncate()
-        f.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        f.write("processes sharing it (ladder run --share)\n" if shared
+                else f"pid {os.getpid()} on {socket.gethostname()}\n")
         f.flush()
         yield
     finally:

@@ -13,11 +13,14 @@ errors name their argument (``UserError.arg``); `main` rewrites it as the flag t
 from __future__ import annotations
 
 import argparse
+import errno
 import math
 import os
+import sqlite3
 import sys
 
 from scalelab.errors import Diverged, UserError
+from scalelab.io import WriteError
 
 # Before numpy is imported (commands import it lazily): the law fits are many small array operations, on
 # which OpenBLAS's thread pool only spins (same wall time, half the CPU; 2 processes on 2 cores ran the
@@ -73,6 +76,27 @@ def non_finite(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Use
     return None
 
 
+WRITE_ERRNOS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up",
+                errno.EACCES: "permission denied", errno.EROFS: "the file system is read-only",
+                errno.EPERM: "operation not permitted"}
+SQLITE_WRITE = ("disk is full", "readonly database", "unable to open database file", "disk I/O error")
+
+
+def write_fault(e: Exception) -> str | None:
+    """A disk that is full or a path that cannot be written, as one line naming the path; None for
+    any other error. Runs keep their last good checkpoint and ladders their finished rungs, so the
+    same command continues once the fault is fixed."""
+    if isinstance(e, OSError) and (e.errno in WRITE_ERRNOS or isinstance(e, WriteError)):
+        where = e.filename or "a file"
+        what = WRITE_ERRNOS.get(e.errno, e.strerror)
+    elif isinstance(e, sqlite3.OperationalError) and any(m in str(e) for m in SQLITE_WRITE):
+        where, what = "the ladder store (store.sqlite)", str(e)
+    else:
+        return None
+    return (f"cannot write {where}: {what}; free space or choose another --out, then run the same "
+            "command again (finished runs and the last good checkpoint are kept)")
+
+
 def _quiet_stdout() -> None:
     """The reader of our stdout went away (`scalelab ... | head`): send the rest nowhere."""
     devnull = os.open(os.devnull, os.O_WRONLY)
@@ -101,6 +125,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("scalelab: interrupted", file=sys.stderr)
         return 130
+    except (OSError, sqlite3.OperationalError) as e:
+        line = write_fault(e)
+        if line is None:
+            raise
+        print(f"scalelab: error: {line}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

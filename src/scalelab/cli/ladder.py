@@ -67,14 +67,23 @@ def cmd_run(a) -> int:
     if a.executor == "ray":
         from scalelab.ladder.ray_executor import run_ladder_ray
 
-        if a.parallel != 1:
-            raise UserError("--parallel is for the local executor; Ray schedules by each run's resources")
+        if a.parallel != 1 or a.share:
+            raise UserError("--parallel and --share are for the local executor; Ray schedules by each run's "
+                            "resources")
         run_ladder_ray(spec, a.out, address=a.address, shared_dir=a.shared_dir, max_retries=a.max_retries,
                        progress=progress)
     else:
         if a.address or a.shared_dir:
             raise UserError("--address and --shared-dir need --executor ray")
-        run_ladder(spec, a.out, parallel=a.parallel, progress=progress)
+        store = run_ladder(spec, a.out, parallel=a.parallel, progress=progress, share=a.share)
+        runs, claims = store.runs(), store.claims()
+        store.close()
+        left = [r["name"] for r in runs if r["status"] != "done"]
+        if left:
+            holders = sorted({f"pid {c['pid']} on {c['host']}" for c in claims}) or ["nobody (they failed)"]
+            print(f"{len(left)} of {len(runs)} runs are not done; units in the hands of {', '.join(holders)}; "
+                  f"`scalelab ladder status {a.out}` shows them")
+            return 0
     print(f"ladder complete -> {a.out}; `scalelab ladder export {a.out} --out runs.csv`")
     return 0
 
@@ -196,6 +205,10 @@ def register(sub) -> None:
     r.add_argument("ladder", help="LADDER.toml from `scalelab ladder plan --out`")
     r.add_argument("--out", required=True)
     r.add_argument("--parallel", type=int, default=1, help="runs at a time (processes)")
+    r.add_argument("--share", action="store_true",
+                   help="let other `ladder run --share` processes (here or on machines sharing OUT's "
+                        "filesystem) run the same ladder: each unit is claimed through the store, none trained "
+                        "twice")
     r.add_argument("--threads", type=int, default=None, help="torch threads per run")
     r.add_argument("--executor", choices=("local", "ray"), default="local",
                    help="local processes, or a Ray cluster (pip install 'scalelab[ray]')")

@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
+import os
+import socket
 import time
 import traceback
+import uuid
 from collections import defaultdict
 from pathlib import Path
 
@@ -51,13 +54,20 @@ def prepare(spec: LadderSpec, out_dir: str | Path, rungs: list[Rung] | None = No
 
 
 class StoreRecords(Hooks):
-    """Streams a run's metrics records into the ladder store as they are written."""
+    """Streams a run's metrics records into the ladder store as they are written; under `--share`
+    each record also renews this process's claim on its unit (at most every `BEAT_SECONDS`)."""
 
-    def __init__(self, store: Store, name: str):
-        self.store, self.name = store, name
+    def __init__(self, store: Store, name: str, claim: tuple[str, str] | None = None):
+        self.store, self.name, self.claim, self.beat = store, name, claim, time.time()
 
     def on_record(self, rec) -> None:
         self.store.add_point(self.name, rec)
+        if self.claim is not None and time.time() - self.beat > BEAT_SECONDS:
+            self.store.heartbeat(*self.claim)
+            self.beat = time.time()
+
+
+BEAT_SECONDS = 30.0
 
 
 def branch_plan(unit: list[Rung], out: Path) -> list[tuple[Rung, Path | None, tuple[int, ...]]]:
@@ -89,47 +99,59 @@ def work_units(rungs: list[Rung], strategy: str) -> list[list[Rung]]:
     return [sorted(g, key=lambda r: -r.steps) for g in groups.values()]
 
 
-def _run_unit(spec: LadderSpec, rungs: list[Rung], out: Path) -> list[str]:
-    """Run one unit (in this or a worker process). Returns the names it finished."""
+def _run_unit(spec: LadderSpec, rungs: list[Rung], out: Path, owner: str | None = None) -> list[str]:
+    """Run one unit (in this or a worker process). Returns the names it trained; under `--share`
+    (``owner`` given) none when another live process holds the unit's claim or has finished it."""
     if spec.threads > 0:
         torch.set_num_threads(spec.threads)
     store = Store(store_path(out))
-    done_names = {r["name"] for r in store.runs("done")}
+    claim = None if owner is None else (rungs[0].name, owner)
+    if claim is not None and store.claim(*claim) is not None:
+        store.close()
+        return []
+    done_names = {r["name"] for r in store.runs("done")}  # read after the claim: another may have finished it
     finished = []
     try:
         for rung, branch_from, keep in branch_plan(rungs, out):
             if rung.name not in done_names:
                 store.mark_running(rung.name, str(RunDir.under(out, rung.name).path))
                 t0 = time.time()
-                summary = train_rung(spec, rung, out, StoreRecords(store, rung.name), branch_from, keep)
+                summary = train_rung(spec, rung, out, StoreRecords(store, rung.name, claim), branch_from, keep)
                 store.mark_done(rung.name, summary["final"], summary["flops"], time.time() - t0)
             finished.append(rung.name)
-        return finished
+        return [n for n in finished if n not in done_names]  # those trained now
     except Exception as e:  # record why the unit failed in the store, then let it propagate
         for r in rungs:
             if r.name not in finished:
                 store.mark_failed(r.name, "".join(traceback.format_exception_only(type(e), e)).strip())
         raise
     finally:
+        if claim is not None:
+            store.release(*claim)
         store.close()
 
 
 def run_ladder(spec: LadderSpec, out_dir: str | Path, parallel: int = 1, rungs: list[Rung] | None = None,
-               progress=None, only: list[str] | None = None) -> Store:
+               progress=None, only: list[str] | None = None, share: bool = False) -> Store:
     """Run (or resume) every rung (or those named in ``only``); returns the store.
     ``progress(done, total, name)`` is called after each unit. ``spec.threads`` may differ between
-    invocations (it changes speed, not results)."""
+    invocations (it changes speed, not results). ``share``: other `--share` processes, here or on other
+    machines with the folder on a shared filesystem, may run the same ladder; each unit of work is
+    claimed through the store first, so none is trained twice, and this call returns when no unit is
+    left to claim (some may still be in other hands: `Store.claims`)."""
     out = Path(out_dir)
-    with ladder_lock(out):
-        return _run_ladder(spec, out, parallel, rungs, progress, only)
+    with ladder_lock(out, shared=share):
+        owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}" if share else None
+        return _run_ladder(spec, out, parallel, rungs, progress, only, owner)
 
 
-def ladder_lock(out: Path):
-    """One `ladder run` per folder at a time (the driver holds OUT/ladder.lock; a killed one's is freed)."""
-    return hold_lock(out / "ladder.lock", f"ladder {out}")
+def ladder_lock(out: Path, shared: bool = False):
+    """One `ladder run` per folder at a time (the driver holds OUT/ladder.lock; a killed one's is freed),
+    or any number that all `--share` it."""
+    return hold_lock(out / "ladder.lock", f"ladder {out}", shared=shared)
 
 
-def _run_ladder(spec: LadderSpec, out: Path, parallel: int, rungs, progress, only) -> Store:
+def _run_ladder(spec: LadderSpec, out: Path, parallel: int, rungs, progress, only, owner=None) -> Store:
     store, rungs = prepare(spec, out, rungs)
     load_dataset(rungs[0].config, log=lambda *a: None)  # tokenize once, before any worker starts
     done = {r["name"] for r in store.runs("done")}
@@ -138,19 +160,21 @@ def _run_ladder(spec: LadderSpec, out: Path, parallel: int, rungs, progress, onl
     total, finished = len(rungs), len(done)
     if progress:
         progress(finished, total, None)
-    args = [(spec, u, out) for u in units]
+    args = [(spec, u, out, owner) for u in units]
+
+    def report(names: list[str]) -> None:
+        nonlocal finished
+        finished += len([n for n in names if n not in done])
+        if progress and names:  # no names: another --share process holds or finished that unit
+            progress(finished, total, names[-1])
+
     if parallel <= 1 or len(units) <= 1:
         for a in args:
-            names = _run_unit(*a)
-            finished += len([n for n in names if n not in done])
-            if progress:
-                progress(finished, total, names[-1])
+            report(_star(a))
     else:
         with mp.get_context("spawn").Pool(parallel) as pool:
             for names in pool.imap_unordered(_star, args):
-                finished += len([n for n in names if n not in done])
-                if progress:
-                    progress(finished, total, names[-1])
+                report(names)
     return store
 
 

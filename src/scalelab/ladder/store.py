@@ -8,6 +8,8 @@ the status, so a crash can never leave a run half-recorded or recorded twice.
 from __future__ import annotations
 
 import json
+import os
+import socket
 import sqlite3
 import time
 from contextlib import contextmanager
@@ -34,7 +36,13 @@ CREATE TABLE IF NOT EXISTS points (   -- one MetricsRecord per row (train/record
     train_loss REAL, val_loss REAL, val_bpb REAL, tokens_per_s REAL,
     PRIMARY KEY (run, step)
 );
+CREATE TABLE IF NOT EXISTS claims (   -- `ladder run --share`: which process trains which unit of work
+    unit TEXT PRIMARY KEY, owner TEXT NOT NULL, host TEXT, pid INTEGER, heartbeat REAL
+);
 """
+# a claim whose holder has written nothing for this long is taken over (its process is presumed gone);
+# on the holder's own machine a dead pid frees it at once
+STALE_SECONDS = 600.0
 # columns added since the first schema: stores written by older versions gain them on open
 POINT_COLUMNS = {"grad_norm": "REAL", "mfu": "REAL", "lb_loss": "REAL", "z_loss": "REAL", "dropped_frac": "REAL",
                  "expert_load": "TEXT"}
@@ -67,7 +75,8 @@ class Store:
             yield self.conn
             self.conn.execute("COMMIT")
         except BaseException:
-            self.conn.execute("ROLLBACK")
+            if self.conn.in_transaction:  # SQLite has already rolled back after some errors (a full disk)
+                self.conn.execute("ROLLBACK")
             raise
 
     def close(self) -> None:
@@ -134,3 +143,40 @@ class Store:
     def progress(self) -> dict[str, int]:
         """Latest recorded step per run."""
         return {r["run"]: r["s"] for r in self.conn.execute("SELECT run, MAX(step) AS s FROM points GROUP BY run")}
+
+    # ---- claims: several `ladder run --share` processes (or machines) split one ladder ----------
+    def claim(self, unit: str, owner: str, stale_s: float = STALE_SECONDS) -> dict | None:
+        """Take ``unit`` for ``owner`` (this process) unless a live holder has it; returns None when
+        taken, else the holder's row. One transaction, so two claimants can never both win."""
+        with self.tx() as c:
+            row = c.execute("SELECT * FROM claims WHERE unit = ?", (unit,)).fetchone()
+            if row is not None and row["owner"] != owner and not _stale(dict(row), stale_s):
+                return dict(row)
+            c.execute("INSERT OR REPLACE INTO claims (unit, owner, host, pid, heartbeat) VALUES (?, ?, ?, ?, ?)",
+                      (unit, owner, socket.gethostname(), os.getpid(), time.time()))
+        return None
+
+    def heartbeat(self, unit: str, owner: str) -> None:
+        with self.tx() as c:
+            c.execute("UPDATE claims SET heartbeat = ? WHERE unit = ? AND owner = ?", (time.time(), unit, owner))
+
+    def release(self, unit: str, owner: str) -> None:
+        with self.tx() as c:
+            c.execute("DELETE FROM claims WHERE unit = ? AND owner = ?", (unit, owner))
+
+    def claims(self) -> list[dict]:
+        return [dict(r) for r in self.conn.execute("SELECT * FROM claims ORDER BY unit")]
+
+
+def _stale(row: dict, stale_s: float) -> bool:
+    """A holder that has not written for ``stale_s`` seconds, or whose process on this machine is gone."""
+    if time.time() - (row["heartbeat"] or 0.0) > stale_s:
+        return True
+    if row["host"] == socket.gethostname():
+        try:
+            os.kill(int(row["pid"]), 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:  # alive, owned by another user
+            return False
+    return False

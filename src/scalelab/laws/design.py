@@ -134,13 +134,25 @@ def candidate_grid(n_min: float, n_max: float, c_max: float, n_sizes: int = 12,
     return N[keep], D[keep]
 
 
+def bounds(N, D, target_N: float, target_D: float, max_flops: float | None = None) -> tuple[float, float]:
+    """The smallest size worth suggesting (a quarter of the largest fitted one: smaller runs mostly
+    re-measure what the ladder measured, and per FLOP their tiny cost would win every time) and the
+    compute cap (default: 10x the largest fitted run, and half the target's)."""
+    c_target, c_fit = 6.0 * target_N * target_D, float(np.max(6.0 * np.asarray(N, float) * np.asarray(D, float)))
+    if c_target <= c_fit:
+        raise UserError(f"the target's compute {c_target:.3g} is inside the fitted runs (up to {c_fit:.3g}); "
+                        "suggest is for forecasts beyond them", arg="compute")
+    cap = min(10.0 * c_fit, c_target / 2) if max_flops is None else float(max_flops)
+    if cap <= 0:
+        raise UserError(f"max_flops must be positive, got {max_flops}", arg="max_flops")
+    return min(float(np.max(N)) / 4, target_N), cap
+
+
 def suggest_for_target(law: FittedLaw, target: dict, k: int = 3, max_flops: float | None = None,
                        level: float = 0.9) -> dict:
     """`scalelab ladder suggest`: the law's own fitted runs (``info["fitted_points"]``), a target given
     as {"N", "D"} or {"C"} (then the law's compute-optimal N*, D*), candidates from `candidate_grid`
-    between a quarter of the largest fitted size and the target's (smaller runs mostly re-measure what
-    the ladder measured, and per FLOP their tiny cost would win every time), up to ``max_flops``
-    (default: 10x the largest fitted run, and below the target)."""
+    within `bounds`."""
     pts = law.info.get("fitted_points")
     if not pts:
         raise UserError("this fit file has no fitted runs; refit it with `scalelab fit TABLE --out FIT` "
@@ -151,14 +163,8 @@ def suggest_for_target(law: FittedLaw, target: dict, k: int = 3, max_flops: floa
         tN, tD = float(a["N_opt"][0]), float(a["D_opt"][0])
     else:
         tN, tD = float(target["N"]), float(target["D"])
-    c_target, c_fit = 6.0 * tN * tD, float(np.max(6.0 * N * D))
-    if c_target <= c_fit:
-        raise UserError(f"the target's compute {c_target:.3g} is inside the fitted runs (up to {c_fit:.3g}); "
-                        "suggest is for forecasts beyond them", arg="compute")
-    cap = min(10.0 * c_fit, c_target / 2) if max_flops is None else float(max_flops)
-    if cap <= 0:
-        raise UserError(f"max_flops must be positive, got {max_flops}", arg="max_flops")
-    cN, cD = candidate_grid(min(float(N.max()) / 4, tN), tN, cap)
+    n_min, cap = bounds(N, D, tN, tD, max_flops)
+    cN, cD = candidate_grid(n_min, tN, cap)
     if not len(cN):
         raise UserError(f"no candidate run fits under {cap:.3g} FLOPs; raise it", arg="max_flops")
     res = anchor(law, suggest(law, N, D, L, tN, tD, cN, cD, k=k, level=level))

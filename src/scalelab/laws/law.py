@@ -151,10 +151,32 @@ class FittedLaw:
             raise UserError(f"law file not found: {p}")
         try:
             d = json.loads(p.read_text())
-            if d["form"] not in FORMS and d["form"] != "allocation":
-                raise KeyError("form")
+            _check_params(d["form"], d["params"])
             return cls(form=d["form"], params=d["params"], approach=d.get("approach", ""),
                        samples=d.get("samples", []), info=d.get("info", {}))
-        except (json.JSONDecodeError, KeyError, TypeError):
-            raise UserError(f"{p} is not a scalelab fit file (written by `scalelab fit --out`)") from None
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+            why = f" ({e.args[0]})" if type(e) is ValueError else ""
+            raise UserError(f"{p} is not a scalelab fit file (written by `scalelab fit --out`){why}") from None
 
+
+
+ALLOCATION_PARAMS = ("a", "b", "k")
+
+
+def _check_params(form: str, params: dict) -> None:
+    """Every parameter the form needs is there and is a finite number (members of an ensemble too);
+    raises KeyError for an unknown form, ValueError naming what is missing or bad."""
+    if form == "ensemble":
+        if not params["members"]:
+            raise ValueError("an ensemble with no members")
+        for m in params["members"]:
+            _check_params(m["form"], m["params"])
+        return
+    if form not in FORMS and form != "allocation":
+        raise KeyError("form")
+    names = ALLOCATION_PARAMS if form == "allocation" else FORMS[form].param_names
+    for k in names:
+        if k not in params:
+            raise ValueError(f"the {form} form's parameter {k!r} is missing")
+        if not isinstance(params[k], (int, float)) or not np.isfinite(params[k]):
+            raise ValueError(f"the {form} form's parameter {k!r} is {params[k]!r}, not a finite number")

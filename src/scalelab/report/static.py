@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import matplotlib
@@ -17,7 +18,9 @@ def _save(fig, out: Path, name: str) -> list[Path]:
     paths = []
     for ext in ("png", "svg"):
         p = out / f"{name}.{ext}"
-        fig.savefig(p, dpi=150, bbox_inches="tight")
+        tmp = out / f".{name}.{ext}.part"  # renamed into place: a killed report leaves no half figure
+        fig.savefig(tmp, format=ext, dpi=150, bbox_inches="tight")
+        os.replace(tmp, p)
         paths.append(p)
     plt.close(fig)
     return paths

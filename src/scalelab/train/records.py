@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from scalelab.errors import UserError
 from scalelab.io import atomic_write_text
 
 
@@ -63,10 +64,22 @@ FIELDS = tuple(f.name for f in dataclasses.fields(MetricsRecord))
 
 
 def read_records(path: Path) -> list[MetricsRecord]:
+    """Every record of a metrics.jsonl. A last line cut short (the process was killed while appending
+    it) is skipped: it was never complete; a damaged line before it is an error naming the line."""
     p = Path(path)
     if not p.exists():
         return []
-    return [MetricsRecord.from_dict(json.loads(ln)) for ln in p.read_text().splitlines() if ln.strip()]
+    lines = [ln for ln in p.read_bytes().decode("utf-8", "replace").splitlines() if ln.strip()]
+    out = []
+    for i, ln in enumerate(lines):
+        try:
+            out.append(MetricsRecord.from_dict(json.loads(ln)))
+        except (json.JSONDecodeError, TypeError, AttributeError):
+            if i == len(lines) - 1:
+                break
+            raise UserError(f"{p} line {i + 1} is damaged; restore the file or delete the run directory "
+                            "and train it again") from None
+    return out
 
 
 class MetricsWriter:
