@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from scalelab.cli.output import print_json, table
@@ -92,11 +93,14 @@ def cmd_status(a) -> int:
     from scalelab.ladder.results import open_store
 
     store = open_store(a.dir)
-    runs, prog = store.runs(), store.progress()
+    runs, prog, claims = store.runs(), store.progress(), store.claims()
     store.close()
     if a.json:
         print_json([{**{k: v for k, v in r.items() if k != "spec"}, "step": prog.get(r["name"], 0)} for r in runs])
         return 0
+    for c in claims:  # `ladder run --share`: which process trains which unit (named by its first run)
+        ago = time.time() - c["heartbeat"]
+        print(f"{c['unit']}: claimed by pid {c['pid']} on {c['host']}, last heard {ago:.0f} s ago")
     table(f"{a.dir}: {sum(r['status'] == 'done' for r in runs)}/{len(runs)} done",
           ["run", "status", "progress", "N", "D", "final loss", "attempts", "wall s"],
           [(r["name"], r["status"], f"{prog.get(r['name'], 0)}/{r['steps']}", f"{r['N']:,}", f"{r['D']:,}",

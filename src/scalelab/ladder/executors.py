@@ -157,16 +157,14 @@ def _run_ladder(spec: LadderSpec, out: Path, parallel: int, rungs, progress, onl
     done = {r["name"] for r in store.runs("done")}
     todo = rungs if only is None else [r for r in rungs if r.name in only]
     units = [u for u in work_units(todo, spec.strategy) if any(r.name not in done for r in u)]
-    total, finished = len(rungs), len(done)
+    total = len(rungs)
     if progress:
-        progress(finished, total, None)
+        progress(len(done), total, None)
     args = [(spec, u, out, owner) for u in units]
 
     def report(names: list[str]) -> None:
-        nonlocal finished
-        finished += len([n for n in names if n not in done])
         if progress and names:  # no names: another --share process holds or finished that unit
-            progress(finished, total, names[-1])
+            progress(len(store.runs("done")), total, names[-1])  # every process's, under --share
 
     if parallel <= 1 or len(units) <= 1:
         for a in args:
