@@ -305,3 +305,45 @@ def test_two_shared_ladder_runs_split_the_ladder(tmp_path):
     assert run_cli("ladder", "run", spec, "--out", alone).returncode == 0
     ref = {r["name"]: r["final_loss"] for r in Store(alone / "ladder.sqlite").runs()}
     assert {r["name"]: r["final_loss"] for r in runs} == pytest.approx(ref, rel=1e-6)
+
+
+BUILD = """
+import sys
+from scalelab.data.shards import DataSpec, build_dataset
+build_dataset(DataSpec(corpus=sys.argv[1], vocab_size=400, shard_tokens=20_000), root=sys.argv[2], log=lambda *a: None)
+"""
+
+
+@pytest.mark.slow
+def test_a_dataset_build_killed_mid_way_is_never_taken_as_complete(tmp_path):
+    """SIGKILL the build while the tokenizer trains and while shards are written: the dataset is absent
+    (never half there), the next build removes the killed builds' hidden folders, and its shards
+    equal an uninterrupted build's byte for byte."""
+    import json
+    import random
+    import subprocess
+    import sys
+    import time
+
+    from scalelab.data.shards import DataSpec, build_dataset
+
+    corpus = tmp_path / "c.jsonl"
+    rng = random.Random(0)
+    words = [f"w{i}" for i in range(3000)]
+    corpus.write_text("".join(json.dumps({"text": " ".join(rng.choices(words, k=300))}) + "\n" for _ in range(3000)))
+    spec = DataSpec(corpus=str(corpus), vocab_size=400, shard_tokens=20_000)
+    root = tmp_path / "cache"
+    ref = build_dataset(spec, root=tmp_path / "ref", log=lambda *a: None)
+    for stage in ("started", "tokenizer.json"):  # kill when the build folder appears / once shards are being written
+        p = subprocess.Popen([sys.executable, "-c", BUILD, str(corpus), str(root)])
+        while not [d for d in root.glob(".build-*") if stage == "started" or (d / stage).exists()]:
+            assert p.poll() is None, "the build finished before it could be killed"
+            time.sleep(0.01)
+        p.kill()
+        p.wait()
+        assert not (root / ref.name).exists()
+    assert len(list(root.glob(".build-*"))) == 1  # the second build removed the first one's folder
+    out = build_dataset(spec, root=root, log=lambda *a: None)
+    assert not list(root.glob(".build-*"))
+    for f in sorted(ref.glob("*.bin")):
+        assert (out / f.name).read_bytes() == f.read_bytes()

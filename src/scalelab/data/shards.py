@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,7 +71,8 @@ def build_atomically(out: Path, fill) -> Path:
     if (out / "manifest.json").exists():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=out.parent))
+    _remove_orphans(out.parent)
+    tmp = Path(tempfile.mkdtemp(prefix=f".build-{os.getpid()}@{socket.gethostname()}-", dir=out.parent))
     try:
         fill(tmp)
         try:
@@ -81,6 +83,21 @@ def build_atomically(out: Path, fill) -> Path:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _remove_orphans(parent: Path) -> None:
+    """Remove the half-built datasets of builders on this machine that were killed (the pid and host
+    in the folder's name: ``.build-PID@HOST-random``), so that killed builds do not pile up."""
+    for d in parent.glob(".build-*@*-*"):
+        pid, _, rest = d.name[len(".build-"):].partition("@")
+        if rest.rsplit("-", 1)[0] != socket.gethostname() or not pid.isdigit():
+            continue  # another machine's (a cache on a shared filesystem): not ours to judge
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(d, ignore_errors=True)
+        except PermissionError:
+            continue
 
 
 def build_dataset(spec: DataSpec, root: Path | None = None, log=print) -> Path:
