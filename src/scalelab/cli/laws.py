@@ -83,6 +83,10 @@ def _fit_rows(law, summary: dict, table) -> list[tuple]:
 
 
 def cmd_fit(a) -> int:
+    if a.metric is not None or a.via is not None:
+        from scalelab.cli.tasks import cmd_fit_tasks
+
+        return cmd_fit_tasks(a)
     table = _load_fit_table(a)
     if a.bootstrap is not None and a.bootstrap < 0:
         raise UserError("--bootstrap must be >= 0")
@@ -122,6 +126,12 @@ def cmd_predict(a) -> int:
 
     if not 0 < a.level < 1:
         raise UserError(f"--level must be in (0, 1), e.g. 0.9; got {a.level}")
+    from scalelab.laws.tasks import is_task_file
+
+    if is_task_file(a.law):
+        from scalelab.cli.tasks import cmd_predict_tasks
+
+        return cmd_predict_tasks(a)
     law = get_law(a.law)
     if a.compute is not None:
         if a.compute <= 0:
@@ -180,6 +190,10 @@ def _dataset_table(res: dict, pct) -> None:
 
 
 def cmd_backtest(a) -> int:
+    if a.tasks:
+        from scalelab.cli.tasks import cmd_backtest_tasks
+
+        return cmd_backtest_tasks(a)
     from scalelab.laws.backtest import DATASETS, run_backtest
     from scalelab.laws.methods import METHODS, get_method
 
@@ -245,7 +259,13 @@ def register(sub) -> None:
     f.add_argument("--params", default=None, choices=["total", "non_embedding"],
                    help="which parameter count is N when the table has both")
     f.add_argument("--drop-highest-loss", type=int, default=0, metavar="K")
-    f.add_argument("--example", default=None, help="fit a shipped table: chinchilla")
+    f.add_argument("--example", default=None, help="fit a shipped table: chinchilla (or pythia-tasks with --metric)")
+    f.add_argument("--metric", default=None, metavar="COL",
+                   help="forecast this task metric column (accuracy, exact match ...: fractions in [0, 1]); "
+                        "one fit per value of a `task` column")
+    f.add_argument("--via", default=None, metavar="COL",
+                   help="with --metric: the intermediate task-loss column (bpb or NLL of the answer); "
+                        "without it the metric is fitted directly")
     f.add_argument("--json", action="store_true")
     f.add_argument("--out", default=None, help="write the fit (with bootstrap samples) as JSON")
     f.set_defaults(fn=cmd_fit)
@@ -273,6 +293,8 @@ def register(sub) -> None:
     b.add_argument("--level", type=float, default=0.9, help="interval level (default 0.9)")
     b.add_argument("--workers", type=int, default=2, help="processes (default 2)")
     b.add_argument("--by-split", action="store_true", help="also print every cut-off of every dataset")
+    b.add_argument("--tasks", action="store_true",
+                   help="back-test task-accuracy forecasts instead (Pythia 2.8B-12B from 70M-1.4B)")
     b.add_argument("--json", action="store_true", help="print the summary, per-dataset and per-split tables as JSON")
     b.add_argument("--out", default=None, help="write everything, every held-out point included, as JSON")
     b.add_argument("--html", default=None, help="write a page with the back-test's figures (offline HTML)")

@@ -72,6 +72,12 @@ class Method:
             raise UserError(f"method {self.name}: weight_power must be in [-4, 4], got {self.weight_power}")
         return self
 
+    def min_points(self) -> int:
+        """The fewest runs a fit needs: more than the largest form's parameter count (members included)."""
+        forms = (self.form, *self.select)
+        own = max(len(FORMS[f].param_names) for f in forms) + 1
+        return max([own if not self.members else 0, *(m.min_points() for m in self.members)])
+
     def points(self, table: RunTable) -> tuple[RunTable, np.ndarray | None]:
         """The rows this method fits and their weights (None: equal)."""
         runs = table.run_ids()
