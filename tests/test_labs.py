@@ -174,3 +174,21 @@ def test_clark_fit_recovers_known_coefficients():
     assert f["ok"] and f["rms_log_residual"] < 1e-10
     assert (f["a"], f["b"], f["c"], f["d"]) == pytest.approx((a, b, c, d), abs=1e-9)
     assert not clark_fit(rows[:4])["ok"]  # too few points / one expert count: no fit
+
+
+@pytest.mark.slow
+def test_forecast_lab_writes_its_forecast_before_training_the_target(tmp_path):
+    """#20 item 4, quick settings: the forecast file exists before the target model's run does, a rerun
+    reads it back instead of forecasting with hindsight, and every task is compared with its interval."""
+    out = tmp_path / "forecast"
+    r = _cli("lab", "forecast", "--quick", "--out", str(out))
+    assert r.returncode == 0, r.stderr[-2000:]
+    s = json.loads((out / "summary.json").read_text())
+    fc = out / "forecast.json"
+    target = out / "runs" / "d64L2"
+    assert fc.stat().st_mtime < min(p.stat().st_mtime for p in target.rglob("*") if p.is_file())
+    assert len(s["tasks"]) == 2 and (out / "report.html").exists() and list(out.glob("forecast_*.png"))
+    for c in s["tasks"].values():
+        assert 0 <= c["lo"] <= c["hi"] <= 1 and c["inside"] == (c["lo"] <= c["actual"] <= c["hi"])
+    before = fc.read_bytes()
+    assert _cli("lab", "forecast", "--quick", "--out", str(out)).returncode == 0 and fc.read_bytes() == before

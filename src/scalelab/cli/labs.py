@@ -22,6 +22,8 @@ LABS = {
                  "RTN weight quantization at 16..2 bits vs validation loss across sizes; torchao cross-check"),
     "capacity": ("scalelab.labs.capacity", "CapacitySpec",
                  "synthetic biographies: bits of knowledge stored per parameter across sizes"),
+    "forecast": ("scalelab.labs.forecast", "ForecastSpec",
+                 "forecast a bigger model's exact match from a ladder before training it, then train it"),
 }
 
 

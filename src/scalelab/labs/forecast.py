@@ -1,0 +1,199 @@
+"""Forecast lab: predict a bigger model's exact match before training it, then train it and compare.
+
+A ladder of small models is trained on a task mix of graded difficulty (1-, 2- and 3-digit sums: the
+smallest models solve the first, the largest here only begin the last), every size on the same
+tokens. Each is evaluated on held-out problems (exact match, and the answer's NLL per token). Per
+task, `laws/tasks.py` fits the two steps (answer NLL in (N, D); exact match from the answer NLL by a
+sigmoid) and forecasts the target model, `target` (several times the largest fitted one). The forecast
+is written to OUT/forecast.json with the time *before* the target trains; then it trains, and the lab
+reports, per task, whether its exact match fell inside the forecast's interval, the point error and
+the interval's width: whether the jump was predicted.
+"""
+
+from __future__ import annotations
+
+import datetime
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from scalelab.data.tasks import TaskMix, parse_task
+from scalelab.errors import UserError
+from scalelab.io import atomic_write_json, read_json
+from scalelab.labs.common import (
+    Shape,
+    model_dict,
+    pyplot,
+    run_config,
+    savefig,
+    task_dataset,
+    train_or_load,
+    write_report,
+    write_summary,
+)
+from scalelab.labs.evaluate import evaluate_task
+from scalelab.laws.tasks import fit_tasks, sigmoid
+from scalelab.report.page import table_html
+from scalelab.train.rundir import RunDir
+
+METRIC, VIA = "exact_match", "answer_nll_per_token"
+
+
+@dataclass(frozen=True)
+class ForecastSpec:
+    tasks: tuple[str, ...] = ("addition:digits=1,format=plain", "addition:digits=2,format=plain",
+                              "addition:digits=3,format=plain")
+    sizes: tuple[str, ...] = ("16x1", "24x1", "32x1", "32x2", "48x2", "64x2")  # the fitted ladder
+    target: str = "128x4"  # the held-out model, trained after the forecast is written
+    tokens: int = 2_000_000  # training tokens per model (the same for every size)
+    seed: int = 0
+    lr: float = 3e-3
+    batch_size: int = 8
+    seq_len: int = 64
+    test_size: int = 300
+    train_chars: int = 4_000_000
+    method: str = "chinchilla"  # step 1's loss method (the task back-test's default)
+    level: float = 0.9
+
+    def validate(self) -> ForecastSpec:
+        for t in self.tasks:
+            parse_task(t)
+        shapes = [Shape.parse(s) for s in (*self.sizes, self.target)]
+        if len(self.sizes) < 6:
+            raise UserError("sizes needs at least 6 model sizes (step 1 fits 5 parameters)", arg="sizes")
+        n = [model_dict(s)["d_model"] ** 2 * s.n_layers for s in shapes]
+        if n[-1] <= max(n[:-1]):
+            raise UserError(f"target {self.target} must be larger than every fitted size", arg="target")
+        if not 0 < self.level < 1:
+            raise UserError(f"level must be in (0, 1), got {self.level}", arg="level")
+        if self.tokens < self.batch_size * self.seq_len * 10:
+            raise UserError(f"tokens={self.tokens} is under 10 steps; raise it", arg="tokens")
+        return self
+
+
+QUICK = dict(tasks=("addition:digits=1,format=plain", "addition:digits=2,format=plain"),
+             sizes=("8x1", "16x1", "24x1", "32x1", "40x1", "48x1"), target="64x2", tokens=150_000, test_size=60,
+             train_chars=400_000)
+
+
+def run(spec: ForecastSpec, out: str | Path, log=print) -> dict:
+    spec = spec.validate()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    mix = TaskMix(tasks=spec.tasks, test_size=spec.test_size)
+    ds = task_dataset(mix, out, spec.train_chars)
+    ladder = pd.DataFrame([r for size in spec.sizes for r in _train_and_eval(spec, size, mix, ds, out, log)])
+    forecast = _forecast(spec, ladder, out, log)
+    target = pd.DataFrame(_train_and_eval(spec, spec.target, mix, ds, out, log))
+    summary = {"spec": asdict(spec), "forecast_written_at": forecast["written_at"],
+               "tasks": _compare(forecast, target), "ladder": ladder.to_dict("records"),
+               "target_points": target.to_dict("records"), "seconds": time.perf_counter() - t0}
+    figures = plot(summary, forecast, out)
+    write_summary(out, summary)
+    _report(out, summary, figures)
+    return summary
+
+
+def _train_and_eval(spec: ForecastSpec, size: str, mix: TaskMix, ds, out: Path, log) -> list[dict]:
+    shape = Shape.parse(size)
+    cfg = run_config(model_dict(shape), spec.tokens, spec.lr, spec.batch_size, spec.seq_len, spec.seed)
+    model, _ = train_or_load(cfg, RunDir.under(out, shape.name), ds, log)
+    tests = mix.test_sets()
+    rows = []
+    for task in mix.parsed():
+        r = evaluate_task(model, task, tests[task.spec])
+        rows.append({"task": task.spec, "size": size, "N": cfg.model.num_params_total,
+                     "D": cfg.total_steps * cfg.train.tokens_per_step, METRIC: r[METRIC], VIA: r[VIA]})
+    log(f"  {shape.name}: " + ", ".join(f"{r['task'].split(':')[1]} EM {r[METRIC]:.2f} NLL {r[VIA]:.3f}" for r in rows))
+    return rows
+
+
+def _forecast(spec: ForecastSpec, ladder: pd.DataFrame, out: Path, log) -> dict:
+    """Fit the ladder and forecast the target; written once, before the target trains (a rerun of a
+    finished lab reads it back rather than forecasting with hindsight)."""
+    path = out / "forecast.json"
+    if path.exists():
+        return read_json(path, "forecast")
+    shape = Shape.parse(spec.target)
+    cfg = run_config(model_dict(shape), spec.tokens, spec.lr, spec.batch_size, spec.seq_len, spec.seed)
+    N, D = cfg.model.num_params_total, cfg.total_steps * cfg.train.tokens_per_step
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fc = fit_tasks(ladder, METRIC, VIA, method=spec.method)
+        pred = fc.predict(N, D, spec.level)
+    res = {"written_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+           "target": {"size": spec.target, "N": N, "D": D, "ratio": N / float(ladder["N"].max())},
+           "level": spec.level, "fit": {t: law.to_dict() for t, law in fc.tasks.items()},
+           "tasks": {t: {k: {kk: float(np.atleast_1d(v)[0]) if kk != "level" else v for kk, v in e.items()}
+                         for k, e in p.items()} for t, p in pred.items()}}
+    atomic_write_json(path, res)
+    log("forecast written before training the target: " + ", ".join(
+        f"{t.split(':')[1]} EM {p[METRIC]['value']:.2f} [{p[METRIC]['lo']:.2f}, {p[METRIC]['hi']:.2f}]"
+        for t, p in res["tasks"].items()))
+    return res
+
+
+def _compare(forecast: dict, target: pd.DataFrame) -> dict:
+    out = {}
+    for task, p in forecast["tasks"].items():
+        row = target[target["task"] == task].iloc[0]
+        em, nll = p[METRIC], p[VIA]
+        out[task] = {"forecast": em["value"], "lo": em["lo"], "hi": em["hi"], "actual": float(row[METRIC]),
+                     "inside": bool(em["lo"] <= row[METRIC] <= em["hi"]),
+                     "error_points": 100 * abs(em["value"] - float(row[METRIC])),
+                     "width_points": 100 * (em["hi"] - em["lo"]),
+                     "nll_forecast": nll["value"], "nll_lo": nll["lo"], "nll_hi": nll["hi"],
+                     "nll_actual": float(row[VIA])}
+    return out
+
+
+def plot(summary: dict, forecast: dict, out: Path) -> list[Path]:
+    """Per task, the two steps: answer NLL against parameters (ladder, forecast with its interval, the
+    target as trained) and exact match against answer NLL (the fitted sigmoid)."""
+    plt = pyplot()
+    ladder, paths = pd.DataFrame(summary["ladder"]), []
+    n_t = forecast["target"]["N"]
+    for ti, (task, c) in enumerate(summary["tasks"].items()):
+        g = ladder[ladder["task"] == task]
+        fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
+        a1.plot(g["N"], g[VIA], "o", label="ladder (fitted)")
+        err = [[max(c["nll_forecast"] - c["nll_lo"], 0)], [max(c["nll_hi"] - c["nll_forecast"], 0)]]
+        a1.errorbar([n_t], [c["nll_forecast"]], yerr=err, fmt="s", capsize=4, color="gray", label="forecast")
+        a1.plot([n_t], [c["nll_actual"]], "*", ms=12, color="C3", label="target, trained after")
+        a1.set(xscale="log", xlabel="parameters", ylabel="answer NLL per token (nats)", title="step 1")
+        a1.legend(fontsize=8)
+        theta = forecast["fit"][task]["theta"]
+        xs = np.linspace(0, max(g[VIA].max(), c["nll_actual"]) * 1.05, 200)
+        a2.plot(g[VIA], g[METRIC], "o")
+        a2.plot(xs, sigmoid(theta, xs), "-", color="gray", lw=1)
+        err = [[max(c["forecast"] - c["lo"], 0)], [max(c["hi"] - c["forecast"], 0)]]
+        a2.errorbar([c["nll_forecast"]], [c["forecast"]], yerr=err, fmt="s", capsize=4, color="gray")
+        a2.plot([c["nll_actual"]], [c["actual"]], "*", ms=12, color="C3")
+        a2.set(xlabel="answer NLL per token (nats)", ylabel="exact match", title="step 2", ylim=(-0.03, 1.03))
+        fig.suptitle(f"{task}: forecast {c['forecast']:.2f} [{c['lo']:.2f}, {c['hi']:.2f}], measured "
+                     f"{c['actual']:.2f}", fontsize=11)
+        fig.tight_layout()
+        paths.append(savefig(fig, out, f"forecast_{ti}"))
+    return paths
+
+
+def _report(out: Path, summary: dict, figures: list[Path]) -> None:
+    rows = [{"task": t, "forecast": c["forecast"], "interval": f"[{c['lo']:.3f}, {c['hi']:.3f}]",
+             "measured": c["actual"], "inside": c["inside"], "error (points)": c["error_points"]}
+            for t, c in summary["tasks"].items()]
+    text = (f"The forecast was written at {summary['forecast_written_at']} (UTC), before the target "
+            f"{summary['spec']['target']} was trained; {sum(r['inside'] for r in rows)} of {len(rows)} "
+            "measured exact matches fell inside its interval.")
+    write_report(out, "Forecast: exact match of a bigger model, predicted before training it",
+                 [("forecast vs measured", text, figures, table_html(rows))])
+
+
+def headline(s: dict) -> str:
+    return "\n".join(f"{t}: forecast EM {c['forecast']:.3f} [{c['lo']:.3f}, {c['hi']:.3f}], measured {c['actual']:.3f}"
+                     f" ({'inside' if c['inside'] else 'OUTSIDE'}; error {c['error_points']:.1f} points)"
+                     for t, c in s["tasks"].items())
