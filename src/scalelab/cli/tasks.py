@@ -107,6 +107,11 @@ def cmd_backtest_tasks(a) -> int:
         from scalelab.io import atomic_write_json
 
         atomic_write_json(a.out, res)
+    if a.html:
+        from scalelab.laws.task_backtest import DEFAULT_TASK_METHOD, task_curves
+        from scalelab.report.task_backtest import write_task_backtest_page
+
+        write_task_backtest_page(res, task_curves(DEFAULT_TASK_METHOD, a.level), a.html)
     if a.json:
         print_json({k: v for k, v in res.items() if k != "points"})
         return 0
@@ -119,6 +124,7 @@ def cmd_backtest_tasks(a) -> int:
           ["method", "mean |err|", "median", "worst", "coverage", "median width"],
           [(m, f"{r.mean_abs_err_points:.2f}", f"{r.median_abs_err_points:.2f}", f"{r.worst_abs_err_points:.1f}",
             f"{r.coverage:.1%}", f"{r.median_width_points:.1f}") for m, r in summ.iterrows()])
-    if a.out:
-        print(f"wrote {a.out}")
+    for path in (a.out, a.html):
+        if path:
+            print(f"wrote {path}")
     return 0

@@ -21,7 +21,7 @@ from importlib import resources
 import numpy as np
 import pandas as pd
 
-from scalelab.laws.tasks import fit_tasks
+from scalelab.laws.tasks import fit_tasks, sigmoid
 
 HELD_OUT_MIN_PARAMS = 2e9  # 2.8B and up are predicted; 70M-1.4B are fitted
 
@@ -77,6 +77,28 @@ def run_task_backtest(methods: list[str] | None = None, level: float = 0.9, boot
     out["covered"] = (out["lo"] <= out["actual"]) & (out["actual"] <= out["hi"])
     out["width_points"] = 100 * (out["hi"] - out["lo"])
     return out
+
+
+def task_curves(method: str = DEFAULT_TASK_METHOD, level: float = 0.9, bootstrap: int = 50) -> dict:
+    """Per task, what the report draws of one method's two steps: the fitted models (N, task loss,
+    metric), the held-out ones with both steps' forecasts and intervals, and the sigmoid on a grid."""
+    train, test = split(pythia_tasks())
+    m = TASK_METHODS[method]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fc = fit_tasks(train, "acc", m.via, method=m.law_method, bootstrap=bootstrap)
+        out = {}
+        for task, law in fc.tasks.items():
+            fit_rows, h = train[(train["task"] == task) & train["final"]], test[test["task"] == task]
+            p = law.predict(h["N"].to_numpy(float), h["D"].to_numpy(float), level)
+            lo_x = min(fit_rows[m.via].min(), h[m.via].min()) * 0.9 if m.via else None
+            grid = np.linspace(lo_x, fit_rows[m.via].max() * 1.05, 100) if m.via else None
+            out[task] = {"fitted": fit_rows[["model", "N", "acc"] + ([m.via] if m.via else [])].to_dict("list"),
+                         "held_out": h[["model", "N", "acc"] + ([m.via] if m.via else [])].to_dict("list"),
+                         "forecast": {k: {kk: np.atleast_1d(v).tolist() if kk != "level" else v
+                                          for kk, v in e.items()} for k, e in p.items()},
+                         "sigmoid": {"x": grid.tolist(), "y": sigmoid(law.theta, grid).tolist()} if m.via else None}
+    return {"method": method, "via": m.via, "level": level, "tasks": out}
 
 
 def _score(fc, test: pd.DataFrame, name: str, n_max: float, level: float) -> list[dict]:

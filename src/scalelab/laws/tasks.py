@@ -38,6 +38,7 @@ from scalelab.laws.methods import DEFAULT_METHOD, get_method
 from scalelab.laws.table import load_table
 
 SIGMOID_PARAMS = 3  # b, k, x0 of eq. (1)
+RISE_MIN = 0.02  # metric spread across the ladder below which no rise has been seen
 KIND = "task-forecast"
 
 
@@ -80,6 +81,7 @@ class TaskLaw:
     theta_samples: list[list[float]] = field(default_factory=list)
     resid_sd: float = 0.0  # step 2's robust residual scale, in metric units
     n_points: int = 0
+    rising: bool = True  # some fitted run is above the floor; if none, nothing bounds the rise from above
 
     def predict(self, N, D, level: float = 0.9, draws: int = 400, seed: int = 0) -> dict:
         """{metric: {value, lo, hi, level}} and, chained, {via: {...}} at each (N, D)."""
@@ -97,21 +99,22 @@ class TaskLaw:
         ys = np.stack([sigmoid(t, xi) for t, xi in zip(pick, xs)])
         ys = np.clip(ys + self.resid_sd * rng.standard_normal(ys.shape), 0.0, 1.0)
         q = (1 - level) / 2
-        return {self.metric: _entry(sigmoid(self.theta, x), (np.quantile(ys, q, axis=0),
-                                                            np.quantile(ys, 1 - q, axis=0)), level),
+        hi = np.quantile(ys, 1 - q, axis=0) if self.rising else np.ones_like(x)
+        return {self.metric: _entry(sigmoid(self.theta, x), (np.quantile(ys, q, axis=0), hi), level),
                 self.via: _entry(x, None if lo is None else (lo, hi), level)}
 
     def to_dict(self) -> dict:
         return {"metric": self.metric, "via": self.via, "step1": json.loads(self.step1.to_json()),
                 "theta": [float(v) for v in self.theta],
                 "theta_samples": [[float(v) for v in t] for t in self.theta_samples],
-                "resid_sd": self.resid_sd, "n_points": self.n_points}
+                "resid_sd": self.resid_sd, "n_points": self.n_points, "rising": self.rising}
 
     @classmethod
     def from_dict(cls, d: dict) -> TaskLaw:
         s = d["step1"]
         law = FittedLaw(s["form"], s["params"], s.get("approach", ""), s.get("samples", []), s.get("info", {}))
-        return cls(d["metric"], d["via"], law, d["theta"], d["theta_samples"], d["resid_sd"], d["n_points"])
+        return cls(d["metric"], d["via"], law, d["theta"], d["theta_samples"], d["resid_sd"], d["n_points"],
+                   d.get("rising", True))
 
 
 def _entry(value, iv, level: float) -> dict:
@@ -141,8 +144,11 @@ def fit_task(df: pd.DataFrame, metric: str, via: str | None, method: str = DEFAU
     # fitted one, this covered 88% of 48 held-out points at 90%; redrawing residuals instead, 79% (LOG)
     samples = [fit_sigmoid(x[i], y[i], start=np.clip(theta, [0, -8, -np.inf], [0.999, 8, np.inf]))
                for i in (rng.integers(len(x), size=len(x)) for _ in range(m.bootstrap))]
+    # a rise the ladder has not begun (every run at the floor, e.g. exact match 0 everywhere) cannot be
+    # timed from it: the forecast keeps its floor and says nothing about how high a bigger model gets
+    rising = bool(np.max(y) - np.min(y) > max(3 * robust_sd(y - sigmoid(theta, x)), RISE_MIN))
     return TaskLaw(metric, via, law, list(theta), [list(t) for t in samples], robust_sd(y - sigmoid(theta, x)),
-                   len(df))
+                   len(df), rising)
 
 
 _STEP1: dict = {}
