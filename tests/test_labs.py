@@ -185,7 +185,7 @@ def test_forecast_lab_writes_its_forecast_before_training_the_target(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     s = json.loads((out / "summary.json").read_text())
     fc = out / "forecast.json"
-    target = out / "runs" / "d64L2"
+    target = out / "runs" / "d64L2-s0"
     assert fc.stat().st_mtime < min(p.stat().st_mtime for p in target.rglob("*") if p.is_file())
     assert len(s["tasks"]) == 2 and (out / "report.html").exists() and list(out.glob("forecast_*.png"))
     for c in s["tasks"].values():
