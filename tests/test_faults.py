@@ -299,7 +299,9 @@ def test_two_shared_ladder_runs_split_the_ladder(tmp_path):
     st = Store(lad / "ladder.sqlite")
     runs = st.runs()
     assert all(r["status"] == "done" and r["attempts"] == 1 for r in runs)  # none trained twice
-    assert sorted(finished[0] + finished[1]) == sorted(r["name"] for r in runs) and all(finished), finished
+    # each run trained by exactly one of them (which one, and whether both got work, is timing: a fast
+    # machine may let the first process finish a 4-run ladder before the second one starts)
+    assert sorted(finished[0] + finished[1]) == sorted(r["name"] for r in runs), finished
     assert st.claims() == []
     alone = tmp_path / "alone"
     assert run_cli("ladder", "run", spec, "--out", alone).returncode == 0
@@ -347,3 +349,32 @@ def test_a_dataset_build_killed_mid_way_is_never_taken_as_complete(tmp_path):
     assert not list(root.glob(".build-*"))
     for f in sorted(ref.glob("*.bin")):
         assert (out / f.name).read_bytes() == f.read_bytes()
+
+
+def _open_store(path, q):
+    from scalelab.ladder.store import Store
+
+    try:
+        Store(path).close()
+        q.put("")
+    except Exception as e:  # noqa: BLE001 -- reported to the parent
+        q.put(repr(e))
+
+
+def test_processes_creating_one_store_at_once_all_succeed(tmp_path):
+    """`ladder run --share` started twice at once: both create the same new store. Creating the tables
+    and adding the newer columns is one transaction (before: 'duplicate column name' in half the
+    trials with three processes)."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    errors = []
+    for t in range(20):
+        q, path = ctx.Queue(), tmp_path / f"s{t}" / "ladder.sqlite"
+        procs = [ctx.Process(target=_open_store, args=(path, q)) for _ in range(3)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join()
+        errors += [e for e in (q.get() for _ in procs) if e]
+    assert errors == []

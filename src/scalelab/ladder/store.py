@@ -55,18 +55,25 @@ class Store:
         self.conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
         self.conn.row_factory = sqlite3.Row
         try:
+            self.conn.execute("PRAGMA busy_timeout=60000")
             self.conn.execute("PRAGMA journal_mode=WAL")
             self.conn.execute("PRAGMA synchronous=NORMAL")
-            self.conn.execute("PRAGMA busy_timeout=60000")
-            self.conn.executescript(SCHEMA)
-            have = {r["name"] for r in self.conn.execute("PRAGMA table_info(points)")}
+            self._create()
         except sqlite3.DatabaseError as e:  # not a database, or a damaged one
             self.conn.close()
             raise UserError(f"{self.path} is not a readable ladder store ({e}); restore it from a copy, or "
                             "re-run the ladder into a new --out (finished runs' directories are kept)") from None
-        for col, kind in POINT_COLUMNS.items():
-            if col not in have:
-                self.conn.execute(f"ALTER TABLE points ADD COLUMN {col} {kind}")
+
+    def _create(self) -> None:
+        """Tables, and the columns added since the first schema, in one transaction: processes opening
+        a new store at once (`ladder run --share`) must not both add a column."""
+        with self.tx() as c:
+            for stmt in filter(str.strip, SCHEMA.split(";")):
+                c.execute(stmt)
+            have = {r["name"] for r in c.execute("PRAGMA table_info(points)")}
+            for col, kind in POINT_COLUMNS.items():
+                if col not in have:
+                    c.execute(f"ALTER TABLE points ADD COLUMN {col} {kind}")
 
     @contextmanager
     def tx(self):
