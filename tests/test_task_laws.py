@@ -67,6 +67,8 @@ def test_the_task_forecast_file_round_trips_through_the_cli(tmp_path, capsys):
     assert set(easy) == {"acc", "task_loss"} and easy["acc"]["level"] == 0.9
     assert easy["acc"]["lo"] <= easy["acc"]["value"] <= easy["acc"]["hi"]
     assert abs(easy["acc"]["value"] - h["acc"]) < 0.03 and abs(easy["task_loss"]["value"] / h["task_loss"] - 1) < 0.03
+    loss = easy["task_loss"]  # the task loss's own interval (not the metric's), around its forecast
+    assert loss["lo"] < loss["value"] < loss["hi"] < 1.2 * loss["value"]
     one = train[train["task"] == "easy"].drop(columns="task")  # one task: the metric's own key at the top
     one.to_csv(tmp_path / "one.csv", index=False)
     assert main(["fit", str(tmp_path / "one.csv"), "--metric", "acc", "--via", "task_loss", "--bootstrap", "5",

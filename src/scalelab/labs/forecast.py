@@ -165,15 +165,15 @@ def plot(summary: dict, forecast: dict, out: Path) -> list[Path]:
     """Per task, the two steps: answer NLL against parameters (ladder, forecast with its interval, the
     target as trained) and exact match against answer NLL (the fitted sigmoid)."""
     plt = pyplot()
-    ladder, paths = pd.DataFrame(summary["ladder"]), []
+    ladder, target, paths = pd.DataFrame(summary["ladder"]), pd.DataFrame(summary["target_points"]), []
     n_t = forecast["target"]["N"]
     for ti, (task, c) in enumerate(summary["tasks"].items()):
-        g = ladder[ladder["task"] == task]
+        g, t = ladder[ladder["task"] == task], target[target["task"] == task]
         fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
         a1.plot(g["N"], g[VIA], "o", label="ladder (fitted)")
         err = [[max(c["nll_forecast"] - c["nll_lo"], 0)], [max(c["nll_hi"] - c["nll_forecast"], 0)]]
         a1.errorbar([n_t], [c["nll_forecast"]], yerr=err, fmt="s", capsize=4, color="gray", label="forecast")
-        a1.plot([n_t], [c["nll_actual"]], "*", ms=12, color="C3", label="target, trained after")
+        a1.plot(t["N"], t[VIA], "*", ms=12, color="C3", label="target (each seed), trained after")
         a1.set(xscale="log", xlabel="parameters", ylabel="answer NLL per token (nats)", title="step 1")
         a1.legend(fontsize=8)
         theta = forecast["fit"][task]["theta"]
@@ -182,10 +182,10 @@ def plot(summary: dict, forecast: dict, out: Path) -> list[Path]:
         a2.plot(xs, sigmoid(theta, xs), "-", color="gray", lw=1)
         err = [[max(c["forecast"] - c["lo"], 0)], [max(c["hi"] - c["forecast"], 0)]]
         a2.errorbar([c["nll_forecast"]], [c["forecast"]], yerr=err, fmt="s", capsize=4, color="gray")
-        a2.plot([c["nll_actual"]], [c["actual"]], "*", ms=12, color="C3")
+        a2.plot(t[VIA], t[METRIC], "*", ms=12, color="C3")
         a2.set(xlabel="answer NLL per token (nats)", ylabel="exact match", title="step 2", ylim=(-0.03, 1.03))
         fig.suptitle(f"{task}: forecast {c['forecast']:.2f} [{c['lo']:.2f}, {c['hi']:.2f}], measured "
-                     f"{c['actual']:.2f}", fontsize=11)
+                     + ", ".join(f"{a:.2f}" for a in c["actual_by_seed"]), fontsize=11)
         fig.tight_layout()
         paths.append(savefig(fig, out, f"forecast_{ti}"))
     return paths

@@ -99,8 +99,8 @@ class TaskLaw:
         ys = np.stack([sigmoid(t, xi) for t, xi in zip(pick, xs)])
         ys = np.clip(ys + self.resid_sd * rng.standard_normal(ys.shape), 0.0, 1.0)
         q = (1 - level) / 2
-        hi = np.quantile(ys, 1 - q, axis=0) if self.rising else np.ones_like(x)
-        return {self.metric: _entry(sigmoid(self.theta, x), (np.quantile(ys, q, axis=0), hi), level),
+        y_hi = np.quantile(ys, 1 - q, axis=0) if self.rising else np.ones_like(x)
+        return {self.metric: _entry(sigmoid(self.theta, x), (np.quantile(ys, q, axis=0), y_hi), level),
                 self.via: _entry(x, None if lo is None else (lo, hi), level)}
 
     def to_dict(self) -> dict:
