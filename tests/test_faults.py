@@ -133,6 +133,11 @@ DAMAGED = {
                                                b'"params": {"Nc": 1e13, "Dc": 1e13, "alpha_N": 0.07, '
                                                b'"alpha_D": NaN}}]}}'),
     "fit file of binary junk": ("fit.json", bytes(range(256))),
+    "task forecast with a NaN": ("fit.json", b'{"kind": "task-forecast", "metric": "acc", "via": "x", "tasks": {"a": '
+                                             b'{"metric": "acc", "via": "x", "step1": {"form": "chinchilla", "params": '
+                                             b'{"E": NaN, "A": 1, "B": 1, "alpha": 0.3, "beta": 0.3}}, '
+                                             b'"theta": [0, 0, 1], "theta_samples": [], "resid_sd": 0.01, '
+                                             b'"n_points": 9}}}'),
     "config of binary junk": ("run.toml", b"\x00\x01\xff\xfe model"),
     "config cut short": ("run.toml", b"[model]\nd_model = "),
 }

@@ -65,7 +65,7 @@ class ForecastSpec:
         shapes = [Shape.parse(s) for s in (*self.sizes, self.target)]
         if len(self.sizes) < 6:
             raise UserError("sizes needs at least 6 model sizes (step 1 fits 5 parameters)", arg="sizes")
-        n = [model_dict(s)["d_model"] ** 2 * s.n_layers for s in shapes]
+        n = [s.d_model ** 2 * s.n_layers for s in shapes]  # the blocks' parameters, up to a constant
         if n[-1] <= max(n[:-1]):
             raise UserError(f"target {self.target} must be larger than every fitted size", arg="target")
         if not 0 < self.level < 1:

@@ -151,7 +151,7 @@ class FittedLaw:
             raise UserError(f"law file not found: {p}")
         try:
             d = json.loads(p.read_text())
-            _check_params(d["form"], d["params"])
+            check_params(d["form"], d["params"])
             return cls(form=d["form"], params=d["params"], approach=d.get("approach", ""),
                        samples=d.get("samples", []), info=d.get("info", {}))
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
@@ -163,14 +163,14 @@ class FittedLaw:
 ALLOCATION_PARAMS = ("a", "b", "k")
 
 
-def _check_params(form: str, params: dict) -> None:
+def check_params(form: str, params: dict) -> None:
     """Every parameter the form needs is there and is a finite number (members of an ensemble too);
     raises KeyError for an unknown form, ValueError naming what is missing or bad."""
     if form == "ensemble":
         if not params["members"]:
             raise ValueError("an ensemble with no members")
         for m in params["members"]:
-            _check_params(m["form"], m["params"])
+            check_params(m["form"], m["params"])
         return
     if form not in FORMS and form != "allocation":
         raise KeyError("form")

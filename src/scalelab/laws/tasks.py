@@ -33,7 +33,7 @@ from scipy.optimize import least_squares
 from scalelab.errors import UserError
 from scalelab.io import atomic_write_json, read_json
 from scalelab.laws.intervals import z_of
-from scalelab.laws.law import FittedLaw
+from scalelab.laws.law import FittedLaw, check_params
 from scalelab.laws.methods import DEFAULT_METHOD, get_method
 from scalelab.laws.table import load_table
 
@@ -112,6 +112,7 @@ class TaskLaw:
     @classmethod
     def from_dict(cls, d: dict) -> TaskLaw:
         s = d["step1"]
+        check_params(s["form"], s["params"])
         law = FittedLaw(s["form"], s["params"], s.get("approach", ""), s.get("samples", []), s.get("info", {}))
         return cls(d["metric"], d["via"], law, d["theta"], d["theta_samples"], d["resid_sd"], d["n_points"],
                    d.get("rising", True))
@@ -146,9 +147,9 @@ def fit_task(df: pd.DataFrame, metric: str, via: str | None, method: str = DEFAU
                for i in (rng.integers(len(x), size=len(x)) for _ in range(m.bootstrap))]
     # a rise the ladder has not begun (every run at the floor, e.g. exact match 0 everywhere) cannot be
     # timed from it: the forecast keeps its floor and says nothing about how high a bigger model gets
-    rising = bool(np.max(y) - np.min(y) > max(3 * robust_sd(y - sigmoid(theta, x)), RISE_MIN))
-    return TaskLaw(metric, via, law, list(theta), [list(t) for t in samples], robust_sd(y - sigmoid(theta, x)),
-                   len(df), rising)
+    scatter = robust_sd(y - sigmoid(theta, x))
+    rising = bool(np.max(y) - np.min(y) > max(3 * scatter, RISE_MIN))
+    return TaskLaw(metric, via, law, list(theta), [list(t) for t in samples], scatter, len(df), rising)
 
 
 _STEP1: dict = {}
