@@ -12,7 +12,7 @@ from scalelab.errors import UserError
 
 def read_task_table(a):
     """The table to fit: a CSV/Parquet path or ``--example pythia-tasks``."""
-    import pandas as pd
+    from scalelab.laws.table import read_frame
 
     if a.example == "pythia-tasks":
         from scalelab.laws.task_backtest import pythia_tasks
@@ -22,12 +22,7 @@ def read_task_table(a):
         raise UserError("--example with --metric must be pythia-tasks", arg="example")
     if not a.table:
         raise UserError("give a TABLE.csv with a metric column to fit, or --example pythia-tasks")
-    try:
-        return pd.read_parquet(a.table) if str(a.table).endswith(".parquet") else pd.read_csv(a.table)
-    except FileNotFoundError:
-        raise UserError(f"table not found: {a.table}") from None
-    except Exception as e:  # pandas raises many types for malformed files
-        raise UserError(f"cannot read table {a.table}: {e}".splitlines()[0]) from None
+    return read_frame(a.table)
 
 
 def cmd_fit_tasks(a) -> int:

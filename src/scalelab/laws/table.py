@@ -93,6 +93,17 @@ def _find(df: pd.DataFrame, key: str) -> str | None:
     return None
 
 
+def read_frame(path) -> pd.DataFrame:
+    """A CSV or Parquet file as a DataFrame; missing or unreadable: one-line `UserError`."""
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"table not found: {p}")
+    try:
+        return pd.read_parquet(p) if p.suffix == ".parquet" else pd.read_csv(p)
+    except Exception as e:  # pandas raises many types for malformed files
+        raise UserError(f"cannot read table {p}: {e}".splitlines()[0]) from None
+
+
 def load_table(src, params: str | None = None, drop_highest_loss: int = 0) -> RunTable:
     """Read a CSV / Parquet path or a DataFrame into a validated `RunTable`.
 
@@ -103,14 +114,7 @@ def load_table(src, params: str | None = None, drop_highest_loss: int = 0) -> Ru
     if isinstance(src, pd.DataFrame):
         df, source = src.copy(), "DataFrame"
     else:
-        p = Path(src)
-        if not p.exists():
-            raise UserError(f"table not found: {p}")
-        try:
-            df = pd.read_parquet(p) if p.suffix == ".parquet" else pd.read_csv(p)
-        except Exception as e:  # pandas raises many types for malformed files
-            raise UserError(f"cannot read table {p}: {e}".splitlines()[0]) from None
-        source = str(p)
+        df, source = read_frame(src), str(src)
     convention = "total"
     if params == "non_embedding":
         col = next((c for c in ("N_non_embedding", "params_non_embedding") if c in df.columns), None)
