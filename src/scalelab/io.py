@@ -90,6 +90,17 @@ def to_plain(x):
     return x
 
 
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this machine (one owned by another user counts as alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 @contextmanager
 def hold_lock(path: str | Path, what: str, shared: bool = False):
     """One writer at a time: an exclusive, non-blocking ``flock`` on ``path`` for the duration, the file

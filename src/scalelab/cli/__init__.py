@@ -90,7 +90,7 @@ def write_fault(e: Exception) -> str | None:
         where = e.filename or "a file"
         what = WRITE_ERRNOS.get(e.errno, e.strerror)
     elif isinstance(e, sqlite3.OperationalError) and any(m in str(e) for m in SQLITE_WRITE):
-        where, what = "the ladder store (store.sqlite)", str(e)
+        where, what = "the ladder store (ladder.sqlite)", str(e)
     else:
         return None
     return (f"cannot write {where}: {what}; free space or choose another --out, then run the same "

@@ -92,7 +92,8 @@ def cmd_backtest_tasks(a) -> int:
     for m in methods:
         if m not in TASK_METHODS:
             raise UserError(f"--methods: unknown task method {m!r}; choose from {', '.join(TASK_METHODS)}")
-    rows = run_task_backtest(methods, level=a.level)
+    fits: dict = {}
+    rows = run_task_backtest(methods, level=a.level, fits=fits)
     summ = summarize(rows)
     res = {"summary": summ.reset_index().to_dict("records"),
            "by_task": rows.groupby(["method", "task"])["abs_err_points"].mean().reset_index().to_dict("records"),
@@ -103,10 +104,11 @@ def cmd_backtest_tasks(a) -> int:
 
         atomic_write_json(a.out, res)
     if a.html:
-        from scalelab.laws.task_backtest import DEFAULT_TASK_METHOD, task_curves
+        from scalelab.laws.task_backtest import DEFAULT_TASK_METHOD, fit_method, task_curves
         from scalelab.report.task_backtest import write_task_backtest_page
 
-        write_task_backtest_page(res, task_curves(DEFAULT_TASK_METHOD, a.level), a.html)
+        fc = fits.get(DEFAULT_TASK_METHOD) or fit_method(DEFAULT_TASK_METHOD)
+        write_task_backtest_page(res, task_curves(fc, DEFAULT_TASK_METHOD, a.level), a.html)
     if a.json:
         print_json({k: v for k, v in res.items() if k != "points"})
         return 0

@@ -28,6 +28,7 @@ import torch
 from scalelab.data.corpora import corpus_fingerprint, is_validation, iter_corpus
 from scalelab.data.tokenizer import EOT, cache_dir, load_tokenizer, save_atomic, train_bpe
 from scalelab.errors import UserError
+from scalelab.io import process_alive
 
 FORMAT_VERSION = 1
 
@@ -90,14 +91,9 @@ def _remove_orphans(parent: Path) -> None:
     in the folder's name: ``.build-PID@HOST-random``), so that killed builds do not pile up."""
     for d in parent.glob(".build-*@*-*"):
         pid, _, rest = d.name[len(".build-"):].partition("@")
-        if rest.rsplit("-", 1)[0] != socket.gethostname() or not pid.isdigit():
-            continue  # another machine's (a cache on a shared filesystem): not ours to judge
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
+        # another machine's folder (a cache on a shared filesystem) is not ours to judge
+        if rest.rsplit("-", 1)[0] == socket.gethostname() and pid.isdigit() and not process_alive(int(pid)):
             shutil.rmtree(d, ignore_errors=True)
-        except PermissionError:
-            continue
 
 
 def build_dataset(spec: DataSpec, root: Path | None = None, log=print) -> Path:

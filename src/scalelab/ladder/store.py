@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from scalelab.errors import UserError
+from scalelab.io import process_alive
 from scalelab.train.records import FIELDS, MetricsRecord
 
 SCHEMA = """
@@ -179,11 +180,4 @@ def _stale(row: dict, stale_s: float) -> bool:
     """A holder that has not written for ``stale_s`` seconds, or whose process on this machine is gone."""
     if time.time() - (row["heartbeat"] or 0.0) > stale_s:
         return True
-    if row["host"] == socket.gethostname():
-        try:
-            os.kill(int(row["pid"]), 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:  # alive, owned by another user
-            return False
-    return False
+    return row["host"] == socket.gethostname() and not process_alive(int(row["pid"]))

@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.stats import median_abs_deviation
 
 from scalelab.errors import UserError
 from scalelab.laws.forms import get_form
@@ -70,7 +71,7 @@ def state(law: FittedLaw, N, D, loss, sigma_dec: float = 0.0, c_target: float | 
     """The information a fitted law's own runs (N, D, loss) carry about a target at compute ``c_target``."""
     J = _jac(law, N, D)
     r = np.log(np.asarray(loss, float)) - np.log(law.predict(N, D))
-    s = 1.4826 * np.median(np.abs(r - np.median(r)))
+    s = median_abs_deviation(r, scale="normal")  # a robust scale of the log residuals
     s2 = float(max(s, 1e-4) ** 2)
     C = 6.0 * np.asarray(N, float) * np.asarray(D, float)
     w = np.ones(len(C)) if c_target is None else discrepancy_weights(C, c_target, s2, sigma_dec)

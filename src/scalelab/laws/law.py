@@ -159,7 +159,6 @@ class FittedLaw:
             raise UserError(f"{p} is not a scalelab fit file (written by `scalelab fit --out`){why}") from None
 
 
-
 ALLOCATION_PARAMS = ("a", "b", "k")
 
 

@@ -61,17 +61,28 @@ def split(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     return df[small], df[~small & df["final"]]
 
 
-def run_task_backtest(methods: list[str] | None = None, level: float = 0.9, bootstrap: int = 50) -> pd.DataFrame:
-    """One row per (method, held-out model, task): actual, predicted, lo, hi, covered, ratio."""
+def fit_method(name: str, bootstrap: int = 50):
+    """A task method fitted on the back-test's fitted models (70M-1.4B): a `TaskForecast`."""
+    m = TASK_METHODS[name]
+    with warnings.catch_warnings():  # log(0) of a floor fitted at 0 in some bootstrap draws
+        warnings.simplefilter("ignore")
+        return fit_tasks(split(pythia_tasks())[0], "acc", m.via, method=m.law_method, bootstrap=bootstrap)
+
+
+def run_task_backtest(methods: list[str] | None = None, level: float = 0.9, bootstrap: int = 50,
+                      fits: dict | None = None) -> pd.DataFrame:
+    """One row per (method, held-out model, task): actual, predicted, lo, hi, covered, ratio. ``fits``
+    (a dict) receives each method's fitted `TaskForecast`, for `task_curves`."""
     train, test = split(pythia_tasks())
     n_max = float(train["N"].max())
     rows = []
     for name in methods or list(TASK_METHODS):
-        m = TASK_METHODS[name]
-        with warnings.catch_warnings():  # log(0) of a floor fitted at 0 in some bootstrap draws
+        fc = fit_method(name, bootstrap)
+        if fits is not None:
+            fits[name] = fc
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            rows += _score(fit_tasks(train, "acc", m.via, method=m.law_method, bootstrap=bootstrap), test, name,
-                           n_max, level)
+            rows += _score(fc, test, name, n_max, level)
     out = pd.DataFrame(rows)
     out["abs_err_points"] = 100 * (out["predicted"] - out["actual"]).abs()
     out["covered"] = (out["lo"] <= out["actual"]) & (out["actual"] <= out["hi"])
@@ -79,26 +90,25 @@ def run_task_backtest(methods: list[str] | None = None, level: float = 0.9, boot
     return out
 
 
-def task_curves(method: str = DEFAULT_TASK_METHOD, level: float = 0.9, bootstrap: int = 50) -> dict:
-    """Per task, what the report draws of one method's two steps: the fitted models (N, task loss,
+def task_curves(fc, method: str, level: float = 0.9) -> dict:
+    """Per task, what the report draws of a fitted method's two steps: the fitted models (N, task loss,
     metric), the held-out ones with both steps' forecasts and intervals, and the sigmoid on a grid."""
     train, test = split(pythia_tasks())
-    m = TASK_METHODS[method]
+    via = TASK_METHODS[method].via
+    cols = ["model", "N", "acc"] + ([via] if via else [])
+    out = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        fc = fit_tasks(train, "acc", m.via, method=m.law_method, bootstrap=bootstrap)
-        out = {}
         for task, law in fc.tasks.items():
             fit_rows, h = train[(train["task"] == task) & train["final"]], test[test["task"] == task]
             p = law.predict(h["N"].to_numpy(float), h["D"].to_numpy(float), level)
-            lo_x = min(fit_rows[m.via].min(), h[m.via].min()) * 0.9 if m.via else None
-            grid = np.linspace(lo_x, fit_rows[m.via].max() * 1.05, 100) if m.via else None
-            out[task] = {"fitted": fit_rows[["model", "N", "acc"] + ([m.via] if m.via else [])].to_dict("list"),
-                         "held_out": h[["model", "N", "acc"] + ([m.via] if m.via else [])].to_dict("list"),
+            grid = np.linspace(min(fit_rows[via].min(), h[via].min()) * 0.9, fit_rows[via].max() * 1.05, 100) \
+                if via else None
+            out[task] = {"fitted": fit_rows[cols].to_dict("list"), "held_out": h[cols].to_dict("list"),
                          "forecast": {k: {kk: np.atleast_1d(v).tolist() if kk != "level" else v
                                           for kk, v in e.items()} for k, e in p.items()},
-                         "sigmoid": {"x": grid.tolist(), "y": sigmoid(law.theta, grid).tolist()} if m.via else None}
-    return {"method": method, "via": m.via, "level": level, "tasks": out}
+                         "sigmoid": {"x": grid.tolist(), "y": sigmoid(law.theta, grid).tolist()} if via else None}
+    return {"method": method, "via": via, "level": level, "tasks": out}
 
 
 def _score(fc, test: pd.DataFrame, name: str, n_max: float, level: float) -> list[dict]:

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from scipy.optimize import least_squares
+from scipy.stats import median_abs_deviation
 
 from scalelab.errors import UserError
 from scalelab.io import atomic_write_json, read_json
@@ -61,11 +62,6 @@ def fit_sigmoid(x, y, start=None) -> np.ndarray:
         if best is None or r.cost < best.cost:
             best = r
     return best.x
-
-
-def robust_sd(r) -> float:
-    r = np.asarray(r, float)
-    return float(1.4826 * np.median(np.abs(r - np.median(r))))
 
 
 # ---- one task ---------------------------------------------------------------------------------------
@@ -127,8 +123,10 @@ def _entry(value, iv, level: float) -> dict:
 
 
 def fit_task(df: pd.DataFrame, metric: str, via: str | None, method: str = DEFAULT_METHOD,
-             bootstrap: int | None = None, seed: int = 0) -> TaskLaw:
-    """Fit one task's table (columns N, D or C, ``metric``, and ``via`` if chained)."""
+             bootstrap: int | None = None, seed: int = 0, step1_fits: dict | None = None) -> TaskLaw:
+    """Fit one task's table (columns N, D or C, ``metric``, and ``via`` if chained). ``step1_fits``:
+    step-1 laws already fitted for other tasks, by their rows: the tasks of one table often share one
+    task-loss column (each model's loss on a common text), and an identical fit is made once."""
     m = get_method(method)
     if bootstrap is not None:
         from dataclasses import replace
@@ -137,7 +135,12 @@ def fit_task(df: pd.DataFrame, metric: str, via: str | None, method: str = DEFAU
     if via is None:
         law = m.fit(load_table(df.assign(loss=-np.log(df[metric].clip(lower=1e-6)))))
         return TaskLaw(metric, None, law, n_points=len(df))
-    law = _step1(m, df[["N", "D", via]].rename(columns={via: "loss"}) if "D" in df else df.assign(loss=df[via]))
+    rows = df[["N", "D", via]].rename(columns={via: "loss"}) if "D" in df else df.assign(loss=df[via])
+    fits = {} if step1_fits is None else step1_fits
+    key = rows.to_csv(index=False)
+    if key not in fits:
+        fits[key] = m.fit(load_table(rows))
+    law = fits[key]
     x, y = df[via].to_numpy(float), df[metric].to_numpy(float)
     theta = fit_sigmoid(x, y)
     rng = np.random.default_rng(seed)
@@ -147,22 +150,9 @@ def fit_task(df: pd.DataFrame, metric: str, via: str | None, method: str = DEFAU
                for i in (rng.integers(len(x), size=len(x)) for _ in range(m.bootstrap))]
     # a rise the ladder has not begun (every run at the floor, e.g. exact match 0 everywhere) cannot be
     # timed from it: the forecast keeps its floor and says nothing about how high a bigger model gets
-    scatter = robust_sd(y - sigmoid(theta, x))
+    scatter = float(median_abs_deviation(y - sigmoid(theta, x), scale="normal"))
     rising = bool(np.max(y) - np.min(y) > max(3 * scatter, RISE_MIN))
     return TaskLaw(metric, via, law, list(theta), [list(t) for t in samples], scatter, len(df), rising)
-
-
-_STEP1: dict = {}
-
-
-def _step1(m, rows: pd.DataFrame) -> FittedLaw:
-    """Step 1's law; the tasks of one table often share one task loss column (the same model's loss
-    on a common text), so an identical fit is made once."""
-    key = (m, rows.to_csv(index=False))
-    if key not in _STEP1:
-        _STEP1.clear()
-        _STEP1[key] = m.fit(load_table(rows))
-    return _STEP1[key]
 
 
 # ---- a table of tasks ---------------------------------------------------------------------------------
@@ -229,11 +219,11 @@ def fit_tasks(table: pd.DataFrame, metric: str, via: str | None = None, method: 
     df = task_rows(table, metric, via)
     groups = dict(tuple(df.groupby("task"))) if "task" in df.columns else {metric: df}
     need = max(SIGMOID_PARAMS + 1, get_method(method).min_points())
-    tasks = {}
+    tasks, step1_fits = {}, {}
     for name, g in groups.items():
         if len(g) < need:
             raise UserError(f"task {name!r} has {len(g)} runs; a {'chained' if via else 'direct'} forecast with "
                             f"method {method} needs at least {need}", arg="metric")
-        tasks[str(name)] = fit_task(g, metric, via, method, bootstrap, seed)
+        tasks[str(name)] = fit_task(g, metric, via, method, bootstrap, seed, step1_fits)
     return TaskForecast(metric, via, tasks, {"method": method, "n_runs": int(len(df)),
                                              "params_max": float(df["N"].max()) if "N" in df else None})
