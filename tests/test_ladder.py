@@ -183,13 +183,14 @@ def test_rerun_with_another_ladder_is_refused(tmp_path):
 
 
 def test_store_keeps_every_measured_field_of_a_record(tmp_path):
-    """The store keeps what the loop measured (grad norm, MFU, MoE expert load), not a subset."""
+    """The store keeps what the loop measured (grad norm, MFU, MoE expert load, task metrics), not a subset."""
     from scalelab.ladder.store import Store
     from scalelab.train.records import MetricsRecord
 
     rec = MetricsRecord(step=10, tokens=5120, flops=3.1e9, lr=1e-3, train_loss=4.2, grad_norm=0.73,
                         tokens_per_s=1.5e4, mfu=0.31, val_loss=4.4, val_bpb=1.9, lb_loss=1.02, z_loss=3e-4,
-                        dropped_frac=0.0, expert_load=(0.3, 0.2, 0.25, 0.25))
+                        dropped_frac=0.0, expert_load=(0.3, 0.2, 0.25, 0.25),
+                        tasks={"addition:digits=2,format=plain": {"exact_match": 0.25, "answer_bpb": 1.5}})
     store = Store(tmp_path / "s.sqlite")
     store.add_point("r", rec)
     store.add_point("r", MetricsRecord(step=20, tokens=10240, flops=6.2e9, lr=1e-3, train_loss=4.0))

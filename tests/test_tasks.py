@@ -22,7 +22,7 @@ from scalelab.data.tasks import (
     write_task_corpus,
 )
 from scalelab.errors import UserError
-from scalelab.labs.evaluate import (
+from scalelab.evaluate.harness import (
     best_of_k_likelihood,
     emergence_score,
     fit_logistic,
@@ -177,3 +177,52 @@ def test_beta_binomial_fit_recovers_the_difficulty_distribution():
     assert f["difficulty_distribution"] == "heavy left tail"
     same = beta_binomial_fit(rng.binomial(32, np.full(3000, 0.05)), 32)  # every problem equally hard
     assert same["difficulty_distribution"] == "homogeneous"
+
+
+def test_heldout_problems_are_fixed_by_the_task_and_never_mixed_into_training_text():
+    from scalelab.data.tasks import heldout, mix_documents
+
+    t = parse_task("addition:digits=2")
+    assert heldout(t, 50, trained=True) == heldout(t, 50, trained=True)  # every rung evaluates the same problems
+    assert len(heldout(parse_task("addition:digits=1"), 200, trained=True)) == 20  # a fifth of 100 problems
+    assert len(heldout(parse_task("addition:digits=1"), 200, trained=False)) == 100  # evaluation only: all
+    base = ((f"doc{i}", "x" * 1000) for i in range(300))
+    docs = list(mix_documents(base, ("addition:digits=1", "addition:digits=2"), 0.2, 200))
+    task_docs = [text for doc_id, text in docs if doc_id.startswith("task:")]
+    frac = sum(map(len, task_docs)) / sum(len(text) for _, text in docs)
+    assert 0.19 < frac < 0.21, frac
+    held = {q.prompt for s in ("addition:digits=1", "addition:digits=2") for q in heldout(parse_task(s), 200, True)}
+    prompts = {ln.split("=")[0] + "=" for d in task_docs for ln in d.splitlines()}
+    assert len(prompts) > 500 and not prompts & held
+
+
+def test_pairs_file_is_a_task_and_bad_lines_are_named(tmp_path):
+    f = tmp_path / "qa.jsonl"
+    f.write_text('{"prompt": "capital of peru?", "answer": "lima"}\n\n{"prompt": "2+2=", "answer": "4"}\n')
+    t = parse_task(str(f))
+    assert [p.text for p in t.problems] == ["capital of peru?lima\n", "2+2=4\n"] and t.num_distinct == 2
+    f.write_text('{"prompt": "a"}\n')
+    with pytest.raises(UserError, match=r"qa.jsonl:1 must be a JSON object with \"prompt\" and \"answer\""):
+        parse_task(str(f))
+    f.write_text('{"prompt": "a", "answer": "two\\nlines"}\n')
+    with pytest.raises(UserError, match="on one line"):
+        parse_task(str(f))
+    with pytest.raises(UserError, match="does not exist"):
+        parse_task(str(tmp_path / "missing.jsonl"))
+
+
+def test_codecs_split_a_problem_where_the_model_reads_it(tmp_path):
+    """The answer's ids are the rest of the whole line's encoding (lm-evaluation-harness's split), so
+    a BPE model is scored on the tokenization it trained on; characters split trivially."""
+    from scalelab.data.tokenizer import train_bpe
+    from scalelab.evaluate.codec import CHARS, TokenizerCodec
+
+    ctx, ans = CHARS.pair("12+34=", "46")
+    assert ctx == encode_chars("\n12+34=") and ans == encode_chars("46\n")
+    tok = train_bpe(["12+34=46\n" * 50, "def f(x):\n    return x + 1\n" * 50], vocab_size=300)
+    codec = TokenizerCodec(tok)
+    for prompt, answer in (("12+34=", "46"), ("def f(x):", "return")):
+        ctx, ans = codec.pair(prompt, answer)
+        assert ctx + ans == tok.encode("\n" + prompt + answer + "\n").ids
+        assert codec.decode(ans) == answer + "\n"
+    assert all("\n" in codec.decode([i]) for i in codec.stop_ids) and codec.encode("\n")[0] in codec.stop_ids

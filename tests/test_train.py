@@ -33,9 +33,24 @@ def test_loss_falls_well_below_ln_vocab(small_cfg, small_dataset, tmp_path):
     assert recs[-1]["flops"] == s["tokens"] * cfg.model.flops_per_token_exact(64)
 
 
+def test_task_metrics_improve_while_the_task_is_in_the_data(small_cfg, tmp_path):
+    """A run with `[tasks]` mixed into its text is scored on held-out problems at every evaluation with
+    its own BPE tokenizer: the answer's bits per byte fall as it trains (the chained forecast's step 1)."""
+    cfg = small_cfg("train.max_steps=150", "train.eval_every=50", "optim.lr=3e-3", "tasks.names=addition:digits=1",
+                    "tasks.train_fraction=0.3")
+    train(cfg, tmp_path)
+    evals = [r["tasks"]["addition:digits=1,format=plain"] for r in _records(tmp_path) if "val_loss" in r]
+    assert len(evals) == 3
+    bpb = [e["answer_bpb"] for e in evals]
+    assert bpb[0] > bpb[-1] and bpb[-1] < 0.8 * bpb[0], bpb
+    assert all(0 <= e["exact_match"] <= 1 and e["answer_nll_per_token"] > 0 for e in evals)
+
+
 @pytest.mark.parametrize("moe", [False, True], ids=["dense", "moe"])
 def test_resume_equals_uninterrupted(small_cfg, small_dataset, tmp_path, moe):
-    extra = ["model.moe.num_experts=4", "model.moe.top_k=2"] if moe else []
+    # dense: with a task evaluated at every evaluation (its metrics must resume exactly too)
+    extra = ["model.moe.num_experts=4", "model.moe.top_k=2"] if moe else ["tasks.names=addition:digits=2",
+                                                                         "tasks.eval_problems=40"]
     cfg = small_cfg("train.max_steps=24", "train.eval_every=8", "train.log_every=4", "train.grad_accum=2", *extra)
     full = tmp_path / "full"
     part = tmp_path / "part"
@@ -46,13 +61,15 @@ def test_resume_equals_uninterrupted(small_cfg, small_dataset, tmp_path, moe):
     a, b = _records(full), _records(part)
     assert [r["step"] for r in a] == [r["step"] for r in b]
     for ra, rb in zip(a, b):
-        for k in ("train_loss", "val_loss", "grad_norm", "lr"):
+        for k in ("train_loss", "val_loss", "grad_norm", "lr", "tasks"):
             if k in ra:
                 assert ra[k] == rb[k], (ra["step"], k)
     ma, _, _ = load_run(full)
     mb, _, _ = load_run(part)
     for (n, p), q in zip(ma.named_parameters(), mb.parameters()):
         assert torch.equal(p, q), n
+    if not moe:
+        assert set(a[-1]["tasks"]) == {"addition:digits=2,format=plain"}
     if moe:
         assert "expert_load" in a[-1] and len(a[-1]["expert_load"]) == 4
         assert a[-1]["lb_loss"] >= 1.0 - 1e-6  # E * sum f_i P_i >= 1 up to sampling
@@ -94,6 +111,9 @@ def test_schedules():
     (["schedule.kind=linear"], "cosine, wsd or constant"),
     (["nodot"], "section.key=value"),
     (["model=3"], "is a section"),
+    (["tasks.names=additon:digits=2"], "unknown task 'additon'"),
+    (["tasks.names=addition:digits=2", "tasks.train_fraction=1"], "train_fraction must be in"),
+    (["tasks.train_fraction=0.1"], "needs tasks.names"),
 ])
 def test_config_errors_are_clear(overrides, msg):
     with pytest.raises(UserError, match=msg):

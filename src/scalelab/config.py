@@ -5,6 +5,7 @@
     [optim]     OptimConfig  AdamW
     [schedule]  ScheduleConfig
     [train]     TrainConfig  batch, budget, evaluation, checkpoints, device
+    [tasks]     TasksConfig  tasks evaluated during training (and mixed into the data)
 
 Unknown keys and wrong types are errors (exit code 2) that name the key and what it accepts.
 """
@@ -127,15 +128,48 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class TasksConfig:
+    """Tasks a run is evaluated on at every evaluation, on held-out problems scored with the run's own
+    tokenizer (exact match, answer NLL and bits per byte, ...: `scalelab.evaluate`), and optionally
+    mixed into its training text."""
+
+    names: tuple[str, ...] = ()
+    """task specs, e.g. 'addition:digits=2' (`scalelab tasks show SPEC` prints problems), or .jsonl files
+    of {"prompt": ..., "answer": ...} lines. On the command line: tasks.names='addition:digits=1;addition:digits=2'."""
+    train_fraction: float = 0.0
+    """fraction of the training text that is task problems (never the held-out ones); 0 = evaluate only."""
+    eval_problems: int = 200
+    """held-out problems per task (at most a fifth of a task's distinct problems when it is trained on)."""
+    max_new_tokens: int = 16
+    """greedy decoding budget per answer (exact match)."""
+
+    def validate(self) -> TasksConfig:
+        if self.names:  # imported only then: the task module reads data (and torch) that plans do not need
+            from scalelab.data.tasks import parse_task
+
+            for name in self.names:
+                parse_task(name)
+        if not 0 <= self.train_fraction < 1:
+            raise UserError(f"tasks.train_fraction must be in [0, 1), got {self.train_fraction}")
+        if self.train_fraction > 0 and not self.names:
+            raise UserError("tasks.train_fraction > 0 needs tasks.names, e.g. tasks.names=addition:digits=2")
+        if self.eval_problems < 1 or self.max_new_tokens < 1:
+            raise UserError("tasks.eval_problems and tasks.max_new_tokens must be >= 1")
+        return self
+
+
+@dataclass(frozen=True)
 class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    tasks: TasksConfig = field(default_factory=TasksConfig)
 
     def validate(self) -> RunConfig:
         self.model.validate()
+        self.tasks.validate()
         t, s = self.train, self.schedule
         for name in ("batch_size", "grad_accum", "seq_len", "log_every", "eval_every", "eval_tokens"):
             if getattr(t, name) < 1:
@@ -220,4 +254,4 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
 
 
 __all__ = ["RunConfig", "ModelConfig", "MoEConfig", "DataConfig", "OptimConfig", "ScheduleConfig",
-           "TrainConfig", "load_config", "load_dict", "apply_overrides"]
+           "TrainConfig", "TasksConfig", "load_config", "load_dict", "apply_overrides"]

@@ -29,7 +29,7 @@ def plan_table(rungs, title: str) -> None:
 def cmd_plan(a) -> int:
     from dataclasses import replace
 
-    from scalelab.config import DataConfig
+    from scalelab.config import DataConfig, TasksConfig
     from scalelab.io import atomic_write_text
     from scalelab.ladder.plan import LadderSpec, plan, spec_to_toml
 
@@ -38,6 +38,11 @@ def cmd_plan(a) -> int:
                       min_width=a.min_width)
     if a.corpus:
         spec = replace(spec, data=DataConfig(corpus=a.corpus, tokenizer_train_bytes=spec.data.tokenizer_train_bytes))
+    if a.task:
+        spec = replace(spec, tasks=TasksConfig(names=tuple(a.task), train_fraction=a.task_fraction,
+                                               eval_problems=a.task_problems))
+    elif a.task_fraction:
+        raise UserError("--task-fraction needs --task SPEC (the tasks to mix into the data)", arg="task-fraction")
     rungs = plan(spec)
     if a.json:
         print_json([r.record() for r in rungs])
@@ -112,8 +117,9 @@ def cmd_status(a) -> int:
 def cmd_export(a) -> int:
     from scalelab.ladder.results import export
 
-    df = export(a.dir, a.out)
-    print(f"wrote {len(df)} rows ({int(df['final'].sum())} final points) to {a.out}")
+    df = export(a.dir, a.out, tasks=a.tasks)
+    what = f"{df['task'].nunique()} tasks, " if a.tasks else ""
+    print(f"wrote {len(df)} rows ({what}{int(df['final'].sum())} final points) to {a.out}")
     return 0
 
 
@@ -202,6 +208,12 @@ def register(sub) -> None:
     p.add_argument("--tokens-per-param", type=float, default=40.0, help="centre of the sizes (D/N at the guess)")
     p.add_argument("--span", type=float, default=16.0, help="largest/smallest size ratio per budget")
     p.add_argument("--min-width", type=int, default=16)
+    p.add_argument("--task", action="append", default=None, metavar="SPEC",
+                   help="evaluate every rung on this task at each evaluation (repeatable): a spec such as "
+                        "addition:digits=2, or a .jsonl file of prompt/answer pairs")
+    p.add_argument("--task-fraction", type=float, default=0.0,
+                   help="mix the tasks' problems into the training text at this fraction (held-out ones never)")
+    p.add_argument("--task-problems", type=int, default=200, help="held-out problems per task")
     p.add_argument("--json", action="store_true")
     p.add_argument("--out", default=None, help="write the ladder file (TOML)")
     p.set_defaults(fn=cmd_plan)
@@ -230,6 +242,9 @@ def register(sub) -> None:
     e = ls.add_parser("export", help="write the (run, tokens, loss) table that `scalelab fit` reads")
     e.add_argument("dir")
     e.add_argument("--out", required=True, help="runs.csv or runs.parquet")
+    e.add_argument("--tasks", action="store_true",
+                   help="the task table instead: one row per run, evaluation and task, with its metrics "
+                        "(for `scalelab fit TABLE --metric exact_match --via answer_bpb`)")
     e.set_defaults(fn=cmd_export)
 
     g = ls.add_parser("suggest", help="which runs to train next to narrow the forecast at a target most per FLOP",

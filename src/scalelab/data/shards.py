@@ -46,16 +46,38 @@ class DataSpec:
     tokenizer_train_bytes: int = 8_000_000
     val_fraction: float = 0.03
     shard_tokens: int = 50_000_000
+    tasks: tuple[str, ...] = ()
+    """task problems mixed into the text (`data.tasks.mix_documents`), ``task_fraction`` of its characters,
+    never the ``task_heldout`` problems per task that runs are evaluated on."""
+    task_fraction: float = 0.0
+    task_heldout: int = 0
 
     def key(self) -> str:
         fp = corpus_fingerprint(self.corpus, self.text_field, self.max_bytes or None, self.hf_split,
                                 self.hf_data_files)
-        spec = json.dumps([FORMAT_VERSION, fp, self.vocab_size, self.hf_split, self.hf_data_files, self.max_bytes,
-                           self.tokenizer_train_bytes, self.val_fraction, self.shard_tokens])
-        return hashlib.sha256(spec.encode()).hexdigest()[:16]
+        parts = [FORMAT_VERSION, fp, self.vocab_size, self.hf_split, self.hf_data_files, self.max_bytes,
+                 self.tokenizer_train_bytes, self.val_fraction, self.shard_tokens]
+        if self.task_fraction > 0:  # (keys of datasets without tasks are unchanged)
+            parts += [_task_fingerprint(self.tasks), self.task_fraction, self.task_heldout]
+        return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
+
+
+def _task_fingerprint(names: tuple[str, ...]) -> list[str]:
+    """Task specs, with a .jsonl file of pairs named by its content (edited pairs rebuild the data)."""
+    return [hashlib.sha256(Path(n).expanduser().read_bytes()).hexdigest()[:16] if n.endswith(".jsonl") else n
+            for n in names]
 
 
 def _docs(spec: DataSpec):
+    if spec.task_fraction > 0:
+        from scalelab.data.tasks import mix_documents
+
+        yield from mix_documents(_corpus_docs(spec), spec.tasks, spec.task_fraction, spec.task_heldout)
+    else:
+        yield from _corpus_docs(spec)
+
+
+def _corpus_docs(spec: DataSpec):
     total = 0
     for doc_id, text in iter_corpus(spec.corpus, spec.text_field, spec.hf_split, spec.hf_data_files):
         yield doc_id, text

@@ -14,6 +14,8 @@ so they can be trained on as a character-level token stream or mixed into a text
     multiplication  a * b with ``digits`` x ``digits_b`` digits, plain format
     recall          facts about synthetic people: "kavo mira, city:" -> "lima" (the same people and
                     attributes as the knowledge-capacity lab's biographies)
+    a .jsonl file   a user's own prompt/answer pairs, one {"prompt": ..., "answer": ...} per line
+                    (the answer on one line: generation stops at a newline)
 
 Held-out test sets never overlap training problems: ``split_problems`` draws the test set first and
 ``TaskMix.stream`` rejects any training problem whose prompt is in it.
@@ -267,15 +269,77 @@ def _people_table(p: People) -> list[dict[str, str]]:
     return _TABLES[p]
 
 
+@dataclass(frozen=True)
+class Pairs:
+    """A user's prompt/answer pairs from a .jsonl file (``prompt`` and ``answer`` fields, both text)."""
+
+    path: str
+    name: str = "pairs"
+
+    def validate(self) -> Pairs:
+        _ = self.problems
+        return self
+
+    @property
+    def problems(self) -> tuple[Problem, ...]:
+        return _read_pairs(self.path)
+
+    def sample(self, rng: np.random.Generator) -> Problem:
+        return self.problems[int(rng.integers(len(self.problems)))]
+
+    def answer_of(self, completion: str) -> str:
+        return final_answer("plain", completion)
+
+    @property
+    def num_distinct(self) -> int:
+        return len({p.prompt for p in self.problems})
+
+    @property
+    def spec(self) -> str:
+        return self.path
+
+
+_PAIRS: dict[tuple, tuple[Problem, ...]] = {}
+
+
+def _read_pairs(path: str) -> tuple[Problem, ...]:
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise UserError(f"task file {path} does not exist; give a .jsonl of {{\"prompt\": ..., \"answer\": ...}} lines")
+    st = p.stat()
+    key = (str(p.resolve()), st.st_mtime_ns, st.st_size)
+    if key not in _PAIRS:
+        _PAIRS[key] = tuple(_parse_pair(p, i, line) for i, line in
+                            enumerate(p.read_text(encoding="utf-8").splitlines()) if line.strip())
+        if not _PAIRS[key]:
+            raise UserError(f"task file {path} holds no pairs")
+    return _PAIRS[key]
+
+
+def _parse_pair(path: Path, i: int, line: str) -> Problem:
+    try:
+        rec = json.loads(line)
+        prompt, answer = rec["prompt"], rec["answer"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise UserError(f"{path}:{i + 1} must be a JSON object with \"prompt\" and \"answer\" fields") from None
+    if not isinstance(prompt, str) or not isinstance(answer, str) or not answer or "\n" in answer:
+        raise UserError(f"{path}:{i + 1}: prompt and answer must be text, the answer non-empty and on one line")
+    return Problem(prompt, answer, 0)
+
+
 TASKS = {"addition": Addition, "multiplication": Multiplication, "recall": Recall}
-Task = Addition | Multiplication | Recall
+Task = Addition | Multiplication | Recall | Pairs
 
 
 def parse_task(text: str) -> Task:
-    """'addition:digits=3,format=reversed' -> Addition(digits=3, format='reversed')."""
+    """'addition:digits=3,format=reversed' -> Addition(digits=3, format='reversed'); a path ending in
+    .jsonl -> the pairs it holds."""
+    if text.endswith(".jsonl"):
+        return Pairs(text).validate()
     name, _, params = text.partition(":")
     if name not in TASKS:
-        raise UserError(f"unknown task {name!r} in {text!r}; known tasks: {', '.join(TASKS)}")
+        raise UserError(f"unknown task {name!r} in {text!r}; known tasks: {', '.join(TASKS)}, or a .jsonl "
+                        "file of prompt/answer pairs")
     cls = TASKS[name]
     fields = {f for f in cls.__dataclass_fields__ if f != "name"}
     kwargs = {}
@@ -359,6 +423,47 @@ class TaskMix:
         return "".join(lines)
 
 
+# ---- tasks in a run: held-out problems evaluated during training, the rest mixed into its text ----------
+
+def heldout(task: Task, n: int, trained: bool) -> list[Problem]:
+    """The problems a run is evaluated on: ``n`` distinct ones drawn with a seed fixed by the task's spec,
+    so every rung of a ladder, and the corpus that must not contain them, agree. When the task is also
+    trained on, at most a fifth of its distinct problems are held out (the rest are trainable); recall
+    questions are the facts themselves (memorisation), so they are not withheld."""
+    cap = task.num_distinct // 5 if trained and not isinstance(task, Recall) else task.num_distinct
+    seed = int.from_bytes(hashlib.blake2b(task.spec.encode(), digest_size=4).digest(), "big")
+    return problem_set(task, max(1, min(n, cap)), seed)
+
+
+def mix_documents(base, names: tuple[str, ...], fraction: float, eval_problems: int, chars_per_doc: int = 400):
+    """``base`` documents ((doc_id, text) pairs) with task documents interleaved so that tasks are about
+    ``fraction`` of all characters; each task document is ``chars_per_doc`` characters of problems, one per
+    line, drawn uniformly over the tasks and never a held-out one (`heldout`)."""
+    if not 0 <= fraction < 1:
+        raise UserError(f"tasks.train_fraction must be in [0, 1), got {fraction}", arg="tasks.train_fraction")
+    tasks = [parse_task(n) for n in names]
+    held = [set() if isinstance(t, Recall) else {p.prompt for p in heldout(t, eval_problems, True)} for t in tasks]
+    for t, h in zip(tasks, held):
+        if t.num_distinct <= len(h):
+            raise UserError(f"task {t.spec} has {t.num_distinct} distinct problem(s), all held out for evaluation; "
+                            "give it more problems or set tasks.train_fraction=0", arg="tasks.names")
+    rng = np.random.default_rng([len(names), 19])
+    base_chars = task_chars = i = 0
+    for doc_id, text in base:
+        yield doc_id, text
+        base_chars += len(text)
+        while task_chars < fraction / (1 - fraction) * base_chars:
+            lines, n = [], 0
+            while n < chars_per_doc:
+                k = int(rng.integers(len(tasks)))
+                prob = tasks[k].sample(rng)
+                if prob.prompt not in held[k]:
+                    lines.append(prob.text)
+                    n += len(prob.text)
+            yield f"task:{i}", "".join(lines)
+            task_chars, i = task_chars + n, i + 1
+
+
 def char_tokenizer():
     """A character-level `tokenizers.Tokenizer` over ``ALPHABET`` (id 0 = EOT)."""
     from tokenizers import Tokenizer, decoders, models
@@ -434,6 +539,7 @@ def write_task_corpus(mix: TaskMix, n_docs: int, path: Path, base_docs=None, fra
     return {"task_docs": n_task, "base_docs": n_base, "path": str(path)}
 
 
-__all__ = ["Addition", "Multiplication", "Recall", "People", "Problem", "TaskMix", "parse_task", "problem_set",
+__all__ = ["Addition", "Multiplication", "Recall", "Pairs", "heldout", "mix_documents",
+           "People", "Problem", "TaskMix", "parse_task", "problem_set",
            "build_task_dataset", "write_task_corpus", "char_tokenizer", "encode_chars", "decode_chars",
            "edit_distance", "digit_matches", "final_answer", "CHAR_VOCAB_SIZE", "ATTRIBUTES"]

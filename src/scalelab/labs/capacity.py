@@ -31,6 +31,7 @@ import numpy as np
 from scalelab.data.shards import TokenDataset
 from scalelab.data.tasks import ATTRIBUTES, People, Problem, write_char_dataset
 from scalelab.errors import UserError
+from scalelab.evaluate.harness import score_answers
 from scalelab.labs.common import (
     Shape,
     model_dict,
@@ -41,7 +42,6 @@ from scalelab.labs.common import (
     write_report,
     write_summary,
 )
-from scalelab.labs.evaluate import score_answers
 from scalelab.report.page import table_html
 from scalelab.train.rundir import RunDir
 

@@ -24,6 +24,7 @@ import numpy as np
 
 from scalelab.data.tasks import TaskMix, parse_task
 from scalelab.errors import UserError
+from scalelab.evaluate.harness import emergence_score, evaluate_task, fit_logistic
 from scalelab.labs.common import (
     Shape,
     model_dict,
@@ -35,7 +36,6 @@ from scalelab.labs.common import (
     write_report,
     write_summary,
 )
-from scalelab.labs.evaluate import emergence_score, evaluate_task, fit_logistic
 from scalelab.report.page import table_html
 from scalelab.train.checkpoint import load_checkpoint
 from scalelab.train.rundir import RunDir

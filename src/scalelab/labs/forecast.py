@@ -23,6 +23,7 @@ import pandas as pd
 
 from scalelab.data.tasks import TaskMix, parse_task
 from scalelab.errors import UserError
+from scalelab.evaluate.harness import evaluate_task
 from scalelab.io import atomic_write_json, read_json
 from scalelab.labs.common import (
     Shape,
@@ -35,7 +36,6 @@ from scalelab.labs.common import (
     write_report,
     write_summary,
 )
-from scalelab.labs.evaluate import evaluate_task
 from scalelab.laws.tasks import fit_tasks, sigmoid
 from scalelab.report.page import table_html
 from scalelab.train.rundir import RunDir

@@ -26,6 +26,7 @@ import numpy as np
 
 from scalelab.data.tasks import Addition, TaskMix
 from scalelab.errors import UserError
+from scalelab.evaluate.harness import evaluate_task
 from scalelab.labs.common import (
     Shape,
     model_dict,
@@ -37,7 +38,6 @@ from scalelab.labs.common import (
     write_report,
     write_summary,
 )
-from scalelab.labs.evaluate import evaluate_task
 from scalelab.report.page import table_html
 from scalelab.train.rundir import RunDir
 

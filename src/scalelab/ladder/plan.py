@@ -18,7 +18,7 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
-from scalelab.config import DataConfig, OptimConfig, RunConfig, ScheduleConfig, TrainConfig
+from scalelab.config import DataConfig, OptimConfig, RunConfig, ScheduleConfig, TasksConfig, TrainConfig
 from scalelab.economics.flops import train_flops_6nd
 from scalelab.errors import UserError
 from scalelab.io import read_config_file
@@ -53,6 +53,8 @@ class LadderSpec:
     evals_per_run: int = 4
     wsd_decay_frac: float = 0.2
     data: DataConfig = field(default_factory=lambda: DataConfig(max_bytes=0, tokenizer_train_bytes=4_000_000))
+    tasks: TasksConfig = field(default_factory=TasksConfig)
+    """tasks every rung is evaluated on at each evaluation (and mixed into the data at train_fraction)."""
 
     def validate(self) -> LadderSpec:
         if not self.budgets or any(not (b > 0) for b in self.budgets):
@@ -67,6 +69,7 @@ class LadderSpec:
             raise UserError(f"ladder.heuristics must be one of {sorted(HEURISTICS)}")
         if self.min_width % self.head_dim or self.width_step % self.head_dim:
             raise UserError("ladder.min_width and ladder.width_step must be multiples of ladder.head_dim")
+        self.tasks.validate()
         return self
 
     def to_dict(self) -> dict:
@@ -195,7 +198,7 @@ def run_config(spec: LadderSpec, model: ModelConfig, r: Recipe, decay_start: int
                         eval_tokens=spec.eval_tokens, log_every=max(1, min(25, r.steps // 10)), seed=spec.seed,
                         threads=spec.threads, progress=False, keep_checkpoints=1)
     return RunConfig(model=model, data=spec.data, optim=OptimConfig(lr=r.lr), schedule=schedule,
-                     train=train).validate()
+                     train=train, tasks=spec.tasks).validate()
 
 
 def with_threads(cfg: RunConfig, threads: int) -> RunConfig:
@@ -232,13 +235,14 @@ def load_spec(path: str | Path) -> LadderSpec:
 
 def spec_from_dict(raw: dict) -> LadderSpec:
     lad = dict(raw.get("ladder", {}))
-    unknown = set(raw) - {"ladder", "data"}
+    unknown = set(raw) - {"ladder", "data", "tasks"}
     if unknown:
-        raise UserError(f"unknown section(s) {sorted(unknown)} in ladder file; use [ladder] and [data]")
+        raise UserError(f"unknown section(s) {sorted(unknown)} in ladder file; use [ladder], [data] and [tasks]")
     if "budgets" in lad and not isinstance(lad["budgets"], list):
         raise UserError("ladder.budgets must be a list, e.g. budgets = [1e12, 3e12, 1e13]")
-    if "data" in raw:
-        lad["data"] = raw["data"]
+    for section in ("data", "tasks"):
+        if section in raw:
+            lad[section] = raw[section]
     spec = build(LadderSpec, lad, "ladder")
     return spec.validate()
 
@@ -246,14 +250,13 @@ def spec_from_dict(raw: dict) -> LadderSpec:
 def spec_to_toml(spec: LadderSpec) -> str:
     lines = ["# scalelab ladder: `scalelab ladder run THIS_FILE --out DIR`", "[ladder]"]
     for f in fields(LadderSpec):
-        if f.name == "data":
+        if f.name in ("data", "tasks"):
             continue
         v = getattr(spec, f.name)
         lines.append(f"{f.name} = {_toml(v)}")
-    lines.append("\n[data]")
-    for k, v in asdict(spec.data).items():
-        if v is not None:
-            lines.append(f"{k} = {_toml(v)}")
+    for section in ("data", "tasks"):
+        lines.append(f"\n[{section}]")
+        lines += [f"{k} = {_toml(v)}" for k, v in asdict(getattr(spec, section)).items() if v is not None]
     return "\n".join(lines) + "\n"
 
 

@@ -58,12 +58,27 @@ def results_table(store: Store, include_holdout: bool = True) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def export(out_dir: str | Path, dest: str | Path) -> pd.DataFrame:
+def task_table(store: Store, include_holdout: bool = True) -> pd.DataFrame:
+    """One row per (run, evaluated step, task): the loss table's columns, a ``task`` column and the task's
+    metrics (`evaluate.during.METRICS`): what `scalelab fit --metric exact_match --via answer_bpb` reads."""
+    loss = results_table(store, include_holdout)
+    if loss.empty:
+        return loss
+    by_point = loss.set_index(["run", "step"])
+    rows = [{**by_point.loc[(name, rec.step)].to_dict(), "run": name, "step": rec.step, "task": task, **m}
+            for name, rec in store.records() if rec.tasks and (name, rec.step) in by_point.index
+            for task, m in rec.tasks.items()]
+    return pd.DataFrame(rows)
+
+
+def export(out_dir: str | Path, dest: str | Path, tasks: bool = False) -> pd.DataFrame:
+    """Write the loss table (or with ``tasks`` the task table) to ``dest`` (.csv or .parquet)."""
     store = open_store(out_dir)
-    df = results_table(store)
+    df = task_table(store) if tasks else results_table(store)
     store.close()
     if df.empty:
-        raise UserError(f"{out_dir} has no evaluated runs yet")
+        raise UserError(f"{out_dir} has no evaluated runs yet" if not tasks else
+                        f"{out_dir} has no task evaluations; plan the ladder with tasks (ladder plan --task SPEC)")
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     if dest.suffix == ".parquet":

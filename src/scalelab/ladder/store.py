@@ -37,6 +37,10 @@ CREATE TABLE IF NOT EXISTS points (   -- one MetricsRecord per row (train/record
     train_loss REAL, val_loss REAL, val_bpb REAL, tokens_per_s REAL,
     PRIMARY KEY (run, step)
 );
+CREATE TABLE IF NOT EXISTS task_points (   -- a record's task metrics (MetricsRecord.tasks), one value per row
+    run TEXT NOT NULL, step INTEGER NOT NULL, task TEXT NOT NULL, metric TEXT NOT NULL, value REAL,
+    PRIMARY KEY (run, step, task, metric)
+);
 CREATE TABLE IF NOT EXISTS claims (   -- `ladder run --share`: which process trains which unit of work
     unit TEXT PRIMARY KEY, owner TEXT NOT NULL, host TEXT, pid INTEGER, heartbeat REAL
 );
@@ -126,12 +130,15 @@ class Store:
 
     def add_point(self, name: str, rec: MetricsRecord) -> None:
         row = rec.to_dict()
+        tasks = row.pop("tasks", {})
         if "expert_load" in row:
             row["expert_load"] = json.dumps(row["expert_load"])
         cols = ", ".join(["run", *row])
         with self.tx() as c:
             c.execute(f"INSERT OR REPLACE INTO points ({cols}) VALUES ({', '.join('?' * (len(row) + 1))})",
                       (name, *row.values()))
+            c.executemany("INSERT OR REPLACE INTO task_points VALUES (?, ?, ?, ?, ?)",
+                          [(name, rec.step, task, k, v) for task, m in tasks.items() for k, v in m.items()])
 
     def runs(self, status: str | None = None) -> list[dict]:
         q = "SELECT * FROM runs" + (" WHERE status = ?" if status else "") + " ORDER BY budget, N"
@@ -139,13 +146,16 @@ class Store:
 
     def records(self, name: str | None = None) -> list[tuple[str, MetricsRecord]]:
         """(run name, record) for every stored point, in (run, step) order."""
-        q = "SELECT * FROM points" + (" WHERE run = ?" if name else "") + " ORDER BY run, step"
+        where, args = (" WHERE run = ?", (name,)) if name else ("", ())
+        tasks: dict[tuple[str, int], dict] = {}
+        for r in self.conn.execute("SELECT * FROM task_points" + where, args):
+            tasks.setdefault((r["run"], r["step"]), {}).setdefault(r["task"], {})[r["metric"]] = r["value"]
         out = []
-        for r in self.conn.execute(q, (name,) if name else ()):
+        for r in self.conn.execute("SELECT * FROM points" + where + " ORDER BY run, step", args):
             d = {k: r[k] for k in r.keys() if k in FIELDS}
             if d.get("expert_load"):
                 d["expert_load"] = json.loads(d["expert_load"])
-            out.append((r["run"], MetricsRecord.from_dict(d)))
+            out.append((r["run"], MetricsRecord.from_dict({**d, "tasks": tasks.get((r["run"], r["step"]))})))
         return out
 
     def progress(self) -> dict[str, int]:

@@ -7,6 +7,9 @@
         `CheckpointPolicy.should_save(step)`: an atomic checkpoint (and kept branch points)
     summary.json once the run is complete
 
+Runs with `[tasks]` are also scored on each task's held-out problems at every evaluation (exact match,
+answer bits per byte ...: `evaluate/during.py`), into the same record.
+
 Policies live apart from the loop (torchtitan's split): `CheckpointPolicy` decides when to save,
 `Hooks` receive every record and may stop the run early (the ladder streams records into its
 store through them; tests stop a run midway to resume it).
@@ -105,6 +108,7 @@ class TrainState:
     eval_windows: torch.Tensor  # (n, T + 1) fixed validation windows
     local_batch: int  # sequences per rank
     peak_flops: float
+    task_eval: object | None = None  # `evaluate.during.TaskEvaluator` when the run has [tasks]
     start_step: int = 0
     tokens: int = 0
     last: MetricsRecord | None = None  # the newest record (kept across a resume at the very end)
@@ -144,10 +148,19 @@ def setup(cfg: RunConfig, run: RunDir, resume: bool, dataset: TokenDataset | Non
     module = parallel.wrap(model, t.parallel, dist, device)
     optimizer = build_optimizer(model, cfg.optim)
     state = TrainState(cfg, run, dist, device, amp, compile_, model, torch.compile(module) if compile_ else module,
-                       optimizer, ds, ds.eval_windows(t.seq_len, t.eval_tokens), local_batch, peak, log=log)
+                       optimizer, ds, ds.eval_windows(t.seq_len, t.eval_tokens), local_batch, peak,
+                       task_evaluator(cfg, ds), log=log)
     if ckpt is not None:
         _resume(state, ckpt, loaded, fsdp)
     return state
+
+
+def task_evaluator(cfg: RunConfig, ds: TokenDataset):
+    if not cfg.tasks.names:
+        return None
+    from scalelab.evaluate.during import TaskEvaluator
+
+    return TaskEvaluator(cfg.tasks, ds.tokenizer())
 
 
 def _resume(state: TrainState, ckpt: Path, loaded: dict | None, fsdp: bool) -> None:
@@ -225,6 +238,10 @@ def make_record(s: TrainState, step: int, lr: float, grad_norm, window: Window, 
     if evaluate_now:
         loss = evaluate(s.model, s.eval_windows, s.local_batch, s.device, s.amp)  # every rank: FSDP needs all
         val = dict(val_loss=loss, val_bpb=bits_per_byte(loss, s.dataset.bytes_per_token("val")))
+        if s.task_eval is not None:  # every rank (FSDP's forward needs all); the same problems everywhere
+            with autocast(s.device, s.amp):
+                val["tasks"] = s.task_eval(s.model)
+            s.model.train()
     return MetricsRecord(step=step, tokens=s.tokens, flops=s.tokens * s.flops_per_token, lr=lr,
                          train_loss=train_loss, grad_norm=float(grad_norm), tokens_per_s=tps,
                          mfu=tps * s.flops_per_token / s.peak_flops, **moe, **val)

@@ -42,6 +42,9 @@ class MetricsRecord:
     dropped_frac: float | None = None
     expert_load: tuple[float, ...] | None = None
     """MoE only: fraction of routed tokens per expert, averaged over layers and the window."""
+    tasks: dict[str, dict[str, float]] | None = None
+    """Runs with `[tasks]`, on evaluation steps: per task spec, its metrics on the held-out problems
+    (`scalelab.evaluate.during.METRICS`)."""
 
     @property
     def evaluated(self) -> bool:

@@ -8,7 +8,10 @@
                     pass@k (unbiased estimator), majority@k, best-of-n by an exact verifier and by the
                     model's own likelihood; inference FLOPs for each setting
 
-Prompts are preceded by a newline, as every problem is in the training stream.
+Prompts are preceded by a newline, as every problem is in the training stream. Text becomes ids
+through a `Codec` (`evaluate/codec.py`): the task labs' characters by default, or a run's own BPE
+tokenizer (`TokenizerCodec`), so the same metrics are measured on ladder models trained on text.
+Tensors go to the model's device; callers choose autocast.
 """
 
 from __future__ import annotations
@@ -22,9 +25,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from scalelab.data.tasks import Problem, decode_chars, digit_matches, edit_distance, encode_chars
-
-NEWLINE = encode_chars("\n")[0]
+from scalelab.data.tasks import Problem, digit_matches, edit_distance
+from scalelab.evaluate.codec import CHARS, Codec
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -68,30 +70,29 @@ def best_of_k_likelihood(answers: list[str], scores: list[float], correct: str, 
     return wins / draws
 
 
-def _prompt_ids(p: Problem) -> list[int]:
-    return [NEWLINE] + encode_chars(p.prompt)
+def _device(model) -> torch.device:
+    return next(model.parameters()).device
 
 
 @torch.no_grad()
-def score_answers(model, problems: list[Problem], batch_size: int = 256) -> dict[str, list]:
-    """Teacher-forced log-probabilities of each reference answer (its characters and the final newline).
+def score_answers(model, problems: list[Problem], batch_size: int = 256, codec: Codec = CHARS) -> dict[str, list]:
+    """Teacher-forced log-probabilities of each reference answer (its tokens and the final newline).
 
     Returns per problem: ``logprobs`` (list per answer token) and ``greedy_ok`` (whether the argmax at each
     answer position is the reference token)."""
     model.eval()
     out = {"logprobs": [], "greedy_ok": []}
     for i in range(0, len(problems), batch_size):
-        chunk = problems[i:i + batch_size]
-        seqs = [_prompt_ids(p) + encode_chars(p.answer + "\n") for p in chunk]
+        pairs = [codec.pair(p.prompt, p.answer) for p in problems[i:i + batch_size]]
+        seqs = [ctx + ans for ctx, ans in pairs]
         T = max(len(s) for s in seqs)
         x = torch.zeros(len(seqs), T, dtype=torch.long)  # right-padded: causal attention never sees pads
         for r, s in enumerate(seqs):
             x[r, :len(s)] = torch.tensor(s)
-        logp = F.log_softmax(model(x).logits.float(), dim=-1)  # (B, T, V)
-        for r, (p, s) in enumerate(zip(chunk, seqs)):
-            start = len(_prompt_ids(p))  # first answer token's index in s
-            pos = torch.arange(start - 1, len(s) - 1)  # the positions that predict the answer tokens
-            tgt = torch.tensor(s[start:])
+        logp = F.log_softmax(model(x.to(_device(model))).logits.float(), dim=-1).cpu()  # (B, T, V)
+        for r, ((ctx, ans), s) in enumerate(zip(pairs, seqs)):
+            pos = torch.arange(len(ctx) - 1, len(s) - 1)  # the positions that predict the answer tokens
+            tgt = torch.tensor(ans)
             out["logprobs"].append(logp[r, pos, tgt].tolist())
             out["greedy_ok"].append((logp[r, pos].argmax(-1) == tgt).tolist())
     return out
@@ -106,32 +107,35 @@ class Decoded:
 
 @torch.no_grad()
 def decode(model, problems: list[Problem], samples: int = 1, temperature: float = 0.0, max_new_tokens: int = 48,
-           seed: int = 0, batch_size: int = 512) -> list[Decoded]:
+           seed: int = 0, batch_size: int = 512, codec: Codec = CHARS) -> list[Decoded]:
     """Generate ``samples`` completions per problem (temperature 0 = greedy), batched by prompt length."""
     model.eval()
     gen = torch.Generator().manual_seed(seed)
     results: list[Decoded | None] = [None] * len(problems)
+    contexts = [codec.context(p.prompt) for p in problems]
     by_len: dict[int, list[int]] = {}
-    for i, p in enumerate(problems):
-        by_len.setdefault(len(_prompt_ids(p)), []).append(i)
+    for i, ctx in enumerate(contexts):
+        by_len.setdefault(len(ctx), []).append(i)
     per_batch = max(1, batch_size // samples)
+    stop = torch.tensor(sorted(codec.stop_ids))
     for _, idxs in sorted(by_len.items()):
         for j in range(0, len(idxs), per_batch):
             group = idxs[j:j + per_batch]
-            prompts = torch.tensor([_prompt_ids(problems[i]) for i in group]).repeat_interleave(samples, 0)
-            toks, lps, lens = _decode_batch(model, prompts, max_new_tokens, temperature, gen)
+            prompts = torch.tensor([contexts[i] for i in group]).repeat_interleave(samples, 0)
+            toks, lps, lens = _decode_batch(model, prompts, max_new_tokens, temperature, gen, stop)
             for g, i in enumerate(group):
                 rows = range(g * samples, (g + 1) * samples)
-                results[i] = Decoded([decode_chars(toks[r][:lens[r]]).split("\n", 1)[0] for r in rows],
+                results[i] = Decoded([codec.decode(toks[r][:lens[r]]).split("\n", 1)[0] for r in rows],
                                      [lps[r] for r in rows], [lens[r] for r in rows])
     return results  # type: ignore[return-value]
 
 
-def _decode_batch(model, prompts: torch.Tensor, max_new: int, temperature: float, gen):
+def _decode_batch(model, prompts: torch.Tensor, max_new: int, temperature: float, gen, stop: torch.Tensor):
     B, T0 = prompts.shape
     max_new = min(max_new, model.cfg.max_seq_len - T0)
     cache = model.new_cache(B, T0 + max_new)
-    logits = model(prompts, cache=cache).logits[:, -1].float()  # (B, V)
+    dev = _device(model)
+    logits = model(prompts.to(dev), cache=cache).logits[:, -1].float().cpu()  # (B, V)
     toks = torch.zeros(B, max_new, dtype=torch.long)
     lp = torch.zeros(B)
     done = torch.zeros(B, dtype=torch.bool)
@@ -142,12 +146,12 @@ def _decode_batch(model, prompts: torch.Tensor, max_new: int, temperature: float
             torch.multinomial(F.softmax(logits / temperature, -1), 1, generator=gen).squeeze(1)
         toks[:, t] = nxt
         lp += torch.where(done, 0.0, logp.gather(1, nxt[:, None]).squeeze(1))
-        ended = (nxt == NEWLINE) & ~done
+        ended = torch.isin(nxt, stop) & ~done
         lens[ended] = t + 1
         done |= ended
         if bool(done.all()) or t == max_new - 1:
             break
-        logits = model(nxt[:, None], cache=cache).logits[:, -1].float()
+        logits = model(nxt[:, None].to(dev), cache=cache).logits[:, -1].float().cpu()
     return toks.tolist(), lp.tolist(), lens.tolist()
 
 
@@ -160,10 +164,12 @@ def inference_flops(model_cfg, prompt_tokens: float, generated_tokens: float) ->
 
 def evaluate_task(model, task, problems: list[Problem], samples: int = 0, temperature: float = 1.0,
                   ks: tuple[int, ...] = (1, 2, 4, 8, 16, 32), seed: int = 0, max_new_tokens: int = 48,
-                  keep_per_problem: bool = False) -> dict:
-    """All metrics of one model on one problem set (see the module docstring)."""
-    tf = score_answers(model, problems)
-    greedy = decode(model, problems, 1, 0.0, max_new_tokens)
+                  keep_per_problem: bool = False, codec: Codec = CHARS) -> dict:
+    """All metrics of one model on one problem set (see the module docstring). ``answer_bpb``: bits per
+    UTF-8 byte of the reference answer and its newline, the tokenizer-independent task loss of Bhagia
+    et al. 2024 (the `--via` of a task forecast)."""
+    tf = score_answers(model, problems, codec=codec)
+    greedy = decode(model, problems, 1, 0.0, max_new_tokens, codec=codec)
     preds = [task.answer_of(d.texts[0]) for d in greedy]
     finals = [task.answer_of(p.answer) for p in problems]
     exact = np.array([a == b for a, b in zip(preds, finals)], dtype=float)
@@ -174,7 +180,8 @@ def evaluate_task(model, task, problems: list[Problem], samples: int = 0, temper
     logp_answer = np.array([float(np.sum(lp)) for lp in tf["logprobs"]])
     tf_pos = [float(np.mean([g[i] for g in tf["greedy_ok"] if i < len(g)]))
               for i in range(max(len(g) for g in tf["greedy_ok"]))]
-    prompt_len = float(np.mean([len(_prompt_ids(p)) for p in problems]))
+    answer_bytes = sum(len((p.answer + "\n").encode()) for p in problems)
+    prompt_len = float(np.mean([len(codec.context(p.prompt)) for p in problems]))
     gen_len = float(np.mean([d.num_tokens[0] for d in greedy]))
     res = {
         "task": task.spec, "num_problems": len(problems),
@@ -186,13 +193,14 @@ def evaluate_task(model, task, problems: list[Problem], samples: int = 0, temper
         "product_teacher_forced_accuracy": float(np.prod(tf_pos)),
         "edit_distance": float(np.mean([edit_distance(a, b) for a, b in zip(preds, finals)])),
         "answer_nll_per_token": float(nll.mean()),
+        "answer_bpb": float(-logp_answer.sum() / (math.log(2) * answer_bytes)),
         "answer_prob": float(np.exp(logp_answer).mean()),
         "greedy_flops": inference_flops(model.cfg, prompt_len, gen_len),
         "by_difficulty": _by_difficulty(problems, exact),
     }
     if samples:
         res["sampling"] = _sampled(model, task, problems, finals, samples, temperature, ks, seed, max_new_tokens,
-                                   prompt_len, keep_per_problem)
+                                   prompt_len, keep_per_problem, codec)
     if keep_per_problem:
         res["per_problem_exact"] = exact.tolist()
     return res
@@ -205,8 +213,8 @@ def _by_difficulty(problems: list[Problem], exact: np.ndarray) -> dict[str, floa
     return {str(k): float(np.mean(v)) for k, v in sorted(out.items())}
 
 
-def _sampled(model, task, problems, finals, n, temperature, ks, seed, max_new, prompt_len, keep) -> dict:
-    dec = decode(model, problems, n, temperature, max_new, seed=seed)
+def _sampled(model, task, problems, finals, n, temperature, ks, seed, max_new, prompt_len, keep, codec) -> dict:
+    dec = decode(model, problems, n, temperature, max_new, seed=seed, codec=codec)
     rng = np.random.default_rng(seed)
     ks = [k for k in ks if k <= n]
     answers = [[task.answer_of(t) for t in d.texts] for d in dec]
