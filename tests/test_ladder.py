@@ -198,3 +198,29 @@ def test_store_keeps_every_measured_field_of_a_record(tmp_path):
     got = Store(tmp_path / "s.sqlite").records("r")  # reopened: persisted, not cached
     assert got[0] == ("r", rec)
     assert got[1][1].val_loss is None and got[1][1].expert_load is None
+
+
+def test_ladder_with_tasks_stores_and_exports_every_evaluation(tmp_path):
+    """Each rung is scored on the ladder's tasks at every evaluation; the store keeps them and
+    `ladder export --tasks` writes the table `fit --metric` reads, one row per run, step and task."""
+    spec_file = tiny_spec(tmp_path)
+    spec_file.write_text(spec_file.read_text() + '\n[tasks]\nnames = ["addition:digits=1", "addition:digits=2"]\n'
+                                                 'eval_problems = 30\n')
+    out = tmp_path / "lad"
+    r = run_cli("ladder", "run", spec_file, "--out", out)
+    assert r.returncode == 0, r.stderr
+    csv = tmp_path / "tasks.csv"
+    r = run_cli("ladder", "export", out, "--out", csv, "--tasks")
+    assert r.returncode == 0 and "2 tasks" in r.stdout, r.stderr
+    df = pd.read_csv(csv)
+    assert run_cli("ladder", "export", out, "--out", tmp_path / "loss.csv").returncode == 0
+    loss = pd.read_csv(tmp_path / "loss.csv")
+    assert len(df) == 2 * len(loss)  # both tasks at every evaluated point
+    assert set(df["task"]) == {"addition:digits=1,format=plain", "addition:digits=2,format=plain"}
+    assert df["exact_match"].between(0, 1).all() and (df["answer_bpb"] > 0).all()
+    # the task loss falls as each run trains (the tasks are not in this data: only the digits and '=' help)
+    first = df.sort_values("step").groupby(["run", "task"])["answer_bpb"].first()
+    last = df.sort_values("step").groupby(["run", "task"])["answer_bpb"].last()
+    assert (last < first).mean() >= 0.75, pd.concat([first, last], axis=1)
+    r = run_cli("ladder", "export", tmp_path / "nowhere", "--out", csv, "--tasks")
+    assert r.returncode == 2 and "no ladder" in r.stderr

@@ -3,6 +3,7 @@
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -44,6 +45,17 @@ def test_task_metrics_improve_while_the_task_is_in_the_data(small_cfg, tmp_path)
     bpb = [e["answer_bpb"] for e in evals]
     assert bpb[0] > bpb[-1] and bpb[-1] < 0.8 * bpb[0], bpb
     assert all(0 <= e["exact_match"] <= 1 and e["answer_nll_per_token"] > 0 for e in evals)
+    # the problems it was scored on never appear in its training text; others do, at about the fraction
+    from scalelab.data.tasks import heldout, parse_task
+    from scalelab.train.data import load_dataset
+
+    ds = load_dataset(cfg, log=lambda *a: None)
+    text = ds.tokenizer().decode(np.concatenate([np.asarray(a) for a in ds.splits["train"]]).tolist())
+    lines = set(text.split("\n"))
+    held = heldout(parse_task("addition:digits=1"), cfg.tasks.eval_problems, trained=True)
+    assert len(held) == 20 and not {p.prompt + p.answer for p in held} & lines
+    sums = [ln for ln in lines if ln.count("+") == 1 and ln.endswith(tuple("0123456789")) and "=" in ln]
+    assert len(sums) >= 70  # the 80 trainable problems of 100 (a few code lines look alike)
 
 
 @pytest.mark.parametrize("moe", [False, True], ids=["dense", "moe"])
