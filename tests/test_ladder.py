@@ -222,5 +222,8 @@ def test_ladder_with_tasks_stores_and_exports_every_evaluation(tmp_path):
     first = df.sort_values("step").groupby(["run", "task"])["answer_bpb"].first()
     last = df.sort_values("step").groupby(["run", "task"])["answer_bpb"].last()
     assert (last < first).mean() >= 0.75, pd.concat([first, last], axis=1)
+    r = run_cli("report", out, "--png", tmp_path / "png")  # the report draws both steps per task
+    assert r.returncode == 0, r.stderr
+    assert "fig-tasks" in (out / "report.html").read_text() and (tmp_path / "png" / "tasks.png").exists()
     r = run_cli("ladder", "export", tmp_path / "nowhere", "--out", csv, "--tasks")
     assert r.returncode == 2 and "no ladder" in r.stderr

@@ -17,7 +17,7 @@ import pandas as pd
 
 from scalelab.economics.published import models_table
 from scalelab.errors import UserError
-from scalelab.ladder.results import FIT_FILES, ladder_dir, open_store, results_table
+from scalelab.ladder.results import FIT_FILES, ladder_dir, open_store, results_table, task_table
 from scalelab.laws.law import FittedLaw
 from scalelab.laws.published import PUBLISHED
 
@@ -34,6 +34,7 @@ class ReportData:
     header: dict = field(default_factory=dict)
     specs: dict = field(default_factory=dict)  # run name -> planned rung (for hover text)
     missing_fits: list = field(default_factory=list)  # fit files absent beside the store
+    tasks: pd.DataFrame = field(default_factory=pd.DataFrame)  # ladders with [tasks]: `task_table`
 
     @property
     def optima(self) -> list[dict]:
@@ -142,7 +143,7 @@ def _load_or_none(path: Path) -> FittedLaw | None:
 def gather(src: str | Path) -> ReportData:
     src, root = Path(src), ladder_dir(src)
     store = open_store(src)
-    df = results_table(store)
+    df, tasks = results_table(store), task_table(store)
     spec = store.get_meta("spec", {}) or {}
     specs = {r["name"]: json.loads(r["spec"]) for r in store.runs()}
     store.close()
@@ -169,7 +170,7 @@ def gather(src: str | Path) -> ReportData:
         f"missing {', '.join(missing)}: laws are not drawn; run `scalelab report {src} --fit` to fit them",
     }
     return ReportData(title=f"scalelab report: {root.name}", curves=df, finals=finals, holdouts=holdouts,
-                      law3=law3, law2=law2, law=law, header=header, specs=specs, missing_fits=missing)
+                      law3=law3, law2=law2, law=law, header=header, specs=specs, missing_fits=missing, tasks=tasks)
 
 
 def hover(d: ReportData, row) -> str:

@@ -214,5 +214,37 @@ def fit_table(d: ReportData) -> go.Figure:
     return fig
 
 
+def tasks(d: ReportData) -> go.Figure | None:
+    """Ladders with tasks: per task, the task loss against compute (step 1 of a task forecast) and the
+    metric against the task loss (step 2), every evaluation of every run (finished runs' last in bold)."""
+    if d.tasks.empty:
+        return None
+    from plotly.subplots import make_subplots
+
+    names = sorted(d.tasks["task"].unique())
+    fig = make_subplots(rows=len(names), cols=2, subplot_titles=[t for n in names for t in
+                                                                 (f"{n}: answer bits/byte vs compute",
+                                                                  f"{n}: exact match vs answer bits/byte")])
+    for i, name in enumerate(names, 1):
+        g = d.tasks[d.tasks["task"] == name]
+        for final, size, op in ((False, 4, 0.35), (True, 9, 1.0)):
+            h = g[g["final"] == final]
+            text = [f"{r['run']} step {r['step']}<br>C = {r['C']:.3g}<br>exact match {r['exact_match']:.3f}<br>"
+                    f"answer bpb {r['answer_bpb']:.3f}" for _, r in h.iterrows()]
+            common = dict(mode="markers", marker=dict(size=size, opacity=op, color="#1f77b4" if final else "#999"),
+                          text=text, hovertemplate="%{text}<extra></extra>", showlegend=i == 1,
+                          name="finished runs" if final else "earlier evaluations", legendgroup=str(final))
+            fig.add_trace(go.Scatter(x=h["C"], y=h["answer_bpb"], **common), row=i, col=1)
+            fig.add_trace(go.Scatter(x=h["answer_bpb"], y=h["exact_match"], **{**common, "showlegend": False}),
+                          row=i, col=2)
+        fig.update_xaxes(type="log", title_text="C = 6ND", row=i, col=1)
+        fig.update_yaxes(type="log", title_text="answer bits per byte", row=i, col=1)
+        fig.update_xaxes(title_text="answer bits per byte", row=i, col=2)
+        fig.update_yaxes(title_text="exact match", range=[-0.02, 1.02], row=i, col=2)
+    fig.update_layout(title="Tasks: the two steps of a task forecast, measured on this ladder",
+                      height=320 * len(names) + 80)
+    return fig
+
+
 FIGURES = {"landscape": landscape, "isoflop": isoflop, "frontier": frontier, "curves": curves,
-           "prediction": prediction, "fit_table": fit_table}
+           "prediction": prediction, "fit_table": fit_table, "tasks": tasks}

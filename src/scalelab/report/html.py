@@ -24,6 +24,10 @@ NOTES = {
                   "interval, calibrated when the prediction law is the default method). "
                   "Right: how far each ladder run sits from the fitted law.",
     "fit_table": "",
+    "tasks": "Held-out problems of each task, scored at every evaluation with the run's own tokenizer. Left: the "
+             "task loss falls with compute as the loss does; right: the metric as a function of the task loss, "
+             "the relation a forecast's sigmoid fits (`scalelab ladder export DIR --out t.csv --tasks`, then "
+             "`scalelab fit t.csv --metric exact_match --via answer_bpb`).",
 }
 
 
@@ -33,7 +37,10 @@ def write_report(src: str | Path, out: str | Path | None = None, png_dir: str | 
     out = Path(out) if out else ladder_dir(src) / "report.html"
     sections = [plotly_script()]
     for name, make in FIGURES.items():
-        div = make(d).to_html(full_html=False, include_plotlyjs=False, div_id=f"fig-{name}",
+        fig = make(d)
+        if fig is None:  # a section this ladder has nothing for (tasks)
+            continue
+        div = fig.to_html(full_html=False, include_plotlyjs=False, div_id=f"fig-{name}",
                               config={"displaylogo": False, "responsive": True})
         note = f'<p class="note">{html.escape(NOTES[name])}</p>' if NOTES[name] else ""
         sections.append(f'<section id="{name}">{div}{note}</section>')

@@ -38,7 +38,25 @@ def write_static(d: ReportData, out_dir: str | Path) -> list[Path]:
     written += _save(_curves(d), out, "curves")
     if d.check is not None and len(d.holdouts):
         written += _save(_prediction(d), out, "prediction")
+    if not d.tasks.empty:
+        written += _save(_tasks(d), out, "tasks")
     return written
+
+
+def _tasks(d: ReportData):
+    names = sorted(d.tasks["task"].unique())
+    fig, axes = plt.subplots(len(names), 2, figsize=(10, 3.6 * len(names)), squeeze=False)
+    for (a1, a2), name in zip(axes, names):
+        g = d.tasks[d.tasks["task"] == name]
+        for final, size, alpha in ((False, 8, 0.35), (True, 30, 1.0)):
+            h = g[g["final"] == final]
+            a1.scatter(h["C"], h["answer_bpb"], s=size, alpha=alpha, color="C0" if final else "gray")
+            a2.scatter(h["answer_bpb"], h["exact_match"], s=size, alpha=alpha, color="C0" if final else "gray")
+        a1.set(xscale="log", yscale="log", xlabel="C = 6ND", ylabel="answer bits per byte", title=name)
+        a1.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        a2.set(xlabel="answer bits per byte", ylabel="exact match", ylim=(-0.02, 1.02), title=name)
+    fig.tight_layout()
+    return fig
 
 
 def _landscape(d: ReportData):
