@@ -65,7 +65,7 @@ def task_table(store: Store, include_holdout: bool = True) -> pd.DataFrame:
     if loss.empty:
         return loss
     by_point = loss.set_index(["run", "step"])
-    rows = [{**by_point.loc[(name, rec.step)].to_dict(), "run": name, "step": rec.step, "task": task, **m}
+    rows = [{"run": name, "step": rec.step, "task": task, **by_point.loc[(name, rec.step)].to_dict(), **m}
             for name, rec in store.records() if rec.tasks and (name, rec.step) in by_point.index
             for task, m in rec.tasks.items()]
     return pd.DataFrame(rows)
