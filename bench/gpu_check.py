@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-H200_BF16_PEAK = 989e12  # dense bf16, NVIDIA H100/H200 SXM datasheet (economics/hardware.py)
+H200_BF16_PEAK = 989e12  # dense bf16, NVIDIA H100/H200 SXM datasheet: for a GPU not in economics/hardware.py
 
 
 def environment(device: str) -> dict:
@@ -59,6 +59,16 @@ MODEL_125M = ("d768-L12-s1024", 768, 12, 12, 32000, 1024, 16, False)  # name, d,
 TOY = ("toy-d64", 64, 2, 4, 512, 64, 4, False)
 
 
+def datasheet_peak(device: str) -> float:
+    """The dense bf16 peak of this GPU from the hardware table (the H200's for an unknown one or a CPU)."""
+    import torch
+
+    from scalelab.economics.hardware import hardware_for_device
+
+    hw = hardware_for_device(torch.cuda.get_device_name()) if device == "cuda" else None
+    return hw.peak_bf16_flops if hw else H200_BF16_PEAK
+
+
 def throughput(device: str, steps: int, reps: int) -> dict:
     """~125M parameters (d768, 12 layers, vocab 32000, seq 1024, batch 16) in bf16 vs HF Llama."""
     sys.path.insert(0, str(ROOT / "bench"))
@@ -68,9 +78,10 @@ def throughput(device: str, steps: int, reps: int) -> dict:
     cuda = device == "cuda"
     peak = matmul_peak_flops(device, "bf16" if cuda else "fp32", n=8192 if cuda else 512)
     row = bench_config(MODEL_125M if cuda else TOY, reps, steps, device, cuda, peak, compile_=cuda)
-    row.update(device=device, measured_peak_flops=peak, datasheet_peak_flops=H200_BF16_PEAK,
-               mfu_datasheet=row["tokens_per_s"] * row["flops_per_token"] / H200_BF16_PEAK,
-               hf_mfu_datasheet=row["hf_tokens_per_s"] * row["flops_per_token"] / H200_BF16_PEAK)
+    sheet = datasheet_peak(device)
+    row.update(device=device, measured_peak_flops=peak, datasheet_peak_flops=sheet,
+               mfu_datasheet=row["tokens_per_s"] * row["flops_per_token"] / sheet,
+               hf_mfu_datasheet=row["hf_tokens_per_s"] * row["flops_per_token"] / sheet)
     return row
 
 

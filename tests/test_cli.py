@@ -101,3 +101,10 @@ def test_a_closed_stdout_ends_quietly(args):
     p.stdout.close()  # before the interpreter has even started
     err = p.stderr.read().decode()
     assert p.wait(timeout=60) in (0, 1, 141) and err == "", err  # rich exits 1 on a broken pipe, quietly
+
+
+def test_version():
+    from scalelab import __version__
+
+    r = run_cli("--version")
+    assert r.returncode == 0 and r.stdout.strip() == f"scalelab {__version__}"

@@ -155,3 +155,16 @@ def test_economics_never_imports_torch():
             "assert 'torch' not in sys.modules, 'torch was imported'")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
+
+
+def test_gpu_names_as_torch_reports_them_find_their_datasheet():
+    """MFU on a known GPU is against its datasheet peak: torch's device names map to the table."""
+    from scalelab.economics.hardware import hardware_for_device
+
+    names = {"NVIDIA H200": "h200", "NVIDIA H100 80GB HBM3": "h100-sxm", "NVIDIA H100 PCIe": "h100-pcie",
+             "NVIDIA A100-SXM4-40GB": "a100-40gb", "NVIDIA A100-SXM4-80GB": "a100-80gb",
+             "NVIDIA A100 80GB PCIe": "a100-80gb", "Tesla V100-SXM2-16GB": "v100", "NVIDIA L40S": "l40s",
+             "NVIDIA GeForce RTX 4090": "rtx-4090", "AMD Instinct MI300X": "mi300x"}
+    for name, key in names.items():
+        assert hardware_for_device(name).name == key, name
+    assert hardware_for_device("NVIDIA GeForce RTX 3090") is None

@@ -60,3 +60,53 @@ def test_import_errors(tmp_path):
         config_from_hf(p)
     with pytest.raises(UserError, match="shared experts"):
         config_to_hf(ModelConfig(moe=MoEConfig(num_shared_experts=1)))
+
+
+@pytest.fixture(scope="module")
+def exported(small_cfg, small_dataset, tmp_path_factory):
+    """A briefly trained run and its `scalelab export` (through the CLI, as a user runs it)."""
+    from conftest import run_cli
+    from scalelab.train.loop import train
+
+    run, hf = tmp_path_factory.mktemp("run"), tmp_path_factory.mktemp("hf")
+    train(small_cfg("train.max_steps=80", "train.eval_every=80", "optim.lr=3e-3"), run, dataset=small_dataset)
+    r = run_cli("export", run, "--out", hf)
+    assert r.returncode == 0, r.stderr
+    return run, hf
+
+
+def test_export_carries_tokenizer_and_special_tokens(exported):
+    from scalelab.data.tokenizer import load_tokenizer
+
+    run, hf = exported
+    tok = transformers.AutoTokenizer.from_pretrained(hf)
+    assert tok.bos_token == tok.eos_token == tok.pad_token == "<|endoftext|>" and tok.eos_token_id == 0
+    text = "def f(x):\n    return x + 1\n"
+    assert tok(text)["input_ids"] == load_tokenizer(run / "tokenizer.json").encode(text).ids  # nothing added
+    model = transformers.AutoModelForCausalLM.from_pretrained(hf)
+    assert model.config.eos_token_id == model.generation_config.eos_token_id == 0
+    assert model.generation_config.pad_token_id == 0
+
+
+def test_transformers_greedy_text_equals_scalelab_sample(exported):
+    from conftest import run_cli
+
+    run, hf = exported
+    r = run_cli("sample", run, "--prompt", "def ", "--temperature", "0", "--max-new-tokens", "40")
+    assert r.returncode == 0, r.stderr
+    gen = transformers.pipeline("text-generation", model=str(hf), tokenizer=str(hf), device="cpu")
+    out = gen("def ", max_new_tokens=40, do_sample=False)[0]["generated_text"]
+    assert len(out) > len("def ") + 20 and out == r.stdout[:-1]  # print's newline
+
+
+def test_transformers_generation_stops_at_the_exported_eos(exported):
+    _, hf = exported
+    tok = transformers.AutoTokenizer.from_pretrained(hf)
+    model = transformers.AutoModelForCausalLM.from_pretrained(hf)
+    with torch.no_grad():
+        model.model.norm.weight.zero_()  # every logit 0: greedy picks id 0, <|endoftext|>, at once
+    ids = tok("def ", return_tensors="pt")["input_ids"]
+    out = model.generate(ids, max_new_tokens=20, do_sample=False)
+    assert out.shape[1] == ids.shape[1] + 1 and out[0, -1].item() == tok.eos_token_id
+    gen = transformers.pipeline("text-generation", model=model, tokenizer=tok, device="cpu")
+    assert gen("def ", max_new_tokens=20, do_sample=False)[0]["generated_text"] == "def "

@@ -31,6 +31,9 @@ def test_loss_falls_well_below_ln_vocab(small_cfg, small_dataset, tmp_path):
     assert s["final"]["val_bpb"] > 0
     assert (tmp_path / "summary.json").exists()
     assert s["tokens"] == 150 * 8 * 64
+    env = s["environment"]  # where the result came from, to compare runs across machines
+    assert env["torch"] == torch.__version__ and env["device"] == "cpu" and env["scalelab"]
+    assert s["peak_source"] == "measured matmul" and s["peak_flops"] == s["achievable_flops"] > 0
     assert recs[-1]["flops"] == s["tokens"] * cfg.model.flops_per_token_exact(64)
 
 

@@ -29,9 +29,11 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from scalelab import __version__
     from scalelab.cli import econ, labs, ladder, laws, run
 
     p = argparse.ArgumentParser(prog="scalelab", description="A laboratory for language-model scaling.")
+    p.add_argument("--version", action="version", version=f"scalelab {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in (run, laws, ladder, econ, labs):
         module.register(sub)

@@ -54,10 +54,12 @@ def cmd_sample(a) -> int:
     if len(ids) >= cfg.model.max_seq_len:
         raise UserError(f"--prompt is {len(ids)} tokens; the model's context is {cfg.model.max_seq_len}")
     g = torch.Generator().manual_seed(a.seed)
+    eot = tok.token_to_id("<|endoftext|>")  # a text ends there (the exported generation_config's eos)
     out = generate(model, torch.tensor([ids] * a.num_samples), a.max_new_tokens, temperature=a.temperature,
-                   top_k=a.top_k, top_p=a.top_p, use_cache=not a.no_cache, generator=g)
+                   top_k=a.top_k, top_p=a.top_p, use_cache=not a.no_cache, generator=g, stop_token=eot)
     for row in out.tolist():
-        print(tok.decode(row))
+        new = row[len(ids):]
+        print(tok.decode(ids + (new[:new.index(eot)] if eot in new else new)))
         if a.num_samples > 1:
             print("-" * 40)
     return 0
@@ -110,10 +112,9 @@ def cmd_export(a) -> int:
     from scalelab.train.runner import load_run
 
     model, _, tok = load_run(a.run_dir)
-    out = save_hf(model, a.out)
-    tok.save(str(Path(out) / "tokenizer.json"))
-    print(f"wrote {out}/config.json, model.safetensors, tokenizer.json "
-          f"({'MixtralForCausalLM' if model.cfg.moe else 'LlamaForCausalLM'})")
+    written = save_hf(model, a.out, tokenizer=tok)
+    print(f"wrote {a.out}: {', '.join(written)} ({'MixtralForCausalLM' if model.cfg.moe else 'LlamaForCausalLM'}; "
+          f"bos = eos = pad = <|endoftext|>)")
     return 0
 
 

@@ -42,3 +42,17 @@ def get_hardware(name: str) -> Hardware:
     if key not in HARDWARE:
         raise UserError(f"gpu {name!r} is unknown; choose from {', '.join(HARDWARE)}", arg="gpu")
     return HARDWARE[key]
+
+
+# `torch.cuda.get_device_name()` -> our table's entry, by substrings (first match wins; the more
+# specific name first: "H100 PCIe" before "H100", "A100 ... 40GB" before "A100")
+DEVICE_NAMES = (("h100 pcie", "h100-pcie"), ("h100", "h100-sxm"), ("h200", "h200"), ("b200", "b200"),
+                ("a100-sxm4-40gb", "a100-40gb"), ("a100-pcie-40gb", "a100-40gb"), ("a100", "a100-80gb"),
+                ("v100", "v100"), ("l40s", "l40s"), ("rtx 4090", "rtx-4090"), ("mi300x", "mi300x"))
+
+
+def hardware_for_device(device_name: str) -> Hardware | None:
+    """The datasheet entry of a device as torch names it (e.g. 'NVIDIA H200', 'NVIDIA A100-SXM4-40GB'),
+    or None when it is not in the table (MFU then falls back to the measured matmul peak)."""
+    low = device_name.lower()
+    return next((HARDWARE[key] for sub, key in DEVICE_NAMES if sub in low), None)

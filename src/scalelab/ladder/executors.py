@@ -28,6 +28,7 @@ from scalelab.errors import UserError
 from scalelab.io import hold_lock
 from scalelab.ladder.plan import LadderSpec, Rung, plan, with_threads
 from scalelab.ladder.store import Store
+from scalelab.provenance import environment
 from scalelab.train.data import load_dataset
 from scalelab.train.hooks import Hooks
 from scalelab.train.rundir import RunDir
@@ -51,6 +52,7 @@ def prepare(spec: LadderSpec, out_dir: str | Path, rungs: list[Rung] | None = No
         raise UserError(f"out: {out} holds a different ladder; use another directory or the ladder file it was "
                         "run with", arg="out")
     store.set_meta("spec", spec.to_dict())
+    store.set_meta("environment", environment())  # of the newest start (each run's summary has its own)
     store.add_planned(rungs)
     return store, rungs
 

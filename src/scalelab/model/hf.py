@@ -1,15 +1,24 @@
-"""Hugging Face interop, configs: read `config.json` of Llama / Mistral / Mixtral, write ours as one.
+"""Hugging Face interop, configs: read `config.json` of Llama / Mistral / Mixtral, write ours as one,
+with the tokenizer files and generation config downstream tools read.
+
+Special tokens: scalelab's tokenizers have one, ``<|endoftext|>``, which separates documents in the
+training stream (data/shards.py). It is therefore the end of a text (eos: generation stops there), the
+start of one (bos: what every document follows, and lm-evaluation-harness's prefix for an empty
+context) and the padding, as in GPT-2's tokenizer; no token is added when encoding.
 
 Torch-free (`scalelab count` reads HF configs without torch); the weights are in hf_weights.py.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from scalelab.errors import UserError
-from scalelab.io import read_config_file
+from scalelab.io import atomic_write_text, read_config_file
 from scalelab.model.config import ModelConfig, MoEConfig
+
+EOT = "<|endoftext|>"
 
 SUPPORTED = {"llama", "mistral", "mixtral"}
 
@@ -46,7 +55,8 @@ def config_from_hf(hf: dict | str | Path) -> ModelConfig:
         raise UserError(f"config.json lacks the field {e.args[0]!r} that a {mtype} config must have") from None
 
 
-def config_to_hf(cfg: ModelConfig) -> dict:
+def config_to_hf(cfg: ModelConfig, eot_id: int | None = None) -> dict:
+    """Our config as a Llama / Mixtral ``config.json``; with ``eot_id``, its bos/eos/pad ids too."""
     m = cfg.moe
     if m is not None and m.num_shared_experts:
         raise UserError("model.moe.num_shared_experts > 0 cannot be exported: Mixtral has no shared experts")
@@ -73,7 +83,49 @@ def config_to_hf(cfg: ModelConfig) -> dict:
         "torch_dtype": "float32",
         "use_cache": True,
     }
+    if eot_id is not None:
+        hf.update(bos_token_id=eot_id, eos_token_id=eot_id, pad_token_id=eot_id)
     if m:
         hf.update(num_local_experts=m.num_experts, num_experts_per_tok=m.top_k,
                   router_aux_loss_coef=m.lb_coef, output_router_logits=False, sliding_window=None)
     return hf
+
+
+def eot_id(tokenizer) -> int:
+    """The id of ``<|endoftext|>`` in a `tokenizers.Tokenizer` (a UserError if it has none)."""
+    i = tokenizer.token_to_id(EOT)
+    if i is None:
+        raise UserError(f"the run's tokenizer has no {EOT} token; it cannot mark where a text ends")
+    return i
+
+
+def save_tokenizer_files(tokenizer, out: Path, model_max_length: int) -> list[str]:
+    """``tokenizer.json``, ``tokenizer_config.json`` and ``special_tokens_map.json`` with bos = eos = pad =
+    ``<|endoftext|>`` (module docstring), through transformers' `PreTrainedTokenizerFast.save_pretrained`
+    when the ``[hf]`` extra is installed, else the same fields written directly."""
+    try:
+        from transformers import PreTrainedTokenizerFast
+    except ImportError:
+        tokenizer.save(str(out / "tokenizer.json"))
+        special = {"bos_token": EOT, "eos_token": EOT, "pad_token": EOT}
+        atomic_write_text(out / "tokenizer_config.json", json.dumps(
+            {**special, "tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": model_max_length,
+             "add_bos_token": False, "add_eos_token": False, "clean_up_tokenization_spaces": False}, indent=2))
+        atomic_write_text(out / "special_tokens_map.json", json.dumps(special, indent=2))
+    else:
+        fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token=EOT, eos_token=EOT, pad_token=EOT,
+                                       model_max_length=model_max_length, clean_up_tokenization_spaces=False)
+        fast.save_pretrained(str(out))
+    return ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"]
+
+
+def save_generation_config(out: Path, eot: int, max_length: int) -> str:
+    """``generation_config.json``: stop at eos, pad with it (transformers' `GenerationConfig` when installed)."""
+    fields = {"bos_token_id": eot, "eos_token_id": eot, "pad_token_id": eot, "max_length": max_length}
+    try:
+        from transformers import GenerationConfig
+    except ImportError:
+        atomic_write_text(out / "generation_config.json", json.dumps(fields, indent=2))
+    else:
+        GenerationConfig(**fields).save_pretrained(str(out))
+    return "generation_config.json"

@@ -1,7 +1,7 @@
 """Hugging Face interop, weights: export and load ``model.safetensors`` in the original Llama /
-Mixtral layout (``block_sparse_moe.experts.{j}.w1``), which `transformers` (v4 and v5), vLLM and
-llama.cpp read. Our RoPE uses the same "rotate half" layout as HF Llama, so Q and K need no
-permutation.
+Mixtral layout (``block_sparse_moe.experts.{j}.w1``), which `transformers` (v4 and v5) reads (tested:
+logits, tokenizer, generation). Our RoPE uses the same "rotate half" layout as HF Llama, so Q and K
+need no permutation. Other readers of this layout (vLLM, llama.cpp's converter) are untested here.
 """
 
 from __future__ import annotations
@@ -13,7 +13,13 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from scalelab.errors import UserError
-from scalelab.model.hf import config_from_hf, config_to_hf
+from scalelab.model.hf import (
+    config_from_hf,
+    config_to_hf,
+    eot_id,
+    save_generation_config,
+    save_tokenizer_files,
+)
 from scalelab.model.transformer import Transformer
 
 
@@ -22,14 +28,21 @@ def to_hf_state_dict(model) -> dict:
     return {k: v.detach().to("cpu").contiguous() for k, v in _param_views(model).items()}
 
 
-def save_hf(model, out_dir: str | Path) -> Path:
-    """Write ``config.json`` + ``model.safetensors`` that `transformers` loads with from_pretrained."""
+def save_hf(model, out_dir: str | Path, tokenizer=None) -> list[str]:
+    """Write ``config.json`` + ``model.safetensors`` that `transformers` loads with from_pretrained; with
+    the run's ``tokenizer``, also its files, the special tokens' ids and ``generation_config.json``
+    (`model/hf.py`). Returns the file names written."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    hf_cfg = config_to_hf(model.cfg)
+    eot = None if tokenizer is None else eot_id(tokenizer)
+    hf_cfg = config_to_hf(model.cfg, eot)
     save_file(to_hf_state_dict(model), str(out / "model.safetensors"), metadata={"format": "pt"})
     (out / "config.json").write_text(json.dumps(hf_cfg, indent=2) + "\n")
-    return out
+    written = ["config.json", "model.safetensors"]
+    if tokenizer is not None:
+        written += save_tokenizer_files(tokenizer, out, model.cfg.max_seq_len)
+        written.append(save_generation_config(out, eot, model.cfg.max_seq_len))
+    return written
 
 
 def load_hf(path: str | Path):

@@ -34,6 +34,7 @@ from scalelab.data.shards import TokenDataset
 from scalelab.errors import Diverged, UserError
 from scalelab.io import hold_lock
 from scalelab.model.transformer import Transformer
+from scalelab.provenance import environment
 from scalelab.train import distributed as parallel
 from scalelab.train.checkpoint import keep_copy, load_checkpoint, save_checkpoint
 from scalelab.train.data import load_dataset
@@ -109,6 +110,8 @@ class TrainState:
     local_batch: int  # sequences per rank
     peak_flops: float
     task_eval: object | None = None  # `evaluate.during.TaskEvaluator` when the run has [tasks]
+    achievable_flops: float = 0.0  # the measured matmul peak (= peak_flops where no datasheet applies)
+    peak_source: str = "measured matmul"
     start_step: int = 0
     tokens: int = 0
     last: MetricsRecord | None = None  # the newest record (kept across a resume at the very end)
@@ -135,7 +138,8 @@ def setup(cfg: RunConfig, run: RunDir, resume: bool, dataset: TokenDataset | Non
     if dist.is_main:
         run.write_config(cfg)
         run.tokenizer_file.write_bytes((ds.path / "tokenizer.json").read_bytes())
-    peak = matmul_peak_flops(device, "bf16" if amp is not None else "fp32") * dist.world
+    measured = matmul_peak_flops(device, "bf16" if amp is not None else "fp32") * dist.world
+    peak = datasheet_peak(device, amp) * dist.world or measured
     flops_per_token = cfg.model.flops_per_token_exact(t.seq_len)
     if t.compile == "auto" and device == "cpu":
         compile_ = compile_pays_off(cfg.total_steps * t.tokens_per_step, flops_per_token, peak)
@@ -149,10 +153,22 @@ def setup(cfg: RunConfig, run: RunDir, resume: bool, dataset: TokenDataset | Non
     optimizer = build_optimizer(model, cfg.optim)
     state = TrainState(cfg, run, dist, device, amp, compile_, model, torch.compile(module) if compile_ else module,
                        optimizer, ds, ds.eval_windows(t.seq_len, t.eval_tokens), local_batch, peak,
-                       task_evaluator(cfg, ds), log=log)
+                       task_evaluator(cfg, ds), achievable_flops=measured,
+                       peak_source="datasheet" if datasheet_peak(device, amp) else "measured matmul", log=log)
     if ckpt is not None:
         _resume(state, ckpt, loaded, fsdp)
     return state
+
+
+def datasheet_peak(device: str, amp) -> float:
+    """MFU's denominator on a known GPU training in bf16: its datasheet's dense peak, as Megatron,
+    torchtitan and PaLM's MFU use (0 elsewhere: the measured matmul peak is used)."""
+    if not device.startswith("cuda") or amp is None:
+        return 0.0
+    from scalelab.economics.hardware import hardware_for_device
+
+    hw = hardware_for_device(torch.cuda.get_device_name(device))
+    return hw.peak_bf16_flops if hw else 0.0
 
 
 def task_evaluator(cfg: RunConfig, ds: TokenDataset):
@@ -337,7 +353,8 @@ def _finish(s: TrainState, end_step: int) -> dict:
                "num_params_non_embedding": m.num_params_non_embedding,
                "flops_per_token_exact": s.flops_per_token, "flops_6nd": 6 * m.num_params_active * s.tokens,
                "flops": s.flops_per_token * s.tokens, "final": s.last.to_dict() if s.last else {},
-               "peak_flops": s.peak_flops, "device": s.device, "compiled": bool(s.compiled),
+               "peak_flops": s.peak_flops, "peak_source": s.peak_source, "achievable_flops": s.achievable_flops,
+               "device": s.device, "compiled": bool(s.compiled), "environment": environment(s.device),
                "parallel": cfg.train.parallel if s.dist.enabled else "none", "world_size": s.dist.world,
                "ln_vocab": math.log(m.vocab_size), "bytes_per_token": s.dataset.bytes_per_token("val")}
     if summary["complete"] and s.dist.is_main:

@@ -31,7 +31,8 @@ class MetricsRecord:
     """Global gradient norm before clipping, at this step."""
     tokens_per_s: float = math.nan
     mfu: float = math.nan
-    """Model FLOPs utilisation against the measured matmul peak of the device."""
+    """Model FLOPs utilisation: against the datasheet's dense bf16 peak on known GPUs training in bf16,
+    else against the measured matmul peak of the device (summary.json says which: ``peak_source``)."""
     val_loss: float | None = None
     """Validation loss (nats/token); only on evaluation steps."""
     val_bpb: float | None = None
