@@ -14,7 +14,7 @@ $(BIN)/python:
 
 $(VENV)/.base: pyproject.toml | $(BIN)/python
 	$(PIP) "$(TORCH)"
-	$(PIP) -e .
+	$(PIP) -e ".[train,report]"
 	touch $@
 
 $(VENV)/.dev: $(VENV)/.base

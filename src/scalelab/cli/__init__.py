@@ -99,6 +99,20 @@ def write_fault(e: Exception) -> str | None:
             "command again (finished runs and the last good checkpoint are kept)")
 
 
+# a module a command needs -> the extra that installs it (the core fits and plans without them)
+EXTRA_OF = {"torch": "train", "tokenizers": "train", "safetensors": "train", "matplotlib": "report",
+            "plotly": "report", "transformers": "hf", "datasets": "hf", "ray": "ray", "torchao": "labs"}
+
+
+def missing_extra(e: ModuleNotFoundError) -> str | None:
+    """One line naming the extra to install, for a module that only an extra brings; else None."""
+    top = (e.name or "").split(".")[0]
+    if top not in EXTRA_OF:
+        return None
+    return (f"this command needs {top}, which the core install leaves out: pip install 'scalelab[{EXTRA_OF[top]}]' "
+            "(or 'scalelab[all]')")
+
+
 def _quiet_stdout() -> None:
     """The reader of our stdout went away (`scalelab ... | head`): send the rest nowhere."""
     devnull = os.open(os.devnull, os.O_WRONLY)
@@ -127,6 +141,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("scalelab: interrupted", file=sys.stderr)
         return 130
+    except ModuleNotFoundError as e:
+        line = missing_extra(e)
+        if line is None:
+            raise
+        print(f"scalelab: error: {line}", file=sys.stderr)
+        return 2
     except (OSError, sqlite3.OperationalError) as e:
         line = write_fault(e)
         if line is None:

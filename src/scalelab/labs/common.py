@@ -98,18 +98,13 @@ def write_report(out: Path, title: str, sections: list[tuple[str, str, list[Path
 
 
 def savefig(fig, out: Path, name: str) -> Path:
-    import matplotlib.pyplot as plt
-
     path = Path(out) / f"{name}.png"
     fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
     return path
 
 
 def pyplot():
-    import matplotlib
+    """`subplots` as pyplot has it, without pyplot (`scalelab.plotting`: the user's backend is left alone)."""
+    from scalelab import plotting
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return plotting

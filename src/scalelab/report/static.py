@@ -5,13 +5,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from matplotlib.ticker import NullFormatter
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from scalelab.report.data import ReportData  # noqa: E402
+from scalelab import plotting as plt  # pyplot's calls without pyplot: the user's backend is left alone
+from scalelab.report.data import ReportData
 
 
 def _save(fig, out: Path, name: str) -> list[Path]:
@@ -22,7 +20,6 @@ def _save(fig, out: Path, name: str) -> list[Path]:
         fig.savefig(tmp, format=ext, dpi=150, bbox_inches="tight")
         os.replace(tmp, p)
         paths.append(p)
-    plt.close(fig)
     return paths
 
 
@@ -53,7 +50,7 @@ def _tasks(d: ReportData):
             a1.scatter(h["C"], h["answer_bpb"], s=size, alpha=alpha, color="C0" if final else "gray")
             a2.scatter(h["answer_bpb"], h["exact_match"], s=size, alpha=alpha, color="C0" if final else "gray")
         a1.set(xscale="log", yscale="log", xlabel="C = 6ND", ylabel="answer bits per byte", title=name)
-        a1.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        a1.xaxis.set_minor_formatter(NullFormatter())
         a2.set(xlabel="answer bits per byte", ylabel="exact match", ylim=(-0.02, 1.02), title=name)
     fig.tight_layout()
     return fig

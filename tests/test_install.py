@@ -1,0 +1,69 @@
+"""The install: the core fits, predicts and plans without torch or the report's libraries; a command that
+needs an extra says which; the wheel builds and works in a fresh environment."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import FIXTURES
+
+# runs scalelab's CLI as if torch, tokenizers, safetensors, plotly, matplotlib and transformers were absent
+WITHOUT_EXTRAS = """
+import sys
+BLOCKED = {"torch", "tokenizers", "safetensors", "plotly", "matplotlib", "transformers", "ray"}
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+sys.meta_path.insert(0, Block())
+from scalelab.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def core(*args):
+    return subprocess.run([sys.executable, "-c", WITHOUT_EXTRAS, *map(str, args)], capture_output=True, text=True,
+                          timeout=300)
+
+
+@pytest.mark.parametrize("args", [
+    ["fit", "--example", "chinchilla", "--json"],
+    ["predict", "besiroglu2024", "--params", "1e9", "--tokens", "2e10", "--json"],
+    ["backtest", "--methods", "chinchilla", "--datasets", "gpt3", "--workers", "1", "--json"],
+    ["plan", "--compute", "1e24"],
+    ["models"],
+    ["count", str(FIXTURES / "llama-2-7b.config.json"), "--json"],
+    ["fit", "--example", "pythia-tasks", "--metric", "acc", "--via", "lambada_nll", "--json"],
+])
+def test_core_commands_need_no_torch_and_no_report_libraries(args):
+    r = core(*args)
+    assert r.returncode == 0, r.stderr[-2000:]
+
+
+def test_a_command_needing_an_extra_names_it():
+    r = core("train", "train.max_steps=1")
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        "scalelab: error: this command needs torch, which the core install leaves out: pip install "
+        "'scalelab[train]' (or 'scalelab[all]')"], r.stderr
+
+
+@pytest.mark.slow
+def test_wheel_installs_into_a_fresh_venv_and_fits(tmp_path):
+    """`python -m build` -> a wheel; a new venv with only the core's dependencies (from PyPI or pip's
+    cache) runs `scalelab fit --example chinchilla` from it."""
+    root = Path(__file__).resolve().parents[1]
+    subprocess.run([sys.executable, "-m", "build", "--wheel", "--outdir", tmp_path / "dist", root], check=True,
+                   capture_output=True, timeout=600)
+    wheel = next((tmp_path / "dist").glob("scalelab-*.whl"))
+    subprocess.run([sys.executable, "-m", "venv", tmp_path / "venv"], check=True, timeout=300)
+    py = tmp_path / "venv" / "bin" / "python"
+    subprocess.run([py, "-m", "pip", "install", "-q", str(wheel)], check=True, capture_output=True, timeout=900)
+    r = subprocess.run([tmp_path / "venv" / "bin" / "scalelab", "fit", "--example", "chinchilla"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "E" in r.stdout, r.stderr
+    has_torch = subprocess.run([py, "-c", "import torch"], capture_output=True).returncode == 0
+    assert not has_torch  # the core pulled no torch
+    r = subprocess.run([tmp_path / "venv" / "bin" / "scalelab", "--version"], capture_output=True, text=True)
+    assert r.stdout.startswith("scalelab ")
