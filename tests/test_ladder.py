@@ -218,6 +218,11 @@ def test_ladder_with_tasks_stores_and_exports_every_evaluation(tmp_path):
     assert len(df) == 2 * len(loss)  # both tasks at every evaluated point
     assert set(df["task"]) == {"addition:digits=1,format=plain", "addition:digits=2,format=plain"}
     assert df["exact_match"].between(0, 1).all() and (df["answer_bpb"] > 0).all()
+    from scalelab.ladder.progress import done_flops  # what `ladder run`'s progress bar counts: all of it
+
+    rungs, store = plan(load_spec(spec_file)), open_store(out)
+    assert done_flops(store, {r.name: r.N for r in rungs}) == pytest.approx(sum(r.C for r in rungs), rel=1e-12)
+    store.close()
     # the task loss falls as each run trains (the tasks are not in this data: only the digits and '=' help)
     first = df.sort_values("step").groupby(["run", "task"])["answer_bpb"].first()
     last = df.sort_values("step").groupby(["run", "task"])["answer_bpb"].last()

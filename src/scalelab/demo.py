@@ -13,8 +13,6 @@ Everything lands in one directory:
 from __future__ import annotations
 
 import math
-import sqlite3
-import threading
 import time
 import warnings
 from dataclasses import replace
@@ -24,13 +22,12 @@ import numpy as np
 import torch
 
 from scalelab.config import DataConfig
-from scalelab.economics.flops import train_flops_6nd
 from scalelab.errors import UserError
 from scalelab.io import atomic_write_json
 from scalelab.ladder.executors import run_ladder
 from scalelab.ladder.plan import LadderSpec, Rung, family, make_rung, plan
+from scalelab.ladder.progress import FlopsProgress
 from scalelab.ladder.results import FIT_APPROACH2, FIT_APPROACH3, FIT_SELECTED, results_table
-from scalelab.ladder.store import Store
 from scalelab.laws.fitting import fit_approach2, fit_approach3
 from scalelab.laws.methods import DEFAULT_METHOD, get_method
 from scalelab.laws.table import load_table
@@ -54,47 +51,6 @@ def holdout_rung(spec: LadderSpec, n_star: float, C: float) -> Rung:
     return make_rung(spec, c, C, prefix="holdout-")
 
 
-class _FlopsProgress:
-    """One progress bar for the whole demo, in planned FLOPs, fed by polling the store."""
-
-    def __init__(self, store_path: Path, rungs: list[Rung], extra_flops: float):
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-        self.path, self.N = store_path, {r.name: r.N for r in rungs}
-        self.prog = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
-                             TextColumn("{task.percentage:>3.0f}%"),
-                             TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), transient=False)
-        self.task = self.prog.add_task("demo", total=sum(r.C for r in rungs) + extra_flops)
-        self._stop = threading.Event()
-        self.thread = threading.Thread(target=self._poll, daemon=True)
-
-    def add(self, rungs: list[Rung]) -> None:
-        self.N.update({r.name: r.N for r in rungs})
-
-    def _poll(self):
-        while not self._stop.wait(1.0):
-            try:
-                store = Store(self.path)
-                done = 0.0
-                for row in store.conn.execute("SELECT run, MAX(tokens) AS t FROM points GROUP BY run"):
-                    done += train_flops_6nd(self.N.get(row["run"], 0), row["t"] or 0)
-                store.close()
-                self.prog.update(self.task, completed=done)
-            except sqlite3.Error:  # the store is not created yet, or busy: try again next second
-                continue
-
-    def __enter__(self):
-        self.prog.start()
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self.thread.join()
-        self.prog.update(self.task, completed=self.prog.tasks[0].total)
-        self.prog.stop()
-
-
 def run_demo(out_dir: str | Path, quick: bool = False, parallel: int = 2) -> dict:
     t0 = time.time()
     out = Path(out_dir)
@@ -106,7 +62,7 @@ def run_demo(out_dir: str | Path, quick: bool = False, parallel: int = 2) -> dic
               f"{', '.join(f'{b:.0e}' for b in spec.budgets)} FLOPs, then a held-out run at {C_hold:.0e} FLOPs\n"
               f"corpus: Python standard library (offline), byte-level BPE vocab {spec.vocab_size}, "
               f"context {spec.seq_len}; C = 6 N D, N = total parameters (tied embeddings); out: {out}")
-    with _FlopsProgress(out / "ladder.sqlite", rungs, C_hold) as bar:
+    with FlopsProgress(out / "ladder.sqlite", rungs, C_hold, description="demo") as bar:
         store = run_ladder(spec, out, parallel=parallel)
         df = results_table(store)
         table = load_table(df[~df["holdout"]].reset_index(drop=True)).finals()

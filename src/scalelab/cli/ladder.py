@@ -58,7 +58,6 @@ def cmd_plan(a) -> int:
 
 
 def cmd_run(a) -> int:
-    from scalelab.ladder.executors import run_ladder
     from scalelab.ladder.plan import load_spec
 
     spec = load_spec(a.ladder)
@@ -67,8 +66,29 @@ def cmd_run(a) -> int:
 
         spec = replace(spec, threads=a.threads)
 
+    with run_bar(spec, a.out) as bar:
+        return _run(a, spec, bar.console.print if bar else lambda line: print(line, flush=True))
+
+
+def run_bar(spec, out: str):
+    """A FLOP-weighted progress bar with ETA on a terminal (lines only when stdout is a file or pipe)."""
+    import sys
+    from contextlib import nullcontext
+
+    if not sys.stdout.isatty():
+        return nullcontext()
+    from scalelab.ladder.executors import store_path
+    from scalelab.ladder.plan import plan
+    from scalelab.ladder.progress import FlopsProgress
+
+    return FlopsProgress(store_path(Path(out)), plan(spec), description=f"ladder {out}")
+
+
+def _run(a, spec, say) -> int:
+    from scalelab.ladder.executors import run_ladder
+
     def progress(done, total, name):
-        print(f"[{done}/{total}] " + (f"finished {name}" if name else "runs done before this start"), flush=True)
+        say(f"[{done}/{total}] " + (f"finished {name}" if name else "runs done before this start"))
 
     if a.executor == "ray":
         from scalelab.ladder.ray_executor import run_ladder_ray
@@ -87,10 +107,10 @@ def cmd_run(a) -> int:
         left = [r["name"] for r in runs if r["status"] != "done"]
         if left:
             holders = sorted({f"pid {c['pid']} on {c['host']}" for c in claims}) or ["nobody (they failed)"]
-            print(f"{len(left)} of {len(runs)} runs are not done; units in the hands of {', '.join(holders)}; "
-                  f"`scalelab ladder status {a.out}` shows them")
+            say(f"{len(left)} of {len(runs)} runs are not done; units in the hands of {', '.join(holders)}; "
+                f"`scalelab ladder status {a.out}` shows them")
             return 0
-    print(f"ladder complete -> {a.out}; `scalelab ladder export {a.out} --out runs.csv`")
+    say(f"ladder complete -> {a.out}; `scalelab ladder export {a.out} --out runs.csv`")
     return 0
 
 
