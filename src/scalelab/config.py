@@ -19,6 +19,7 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from scalelab.data.tasks import parse_task
 from scalelab.errors import UserError
 from scalelab.io import read_config_file
 from scalelab.model.config import ModelConfig, MoEConfig
@@ -144,11 +145,8 @@ class TasksConfig:
     """greedy decoding budget per answer (exact match)."""
 
     def validate(self) -> TasksConfig:
-        if self.names:  # imported only then: the task module reads data (and torch) that plans do not need
-            from scalelab.data.tasks import parse_task
-
-            for name in self.names:
-                parse_task(name)
+        for name in self.names:
+            parse_task(name)
         if not 0 <= self.train_fraction < 1:
             raise UserError(f"tasks.train_fraction must be in [0, 1), got {self.train_fraction}")
         if self.train_fraction > 0 and not self.names:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import tempfile
 import tomllib
@@ -130,3 +131,35 @@ def hold_lock(path: str | Path, what: str, shared: bool = False):
     finally:
         fcntl.flock(f, fcntl.LOCK_UN)
         f.close()
+
+
+def build_atomically(out: Path, fill) -> Path:
+    """Return dataset directory ``out``, first building it with ``fill(tmp_dir)`` if it has no manifest:
+    built in a hidden sibling and renamed into place, so a crash never leaves a half-written dataset and
+    two processes building the same one both end with a complete copy."""
+    out = Path(out)
+    if (out / "manifest.json").exists():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _remove_orphans(out.parent)
+    tmp = Path(tempfile.mkdtemp(prefix=f".build-{os.getpid()}@{socket.gethostname()}-", dir=out.parent))
+    try:
+        fill(tmp)
+        try:
+            os.rename(tmp, out)
+        except OSError:  # another process finished the same dataset first: use theirs
+            shutil.rmtree(tmp, ignore_errors=True)
+        return out
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _remove_orphans(parent: Path) -> None:
+    """Remove the half-built datasets of builders on this machine that were killed (the pid and host
+    in the folder's name: ``.build-PID@HOST-random``), so that killed builds do not pile up."""
+    for d in parent.glob(".build-*@*-*"):
+        pid, _, rest = d.name[len(".build-"):].partition("@")
+        # another machine's folder (a cache on a shared filesystem) is not ours to judge
+        if rest.rsplit("-", 1)[0] == socket.gethostname() and pid.isdigit() and not process_alive(int(pid)):
+            shutil.rmtree(d, ignore_errors=True)

@@ -15,10 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import socket
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,9 +22,10 @@ import numpy as np
 import torch
 
 from scalelab.data.corpora import corpus_fingerprint, is_validation, iter_corpus
+from scalelab.data.tasks import mix_documents
 from scalelab.data.tokenizer import EOT, cache_dir, load_tokenizer, save_atomic, train_bpe
 from scalelab.errors import UserError
-from scalelab.io import process_alive
+from scalelab.io import build_atomically
 
 FORMAT_VERSION = 1
 
@@ -70,8 +67,6 @@ def _task_fingerprint(names: tuple[str, ...]) -> list[str]:
 
 def _docs(spec: DataSpec):
     if spec.task_fraction > 0:
-        from scalelab.data.tasks import mix_documents
-
         yield from mix_documents(_corpus_docs(spec), spec.tasks, spec.task_fraction, spec.task_heldout)
     else:
         yield from _corpus_docs(spec)
@@ -84,38 +79,6 @@ def _corpus_docs(spec: DataSpec):
         total += len(text.encode("utf-8", errors="replace"))
         if spec.max_bytes and total >= spec.max_bytes:
             return
-
-
-def build_atomically(out: Path, fill) -> Path:
-    """Return dataset directory ``out``, first building it with ``fill(tmp_dir)`` if it has no manifest:
-    built in a hidden sibling and renamed into place, so a crash never leaves a half-written dataset and
-    two processes building the same one both end with a complete copy."""
-    out = Path(out)
-    if (out / "manifest.json").exists():
-        return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    _remove_orphans(out.parent)
-    tmp = Path(tempfile.mkdtemp(prefix=f".build-{os.getpid()}@{socket.gethostname()}-", dir=out.parent))
-    try:
-        fill(tmp)
-        try:
-            os.rename(tmp, out)
-        except OSError:  # another process finished the same dataset first: use theirs
-            shutil.rmtree(tmp, ignore_errors=True)
-        return out
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def _remove_orphans(parent: Path) -> None:
-    """Remove the half-built datasets of builders on this machine that were killed (the pid and host
-    in the folder's name: ``.build-PID@HOST-random``), so that killed builds do not pile up."""
-    for d in parent.glob(".build-*@*-*"):
-        pid, _, rest = d.name[len(".build-"):].partition("@")
-        # another machine's folder (a cache on a shared filesystem) is not ours to judge
-        if rest.rsplit("-", 1)[0] == socket.gethostname() and pid.isdigit() and not process_alive(int(pid)):
-            shutil.rmtree(d, ignore_errors=True)
 
 
 def build_dataset(spec: DataSpec, root: Path | None = None, log=print) -> Path:

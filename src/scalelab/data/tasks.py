@@ -32,8 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
-from scalelab.data.shards import build_atomically
 from scalelab.errors import UserError
+from scalelab.io import build_atomically
 
 EOT = "<|endoftext|>"
 ALPHABET = "\n 0123456789+-*=,;:?.abcdefghijklmnopqrstuvwxyz"

@@ -19,6 +19,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from scalelab import plotting
 from scalelab.config import load_dict
 from scalelab.data.shards import TokenDataset
 from scalelab.data.tasks import CHAR_VOCAB_SIZE, TaskMix, build_task_dataset
@@ -105,6 +106,4 @@ def savefig(fig, out: Path, name: str) -> Path:
 
 def pyplot():
     """`subplots` as pyplot has it, without pyplot (`scalelab.plotting`: the user's backend is left alone)."""
-    from scalelab import plotting
-
     return plotting

@@ -31,7 +31,9 @@ import torch
 
 from scalelab.config import RunConfig
 from scalelab.data.shards import TokenDataset
+from scalelab.economics.hardware import hardware_for_device
 from scalelab.errors import Diverged, UserError
+from scalelab.evaluate.during import TaskEvaluator
 from scalelab.io import hold_lock
 from scalelab.model.transformer import Transformer
 from scalelab.provenance import environment
@@ -165,8 +167,6 @@ def datasheet_peak(device: str, amp) -> float:
     torchtitan and PaLM's MFU use (0 elsewhere: the measured matmul peak is used)."""
     if not device.startswith("cuda") or amp is None:
         return 0.0
-    from scalelab.economics.hardware import hardware_for_device
-
     hw = hardware_for_device(torch.cuda.get_device_name(device))
     return hw.peak_bf16_flops if hw else 0.0
 
@@ -174,8 +174,6 @@ def datasheet_peak(device: str, amp) -> float:
 def task_evaluator(cfg: RunConfig, ds: TokenDataset):
     if not cfg.tasks.names:
         return None
-    from scalelab.evaluate.during import TaskEvaluator
-
     return TaskEvaluator(cfg.tasks, ds.tokenizer())
 
 
