@@ -232,3 +232,20 @@ def test_ladder_with_tasks_stores_and_exports_every_evaluation(tmp_path):
     assert "fig-tasks" in (out / "report.html").read_text() and (tmp_path / "png" / "tasks.png").exists()
     r = run_cli("ladder", "export", tmp_path / "nowhere", "--out", csv, "--tasks")
     assert r.returncode == 2 and "no ladder" in r.stderr
+
+
+@pytest.mark.slow
+def test_tracked_ladder_is_one_mlflow_experiment_with_a_run_per_rung(tmp_path, monkeypatch):
+    pytest.importorskip("tensorboard")
+    mlflow = pytest.importorskip("mlflow")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    spec_file = tiny_spec(tmp_path, sizes=1)
+    spec_file.write_text(spec_file.read_text().replace("[ladder]", '[ladder]\nloggers = ["tensorboard", "mlflow"]'))
+    out = tmp_path / "tracked"
+    r = run_cli("ladder", "run", spec_file, "--out", out)
+    assert r.returncode == 0, r.stderr
+    names = {r.name for r in plan(load_spec(spec_file))}
+    mlflow.set_tracking_uri(f"sqlite:///{out / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["tracked"], output_format="list")
+    assert {r.info.run_name for r in runs} == names and all(r.data.tags["ladder"] == str(out) for r in runs)
+    assert all(any((out / "runs" / n / "tensorboard").glob("events.out.tfevents.*")) for n in names)

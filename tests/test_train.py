@@ -166,3 +166,33 @@ def test_compile_auto_decision():
     assert not compile_pays_off(1e6, 1e6, peak)  # a 1e12-FLOP run: seconds, not worth 15-30 s of compiling
     assert not compile_pays_off(1e7, 1e6, peak)  # ~2 min at 30% MFU: still not worth it
     assert compile_pays_off(1e9, 1e7, peak)  # 1e16 FLOPs: hours
+
+
+def test_trackers_read_back_what_the_run_recorded_and_resume_in_place(small_cfg, small_dataset, tmp_path,
+                                                                     monkeypatch):
+    """TensorBoard's and MLflow's own readers see every record of metrics.jsonl; a killed and resumed run
+    continues the same MLflow run and TensorBoard keeps one value per step."""
+    pytest.importorskip("tensorboard")
+    mlflow = pytest.importorskip("mlflow")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    cfg = small_cfg("train.max_steps=24", "train.eval_every=8", "train.log_every=4",
+                    "train.loggers=tensorboard,mlflow")
+    train(cfg, tmp_path, dataset=small_dataset, hooks=StopAt(12))
+    train(cfg, tmp_path, dataset=small_dataset, resume=True)
+    recs = _records(tmp_path)
+    ev = EventAccumulator(str(tmp_path / "tensorboard"))
+    ev.Reload()
+    tb = ev.Scalars("train_loss")
+    assert [e.step for e in tb] == [r["step"] for r in recs]  # 12 -> 24 resumed: no step twice
+    assert [e.value for e in tb] == pytest.approx([r["train_loss"] for r in recs], rel=1e-6)
+    assert [e.step for e in ev.Scalars("val_loss")] == [r["step"] for r in recs if "val_loss" in r]
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["scalelab"], output_format="list")
+    assert len(runs) == 1 and runs[0].info.run_name == tmp_path.name
+    assert runs[0].data.params["model.d_model"] == "64" and runs[0].data.params["train.max_steps"] == "24"
+    hist = mlflow.MlflowClient().get_metric_history(runs[0].info.run_id, "train_loss")
+    by_step = {m.step: m.value for m in hist}  # resumed steps 13-24 logged once more: same values
+    assert sorted(by_step) == [r["step"] for r in recs]
+    assert [by_step[r["step"]] for r in recs] == pytest.approx([r["train_loss"] for r in recs], rel=1e-9)

@@ -122,6 +122,8 @@ class TrainConfig:
     """stop when loss > factor * ln(vocab) or is not finite."""
     progress: bool = True
     """a progress bar on the terminal."""
+    loggers: tuple[str, ...] = ()
+    """experiment trackers fed every record: tensorboard, mlflow (train/tracking.py; pip install 'scalelab[track]')."""
 
     @property
     def tokens_per_step(self) -> int:
@@ -188,6 +190,9 @@ class RunConfig:
             raise UserError("schedule.min_lr_ratio must be in [0, 1], decay_frac in (0, 1], warmup_frac in [0, 1)")
         if self.optim.lr <= 0:
             raise UserError(f"optim.lr must be > 0, got {self.optim.lr}")
+        unknown = set(t.loggers) - {"tensorboard", "mlflow"}
+        if unknown:
+            raise UserError(f"train.loggers: unknown tracker {sorted(unknown)[0]!r}; choose from tensorboard, mlflow")
         for name, allowed in (("device", ("auto", "cpu", "cuda", "mps")), ("dtype", ("auto", "fp32", "bf16")),
                               ("compile", ("auto", "on", "off")), ("parallel", ("ddp", "fsdp"))):
             if getattr(t, name) not in allowed and not (name == "device" and t.device.startswith("cuda:")):

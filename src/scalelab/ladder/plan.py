@@ -52,6 +52,8 @@ class LadderSpec:
     eval_tokens: int = 32768
     evals_per_run: int = 4
     wsd_decay_frac: float = 0.2
+    loggers: tuple[str, ...] = ()
+    """experiment trackers for every rung (train.loggers): one tracked run per rung, grouped by ladder."""
     data: DataConfig = field(default_factory=lambda: DataConfig(max_bytes=0, tokenizer_train_bytes=4_000_000))
     tasks: TasksConfig = field(default_factory=TasksConfig)
     """tasks every rung is evaluated on at each evaluation (and mixed into the data at train_fraction)."""
@@ -196,7 +198,7 @@ def run_config(spec: LadderSpec, model: ModelConfig, r: Recipe, decay_start: int
     train = TrainConfig(batch_size=r.batch_size, seq_len=spec.seq_len, max_steps=r.steps,
                         max_tokens=r.tokens(spec.seq_len), eval_every=max(1, r.steps // evals),
                         eval_tokens=spec.eval_tokens, log_every=max(1, min(25, r.steps // 10)), seed=spec.seed,
-                        threads=spec.threads, progress=False, keep_checkpoints=1)
+                        threads=spec.threads, progress=False, keep_checkpoints=1, loggers=spec.loggers)
     return RunConfig(model=model, data=spec.data, optim=OptimConfig(lr=r.lr), schedule=schedule,
                      train=train, tasks=spec.tasks).validate()
 

@@ -40,12 +40,13 @@ from scalelab.provenance import environment
 from scalelab.train import distributed as parallel
 from scalelab.train.checkpoint import keep_copy, load_checkpoint, save_checkpoint
 from scalelab.train.data import load_dataset
-from scalelab.train.hooks import Hooks
+from scalelab.train.hooks import Chain, Hooks
 from scalelab.train.metrics import bits_per_byte, matmul_peak_flops
 from scalelab.train.optim import build_optimizer
 from scalelab.train.records import MetricsRecord, MetricsWriter
 from scalelab.train.rundir import RunDir
 from scalelab.train.schedule import lr_at
+from scalelab.train.tracking import open_trackers
 
 
 def resolve_device(cfg: RunConfig) -> tuple[str, torch.dtype | None, bool]:
@@ -317,6 +318,7 @@ def _train(cfg: RunConfig, run: RunDir, resume: bool, dataset, hooks: Hooks, bra
     policy = CheckpointPolicy(total, t.log_every, t.eval_every, t.checkpoint_every, frozenset(branch_points))
     metrics = MetricsWriter(run.metrics_file, resume_step=s.start_step if s.start_step else None) if main else None
     s.last = metrics.kept[-1] if metrics and metrics.kept else None
+    hooks = Chain(hooks, *open_trackers(cfg, run, s.start_step)) if main else hooks
     bar = _Bar(t.progress and main, total, s.start_step)
     window, end = Window(torch.zeros((), device=s.device)), total
     s.model.train()
@@ -338,6 +340,7 @@ def _train(cfg: RunConfig, run: RunDir, resume: bool, dataset, hooks: Hooks, bra
                 break
     finally:
         bar.stop()
+        hooks.close()
         if metrics:
             metrics.close()
     return _finish(s, end)
