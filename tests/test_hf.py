@@ -110,3 +110,46 @@ def test_transformers_generation_stops_at_the_exported_eos(exported):
     assert out.shape[1] == ids.shape[1] + 1 and out[0, -1].item() == tok.eos_token_id
     gen = transformers.pipeline("text-generation", model=model, tokenizer=tok, device="cpu")
     assert gen("def ", max_new_tokens=20, do_sample=False)[0]["generated_text"] == "def "
+
+
+def test_train_starts_from_a_local_hf_checkpoint_with_its_tokenizer(tmp_path):
+    """`model.init_from=DIR`: the architecture, the weights and the tokenizer (here one whose end of text is
+    Llama 2's `</s>`) come from a Hugging Face checkpoint made locally; a model key that contradicts it
+    is a one-line error."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    from conftest import SMALL_DATA, TINY_MODEL
+    from scalelab.config import load_config
+    from scalelab.train.loop import train
+    from scalelab.train.runner import load_run
+
+    ckpt = tmp_path / "tiny-llama"
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer, tok.decoder = pre_tokenizers.ByteLevel(add_prefix_space=False), decoders.ByteLevel()
+    tok.train_from_iterator(["def f(x):\n    return x + 1\n" * 200, "import os\nclass A:\n    pass\n" * 200],
+                            trainers.BpeTrainer(vocab_size=300, special_tokens=["</s>"], show_progress=False,
+                                                initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    cfg = transformers.LlamaConfig(vocab_size=tok.get_vocab_size(), hidden_size=64, intermediate_size=160,
+                                   num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                   max_position_embeddings=128, tie_word_embeddings=False)
+    torch.manual_seed(0)
+    theirs = transformers.LlamaForCausalLM(cfg).eval()
+    theirs.save_pretrained(ckpt)
+    tok.save(str(ckpt / "tokenizer.json"))
+    data = [o for o in SMALL_DATA if not o.startswith("model.")]
+    run_cfg = load_config(None, data + [f"model.init_from={ckpt}", "model.max_seq_len=64", "train.seq_len=64",
+                                        "train.batch_size=4", "train.max_steps=2", "optim.lr=1e-12",
+                                        "optim.weight_decay=0", "train.progress=false", "train.eval_tokens=2048"])
+    V = tok.get_vocab_size()
+    assert (run_cfg.model.d_model, run_cfg.model.n_kv_heads, run_cfg.model.vocab_size) == (64, 2, V)
+    train(run_cfg, tmp_path / "run")
+    assert (tmp_path / "run" / "tokenizer.json").read_bytes() == (ckpt / "tokenizer.json").read_bytes()
+    ours, _, _ = load_run(tmp_path / "run")
+    x = torch.randint(0, V, (2, 32))
+    with torch.no_grad():
+        assert (ours(x).logits - theirs(x).logits).abs().max().item() < 1e-4  # it started from their weights
+    with pytest.raises(UserError, match=r"model.d_model=128 contradicts model.init_from"):
+        load_config(None, [f"model.init_from={ckpt}", "model.d_model=128"])
+    with pytest.raises(UserError, match="not a folder"):
+        load_config(None, [f"model.init_from={tmp_path / 'nowhere'}"])
+    assert TINY_MODEL  # (the usual tiny shape is not used: the checkpoint decides the shape)

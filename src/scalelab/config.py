@@ -23,6 +23,7 @@ from scalelab.data.tasks import parse_task
 from scalelab.errors import UserError
 from scalelab.io import read_config_file
 from scalelab.model.config import ModelConfig, MoEConfig
+from scalelab.model.hf import config_from_hf
 from scalelab.typed import build, is_optional, parse_text, section_type
 
 
@@ -42,6 +43,9 @@ class DataConfig:
     """cap on corpus bytes read (0 = all)."""
     tokenizer_train_bytes: int = 8_000_000
     """corpus bytes the BPE tokenizer is trained on."""
+    tokenizer: str = ""
+    """an existing tokenizer to train with: a tokenizer.json (Hugging Face `tokenizers` format, e.g. of
+    GPT-NeoX or Llama 3) or a folder holding one; '' = train a byte-level BPE of model.vocab_size."""
     val_fraction: float = 0.03
     """fraction of documents (by a hash of their id) held out for validation."""
     shard_tokens: int = 50_000_000
@@ -247,7 +251,39 @@ def _set_path(data: dict, parts: list[str], text: str) -> None:
 
 
 def load_dict(data: dict) -> RunConfig:
-    return build(RunConfig, data).validate()
+    return build(RunConfig, resolve_init_from(data)).validate()
+
+
+# model keys a run may set differently from the checkpoint it starts from
+INIT_FROM_FREE = ("init_from", "max_seq_len", "init_std")
+
+
+def resolve_init_from(data: dict) -> dict:
+    """A config whose [model] names ``init_from``: the architecture is the checkpoint's (its config.json),
+    and the data is tokenized with its tokenizer.json unless data.tokenizer says otherwise. A model key
+    that contradicts the checkpoint is an error. A resolved config (a run's config.json) whose checkpoint
+    folder has since gone is kept as it is: the run's own checkpoints hold its weights."""
+    model = dict(data.get("model") or {})
+    src = model.get("init_from")
+    if not src or (not Path(src).expanduser().exists() and set(_arch_keys()) <= set(model)):
+        return data
+    if not Path(src).expanduser().is_dir():
+        raise UserError(f"model.init_from: {src} is not a folder (a Hugging Face checkpoint: config.json + "
+                        "*.safetensors)")
+    arch = dataclasses.asdict(config_from_hf(Path(src).expanduser()))
+    for k, v in model.items():
+        if k not in INIT_FROM_FREE and arch.get(k, object()) != v:
+            raise UserError(f"model.{k}={v!r} contradicts model.init_from={src} ({k}={arch.get(k)!r}); "
+                            "remove it: the checkpoint sets the architecture")
+    out = {**data, "model": {**arch, **{k: model[k] for k in INIT_FROM_FREE if k in model}}}
+    tok = Path(src).expanduser() / "tokenizer.json"
+    if tok.exists() and not (data.get("data") or {}).get("tokenizer"):
+        out["data"] = {**(data.get("data") or {}), "tokenizer": str(tok)}
+    return out
+
+
+def _arch_keys() -> list[str]:
+    return [f.name for f in dataclasses.fields(ModelConfig) if f.name not in INIT_FROM_FREE]
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:

@@ -23,7 +23,7 @@ import torch
 
 from scalelab.data.corpora import corpus_fingerprint, is_validation, iter_corpus
 from scalelab.data.tasks import mix_documents
-from scalelab.data.tokenizer import EOT, cache_dir, load_tokenizer, save_atomic, train_bpe
+from scalelab.data.tokenizer import cache_dir, end_of_text, load_tokenizer, save_atomic, tokenizer_file, train_bpe
 from scalelab.errors import UserError
 from scalelab.io import build_atomically
 
@@ -48,6 +48,8 @@ class DataSpec:
     never the ``task_heldout`` problems per task that runs are evaluated on."""
     task_fraction: float = 0.0
     task_heldout: int = 0
+    tokenizer: str = ""
+    """an existing tokenizer.json to encode with ('' = train a byte-level BPE of ``vocab_size``)."""
 
     def key(self) -> str:
         fp = corpus_fingerprint(self.corpus, self.text_field, self.max_bytes or None, self.hf_split,
@@ -56,6 +58,8 @@ class DataSpec:
                  self.tokenizer_train_bytes, self.val_fraction, self.shard_tokens]
         if self.task_fraction > 0:  # (keys of datasets without tasks are unchanged)
             parts += [_task_fingerprint(self.tasks), self.task_fraction, self.task_heldout]
+        if self.tokenizer:  # its content, not its path; the vocabulary is the tokenizer's
+            parts[2] = hashlib.sha256(tokenizer_file(self.tokenizer).read_bytes()).hexdigest()[:16]
         return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
 
 
@@ -88,17 +92,7 @@ def build_dataset(spec: DataSpec, root: Path | None = None, log=print) -> Path:
 
     def fill(tmp: Path) -> None:
         log(f"building dataset {out.name} from corpus {spec.corpus!r} (vocab {spec.vocab_size}) ...")
-        train_texts, budget = [], spec.tokenizer_train_bytes
-        for doc_id, text in _docs(spec):
-            if budget <= 0:
-                break
-            if not is_validation(doc_id, spec.val_fraction):
-                train_texts.append(text)
-                budget -= len(text.encode("utf-8", errors="replace"))
-        if not train_texts:
-            raise UserError(f"data.corpus {spec.corpus!r} yielded no training text")
-        tok = train_bpe(train_texts, spec.vocab_size)
-        del train_texts
+        tok = load_tokenizer(tokenizer_file(spec.tokenizer)) if spec.tokenizer else _train_tokenizer(spec)
         save_atomic(tok, tmp / "tokenizer.json")
         manifest = _write_shards(spec, tok, tmp)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
@@ -106,8 +100,22 @@ def build_dataset(spec: DataSpec, root: Path | None = None, log=print) -> Path:
     return build_atomically(out, fill)
 
 
+def _train_tokenizer(spec: DataSpec):
+    """A byte-level BPE of ``spec.vocab_size`` trained on the first ``tokenizer_train_bytes`` of training text."""
+    train_texts, budget = [], spec.tokenizer_train_bytes
+    for doc_id, text in _docs(spec):
+        if budget <= 0:
+            break
+        if not is_validation(doc_id, spec.val_fraction):
+            train_texts.append(text)
+            budget -= len(text.encode("utf-8", errors="replace"))
+    if not train_texts:
+        raise UserError(f"data.corpus {spec.corpus!r} yielded no training text")
+    return train_bpe(train_texts, spec.vocab_size)
+
+
 def _write_shards(spec: DataSpec, tok, out: Path) -> dict:
-    eot = tok.token_to_id(EOT)
+    eot = end_of_text(tok)[1]
     dtype = np.uint16 if tok.get_vocab_size() <= 65536 else np.uint32
     splits = {s: {"shards": [], "num_tokens": 0, "num_bytes": 0, "num_docs": 0} for s in ("train", "val")}
     handles: dict[str, tuple] = {}

@@ -1,7 +1,9 @@
-"""Byte-level BPE tokenizer trained locally with Hugging Face `tokenizers`, cached by content hash.
+"""Byte-level BPE tokenizer trained locally with Hugging Face `tokenizers`, cached by content hash, or
+an existing one (`data.tokenizer`: a `tokenizer.json` of GPT-NeoX, Llama 3, ...).
 
 Byte-level means any UTF-8 text round-trips exactly (no unknown token). The special token
-``<|endoftext|>`` (id 0) separates documents in the token stream.
+``<|endoftext|>`` (id 0) separates documents in the token stream; an existing tokenizer's own
+end-of-text token does (the first of `END_OF_TEXT` it has).
 """
 
 from __future__ import annotations
@@ -10,16 +12,21 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from scalelab.errors import UserError
 
 EOT = "<|endoftext|>"
+# end-of-text tokens of common tokenizers: GPT-2 / GPT-NeoX / Qwen, Llama 3, Llama 2 / Mistral, Gemma
+END_OF_TEXT = (EOT, "<|end_of_text|>", "</s>", "<eos>")
 
 
 def cache_dir() -> Path:
     return Path(os.environ.get("SCALELAB_CACHE", Path.home() / ".cache" / "scalelab"))
 
 
-def train_bpe(texts: Iterable[str], vocab_size: int) -> Tokenizer:
+def train_bpe(texts: Iterable[str], vocab_size: int):
+    """A byte-level BPE of ``vocab_size`` tokens (a `tokenizers.Tokenizer`), ``<|endoftext|>`` first."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers  # the [train] extra
+
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -29,11 +36,32 @@ def train_bpe(texts: Iterable[str], vocab_size: int) -> Tokenizer:
     return tok
 
 
-def load_tokenizer(path: str | Path) -> Tokenizer:
+def load_tokenizer(path: str | Path):
+    from tokenizers import Tokenizer
+
     return Tokenizer.from_file(str(path))
 
 
-def save_atomic(tok: Tokenizer, path: Path) -> None:
+def tokenizer_file(path: str | Path) -> Path:
+    """``path`` if it is a file, else its ``tokenizer.json``; a UserError naming `data.tokenizer` if absent."""
+    p = Path(path).expanduser()
+    f = p / "tokenizer.json" if p.is_dir() else p
+    if not f.is_file():
+        raise UserError(f"data.tokenizer: {path} is not a tokenizer.json (nor a folder holding one)")
+    return f
+
+
+def end_of_text(tok) -> tuple[str, int]:
+    """(token, id) that ends a text: the first of `END_OF_TEXT` in the vocabulary."""
+    for t in END_OF_TEXT:
+        i = tok.token_to_id(t)
+        if i is not None:
+            return t, i
+    raise UserError(f"the tokenizer has none of the end-of-text tokens {', '.join(END_OF_TEXT)}: documents "
+                    "could not be separated nor generation stopped; add one to it")
+
+
+def save_atomic(tok, path: Path) -> None:
     tmp = path.with_suffix(".tmp")
     tok.save(str(tmp))
     os.replace(tmp, path)

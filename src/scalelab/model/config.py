@@ -81,6 +81,10 @@ class ModelConfig:
     norm_eps: float = 1e-5
     init_std: float = 0.02
     moe: MoEConfig | None = None
+    init_from: str = ""
+    """a Hugging Face Llama / Mistral / Mixtral checkpoint folder to start from: its config.json sets the
+    architecture (model keys that disagree are an error; max_seq_len may be lowered), its safetensors
+    the initial weights, its tokenizer.json the data's tokenizer (config.py `resolve_init_from`)."""
 
     # ---- derived shapes -------------------------------------------------------------------
     def __post_init__(self) -> None:

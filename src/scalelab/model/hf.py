@@ -14,11 +14,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from scalelab.data.tokenizer import end_of_text
 from scalelab.errors import UserError
 from scalelab.io import atomic_write_text, read_config_file
 from scalelab.model.config import ModelConfig, MoEConfig
-
-EOT = "<|endoftext|>"
 
 SUPPORTED = {"llama", "mistral", "mixtral"}
 
@@ -92,11 +91,8 @@ def config_to_hf(cfg: ModelConfig, eot_id: int | None = None) -> dict:
 
 
 def eot_id(tokenizer) -> int:
-    """The id of ``<|endoftext|>`` in a `tokenizers.Tokenizer` (a UserError if it has none)."""
-    i = tokenizer.token_to_id(EOT)
-    if i is None:
-        raise UserError(f"the run's tokenizer has no {EOT} token; it cannot mark where a text ends")
-    return i
+    """The id of the tokenizer's end-of-text token (`data.tokenizer.end_of_text`)."""
+    return end_of_text(tokenizer)[1]
 
 
 def save_tokenizer_files(tokenizer, out: Path, model_max_length: int) -> list[str]:
@@ -107,13 +103,15 @@ def save_tokenizer_files(tokenizer, out: Path, model_max_length: int) -> list[st
         from transformers import PreTrainedTokenizerFast
     except ImportError:
         tokenizer.save(str(out / "tokenizer.json"))
-        special = {"bos_token": EOT, "eos_token": EOT, "pad_token": EOT}
+        eot = end_of_text(tokenizer)[0]
+        special = {"bos_token": eot, "eos_token": eot, "pad_token": eot}
         atomic_write_text(out / "tokenizer_config.json", json.dumps(
             {**special, "tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": model_max_length,
              "add_bos_token": False, "add_eos_token": False, "clean_up_tokenization_spaces": False}, indent=2))
         atomic_write_text(out / "special_tokens_map.json", json.dumps(special, indent=2))
     else:
-        fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token=EOT, eos_token=EOT, pad_token=EOT,
+        eot = end_of_text(tokenizer)[0]
+        fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token=eot, eos_token=eot, pad_token=eot,
                                        model_max_length=model_max_length, clean_up_tokenization_spaces=False)
         fast.save_pretrained(str(out))
     return ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"]

@@ -47,15 +47,20 @@ def save_hf(model, out_dir: str | Path, tokenizer=None) -> list[str]:
 
 def load_hf(path: str | Path):
     """Build one of our models from an HF directory in the original Llama / Mixtral layout."""
+    model = Transformer(config_from_hf(Path(path)))
+    return load_hf_into(model, path)
+
+
+def load_hf_into(model, path: str | Path):
+    """Copy an HF directory's weights (original Llama / Mixtral layout) into ``model``, whose config must
+    match the directory's; returns the model."""
     path = Path(path)
-    cfg = config_from_hf(path)
     files = sorted(path.glob("*.safetensors"))
     if not files:
         raise UserError(f"no *.safetensors weights in {path}")
     sd = {}
     for f in files:
         sd.update(load_file(str(f)))
-    model = Transformer(cfg)
     targets = _param_views(model)
     missing = [k for k in targets if k not in sd]
     if missing:

@@ -14,7 +14,7 @@ def data_spec(cfg: RunConfig) -> DataSpec:
     return DataSpec(corpus=d.corpus, vocab_size=cfg.model.vocab_size, text_field=d.text_field,
                     hf_split=d.hf_split, hf_data_files=d.hf_data_files, max_bytes=d.max_bytes,
                     tokenizer_train_bytes=d.tokenizer_train_bytes, val_fraction=d.val_fraction,
-                    shard_tokens=d.shard_tokens, **mixed)
+                    shard_tokens=d.shard_tokens, tokenizer=d.tokenizer, **mixed)
 
 
 def load_dataset(cfg: RunConfig, log=print) -> TokenDataset:

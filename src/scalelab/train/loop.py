@@ -35,6 +35,7 @@ from scalelab.economics.hardware import hardware_for_device
 from scalelab.errors import Diverged, UserError
 from scalelab.evaluate.during import TaskEvaluator
 from scalelab.io import hold_lock
+from scalelab.model.hf_weights import load_hf_into
 from scalelab.model.transformer import Transformer
 from scalelab.provenance import environment
 from scalelab.train import distributed as parallel
@@ -151,6 +152,8 @@ def setup(cfg: RunConfig, run: RunDir, resume: bool, dataset: TokenDataset | Non
     model = Transformer(cfg.model).to(device)
     fsdp = dist.enabled and t.parallel == "fsdp"
     ckpt = run.latest_checkpoint() if resume else None
+    if cfg.model.init_from and ckpt is None:  # a Hugging Face checkpoint's weights (config.py resolve_init_from)
+        load_hf_into(model, cfg.model.init_from)
     loaded = load_checkpoint(ckpt, model) if ckpt is not None and fsdp else None  # FSDP: before sharding
     module = parallel.wrap(model, t.parallel, dist, device)
     optimizer = build_optimizer(model, cfg.optim)
