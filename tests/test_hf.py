@@ -153,3 +153,86 @@ def test_train_starts_from_a_local_hf_checkpoint_with_its_tokenizer(tmp_path):
     with pytest.raises(UserError, match="not a folder"):
         load_config(None, [f"model.init_from={tmp_path / 'nowhere'}"])
     assert TINY_MODEL  # (the usual tiny shape is not used: the checkpoint decides the shape)
+
+
+class _Req:  # what lm-evaluation-harness hands a model: an Instance's args
+    def __init__(self, *args):
+        self.args = args
+
+
+def test_lm_eval_adapter_scores_like_transformers_on_the_exported_model(exported):
+    """`ScalelabLM` (our model, our tokenizer) gives the log-likelihoods the exported checkpoint gives in
+    transformers, computed here by hand: a reference implementation of the harness's request types."""
+    pytest.importorskip("lm_eval")
+    from scalelab.evaluate.benchmarks import ScalelabLM
+    from scalelab.train.runner import load_run
+
+    run, hf = exported
+    model, _, tok = load_run(run)
+    lm = ScalelabLM(model, tok, batch_size=2)
+    theirs = transformers.AutoModelForCausalLM.from_pretrained(hf).eval()
+    htok = transformers.AutoTokenizer.from_pretrained(hf)
+    pairs = [("def f(x):", " return x"), ("import", " os"), ("", "class A:"), ("x = 1 ", "+ 2")]
+    got = lm.loglikelihood([_Req(c, t) for c, t in pairs])
+    for (c, t), (lp, _) in zip(pairs, got):
+        c2, t2 = (c.rstrip(), c[len(c.rstrip()):] + t)  # the harness moves trailing spaces to the continuation
+        ctx = htok(c2)["input_ids"] or [htok.eos_token_id]
+        whole = htok(c2 + t2)["input_ids"]
+        ids = ctx + whole[len(ctx):] if c2 else ctx + whole
+        with torch.no_grad():
+            logp = torch.log_softmax(theirs(torch.tensor([ids])).logits[0].float(), -1)
+        n = len(ids) - len(ctx)
+        ref = sum(logp[len(ctx) - 1 + i, ids[len(ctx) + i]].item() for i in range(n))
+        assert lp == pytest.approx(ref, abs=1e-3), (c, t)
+    text = "def g(y):\n    return y * 2\n"
+    ids = [htok.eos_token_id] + htok(text)["input_ids"]
+    with torch.no_grad():
+        logp = torch.log_softmax(theirs(torch.tensor([ids])).logits[0].float(), -1)
+    ref = sum(logp[i, ids[i + 1]].item() for i in range(len(ids) - 1))
+    assert lm.loglikelihood_rolling([_Req(text)])[0] == pytest.approx(ref, abs=1e-3)
+
+
+def _toy_tasks(folder):
+    """Two local harness tasks over tests/fixtures/lm_eval/sums.jsonl: multiple choice and generation."""
+    from conftest import FIXTURES
+
+    data = FIXTURES / "lm_eval" / "sums.jsonl"
+    common = f"dataset_path: json\ndataset_kwargs:\n  data_files:\n    test: {data}\ntest_split: test\n" \
+             "doc_to_text: \"{{question}}\"\ntarget_delimiter: \"\"\n"
+    (folder / "mc.yaml").write_text("task: toy_sums\n" + common + "output_type: multiple_choice\n"
+                                      "doc_to_choice: \"{{choices}}\"\ndoc_to_target: \"{{label}}\"\n"
+                                      "metric_list:\n  - metric: acc\n")
+    (folder / "gen.yaml").write_text("task: toy_sums_gen\n" + common + "output_type: generate_until\n"
+                                       "doc_to_target: \"{{answer}}\"\ngeneration_kwargs:\n  until: [\"\\n\"]\n"
+                                       "  max_gen_toks: 8\nmetric_list:\n  - metric: exact_match\n")
+
+
+@pytest.mark.slow
+def test_scalelab_eval_runs_local_harness_tasks_and_keeps_the_results(exported, tmp_path):
+    """A run: results in RUN/lm_eval.json. A ladder: every finished run, and `ladder export --tasks` has them."""
+    pytest.importorskip("lm_eval")
+    import pandas as pd
+
+    from conftest import run_cli
+    from test_ladder import tiny_spec
+
+    run, _ = exported
+    _toy_tasks(tmp_path)
+    r = run_cli("eval", run, "--tasks", "toy_sums,toy_sums_gen", "--include-path", tmp_path, "--json",
+                env={"HF_DATASETS_OFFLINE": "1"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads(r.stdout)["results"]
+    assert 0 <= res["toy_sums"]["acc"] <= 1 and 0 <= res["toy_sums_gen"]["exact_match"] <= 1
+    kept = json.loads((run / "lm_eval.json").read_text())
+    assert kept["results"]["toy_sums"] == res["toy_sums"] and kept["step"] == 80
+    r = run_cli("eval", run, "--tasks", "no_such_task", "--include-path", tmp_path)
+    assert r.returncode == 2 and "has no task 'no_such_task'" in r.stderr
+    spec = tiny_spec(tmp_path, sizes=1)
+    assert run_cli("ladder", "run", spec, "--out", tmp_path / "lad").returncode == 0
+    r = run_cli("eval", tmp_path / "lad", "--tasks", "toy_sums", "--include-path", tmp_path,
+                env={"HF_DATASETS_OFFLINE": "1"})
+    assert r.returncode == 0 and "[2/2]" in r.stdout, r.stderr[-3000:]
+    assert run_cli("ladder", "export", tmp_path / "lad", "--out", tmp_path / "t.csv", "--tasks").returncode == 0
+    df = pd.read_csv(tmp_path / "t.csv")
+    rows = df[df["task"] == "lm_eval/toy_sums"]
+    assert len(rows) == 2 and rows["final"].all() and rows["acc"].between(0, 1).all()

@@ -5,6 +5,7 @@
     laws.py    fit, predict
     econ.py    plan, models
     labs.py    lab, tasks
+    evaluate.py  eval (lm-evaluation-harness)
 
 Every user error ends with one line on stderr and exit code 2 (a diverged run: exit code 3). Library
 errors name their argument (``UserError.arg``); `main` rewrites it as the flag that sets it.
@@ -30,12 +31,12 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 def build_parser() -> argparse.ArgumentParser:
     from scalelab import __version__
-    from scalelab.cli import econ, labs, ladder, laws, run
+    from scalelab.cli import econ, evaluate, labs, ladder, laws, run
 
     p = argparse.ArgumentParser(prog="scalelab", description="A laboratory for language-model scaling.")
     p.add_argument("--version", action="version", version=f"scalelab {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (run, laws, ladder, econ, labs):
+    for module in (run, laws, ladder, econ, labs, evaluate):
         module.register(sub)
     return p
 
@@ -101,7 +102,8 @@ def write_fault(e: Exception) -> str | None:
 
 # a module a command needs -> the extra that installs it (the core fits and plans without them)
 EXTRA_OF = {"torch": "train", "tokenizers": "train", "safetensors": "train", "matplotlib": "report",
-            "plotly": "report", "transformers": "hf", "datasets": "hf", "ray": "ray", "torchao": "labs"}
+            "plotly": "report", "transformers": "hf", "datasets": "hf", "ray": "ray", "torchao": "labs",
+            "lm_eval": "eval", "tensorboard": "track", "mlflow": "track"}
 
 
 def missing_extra(e: ModuleNotFoundError) -> str | None:

@@ -199,6 +199,11 @@ def task_rows(df: pd.DataFrame, metric: str, via: str | None) -> pd.DataFrame:
             raise UserError(f"{flag}: the table has no column {col!r} (columns: {list(df.columns)})", arg=flag)
     if "final" in df.columns:
         df = df[df["final"].astype(bool)]
+    if "task" in df.columns:  # a ladder's task table: tasks that do not measure this metric are not its data
+        measured = pd.to_numeric(df[metric], errors="coerce").notna().groupby(df["task"]).transform("any")
+        df = df[measured]
+        if df.empty:
+            raise UserError(f"metric: no task of the table measures {metric!r}", arg="metric")
     y = pd.to_numeric(df[metric], errors="coerce").to_numpy(float)
     bad = ~np.isfinite(y) | (y < 0) | (y > 1)
     if bad.any():
