@@ -116,3 +116,53 @@ def test_dataset_key_follows_hf_data_files_and_their_content(tmp_path):
     a.write_text('{"text": "one, edited"}\n')
     assert key(a) != ka
     assert key(a) == key(a)  # and a key is stable
+
+
+def test_compressed_jsonl_reads_as_plain(tmp_path):
+    import bz2
+    import gzip
+
+    docs = _write_sources(tmp_path)
+    raw = (tmp_path / "b.jsonl").read_bytes()
+    (tmp_path / "z").mkdir()
+    (tmp_path / "z" / "b.jsonl.gz").write_bytes(gzip.compress(raw))
+    (tmp_path / "z" / "c.jsonl.bz2").write_bytes(bz2.compress(raw))
+    assert [t for _, t in iter_corpus(str(tmp_path / "z" / "b.jsonl.gz"))] == docs
+    assert [t for _, t in iter_corpus(str(tmp_path / "z"))] == docs + docs  # a folder of compressed files
+
+
+def test_cache_key_reads_no_text_yet_follows_every_file(tmp_path, monkeypatch):
+    """A second run on a big corpus starts without reading it: the key is a manifest of names, sizes and
+    times; an edited or added file changes it."""
+    import os
+
+    from scalelab.data import corpora
+
+    _write_sources(tmp_path)
+    spec = DataSpec(corpus=str(tmp_path), vocab_size=300)
+    key = spec.key()
+
+    def no_reading(*a, **k):
+        raise AssertionError("the key read the corpus")
+
+    monkeypatch.setattr(corpora, "_iter_file", no_reading)
+    assert spec.key() == key
+    f = tmp_path / "b.jsonl"
+    st = f.stat()
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    assert spec.key() != key
+    assert DataSpec(corpus="hf:x/y", hf_revision="abc").key() != DataSpec(corpus="hf:x/y").key()
+
+
+def test_eval_windows_read_across_shards_as_one_stream(tmp_path):
+    """Validation windows come from the shards in place, a window may straddle two; the same windows as
+    reading the concatenated split (the reference)."""
+    docs = _write_sources(tmp_path)
+    assert docs
+    spec = DataSpec(corpus=str(tmp_path / "b.jsonl"), vocab_size=300, val_fraction=0.5, shard_tokens=700)
+    ds = TokenDataset(build_dataset(spec, root=tmp_path / "cache", log=lambda *a: None))
+    assert len(ds.splits["val"]) > 2
+    whole = np.concatenate([np.asarray(a) for a in ds.splits["val"]]).astype(np.int64)
+    w = ds.eval_windows(seq_len=50, max_tokens=5000).numpy()
+    stride = (len(whole) - 51) // (len(w) - 1)
+    assert len(w) > 3 and all((w[i] == whole[i * stride:i * stride + 51]).all() for i in range(len(w)))

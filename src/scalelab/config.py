@@ -38,7 +38,9 @@ class DataConfig:
     """the text column of .jsonl/.parquet/HF records."""
     hf_split: str = "train"
     hf_data_files: str | None = None
-    """hf: local data files for a builder such as 'hf:json' (hashed by content into the cache key)."""
+    """hf: local data files for a builder such as 'hf:json' (their names, sizes and times key the cache)."""
+    hf_revision: str | None = None
+    """hf: the dataset's git revision (a commit, tag or branch) on the hub: pins what the cache key means."""
     max_bytes: int = 0
     """cap on corpus bytes read (0 = all)."""
     tokenizer_train_bytes: int = 8_000_000

@@ -3,7 +3,8 @@
 * ``stdlib`` (default, no download): every ``.py`` file of the running interpreter's standard library,
   about 30 MB of human-written code and English docstrings, in sorted path order.
 * a local path: a ``.txt`` file (one document), a ``.jsonl`` file (one document per line, field
-  ``text_field``), a ``.parquet`` file (column ``text_field``), or a directory of such files.
+  ``text_field``), a ``.parquet`` file (column ``text_field``), or a directory of such files; text and
+  JSONL files may be compressed (``.gz``, ``.bz2``, ``.xz``; ``.zst`` with the `zstandard` package).
 * ``hf:NAME`` (or ``hf:NAME:CONFIG``): a Hugging Face dataset, streamed with `datasets`. This needs
   the network or a local cache; it is never used on the default path.
 
@@ -13,10 +14,14 @@ under ``val_fraction``, so the split is stable whatever order or subset the docu
 
 from __future__ import annotations
 
+import bz2
 import glob
+import gzip
 import hashlib
+import io
 import itertools
 import json
+import lzma
 import sysconfig
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,25 +29,54 @@ from pathlib import Path
 from scalelab.errors import UserError
 
 TEXT_SUFFIXES = {".txt", ".md", ".py", ".jsonl", ".parquet"}
+COMPRESSED = {".gz", ".bz2", ".xz", ".zst"}
+
+
+def kind(path: Path) -> str:
+    """The file's format suffix, looking through a compression suffix (``a.jsonl.gz`` -> ``.jsonl``)."""
+    return Path(path.stem).suffix if path.suffix in COMPRESSED else path.suffix
+
+
+def open_text(path: Path):
+    """A text stream of a plain or compressed file (UTF-8, undecodable bytes replaced)."""
+    if path.suffix == ".zst":
+        try:
+            import zstandard
+        except ImportError:
+            raise UserError(f"{path} is zstd-compressed; pip install zstandard") from None
+        return io.TextIOWrapper(zstandard.ZstdDecompressor().stream_reader(open(path, "rb")), "utf-8", "replace")
+    opener = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}.get(path.suffix)
+    if opener is not None:
+        return opener(path, "rt", encoding="utf-8", errors="replace")
+    return path.open(encoding="utf-8", errors="replace")
 
 
 def stdlib_root() -> Path:
     return Path(sysconfig.get_paths()["stdlib"])
 
 
+def _stdlib_files() -> list[Path]:
+    root = stdlib_root()
+    return [p.relative_to(root) for p in sorted(root.rglob("*.py")) if "site-packages" not in p.relative_to(root).parts]
+
+
 def iter_stdlib() -> Iterator[tuple[str, str]]:
     root = stdlib_root()
-    for p in sorted(root.rglob("*.py")):
-        rel = p.relative_to(root)
-        if "site-packages" in rel.parts:
-            continue
-        yield str(rel), p.read_text(encoding="utf-8", errors="replace")
+    for rel in _stdlib_files():
+        yield str(rel), (root / rel).read_text(encoding="utf-8", errors="replace")
+
+
+def _stat_key(h, files: list[Path]) -> str:
+    for f in files:
+        st = f.stat()
+        h.update(f"{f.resolve()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
 
 
 def _iter_file(path: Path, text_field: str) -> Iterator[tuple[str, str]]:
-    suf = path.suffix
+    suf = kind(path)
     if suf == ".jsonl":
-        with path.open(encoding="utf-8") as f:
+        with open_text(path) as f:
             for i, line in enumerate(f):
                 if not line.strip():
                     continue
@@ -64,19 +98,21 @@ def _iter_file(path: Path, text_field: str) -> Iterator[tuple[str, str]]:
         for i, t in enumerate(table.column(text_field).to_pylist()):
             yield f"{path.name}:{i}", str(t)
     else:
-        yield path.name, path.read_text(encoding="utf-8", errors="replace")
+        with open_text(path) as f:
+            yield path.name, f.read()
 
 
 def iter_hf(name: str, split: str, text_field: str, config: str | None = None,
-            data_files: str | None = None) -> Iterator[tuple[str, str]]:
+            data_files: str | None = None, revision: str | None = None) -> Iterator[tuple[str, str]]:
     """Stream a Hugging Face dataset. ``name`` may be a hub id or a builder such as ``json`` with
-    ``data_files`` (how the tests exercise this path offline)."""
+    ``data_files`` (how the tests exercise this path offline); ``revision`` pins a hub dataset's commit."""
     try:
         import datasets
     except ImportError:
         raise UserError("the hf: corpus needs the `datasets` package: pip install 'scalelab[hf]'") from None
     try:
-        ds = datasets.load_dataset(name, config, split=split, streaming=True, data_files=data_files)
+        ds = datasets.load_dataset(name, config, split=split, streaming=True, data_files=data_files,
+                                   **({"revision": revision} if revision else {}))
         it = iter(ds)
         first = next(it, None)
     except Exception as e:  # network, hub, missing file: many exception types
@@ -93,25 +129,30 @@ def iter_hf(name: str, split: str, text_field: str, config: str | None = None,
 
 
 def iter_corpus(corpus: str, text_field: str = "text", hf_split: str = "train",
-                hf_data_files: str | None = None) -> Iterator[tuple[str, str]]:
+                hf_data_files: str | None = None, hf_revision: str | None = None) -> Iterator[tuple[str, str]]:
     if corpus == "stdlib":
         yield from iter_stdlib()
         return
     if corpus.startswith("hf:"):
         parts = corpus[3:].split(":")
-        yield from iter_hf(parts[0], hf_split, text_field, parts[1] if len(parts) > 1 else None, hf_data_files)
+        yield from iter_hf(parts[0], hf_split, text_field, parts[1] if len(parts) > 1 else None, hf_data_files,
+                           hf_revision)
         return
+    for f in local_files(corpus):
+        yield from _iter_file(f, text_field)
+
+
+def local_files(corpus: str) -> list[Path]:
+    """The files a local corpus (a file, or a folder of text files) is read from, in reading order."""
     path = Path(corpus).expanduser()
     if not path.exists():
         raise UserError(f"data.corpus: {corpus!r} is neither 'stdlib', 'hf:NAME' nor an existing path")
-    if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in TEXT_SUFFIXES)
-        if not files:
-            raise UserError(f"data.corpus: directory {path} holds no {sorted(TEXT_SUFFIXES)} files")
-        for f in files:
-            yield from _iter_file(f, text_field)
-    else:
-        yield from _iter_file(path, text_field)
+    if not path.is_dir():
+        return [path]
+    files = sorted(p for p in path.rglob("*") if p.is_file() and kind(p) in TEXT_SUFFIXES)
+    if not files:
+        raise UserError(f"data.corpus: directory {path} holds no {sorted(TEXT_SUFFIXES)} files (plain or compressed)")
+    return files
 
 
 def is_validation(doc_id: str, val_fraction: float) -> bool:
@@ -120,21 +161,28 @@ def is_validation(doc_id: str, val_fraction: float) -> bool:
 
 
 def corpus_fingerprint(corpus: str, text_field: str, max_bytes: int | None, hf_split: str = "train",
-                       hf_data_files: str | None = None) -> str:
-    """A content hash of the corpus (so caches follow the data, not its name).
+                       hf_data_files: str | None = None, hf_revision: str | None = None) -> str:
+    """A key for the corpus's content, so caches follow the data, not its name, without reading it.
 
-    Local paths, and hf: corpora read from local ``data_files`` or capped by ``max_bytes``, are hashed
-    by content. A hub dataset read whole is keyed by its name, split and data files (hashing it
-    would mean downloading it to compute a cache key)."""
+    Local files (a path, the standard library, an hf: builder's local ``data_files``) are keyed by a
+    manifest of their names, sizes and modification times: a second run on a 10 GB corpus starts at
+    once, and an edited file rebuilds. A hub dataset is keyed by its name, split, data files and
+    ``revision`` (pin one to make the key mean the content); capped by ``max_bytes`` without a revision,
+    the streamed text itself is hashed."""
     h = hashlib.sha256()
     h.update(f"{text_field}|{max_bytes}".encode())
     if corpus.startswith("hf:"):
-        h.update(f"{corpus}|{hf_split}|{hf_data_files}".encode())
-        local = bool(hf_data_files) and bool(glob.glob(str(Path(hf_data_files).expanduser())))
-        if not (local or max_bytes):
+        h.update(f"{corpus}|{hf_split}|{hf_data_files}|{hf_revision}".encode())
+        local = sorted(glob.glob(str(Path(hf_data_files).expanduser()))) if hf_data_files else []
+        if local:
+            return _stat_key(h, [Path(p) for p in local])
+        if hf_revision or not max_bytes:
             return h.hexdigest()[:16]
+    else:
+        files = [stdlib_root() / rel for rel in _stdlib_files()] if corpus == "stdlib" else local_files(corpus)
+        return _stat_key(h, files)
     total = 0
-    for doc_id, text in iter_corpus(corpus, text_field, hf_split, hf_data_files):
+    for doc_id, text in iter_corpus(corpus, text_field, hf_split, hf_data_files, hf_revision):
         b = text.encode("utf-8", errors="replace")
         h.update(doc_id.encode())
         h.update(b)

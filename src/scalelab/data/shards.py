@@ -21,11 +21,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from scalelab.data.corpora import corpus_fingerprint, is_validation, iter_corpus
+from scalelab.data.corpora import COMPRESSED, corpus_fingerprint, is_validation, iter_corpus, local_files
 from scalelab.data.tasks import mix_documents
 from scalelab.data.tokenizer import cache_dir, end_of_text, load_tokenizer, save_atomic, tokenizer_file, train_bpe
 from scalelab.errors import UserError
 from scalelab.io import build_atomically
+from scalelab.ui import ByteProgress
 
 FORMAT_VERSION = 1
 
@@ -39,6 +40,7 @@ class DataSpec:
     text_field: str = "text"
     hf_split: str = "train"
     hf_data_files: str | None = None
+    hf_revision: str | None = None
     max_bytes: int = 0  # 0 = the whole corpus
     tokenizer_train_bytes: int = 8_000_000
     val_fraction: float = 0.03
@@ -53,7 +55,7 @@ class DataSpec:
 
     def key(self) -> str:
         fp = corpus_fingerprint(self.corpus, self.text_field, self.max_bytes or None, self.hf_split,
-                                self.hf_data_files)
+                                self.hf_data_files, self.hf_revision)
         parts = [FORMAT_VERSION, fp, self.vocab_size, self.hf_split, self.hf_data_files, self.max_bytes,
                  self.tokenizer_train_bytes, self.val_fraction, self.shard_tokens]
         if self.task_fraction > 0:  # (keys of datasets without tasks are unchanged)
@@ -78,7 +80,8 @@ def _docs(spec: DataSpec):
 
 def _corpus_docs(spec: DataSpec):
     total = 0
-    for doc_id, text in iter_corpus(spec.corpus, spec.text_field, spec.hf_split, spec.hf_data_files):
+    for doc_id, text in iter_corpus(spec.corpus, spec.text_field, spec.hf_split, spec.hf_data_files,
+                                    spec.hf_revision):
         yield doc_id, text
         total += len(text.encode("utf-8", errors="replace"))
         if spec.max_bytes and total >= spec.max_bytes:
@@ -114,6 +117,15 @@ def _train_tokenizer(spec: DataSpec):
     return train_bpe(train_texts, spec.vocab_size)
 
 
+def corpus_bytes(spec: DataSpec) -> int | None:
+    """Bytes the build will read, for its progress bar (None when unknown: a hub dataset)."""
+    if spec.corpus.startswith("hf:") or spec.corpus == "stdlib" or spec.task_fraction > 0:
+        return spec.max_bytes or None
+    size = sum(f.stat().st_size for f in local_files(spec.corpus))
+    compressed = any(f.suffix in COMPRESSED for f in local_files(spec.corpus))
+    return None if compressed else min(size, spec.max_bytes or size)
+
+
 def _write_shards(spec: DataSpec, tok, out: Path) -> dict:
     eot = end_of_text(tok)[1]
     dtype = np.uint16 if tok.get_vocab_size() <= 65536 else np.uint32
@@ -140,20 +152,26 @@ def _write_shards(spec: DataSpec, tok, out: Path) -> dict:
     batch: list[tuple[str, str]] = []
 
     def flush():
-        encs = tok.encode_batch([t for _, t in batch])
+        encs = tok.encode_batch([t for _, t in batch])  # in parallel: the tokenizers library's threads
         for (doc_id, text), enc in zip(batch, encs):
             split = "val" if is_validation(doc_id, spec.val_fraction) else "train"
-            splits[split]["num_bytes"] += len(text.encode("utf-8", errors="replace"))
+            n = len(text.encode("utf-8", errors="replace"))
+            splits[split]["num_bytes"] += n
             splits[split]["num_docs"] += 1
             write(split, np.asarray(enc.ids + [eot], dtype=np.int64))
+            bar.advance(n)
         batch.clear()
 
-    for doc in _docs(spec):
-        batch.append(doc)
-        if len(batch) >= 256:
+    with ByteProgress(f"tokenizing {spec.corpus}", corpus_bytes(spec)) as bar:
+        size = 0
+        for doc in _docs(spec):
+            batch.append(doc)
+            size += len(doc[1])
+            if len(batch) >= 4096 or size >= 8_000_000:  # batches big enough to keep every core busy
+                flush()
+                size = 0
+        if batch:
             flush()
-    if batch:
-        flush()
     for fh in handles.values():
         fh[0].close()
     for s, info in splits.items():
@@ -218,13 +236,27 @@ class TokenDataset:
         return t[:, :-1], t[:, 1:]  # inputs (B, T), targets (B, T)
 
     def eval_windows(self, seq_len: int, max_tokens: int, split: str = "val") -> torch.Tensor:
-        """A fixed validation set: up to max_tokens worth of windows, evenly spaced over the split."""
-        arr = np.concatenate([np.asarray(a) for a in self.splits[split]]) if len(self.splits[split]) > 1 \
-            else self.splits[split][0]
-        n_avail = (len(arr) - 1) // (seq_len + 1)
+        """A fixed validation set: up to max_tokens worth of windows, evenly spaced over the split (the
+        shards read in place, as one stream: only the windows are loaded)."""
+        arrs = self.splits[split]
+        ends = np.cumsum([len(a) for a in arrs])
+        total = int(ends[-1])
+        n_avail = (total - 1) // (seq_len + 1)
         n = max(1, min(n_avail, max_tokens // seq_len))
         if n_avail < 1:
             raise UserError(f"the {split} split is shorter than one window of {seq_len + 1} tokens")
-        stride = (len(arr) - seq_len - 1) // max(1, n - 1) if n > 1 else 0
-        rows = [np.asarray(arr[i * stride:i * stride + seq_len + 1], dtype=np.int64) for i in range(n)]
+        stride = (total - seq_len - 1) // max(1, n - 1) if n > 1 else 0
+        rows = [_read_span(arrs, ends, i * stride, seq_len + 1) for i in range(n)]
         return torch.from_numpy(np.stack(rows))  # (n, T + 1)
+
+
+def _read_span(arrs: list, ends: np.ndarray, start: int, length: int) -> np.ndarray:
+    """Tokens [start, start + length) of shards read as one stream (a span may cross a shard boundary)."""
+    parts, pos = [], start
+    while length > 0:
+        k = int(np.searchsorted(ends, pos, side="right"))
+        offset = pos - (int(ends[k - 1]) if k else 0)
+        piece = np.asarray(arrs[k][offset:offset + length], dtype=np.int64)
+        parts.append(piece)
+        pos, length = pos + len(piece), length - len(piece)
+    return np.concatenate(parts)

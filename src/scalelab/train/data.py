@@ -12,7 +12,8 @@ def data_spec(cfg: RunConfig) -> DataSpec:
     mixed = dict(tasks=t.names, task_fraction=t.train_fraction, task_heldout=t.eval_problems) \
         if t.train_fraction > 0 else {}
     return DataSpec(corpus=d.corpus, vocab_size=cfg.model.vocab_size, text_field=d.text_field,
-                    hf_split=d.hf_split, hf_data_files=d.hf_data_files, max_bytes=d.max_bytes,
+                    hf_split=d.hf_split, hf_data_files=d.hf_data_files, hf_revision=d.hf_revision,
+                    max_bytes=d.max_bytes,
                     tokenizer_train_bytes=d.tokenizer_train_bytes, val_fraction=d.val_fraction,
                     shard_tokens=d.shard_tokens, tokenizer=d.tokenizer, **mixed)
 
