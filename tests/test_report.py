@@ -4,6 +4,7 @@ import shutil
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import run_cli
@@ -129,3 +130,32 @@ def test_fit_table_gives_every_parameter_of_every_law_a_row(quick_demo):
     for m in d.law.params["members"]:
         for k, v in m["params"].items():
             assert col[list(names).index(f"{m['method']}: {k}")] == f"{v:.4g}"
+
+
+def test_notebook_api_on_the_demo_ladder(quick_demo, tmp_path):
+    """`scalelab.api`: table -> fit -> forecast -> allocation -> plotly figures, as in a notebook; the static
+    figures leave the user's matplotlib backend as it was."""
+    import subprocess
+    import sys
+
+    import scalelab.api as sl
+    from scalelab.report.figures import ladder_figures
+
+    out, _ = quick_demo
+    df = sl.ladder_table(out)
+    assert {"run", "N", "D", "loss", "final"} <= set(df.columns)
+    law = sl.fit(df[~df["holdout"]], bootstrap=20)
+    held = df[df["holdout"] & df["final"]].iloc[0]
+    f = sl.forecast(law, N=held["N"], D=held["D"])
+    assert f.loc[0, "lo"] < f.loc[0, "loss"] < f.loc[0, "hi"]
+    a = sl.allocate(law, C=[1e12, 1e14])
+    assert (np.diff(a["N_opt"]) > 0).all() and (a["D_opt"] > 0).all()
+    figs = ladder_figures(out)
+    assert {"isoflop", "curves"} <= set(figs) and all(len(fig.data) for fig in figs.values())
+    code = ("import matplotlib; matplotlib.use('pdf')\n"
+            "from scalelab.report.data import gather; from scalelab.report.static import write_static\n"
+            f"write_static(gather({str(out)!r}), {str(tmp_path)!r})\n"
+            "assert matplotlib.get_backend() == 'pdf', matplotlib.get_backend()\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (tmp_path / "isoflop.png").exists()

@@ -6,7 +6,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from scalelab.laws.published import PUBLISHED
-from scalelab.report.data import ReportData, hover
+from scalelab.report.data import ReportData, gather, hover
 
 COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
 
@@ -248,3 +248,9 @@ def tasks(d: ReportData) -> go.Figure | None:
 
 FIGURES = {"landscape": landscape, "isoflop": isoflop, "frontier": frontier, "curves": curves,
            "prediction": prediction, "fit_table": fit_table, "tasks": tasks}
+
+
+def ladder_figures(src) -> dict[str, go.Figure]:
+    """The report's plotly figures of a ladder directory, by name (for a notebook: each displays inline)."""
+    d = gather(src)
+    return {name: fig for name, make in FIGURES.items() if (fig := make(d)) is not None}
