@@ -42,7 +42,7 @@ def cmd_plan(a) -> int:
         spec = replace(spec, tasks=TasksConfig(names=tuple(a.task), train_fraction=a.task_fraction,
                                                eval_problems=a.task_problems))
     elif a.task_fraction:
-        raise UserError("--task-fraction needs --task SPEC (the tasks to mix into the data)", arg="task-fraction")
+        raise UserError("--task-fraction needs --task SPEC (the tasks to mix into the data)")
     rungs = plan(spec)
     if a.json:
         print_json([r.record() for r in rungs])

@@ -135,10 +135,14 @@ def run_harness(model, tokenizer, tasks: list[str], include_path: str | None = N
     manager = TaskManager(include_path=include_path)
     unknown = [t for t in tasks if t not in manager.all_tasks]
     if unknown:
-        raise UserError(f"--tasks: lm-evaluation-harness has no task {unknown[0]!r}; `lm_eval ls tasks` lists "
+        raise UserError(f"tasks: lm-evaluation-harness has no task {unknown[0]!r}; `lm_eval ls tasks` lists "
                         "them, --include-path adds a folder of your own YAML tasks", arg="tasks")
-    res = simple_evaluate(model=ScalelabLM(model, tokenizer, batch_size), tasks=tasks, task_manager=manager,
-                          limit=limit, num_fewshot=num_fewshot, log_samples=False, bootstrap_iters=0)
+    try:
+        res = simple_evaluate(model=ScalelabLM(model, tokenizer, batch_size), tasks=tasks, task_manager=manager,
+                              limit=limit, num_fewshot=num_fewshot, log_samples=False, bootstrap_iters=0)
+    except (ConnectionError, OSError) as e:  # a hub dataset without the network (or an unreadable local one)
+        raise UserError(f"tasks: cannot load a task's dataset ({str(e).splitlines()[0]}); hub tasks need the "
+                        "network or a local Hugging Face cache, local ones their data files", arg="tasks") from None
     return {task: {k.split(",")[0]: float(v) for k, v in m.items() if "," in k and _number(v)}
             for task, m in res["results"].items()}
 

@@ -114,12 +114,13 @@ def save_tokenizer_files(tokenizer, out: Path, model_max_length: int) -> list[st
         fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token=eot, eos_token=eot, pad_token=eot,
                                        model_max_length=model_max_length, clean_up_tokenization_spaces=False)
         fast.save_pretrained(str(out))
-    return ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"]
+    return sorted(p.name for p in out.iterdir() if p.name.startswith(("tokenizer", "special_tokens")))
 
 
-def save_generation_config(out: Path, eot: int, max_length: int) -> str:
-    """``generation_config.json``: stop at eos, pad with it (transformers' `GenerationConfig` when installed)."""
-    fields = {"bos_token_id": eot, "eos_token_id": eot, "pad_token_id": eot, "max_length": max_length}
+def save_generation_config(out: Path, eot: int) -> str:
+    """``generation_config.json``: stop at eos, pad with it (transformers' `GenerationConfig` when installed).
+    No max_length: callers set max_new_tokens, and the context length is in config.json."""
+    fields = {"bos_token_id": eot, "eos_token_id": eot, "pad_token_id": eot}
     try:
         from transformers import GenerationConfig
     except ImportError:

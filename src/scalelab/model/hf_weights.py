@@ -41,7 +41,7 @@ def save_hf(model, out_dir: str | Path, tokenizer=None) -> list[str]:
     written = ["config.json", "model.safetensors"]
     if tokenizer is not None:
         written += save_tokenizer_files(tokenizer, out, model.cfg.max_seq_len)
-        written.append(save_generation_config(out, eot, model.cfg.max_seq_len))
+        written.append(save_generation_config(out, eot))
     return written
 
 
