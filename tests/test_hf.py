@@ -226,7 +226,7 @@ def test_scalelab_eval_runs_local_harness_tasks_and_keeps_the_results(exported, 
     kept = json.loads((run / "lm_eval.json").read_text())
     assert kept["results"]["toy_sums"] == res["toy_sums"] and kept["step"] == 80
     r = run_cli("eval", run, "--tasks", "no_such_task", "--include-path", tmp_path)
-    assert r.returncode == 2 and "scalelab: error: --tasks: lm-evaluation-harness has no task 'no_such_task'" in r.stderr
+    assert r.returncode == 2 and "error: --tasks: lm-evaluation-harness has no task 'no_such_task'" in r.stderr
     spec = tiny_spec(tmp_path, sizes=1)
     assert run_cli("ladder", "run", spec, "--out", tmp_path / "lad").returncode == 0
     r = run_cli("eval", tmp_path / "lad", "--tasks", "toy_sums", "--include-path", tmp_path,
