@@ -16,6 +16,7 @@ Nothing here prints, writes files or changes matplotlib's backend.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from scalelab.ladder.results import open_store, results_table, task_table
 from scalelab.laws.law import FittedLaw
 from scalelab.laws.methods import DEFAULT_METHOD, get_method
 from scalelab.laws.table import load_table
+from scalelab.laws.task_backtest import DEFAULT_TASK_METHOD, TASK_METHODS
 from scalelab.laws.tasks import TaskForecast
 from scalelab.laws.tasks import fit_tasks as _fit_tasks
 
@@ -46,7 +48,9 @@ def fit(table: pd.DataFrame | str | Path, method: str = DEFAULT_METHOD, bootstra
     """A law fitted to a run table (a DataFrame with N, D or C and loss, or a CSV/Parquet path) with a
     back-tested method (`scalelab.laws.methods.METHODS`); only rows marked `final`, when marked."""
     m = replace(get_method(method), seed=seed, **({} if bootstrap is None else {"bootstrap": bootstrap}))
-    return m.fit(load_table(table).finals())
+    with warnings.catch_warnings():  # overflow in a few bootstrap draws' exponentials: harmless, not news
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return m.fit(load_table(table).finals())
 
 
 def forecast(law: FittedLaw, N, D, level: float = 0.9) -> pd.DataFrame:
@@ -62,9 +66,13 @@ def allocate(law: FittedLaw, C, level: float = 0.9) -> pd.DataFrame:
     return pd.DataFrame({k: np.atleast_1d(v) for k, v in out.items() if v is not None and np.ndim(v) <= 1})
 
 
-def fit_tasks(table: pd.DataFrame, metric: str, via: str | None = None, **kw) -> TaskForecast:
-    """One task forecast per task of a table (`scalelab fit TABLE --metric M --via X`)."""
-    return _fit_tasks(table, metric, via, **kw)
+def fit_tasks(table: pd.DataFrame, metric: str, via: str | None = None, method: str | None = None,
+              **kw) -> TaskForecast:
+    """One task forecast per task of a table, as `scalelab fit TABLE --metric M --via X` fits it (step 1
+    with the task back-test's default method unless ``method`` says otherwise)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return _fit_tasks(table, metric, via, method=method or TASK_METHODS[DEFAULT_TASK_METHOD].law_method, **kw)
 
 
 def forecast_tasks(fc: TaskForecast, N: float, D: float, level: float = 0.9) -> pd.DataFrame:
