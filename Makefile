@@ -14,7 +14,7 @@ $(BIN)/python:
 
 $(VENV)/.base: pyproject.toml | $(BIN)/python
 	$(PIP) "$(TORCH)"
-	$(PIP) -e ".[train,report]"
+	$(PIP) -e ".[all]"
 	touch $@
 
 $(VENV)/.dev: $(VENV)/.base

@@ -1,5 +1,6 @@
 """The end-to-end demo (its --quick ladder): every artefact the issue asks for, and a re-run resumes."""
 
+import importlib.util
 import json
 
 import pytest
@@ -32,6 +33,8 @@ def test_quick_demo_end_to_end_and_rerun(quick_demo):
     for f in ("runs.csv", "fit_approach3.json", "fit_selected.json", "ladder.sqlite", "report.html",
               "figures/landscape.png", "figures/isoflop.svg"):
         assert (out / f).exists()
+    if importlib.util.find_spec("tensorboard"):  # every rung's curves for `tensorboard --logdir OUT/runs`
+        assert all(any((d / "tensorboard").glob("events.out.tfevents.*")) for d in (out / "runs").iterdir())
     # a second run finds everything done: nothing is retrained, results are unchanged
     r2 = run_cli("demo", "--quick", "--out", out)
     assert r2.returncode == 0, r2.stderr[-2000:]

@@ -12,6 +12,7 @@ Everything lands in one directory:
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import time
 import warnings
@@ -56,6 +57,8 @@ def run_demo(out_dir: str | Path, quick: bool = False, parallel: int = 2) -> dic
     out = Path(out_dir)
     con = console()
     spec = QUICK if quick else DEMO
+    if importlib.util.find_spec("tensorboard") is not None:  # `tensorboard --logdir OUT/runs` shows every rung
+        spec = replace(spec, loggers=("tensorboard",))
     rungs = plan(spec)
     C_hold = HOLDOUT_FACTOR * max(spec.budgets)
     con.print(f"[bold]scalelab demo[/]: {len(rungs)} runs at budgets "
@@ -209,4 +212,5 @@ def _print_summary(con, s: dict) -> None:
         con.print(f"[yellow]warning:[/] {w}")
     con.print(f"{s['runs']} runs in {s['wall_seconds'] / 60:.1f} min. Open {s['report']} (interactive, offline); "
               "figures/*.png|svg, summary.json, runs.csv, fit_*.json (try `scalelab predict <out>/fit_selected.json "
-              "--compute 1e18`)")
+              "--compute 1e18`)" + (f"; curves: `tensorboard --logdir {Path(s['report']).parent / 'runs'}`"
+                                    if importlib.util.find_spec("tensorboard") else ""))

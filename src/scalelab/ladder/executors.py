@@ -45,12 +45,13 @@ def prepare(spec: LadderSpec, out_dir: str | Path, rungs: list[Rung] | None = No
     store = Store(store_path(out))
     rungs = plan(spec) if rungs is None else rungs
     saved = store.get_meta("spec")
-    comparable = {k: v for k, v in json.loads(json.dumps(spec.to_dict())).items() if k != "threads"}
+    free = ("threads", "loggers")  # how a ladder runs and is watched, not what it measures
+    comparable = {k: v for k, v in json.loads(json.dumps(spec.to_dict())).items() if k not in free}
     if saved is not None:  # keys added to LadderSpec (and its sections) since the store was written: defaults
         default = json.loads(json.dumps(LadderSpec().to_dict()))
         saved = {**default, **{k: {**default[k], **v} if isinstance(v, dict) and isinstance(default.get(k), dict)
                                else v for k, v in saved.items()}}
-    if saved is not None and {k: v for k, v in saved.items() if k != "threads"} != comparable:
+    if saved is not None and {k: v for k, v in saved.items() if k not in free} != comparable:
         raise UserError(f"out: {out} holds a different ladder; use another directory or the ladder file it was "
                         "run with", arg="out")
     store.set_meta("spec", spec.to_dict())
