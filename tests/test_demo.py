@@ -12,7 +12,7 @@ from scalelab.laws.law import FittedLaw
 from scalelab.train.rundir import RunDir
 
 
-def test_quick_demo_end_to_end_and_rerun(quick_demo):
+def test_quick_demo_end_to_end(quick_demo):
     out, r = quick_demo
     s = json.loads((out / "summary.json").read_text())
     assert s["runs"] == 13 and s["ladder_runs"] == 12
@@ -35,6 +35,12 @@ def test_quick_demo_end_to_end_and_rerun(quick_demo):
         assert (out / f).exists()
     if importlib.util.find_spec("tensorboard"):  # every rung's curves for `tensorboard --logdir OUT/runs`
         assert all(any((d / "tensorboard").glob("events.out.tfevents.*")) for d in (out / "runs").iterdir())
+
+
+@pytest.mark.slow  # 18 s: a second demo refits its laws and rewrites its report
+def test_quick_demo_rerun_trains_nothing(quick_demo):
+    out, _ = quick_demo
+    h = json.loads((out / "summary.json").read_text())["holdout"]
     # a second run finds everything done: nothing is retrained, results are unchanged
     r2 = run_cli("demo", "--quick", "--out", out)
     assert r2.returncode == 0, r2.stderr[-2000:]

@@ -28,7 +28,7 @@ def core(*args):
                           timeout=300)
 
 
-@pytest.mark.parametrize("args", [
+CORE = [
     ["fit", "--example", "chinchilla", "--json"],
     ["predict", "besiroglu2024", "--params", "1e9", "--tokens", "2e10", "--json"],
     ["backtest", "--methods", "chinchilla", "--datasets", "gpt3", "--workers", "1", "--json"],
@@ -36,10 +36,23 @@ def core(*args):
     ["models"],
     ["count", str(FIXTURES / "llama-2-7b.config.json"), "--json"],
     ["fit", "--example", "pythia-tasks", "--metric", "acc", "--via", "lambada_nll", "--json"],
-])
-def test_core_commands_need_no_torch_and_no_report_libraries(args):
-    r = core(*args)
+]
+
+
+def test_core_commands_need_no_torch_and_no_report_libraries():
+    """Every core command, in one interpreter where the extras' libraries cannot be imported."""
+    code = WITHOUT_EXTRAS.replace("sys.exit(main(sys.argv[1:]))", (
+        "import contextlib, io, json\n"
+        "codes = []\n"
+        "for args in json.loads(sys.argv[1]):\n"
+        "    with contextlib.redirect_stdout(io.StringIO()):\n"
+        "        codes.append(main(args))\n"
+        "print(json.dumps(codes))\n"))
+    import json
+
+    r = subprocess.run([sys.executable, "-c", code, json.dumps(CORE)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads(r.stdout) == [0] * len(CORE), r.stderr[-2000:]
 
 
 def test_a_command_needing_an_extra_names_it():

@@ -29,6 +29,7 @@ def _finals(out):
     return runs
 
 
+@pytest.mark.slow  # 27 s; `make test-all` (keeps `make test` under 10 minutes with installs)
 def test_ray_executor_matches_the_local_executor(tmp_path):
     spec_file = tiny_spec(tmp_path)
     local, remote = tmp_path / "local", tmp_path / "ray"
@@ -104,9 +105,10 @@ def _losses(run_dir):
     return {r.step: r.train_loss for r in RunDir(run_dir).read_metrics()}
 
 
-# FSDP2 is marked slow (20 s here; `make test-all`) to keep `make test` under 10 minutes with installs:
-# it shares the torchrun launch, data sharding and checkpoint path with DDP, which stays in `make test`.
-@pytest.mark.parametrize("parallel", ["ddp", pytest.param("fsdp", marks=pytest.mark.slow)])
+# Both are marked slow (about 20 s each here; `make test-all`) to keep `make test` under 10 minutes with
+# its installs.
+@pytest.mark.slow
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
 def test_torchrun_two_ranks_match_one_process(tmp_path, parallel):
     one = tmp_path / "one"
     r = run_cli("train", *TRAIN, "--out", one)

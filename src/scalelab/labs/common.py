@@ -16,7 +16,8 @@ from __future__ import annotations
 import html
 import json
 import math
-from dataclasses import dataclass
+import sys
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from scalelab import plotting
@@ -76,6 +77,8 @@ def train_or_load(cfg, run_dir: Path | RunDir, dataset: TokenDataset, log=print,
     -> (model in eval mode, summary)."""
     run = RunDir.of(run_dir)
     fresh = not run.is_complete()
+    if fresh and sys.stdout.isatty():  # on a terminal, each model's own bar: steps, loss, tokens/s, ETA
+        cfg = replace(cfg, train=replace(cfg.train, progress=True))
     summary = ensure_trained(cfg, run, dataset=dataset, branch_points=branch_points)
     if fresh:
         f = summary["final"]

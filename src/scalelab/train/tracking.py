@@ -7,8 +7,8 @@
     mlflow       one MLflow run per run directory, named after it, in experiment "<ladder folder>" for a
                  ladder's rungs (grouped by ladder) or "scalelab"; tracking URI $MLFLOW_TRACKING_URI, else
                  a SQLite store beside the runs (OUT/mlflow.db for a ladder, RUN/mlflow.db alone:
-                 `mlflow ui --backend-store-uri sqlite:///OUT/mlflow.db`). The resolved config is logged
-                 as parameters and config.json as an artifact.
+                 `mlflow ui --backend-store-uri sqlite:///OUT/mlflow.db`), artifacts in mlartifacts/
+                 beside it. The resolved config is logged as parameters and config.json as an artifact.
 
 A resumed run continues where it stopped: TensorBoard purges the events after the checkpoint's step,
 and the MLflow run (its id kept in RUN/tracking.json) is reopened, its metrics past the checkpoint
@@ -79,8 +79,12 @@ class MLflow(Hooks):
         logging.getLogger("mlflow").setLevel(logging.WARNING)  # its store migrations talk at INFO
         ladder = ladder_of(run)
         home = ladder or run.path
+        own = os.environ.get("MLFLOW_TRACKING_URI") is None
         mlflow.set_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home.resolve() / 'mlflow.db'}")
-        mlflow.set_experiment(ladder.name if ladder else "scalelab")
+        name = ladder.name if ladder else "scalelab"
+        if own and mlflow.get_experiment_by_name(name) is None:  # artifacts beside the store, not in the cwd
+            mlflow.create_experiment(name, artifact_location=(home.resolve() / "mlartifacts").as_uri())
+        mlflow.set_experiment(name)
         self.mlflow, self.state = mlflow, run.path / "tracking.json"
         known = json.loads(self.state.read_text()).get("mlflow_run_id") if resumed and self.state.exists() else None
         self.active = mlflow.start_run(run_id=known) if known else mlflow.start_run(run_name=run.path.name)
