@@ -21,6 +21,11 @@ $(VENV)/.dev: $(VENV)/.base
 	$(PIP) -e ".[dev]"
 	touch $@
 
+# Ray only serves slow tests (the Ray executor): `make test` does not install it
+$(VENV)/.dev-all: $(VENV)/.dev
+	$(PIP) -e ".[dev,ray]"
+	touch $@
+
 install: $(VENV)/.base
 
 demo: $(VENV)/.base
@@ -33,7 +38,7 @@ lint: $(VENV)/.dev
 test: lint
 	OPENBLAS_NUM_THREADS=1 $(BIN)/python -m pytest -q -m "not slow"
 
-test-all: lint
+test-all: lint $(VENV)/.dev-all
 	OPENBLAS_NUM_THREADS=1 $(BIN)/python -m pytest -q
 
 bench: $(VENV)/.dev

@@ -54,6 +54,8 @@ def test_score_on_a_known_law():
     assert max(abs(r["rel_error"]) for r in rows) < 1e-3
 
 
+# slow-marked to keep `make test` under 10 minutes with its installs; `make test-all` runs it
+@pytest.mark.slow
 def test_backtest_command(tmp_path):
     out = tmp_path / "bt.json"
     page = tmp_path / "bt.html"

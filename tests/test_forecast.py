@@ -150,6 +150,8 @@ def test_suggestions_narrow_the_interval_within_budget():
     assert len({(p["N"], p["D"]) for p in res["suggestions"]}) == 3
 
 
+# slow-marked to keep `make test` under 10 minutes with its installs; `make test-all` runs it
+@pytest.mark.slow
 def test_ladder_suggest_command(synthetic_csv, default_fit, tmp_path):
     r = run_cli("ladder", "suggest", synthetic_csv, "--compute", 1e22, "-k", 2, "--json")
     assert r.returncode == 0, r.stderr

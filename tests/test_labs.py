@@ -80,7 +80,8 @@ def test_quantize_model_counts_bytes_and_agrees_with_torchao():
     assert (la - lb).abs().max() < 1e-4  # the same codes and scales: the same model
 
 
-@pytest.mark.parametrize("lab", ["emergence", "test-time", "capacity"])
+@pytest.mark.parametrize("lab", ["emergence", pytest.param("test-time", marks=pytest.mark.slow),
+                                 pytest.param("capacity", marks=pytest.mark.slow)])  # the two: make test-all
 def test_task_labs_quick_write_summary_figures_and_report(lab, tmp_path):
     out = tmp_path / lab
     r = _cli("lab", lab, "--quick", "--out", str(out))
@@ -108,6 +109,8 @@ def test_task_labs_quick_write_summary_figures_and_report(lab, tmp_path):
     assert r.returncode == 0 and mtimes == {p: p.stat().st_mtime for p in out.glob("runs/*/summary.json")}
 
 
+# slow-marked to keep `make test` under 10 minutes with its installs; `make test-all` runs it
+@pytest.mark.slow
 def test_moe_and_quantize_labs_quick(tmp_path):
     out = tmp_path / "moe"
     r = _cli("lab", "moe", "--quick", "--out", str(out))

@@ -203,7 +203,7 @@ def test_store_keeps_every_measured_field_of_a_record(tmp_path):
 def test_ladder_with_tasks_stores_and_exports_every_evaluation(tmp_path):
     """Each rung is scored on the ladder's tasks at every evaluation; the store keeps them and
     `ladder export --tasks` writes the table `fit --metric` reads, one row per run, step and task."""
-    spec_file = tiny_spec(tmp_path)
+    spec_file = tiny_spec(tmp_path, sizes=1)
     spec_file.write_text(spec_file.read_text() + '\n[tasks]\nnames = ["addition:digits=1", "addition:digits=2"]\n'
                                                  'eval_problems = 30\n')
     out = tmp_path / "lad"
