@@ -82,8 +82,7 @@ def test_train_sample_export_end_to_end(tmp_path):
     assert r.returncode == 2 and "--resume" in r.stderr  # never silently overwrite a run
     r = run_cli("sample", run, "--prompt", "def ", "--max-new-tokens", "20", "--temperature", "0")
     assert r.returncode == 0 and r.stdout.startswith("def ")
-    r2 = run_cli("sample", run, "--prompt", "def ", "--max-new-tokens", "20", "--temperature", "0", "--no-cache")
-    assert r2.stdout == r.stdout  # (`scalelab export` through the CLI: tests/test_hf.py)
+    # (--no-cache's equal tokens: tests/test_model.py; `scalelab export` through the CLI: tests/test_hf.py)
 
 
 @pytest.mark.parametrize("args", [["models"], ["models", "--json"]])

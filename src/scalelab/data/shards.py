@@ -121,9 +121,11 @@ def corpus_bytes(spec: DataSpec) -> int | None:
     """Bytes the build will read, for its progress bar (None when unknown: a hub dataset)."""
     if spec.corpus.startswith("hf:") or spec.corpus == "stdlib" or spec.task_fraction > 0:
         return spec.max_bytes or None
-    size = sum(f.stat().st_size for f in local_files(spec.corpus))
-    compressed = any(f.suffix in COMPRESSED for f in local_files(spec.corpus))
-    return None if compressed else min(size, spec.max_bytes or size)
+    files = local_files(spec.corpus)
+    if any(f.suffix in COMPRESSED for f in files):  # its text is larger than its files
+        return None
+    size = sum(f.stat().st_size for f in files)
+    return min(size, spec.max_bytes or size)
 
 
 def _write_shards(spec: DataSpec, tok, out: Path) -> dict:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -177,7 +178,7 @@ def evaluate_ladder(ladder_dir, tasks: list[str], progress=print, **kw) -> list[
             raise UserError(f"{ladder_dir} has no finished runs to evaluate")
         out = []
         for i, r in enumerate(done, 1):
-            res = evaluate_run(r["run_dir"], tasks, **kw)
+            res = evaluate_run(Path(ladder_dir) / "runs" / r["name"], tasks, **kw)  # (the store's path may be relative)
             last = [rec for name, rec in store.records(r["name"]) if rec.step == r["steps"]]
             if last:  # the run's final record, with the benchmark's metrics beside its own task metrics
                 tasks_now = {**(last[0].tasks or {}), **{f"lm_eval/{t}": m for t, m in res["results"].items()}}

@@ -99,18 +99,17 @@ def save_tokenizer_files(tokenizer, out: Path, model_max_length: int) -> list[st
     """``tokenizer.json``, ``tokenizer_config.json`` and ``special_tokens_map.json`` with bos = eos = pad =
     ``<|endoftext|>`` (module docstring), through transformers' `PreTrainedTokenizerFast.save_pretrained`
     when the ``[hf]`` extra is installed, else the same fields written directly."""
+    eot = end_of_text(tokenizer)[0]
     try:
         from transformers import PreTrainedTokenizerFast
     except ImportError:
         tokenizer.save(str(out / "tokenizer.json"))
-        eot = end_of_text(tokenizer)[0]
         special = {"bos_token": eot, "eos_token": eot, "pad_token": eot}
         atomic_write_text(out / "tokenizer_config.json", json.dumps(
             {**special, "tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": model_max_length,
              "add_bos_token": False, "add_eos_token": False, "clean_up_tokenization_spaces": False}, indent=2))
         atomic_write_text(out / "special_tokens_map.json", json.dumps(special, indent=2))
     else:
-        eot = end_of_text(tokenizer)[0]
         fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token=eot, eos_token=eot, pad_token=eot,
                                        model_max_length=model_max_length, clean_up_tokenization_spaces=False)
         fast.save_pretrained(str(out))

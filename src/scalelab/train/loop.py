@@ -143,7 +143,8 @@ def setup(cfg: RunConfig, run: RunDir, resume: bool, dataset: TokenDataset | Non
         run.write_config(cfg)
         run.tokenizer_file.write_bytes((ds.path / "tokenizer.json").read_bytes())
     measured = matmul_peak_flops(device, "bf16" if amp is not None else "fp32") * dist.world
-    peak = datasheet_peak(device, amp) * dist.world or measured
+    sheet = datasheet_peak(device, amp) * dist.world
+    peak = sheet or measured
     flops_per_token = cfg.model.flops_per_token_exact(t.seq_len)
     if t.compile == "auto" and device == "cpu":
         compile_ = compile_pays_off(cfg.total_steps * t.tokens_per_step, flops_per_token, peak)
@@ -160,7 +161,7 @@ def setup(cfg: RunConfig, run: RunDir, resume: bool, dataset: TokenDataset | Non
     state = TrainState(cfg, run, dist, device, amp, compile_, model, torch.compile(module) if compile_ else module,
                        optimizer, ds, ds.eval_windows(t.seq_len, t.eval_tokens), local_batch, peak,
                        task_evaluator(cfg, ds), achievable_flops=measured,
-                       peak_source="datasheet" if datasheet_peak(device, amp) else "measured matmul", log=log)
+                       peak_source="datasheet" if sheet else "measured matmul", log=log)
     if ckpt is not None:
         _resume(state, ckpt, loaded, fsdp)
     return state
