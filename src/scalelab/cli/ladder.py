@@ -215,9 +215,7 @@ def cmd_suggest(a) -> int:
     return 0
 
 
-def register(sub) -> None:
-    lad = sub.add_parser("ladder", help="plan, run, inspect and export IsoFLOP ladders")
-    ls = lad.add_subparsers(dest="ladder_cmd", required=True, metavar="ACTION")
+def _register_plan(ls) -> None:
     p = ls.add_parser("plan", help="plan an IsoFLOP grid from compute budgets (no training)")
     p.add_argument("--budgets", required=True, help="FLOP budgets, e.g. 1e12,3e12,1e13")
     p.add_argument("--sizes-per-budget", type=int, default=4)
@@ -237,6 +235,12 @@ def register(sub) -> None:
     p.add_argument("--json", action="store_true")
     p.add_argument("--out", default=None, help="write the ladder file (TOML)")
     p.set_defaults(fn=cmd_plan)
+
+
+def register(sub) -> None:
+    lad = sub.add_parser("ladder", help="plan, run, inspect and export IsoFLOP ladders")
+    ls = lad.add_subparsers(dest="ladder_cmd", required=True, metavar="ACTION")
+    _register_plan(ls)
     r = ls.add_parser("run", help="run or resume a ladder")
     r.add_argument("ladder", help="LADDER.toml from `scalelab ladder plan --out`")
     r.add_argument("--out", required=True)
