@@ -19,6 +19,7 @@ from scalelab.ladder.store import Store
 from scalelab.laws.fitting import fit_approach2, fit_approach3
 from scalelab.laws.methods import DEFAULT_METHOD, get_method
 from scalelab.laws.table import load_table
+from scalelab.train.records import MetricsRecord
 
 # the fit files a ladder directory holds beside its store (the demo and `report --fit` write them)
 FIT_APPROACH3, FIT_APPROACH2, FIT_SELECTED = "fit_approach3.json", "fit_approach2.json", "fit_selected.json"
@@ -40,35 +41,35 @@ def open_store(out_dir: str | Path) -> Store:
     return Store(db)
 
 
-def results_table(store: Store, include_holdout: bool = True) -> pd.DataFrame:
+def _points(store: Store, include_holdout: bool) -> list[tuple[dict, MetricsRecord]]:
+    """(loss-table row, its record) for every evaluated point, read from the store once."""
     runs = {r["name"]: r for r in store.runs()}
     holdouts = set(store.get_meta("holdouts", []))
-    rows = []
+    out = []
     for name, rec in store.records():
         r = runs[name]
         if not rec.evaluated or (name in holdouts and not include_holdout):
             continue
         spec = json.loads(r["spec"])
-        rows.append({"run": name, "budget": r["budget"], "N": r["N"], "N_non_embedding": r["N_non_embedding"],
+        out.append(({"run": name, "budget": r["budget"], "N": r["N"], "N_non_embedding": r["N_non_embedding"],
                      "D": rec.tokens, "C": train_flops_6nd(r["N"], rec.tokens), "C_exact": rec.flops,
                      "loss": rec.val_loss, "bpb": rec.val_bpb, "step": rec.step,
                      "final": r["status"] == "done" and rec.step == r["steps"],
                      "d_model": spec["d_model"], "n_layers": spec["n_layers"], "lr": spec["lr"],
-                     "batch_size": spec["batch_size"], "holdout": name in holdouts})
-    return pd.DataFrame(rows)
+                     "batch_size": spec["batch_size"], "holdout": name in holdouts}, rec))
+    return out
+
+
+def results_table(store: Store, include_holdout: bool = True) -> pd.DataFrame:
+    return pd.DataFrame([row for row, _ in _points(store, include_holdout)])
 
 
 def task_table(store: Store, include_holdout: bool = True) -> pd.DataFrame:
     """One row per (run, evaluated step, task): the loss table's columns, a ``task`` column and the task's
     metrics (`evaluate.during.METRICS`): what `scalelab fit --metric exact_match --via answer_bpb` reads."""
-    loss = results_table(store, include_holdout)
-    if loss.empty:
-        return loss
-    by_point = loss.set_index(["run", "step"])
-    rows = [{"run": name, "step": rec.step, "task": task, **by_point.loc[(name, rec.step)].to_dict(), **m}
-            for name, rec in store.records() if rec.tasks and (name, rec.step) in by_point.index
-            for task, m in rec.tasks.items()]
-    return pd.DataFrame(rows)
+    return pd.DataFrame([{"run": row["run"], "step": row["step"], "task": task, **row, **m}
+                         for row, rec in _points(store, include_holdout) if rec.tasks
+                         for task, m in rec.tasks.items()])
 
 
 def export(out_dir: str | Path, dest: str | Path, tasks: bool = False) -> pd.DataFrame:
