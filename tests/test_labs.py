@@ -9,10 +9,13 @@ import pytest
 import torch
 
 from conftest import run_cli
+from scalelab.labs import progress
 from scalelab.labs.capacity import bits_stored
+from scalelab.labs.progress import LabProgress, planned_flops, trained_flops
 from scalelab.labs.quantize import quantize_model, quantize_tensor
 from scalelab.model.config import ModelConfig
 from scalelab.model.transformer import Transformer
+from scalelab.train.rundir import RunDir
 
 
 def _cli(*args):
@@ -103,10 +106,26 @@ def test_task_labs_quick_write_summary_figures_and_report(lab, tmp_path):
         # a minute of training stores few facts; that bits grow with size is the full lab's finding
         assert all(0 <= r["bits"] <= r["max_bits"] for r in s["results"])
         assert s["total_bits"] == 100 * 16 and s["results"][0]["val_loss"] < math.log(64)
+    if lab == "emergence":
+        _lab_bar_ends_full(out)
     # run again: every model is reused, nothing retrained
     mtimes = {p: p.stat().st_mtime for p in out.glob("runs/*/summary.json")}
     r = _cli("lab", lab, "--quick", "--out", str(out))
     assert r.returncode == 0 and mtimes == {p: p.stat().st_mtime for p in out.glob("runs/*/summary.json")}
+
+
+def _lab_bar_ends_full(out):
+    """The lab bar's plan (from each run's config) equals what the loop recorded: it ends at exactly 100%,
+    and a record cut mid-write (as the bar may read it) is skipped, not an error."""
+    runs = {p.name: RunDir(p).read_config() for p in (out / "runs").iterdir()}
+    assert all(trained_flops(RunDir(out / "runs" / n)) == planned_flops(c) > 0 for n, c in runs.items())
+    with LabProgress(out, runs, "lab", show=True) as bar:
+        assert progress.active()
+    assert not progress.active() and bar.prog.tasks[0].completed == bar.total == sum(map(planned_flops, runs.values()))
+    run = RunDir(next((out / "runs").iterdir()))
+    with open(run.metrics_file, "a") as f:
+        f.write('{"step": 99, "tokens": 1')
+    assert trained_flops(run) == planned_flops(runs[run.name])
 
 
 # slow-marked to keep `make test` under 10 minutes with its installs; `make test-all` runs it

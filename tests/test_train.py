@@ -129,6 +129,7 @@ def test_schedules():
     (["tasks.names=additon:digits=2"], "unknown task 'additon'"),
     (["tasks.names=addition:digits=2", "tasks.train_fraction=1"], "train_fraction must be in"),
     (["tasks.train_fraction=0.1"], "needs tasks.names"),
+    (['train.loggers=["tensorboard", "wandb"]'], "W&B is not supported"),
 ])
 def test_config_errors_are_clear(overrides, msg):
     with pytest.raises(UserError, match=msg):
@@ -141,6 +142,10 @@ def test_config_toml_and_derived_fields(tmp_path):
     cfg = load_config(p, ["model.d_model=256"])
     assert cfg.model.head_dim == 64 and cfg.model.d_ff == 704  # derived again after the override
     assert cfg.model.moe.num_experts == 4 and cfg.train.max_tokens == 1_000_000
+    # a list override as the TOML file writes it, or comma-separated: the same config
+    as_list = load_config(None, ['train.loggers=["tensorboard", "mlflow"]', 'tasks.names=["addition:digits=2"]'])
+    assert as_list.train.loggers == ("tensorboard", "mlflow") == load_config(None, [
+        "train.loggers=tensorboard,mlflow"]).train.loggers and as_list.tasks.names == ("addition:digits=2",)
     p.write_text("[model\n")
     with pytest.raises(UserError, match="not valid TOML"):
         load_config(p)

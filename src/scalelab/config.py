@@ -198,7 +198,9 @@ class RunConfig:
             raise UserError(f"optim.lr must be > 0, got {self.optim.lr}")
         unknown = set(t.loggers) - {"tensorboard", "mlflow"}
         if unknown:
-            raise UserError(f"train.loggers: unknown tracker {sorted(unknown)[0]!r}; choose from tensorboard, mlflow")
+            why = " (W&B is not supported: its offline runs cannot be read back to test it)" * ("wandb" in unknown)
+            raise UserError(f"train.loggers: unknown tracker {sorted(unknown)[0]!r}; choose from tensorboard, "
+                            f"mlflow{why}")
         for name, allowed in (("device", ("auto", "cpu", "cuda", "mps")), ("dtype", ("auto", "fp32", "bf16")),
                               ("compile", ("auto", "on", "off")), ("parallel", ("ddp", "fsdp"))):
             if getattr(t, name) not in allowed and not (name == "device" and t.device.startswith("cuda:")):

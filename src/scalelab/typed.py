@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import types
 import typing
 
@@ -93,8 +94,13 @@ def parse_text(tp, text: str, where: str):
             return None
         tp = optional_inner(tp)
     if typing.get_origin(tp) is tuple:
-        sep = ";" if ":" in text else ","
         item = typing.get_args(tp)[0]
+        if text.startswith("[") and text.endswith("]"):  # a list as a config file writes it: ["a", "b"]
+            try:
+                return tuple(parse_text(item, str(v), where) for v in json.loads(text))
+            except json.JSONDecodeError:
+                text = ",".join(s.strip().strip("'\"") for s in text[1:-1].split(","))
+        sep = ";" if ":" in text else ","
         return tuple(parse_text(item, s, where) for s in text.split(sep) if s.strip())
     try:
         return _scalar(tp, text)

@@ -42,6 +42,7 @@ from scalelab.labs.common import (
     write_report,
     write_summary,
 )
+from scalelab.labs.progress import LabProgress
 from scalelab.report.page import table_html
 from scalelab.train.rundir import RunDir
 
@@ -117,6 +118,27 @@ def fact_logprobs(model, pop: People) -> np.ndarray:
     return np.array([sum(x) for x in lp]).reshape(len(rows), len(pop.attributes)) / math.log(2)
 
 
+def _config(spec: CapacitySpec, size: str, tokens: int):
+    cfg = run_config(model_dict(Shape.parse(size), max_seq_len=spec.seq_len), tokens, spec.lr, spec.batch_size,
+                     spec.seq_len, spec.seed)
+    return replace(cfg, optim=replace(cfg.optim, weight_decay=spec.weight_decay))
+
+
+def _row(size, cfg, run, ds, pop, entropy, log) -> dict:
+    """Train (or reuse) one model; -> the bits of facts it stores."""
+    model, summary = train_or_load(cfg, run, ds, log)
+    b = bits_stored(fact_logprobs(model, pop), entropy)
+    m = cfg.model
+    row = {"size": size, "num_params": m.num_params_total, "num_params_non_embedding": m.num_params_non_embedding,
+           "val_loss": summary["final"]["val_loss"], **b,
+           "bits_per_param": b["bits"] / m.num_params_total,
+           "bits_per_non_embedding_param": b["bits"] / m.num_params_non_embedding,
+           "fraction_known": b["bits"] / b["max_bits"]}
+    log(f"  {run.name}: {m.num_params_total:,} params stores {b['bits']:,.0f} of {b['max_bits']:,.0f} bits "
+        f"({row['bits_per_param']:.3f} bits/param)")
+    return row
+
+
 def run(spec: CapacitySpec, out: str | Path, log=print) -> dict:
     spec = spec.validate()
     out = Path(out)
@@ -126,23 +148,10 @@ def run(spec: CapacitySpec, out: str | Path, log=print) -> dict:
     ds = build_dataset(pop, spec.exposures, spec.seed, out / "data")
     entropy = np.array([math.log2(len(ATTRIBUTES[a][0])) for a in pop.attributes])
     tokens = ds.num_tokens("train")
-    results = []
-    for size in spec.sizes:
-        shape = Shape.parse(size)
-        cfg = run_config(model_dict(shape, max_seq_len=spec.seq_len), tokens, spec.lr, spec.batch_size, spec.seq_len,
-                         spec.seed)
-        cfg = replace(cfg, optim=replace(cfg.optim, weight_decay=spec.weight_decay))
-        model, summary = train_or_load(cfg, RunDir.under(out, shape.name), ds, log)
-        b = bits_stored(fact_logprobs(model, pop), entropy)
-        m = cfg.model
-        row = {"size": size, "num_params": m.num_params_total, "num_params_non_embedding": m.num_params_non_embedding,
-               "val_loss": summary["final"]["val_loss"], **b,
-               "bits_per_param": b["bits"] / m.num_params_total,
-               "bits_per_non_embedding_param": b["bits"] / m.num_params_non_embedding,
-               "fraction_known": b["bits"] / b["max_bits"]}
-        results.append(row)
-        log(f"  {shape.name}: {m.num_params_total:,} params stores {b['bits']:,.0f} of {b['max_bits']:,.0f} bits "
-            f"({row['bits_per_param']:.3f} bits/param)")
+    cfgs = {Shape.parse(size).name: _config(spec, size, tokens) for size in spec.sizes}
+    with LabProgress(out, cfgs, "capacity lab"):
+        results = [_row(size, cfgs[Shape.parse(size).name], RunDir.under(out, Shape.parse(size).name), ds, pop,
+                        entropy, log) for size in spec.sizes]
     n = np.array([r["num_params"] for r in results])
     bits = np.array([r["bits"] for r in results])
     unsaturated = [r for r in results if r["fraction_known"] < 0.8]

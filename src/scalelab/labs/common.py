@@ -26,6 +26,7 @@ from scalelab.data.shards import TokenDataset
 from scalelab.data.tasks import CHAR_VOCAB_SIZE, TaskMix, build_task_dataset
 from scalelab.errors import UserError
 from scalelab.io import atomic_write_text, to_plain
+from scalelab.labs import progress
 from scalelab.report.page import png_img, write_page
 from scalelab.train.rundir import RunDir
 from scalelab.train.runner import ensure_trained, load_run
@@ -77,7 +78,8 @@ def train_or_load(cfg, run_dir: Path | RunDir, dataset: TokenDataset, log=print,
     -> (model in eval mode, summary)."""
     run = RunDir.of(run_dir)
     fresh = not run.is_complete()
-    if fresh and sys.stdout.isatty():  # on a terminal, each model's own bar: steps, loss, tokens/s, ETA
+    if fresh and sys.stdout.isatty() and not progress.active():  # on a terminal without a lab bar, each
+        # model's own bar: steps, loss, tokens/s, ETA
         cfg = replace(cfg, train=replace(cfg.train, progress=True))
     summary = ensure_trained(cfg, run, dataset=dataset, branch_points=branch_points)
     if fresh:

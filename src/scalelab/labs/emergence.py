@@ -36,6 +36,7 @@ from scalelab.labs.common import (
     write_report,
     write_summary,
 )
+from scalelab.labs.progress import LabProgress
 from scalelab.report.page import table_html
 from scalelab.train.checkpoint import load_checkpoint
 from scalelab.train.rundir import RunDir
@@ -83,6 +84,26 @@ QUICK = dict(sizes=("16x1", "32x1", "48x2"), tokens=200_000, seeds=(0,), eval_fr
              train_chars=300_000)
 
 
+def _run_points(spec, cfg, run, ds, tasks, tests, log, **keys) -> list[dict]:
+    """Train (or reuse) one model, then score every task at each of its evaluation fractions."""
+    total = cfg.total_steps
+    steps = sorted({max(1, round(f * total)) for f in spec.eval_fractions})
+    model, _ = train_or_load(cfg, run, ds, log, branch_points=tuple(s for s in steps if s < total))
+    points = []
+    for step in steps:
+        load_checkpoint(run.branch_point(step) if step < total else run.latest_checkpoint(), model)
+        model.eval()
+        for task in tasks.values():
+            r = evaluate_task(model, task, tests[task.spec])
+            points.append({**keys, "step": step, "final": step == total,
+                           "num_params": cfg.model.num_params_total,
+                           "num_params_non_embedding": cfg.model.num_params_non_embedding,
+                           "tokens": step * cfg.train.tokens_per_step,
+                           "train_flops": step * cfg.train.tokens_per_step *
+                           cfg.model.flops_per_token_exact(spec.seq_len), **r})
+    return points
+
+
 def run(spec: EmergenceSpec, out: str | Path, log=print) -> dict:
     spec = spec.validate()
     out = Path(out)
@@ -92,27 +113,14 @@ def run(spec: EmergenceSpec, out: str | Path, log=print) -> dict:
     tests = mix.test_sets()
     tasks = {t.spec: t for t in mix.parsed()}
     ds = task_dataset(mix, out, spec.train_chars)
+    cfgs = {f"{Shape.parse(size).name}-s{seed}": (size, seed, run_config(model_dict(Shape.parse(size)), spec.tokens,
+                                                                         spec.lr, spec.batch_size, spec.seq_len, seed))
+            for size in spec.sizes for seed in spec.seeds}
     points = []
-    for size in spec.sizes:
-        shape = Shape.parse(size)
-        for seed in spec.seeds:
-            cfg = run_config(model_dict(shape), spec.tokens, spec.lr, spec.batch_size, spec.seq_len, seed)
-            total = cfg.total_steps
-            steps = sorted({max(1, round(f * total)) for f in spec.eval_fractions})
-            run = RunDir.under(out, f"{shape.name}-s{seed}")
-            model, summary = train_or_load(cfg, run, ds, log, branch_points=tuple(s for s in steps if s < total))
-            for step in steps:
-                load_checkpoint(run.branch_point(step) if step < total else run.latest_checkpoint(), model)
-                model.eval()
-                for name, task in tasks.items():
-                    r = evaluate_task(model, task, tests[name])
-                    points.append({"size": size, "seed": seed, "step": step, "final": step == total,
-                                   "num_params": cfg.model.num_params_total,
-                                   "num_params_non_embedding": cfg.model.num_params_non_embedding,
-                                   "tokens": step * cfg.train.tokens_per_step,
-                                   "train_flops": step * cfg.train.tokens_per_step *
-                                   cfg.model.flops_per_token_exact(spec.seq_len), **r})
-            log(f"  {shape.name} seed {seed}: " + ", ".join(
+    with LabProgress(out, {name: c for name, (_, _, c) in cfgs.items()}, "emergence lab"):
+        for name, (size, seed, cfg) in cfgs.items():
+            points += _run_points(spec, cfg, RunDir.under(out, name), ds, tasks, tests, log, size=size, seed=seed)
+            log(f"  {Shape.parse(size).name} seed {seed}: " + ", ".join(
                 f"{p['task'].split(':')[0]} EM {p['exact_match']:.2f} NLL {p['answer_nll_per_token']:.3f}"
                 for p in points[-len(tasks):]))
     summary = analyse(spec, points)

@@ -36,6 +36,7 @@ from scalelab.labs.common import (
     write_report,
     write_summary,
 )
+from scalelab.labs.progress import LabProgress
 from scalelab.laws.tasks import fit_tasks, sigmoid
 from scalelab.report.page import table_html
 from scalelab.train.rundir import RunDir
@@ -89,11 +90,14 @@ def run(spec: ForecastSpec, out: str | Path, log=print) -> dict:
     t0 = time.perf_counter()
     mix = TaskMix(tasks=spec.tasks, test_size=spec.test_size)
     ds = task_dataset(mix, out, spec.train_chars)
-    ladder = pd.DataFrame([r for size in spec.sizes for seed in spec.seeds
-                           for r in _train_and_eval(spec, size, seed, mix, ds, out, log)])
-    forecast = _forecast(spec, ladder, out, log)
-    target = pd.DataFrame([r for seed in spec.seeds
-                           for r in _train_and_eval(spec, spec.target, seed, mix, ds, out, log)])
+    runs = {f"{Shape.parse(size).name}-s{seed}": _config(spec, size, seed)
+            for size in (*spec.sizes, spec.target) for seed in spec.seeds}
+    with LabProgress(out, runs, "forecast lab"):
+        ladder = pd.DataFrame([r for size in spec.sizes for seed in spec.seeds
+                               for r in _train_and_eval(spec, size, seed, mix, ds, out, log)])
+        forecast = _forecast(spec, ladder, out, log)
+        target = pd.DataFrame([r for seed in spec.seeds
+                               for r in _train_and_eval(spec, spec.target, seed, mix, ds, out, log)])
     summary = {"spec": asdict(spec), "forecast_written_at": forecast["written_at"],
                "tasks": _compare(forecast, target), "ladder": ladder.to_dict("records"),
                "target_points": target.to_dict("records"), "seconds": time.perf_counter() - t0}
@@ -103,9 +107,13 @@ def run(spec: ForecastSpec, out: str | Path, log=print) -> dict:
     return summary
 
 
+def _config(spec: ForecastSpec, size: str, seed: int):
+    return run_config(model_dict(Shape.parse(size)), spec.tokens, spec.lr, spec.batch_size, spec.seq_len, seed)
+
+
 def _train_and_eval(spec: ForecastSpec, size: str, seed: int, mix: TaskMix, ds, out: Path, log) -> list[dict]:
     shape = Shape.parse(size)
-    cfg = run_config(model_dict(shape), spec.tokens, spec.lr, spec.batch_size, spec.seq_len, seed)
+    cfg = _config(spec, size, seed)
     model, _ = train_or_load(cfg, RunDir.under(out, f"{shape.name}-s{seed}"), ds, log)
     tests = mix.test_sets()
     rows = []
@@ -124,8 +132,7 @@ def _forecast(spec: ForecastSpec, ladder: pd.DataFrame, out: Path, log) -> dict:
     path = out / "forecast.json"
     if path.exists():
         return read_json(path, "forecast")
-    shape = Shape.parse(spec.target)
-    cfg = run_config(model_dict(shape), spec.tokens, spec.lr, spec.batch_size, spec.seq_len, spec.seeds[0])
+    cfg = _config(spec, spec.target, spec.seeds[0])
     N, D = cfg.model.num_params_total, cfg.total_steps * cfg.train.tokens_per_step
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

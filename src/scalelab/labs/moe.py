@@ -24,6 +24,7 @@ import numpy as np
 from scalelab.config import DataConfig, load_dict
 from scalelab.errors import UserError
 from scalelab.labs.common import Shape, pyplot, savefig, train_or_load, write_report, write_summary
+from scalelab.labs.progress import LabProgress
 from scalelab.model.config import swiglu_hidden
 from scalelab.report.page import table_html
 from scalelab.train.loop import load_dataset
@@ -76,6 +77,34 @@ def model_for(spec: MoESpec, shape: Shape, variant: tuple) -> dict:
     return d
 
 
+def _config(spec: MoESpec, shape: Shape, variant):
+    return load_dict({"model": model_for(spec, shape, variant), "data": asdict(spec.data), "optim": {"lr": spec.lr},
+                      "train": {"batch_size": spec.batch_size, "seq_len": spec.seq_len, "max_tokens": spec.tokens,
+                                "seed": spec.seed, "eval_every": 10 ** 9, "eval_tokens": spec.eval_tokens,
+                                "log_every": 10, "progress": False, "compile": "off"}})
+
+
+def _row(size, name, variant, cfg, run_dir, ds, log) -> dict:
+    """Train (or reuse) one model; -> its losses, speed and expert loads."""
+    _, summary = train_or_load(cfg, run_dir, ds, log)
+    recs = run_dir.read_metrics()
+    m = cfg.model
+    row = {"size": size, "variant": name, "experts": variant[0], "top_k": variant[1],
+           "num_params_active": m.num_params_active, "num_params_total": m.num_params_total,
+           "flops": summary["flops"], "flops_per_token": summary["flops_per_token_exact"],
+           "val_loss": summary["final"]["val_loss"],
+           "tokens_per_s": float(np.median([r.tokens_per_s for r in recs[1:]] or [recs[0].tokens_per_s])),
+           "curve": [(r.tokens, r.train_loss) for r in recs]}
+    if variant[0] > 1:
+        loads = np.array([r.expert_load for r in recs])  # (logs, E) mean over layers
+        cv = loads.std(1) / loads.mean(1)
+        row.update(load_cv=cv.tolist(), load_cv_final=float(cv[-1]), load_max_over_mean_final=float(
+            loads[-1].max() / loads[-1].mean()), lb_loss_final=recs[-1].lb_loss, z_loss_final=recs[-1].z_loss)
+    log(f"  {Shape.parse(size).name} {name:14s} active {m.num_params_active:>9,} total {m.num_params_total:>9,} "
+        f"val {row['val_loss']:.4f}  {row['tokens_per_s']:,.0f} tok/s")
+    return row
+
+
 def run(spec: MoESpec, out: str | Path, log=print) -> dict:
     spec = spec.validate()
     out = Path(out)
@@ -84,35 +113,15 @@ def run(spec: MoESpec, out: str | Path, log=print) -> dict:
     jobs = [(s, v, VARIANTS[v]) for s in spec.sizes for v in spec.variants]
     if spec.ablation and "moe-8x2" in spec.variants:
         jobs.append((spec.sizes[len(spec.sizes) // 2], ABLATION[0], ABLATION[1]))
+    cfgs = {f"{Shape.parse(size).name}-{name}": (size, name, variant, _config(spec, Shape.parse(size), variant))
+            for size, name, variant in jobs}
     ds = None
     results = []
-    for size, name, variant in jobs:
-        shape = Shape.parse(size)
-        cfg = load_dict({"model": model_for(spec, shape, variant), "data": asdict(spec.data),
-                         "optim": {"lr": spec.lr},
-                         "train": {"batch_size": spec.batch_size, "seq_len": spec.seq_len, "max_tokens": spec.tokens,
-                                   "seed": spec.seed, "eval_every": 10 ** 9, "eval_tokens": spec.eval_tokens,
-                                   "log_every": 10, "progress": False, "compile": "off"}})
-        if ds is None:
-            ds = load_dataset(cfg, log=log)
-        run_dir = RunDir.under(out, f"{shape.name}-{name}")
-        _, summary = train_or_load(cfg, run_dir, ds, log)
-        recs = run_dir.read_metrics()
-        m = cfg.model
-        row = {"size": size, "variant": name, "experts": variant[0], "top_k": variant[1],
-               "num_params_active": m.num_params_active, "num_params_total": m.num_params_total,
-               "flops": summary["flops"], "flops_per_token": summary["flops_per_token_exact"],
-               "val_loss": summary["final"]["val_loss"],
-               "tokens_per_s": float(np.median([r.tokens_per_s for r in recs[1:]] or [recs[0].tokens_per_s])),
-               "curve": [(r.tokens, r.train_loss) for r in recs]}
-        if variant[0] > 1:
-            loads = np.array([r.expert_load for r in recs])  # (logs, E) mean over layers
-            cv = loads.std(1) / loads.mean(1)
-            row.update(load_cv=cv.tolist(), load_cv_final=float(cv[-1]), load_max_over_mean_final=float(
-                loads[-1].max() / loads[-1].mean()), lb_loss_final=recs[-1].lb_loss, z_loss_final=recs[-1].z_loss)
-        results.append(row)
-        log(f"  {shape.name} {name:14s} active {m.num_params_active:>9,} total {m.num_params_total:>9,} "
-            f"val {row['val_loss']:.4f}  {row['tokens_per_s']:,.0f} tok/s")
+    with LabProgress(out, {run: c[-1] for run, c in cfgs.items()}, "MoE lab"):
+        for run_name, (size, name, variant, cfg) in cfgs.items():
+            if ds is None:
+                ds = load_dataset(cfg, log=log)
+            results.append(_row(size, name, variant, cfg, RunDir.under(out, run_name), ds, log))
     summary = {"spec": asdict(spec), "runs": results, **analyse(spec, results), "seconds": time.perf_counter() - t0}
     figs = plot(summary, out)
     write_summary(out, summary)

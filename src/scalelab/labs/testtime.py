@@ -38,6 +38,7 @@ from scalelab.labs.common import (
     write_report,
     write_summary,
 )
+from scalelab.labs.progress import LabProgress
 from scalelab.report.page import table_html
 from scalelab.train.rundir import RunDir
 
@@ -84,34 +85,42 @@ class TestTimeSpec:
 QUICK = dict(digits=2, sizes=("16x1", "32x1"), tokens=150_000, samples=8, test_size=40, train_chars=400_000)
 
 
+def _result(spec, fmt, size, cfg, run, ds, mix, hardest, test, log) -> dict:
+    """Train (or reuse) one model and sample it on the hardest problems."""
+    model, summary = train_or_load(cfg, run, ds, log)
+    max_new = len(test[0].answer) + 4 if fmt == "plain" else max(len(p.answer) for p in test) + 4
+    r = evaluate_task(model, hardest, test, samples=spec.samples, temperature=spec.temperature,
+                      ks=tuple(2 ** i for i in range(int(math.log2(spec.samples)) + 1)), seed=spec.seed,
+                      max_new_tokens=max_new)
+    r.update(format=fmt, size=size, num_params=cfg.model.num_params_total,
+             train_flops=summary["flops"], train_tokens=summary["tokens"],
+             problems_seen=_problems_seen(mix, summary["tokens"]))
+    r["coverage"] = coverage_analysis(r["sampling"])
+    s = r["sampling"]
+    log(f"  {fmt:10s} {size}: greedy {r['exact_match']:.1%}, majority@{s['ks'][-1]} "
+        f"{s['majority_at_k'][-1]:.1%}, pass@{s['ks'][-1]} {s['pass_at_k'][-1]:.1%}")
+    return r
+
+
 def run(spec: TestTimeSpec, out: str | Path, log=print) -> dict:
     spec = spec.validate()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     hardest = {fmt: Addition(spec.digits, fmt) for fmt in FORMATS}
+    cfgs = {f"{fmt}-{Shape.parse(size).name}": run_config(model_dict(Shape.parse(size), max_seq_len=spec.seq_len),
+                                                        spec.tokens, spec.lr, spec.batch_size, spec.seq_len, spec.seed)
+            for fmt in FORMATS for size in spec.sizes}
     results = []
-    for fmt in FORMATS:
-        mix = spec.mix(fmt)
-        test = mix.test_sets()[hardest[fmt].spec]
-        ds = task_dataset(mix, out / fmt, spec.train_chars)
-        for size in spec.sizes:
-            shape = Shape.parse(size)
-            cfg = run_config(model_dict(shape, max_seq_len=spec.seq_len), spec.tokens, spec.lr, spec.batch_size,
-                             spec.seq_len, spec.seed)
-            model, summary = train_or_load(cfg, RunDir.under(out, f"{fmt}-{shape.name}"), ds, log)
-            max_new = len(test[0].answer) + 4 if fmt == "plain" else max(len(p.answer) for p in test) + 4
-            r = evaluate_task(model, hardest[fmt], test, samples=spec.samples, temperature=spec.temperature,
-                              ks=tuple(2 ** i for i in range(int(math.log2(spec.samples)) + 1)), seed=spec.seed,
-                              max_new_tokens=max_new)
-            r.update(format=fmt, size=size, num_params=cfg.model.num_params_total,
-                     train_flops=summary["flops"], train_tokens=summary["tokens"],
-                     problems_seen=_problems_seen(mix, summary["tokens"]))
-            r["coverage"] = coverage_analysis(r["sampling"])
-            results.append(r)
-            s = r["sampling"]
-            log(f"  {fmt:10s} {size}: greedy {r['exact_match']:.1%}, majority@{s['ks'][-1]} "
-                f"{s['majority_at_k'][-1]:.1%}, pass@{s['ks'][-1]} {s['pass_at_k'][-1]:.1%}")
+    with LabProgress(out, cfgs, "test-time compute lab"):
+        for fmt in FORMATS:
+            mix = spec.mix(fmt)
+            test = mix.test_sets()[hardest[fmt].spec]
+            ds = task_dataset(mix, out / fmt, spec.train_chars)
+            for size in spec.sizes:
+                name = f"{fmt}-{Shape.parse(size).name}"
+                results.append(_result(spec, fmt, size, cfgs[name], RunDir.under(out, name), ds, mix, hardest[fmt],
+                                       test, log))
     summary = {"spec": asdict(spec), "results": results, "comparison": compare(results),
                "compute_matched": compute_matched(results), "seconds": time.perf_counter() - t0}
     figs = plot(results, out)
