@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from scalelab.economics.hardware import Hardware
-from scalelab.economics.memory import kv_cache_bytes_per_token, weights_bytes
+from scalelab.economics.memory import kv_cache_bytes, weights_bytes
 from scalelab.errors import UserError
+from scalelab.model.arch import Arch, as_arch
 from scalelab.model.config import ModelConfig
 
 
@@ -22,21 +23,24 @@ def training_cost(flops: float, hw: Hardware, n_gpus: int = 1, mfu: float = 0.4,
             "gpu_hours": gpu_hours, "days": gpu_hours / n_gpus / 24.0, "cost_usd": gpu_hours * p}
 
 
-def decode_throughput(cfg: ModelConfig, hw: Hardware, batch: int, context: int, dtype: str = "bf16",
+def decode_throughput(cfg: ModelConfig | Arch, hw: Hardware, batch: int, context: int, dtype: str = "bf16",
                       price: float | None = None) -> dict:
     """Upper bound on decode tokens/s on one device: each step reads the weights (for MoE, the
     experts the batch touches) and every sequence's KV cache, and does 2 N_active FLOPs per token
     plus attention over the context. The step takes max(memory time, compute time)."""
+    a = as_arch(cfg)
+    moe_layers = sum(layer.moe for layer in a.layers)
+    attn_flops = sum(a.attention.score_flops(layer.context(context, causal=False)) for layer in a.layers)
+    kv = kv_cache_bytes(a, context)
+
     def step(b):
-        if cfg.moe is None:
-            params_read = cfg.num_params_total
-        else:  # expected distinct experts touched per layer by b tokens choosing top_k of E
-            m = cfg.moe
-            touched = m.num_experts * (1 - (1 - m.top_k / m.num_experts) ** b)
-            per_expert = 3 * cfg.d_model * m.d_expert
-            params_read = cfg.num_params_total - cfg.n_layers * (m.num_experts - touched) * per_expert
-        mem = weights_bytes(params_read, dtype) + b * kv_cache_bytes_per_token(cfg) * context
-        flops = b * (2 * cfg.num_params_active + 4 * cfg.n_layers * cfg.q_dim * context)
+        params_read = a.num_params_total
+        if moe_layers:  # expected distinct experts touched per layer by b tokens choosing top_k of E
+            e = a.experts
+            touched = e.num_experts * (1 - (1 - e.top_k / e.num_experts) ** b)
+            params_read -= moe_layers * (e.num_experts - touched) * 3 * a.d_model * e.d_expert
+        mem = weights_bytes(params_read, dtype) + b * kv
+        flops = b * (2 * a.num_params_active + attn_flops)
         return mem / hw.bandwidth_bytes_per_s, flops / hw.peak_bf16_flops
 
     t_mem, t_comp = step(batch)

@@ -17,11 +17,12 @@ from scalelab.economics.memory import (
     train_state_bytes,
     weights_bytes,
 )
+from scalelab.model.arch import Arch
 from scalelab.model.config import ModelConfig
 
 
-def memory_report(cfg: ModelConfig, seq_len: int, batch: int = 1, dtype: str = "bf16", zero: int = 0, dp: int = 1,
-                  gpu: str | None = None, regime: str = "mixed", recompute: str = "none") -> dict:
+def memory_report(cfg: ModelConfig | Arch, seq_len: int, batch: int = 1, dtype: str = "bf16", zero: int = 0,
+                  dp: int = 1, gpu: str | None = None, regime: str = "mixed", recompute: str = "none") -> dict:
     """What `scalelab count --batch/--gpu/--dtype/--zero` adds to the counts."""
     state = train_state_bytes(cfg.num_params_total, regime, zero, dp)
     act = activation_bytes(cfg, seq_len, batch, recompute)

@@ -23,6 +23,7 @@ dropout; with flash attention there is no s^2 term. Selective recomputation drop
 from __future__ import annotations
 
 from scalelab.errors import UserError
+from scalelab.model.arch import Arch, Layer, as_arch
 from scalelab.model.config import ModelConfig
 
 REGIMES = {  # bytes per parameter: (weights, gradients, optimizer state)
@@ -50,21 +51,26 @@ def train_state_bytes(num_params: float, regime: str = "mixed", zero: int = 0, d
     return {"weights": w, "gradients": g, "optimizer": o, "total": w + g + o}
 
 
-def activation_elements_per_token_per_layer(cfg: ModelConfig, seq_len: int, recompute: str = "none",
-                                            flash: bool = True) -> float:
-    """16-bit activation *bytes* / 2, per token per layer, for our block (see module docstring)."""
-    h, q, kv = cfg.d_model, cfg.q_dim, cfg.kv_dim
+def activation_elements_per_token_per_layer(cfg: ModelConfig | Arch, seq_len: int, recompute: str = "none",
+                                            flash: bool = True, layer: Layer | None = None) -> float:
+    """16-bit activation *bytes* / 2, per token per layer, for our block (see module docstring); other
+    architectures by the same terms at their widths (MLA: K and V per head; GELU MLP: up and its output)."""
+    a = as_arch(cfg)
+    layer = layer or a.layers[0]
+    at = a.attention
+    h, q, kv = a.d_model, at.n_heads * at.head_dim, (at.n_heads if at.mla else at.n_kv_heads) * at.head_dim
     if recompute == "full":
         return h
-    if cfg.moe is None:
-        mlp = h + 4 * cfg.d_ff
+    per_ff = 4 if a.mlp.gated else 2  # gate, up, act(gate), product | up, act(up)
+    if not layer.moe:
+        mlp = h + per_ff * a.mlp.d_ff
     else:  # each token's k routed copies (and shared experts) store their own activations
-        m = cfg.moe
-        k = m.top_k + m.num_shared_experts
-        mlp = h + k * h + 4 * m.d_expert * k + m.num_experts  # input, gathered copies, experts, router
+        e = a.experts
+        k = e.top_k + -(-e.shared_d_ff // e.d_expert)
+        mlp = h + k * h + 4 * e.d_expert * k + e.num_experts  # input, gathered copies, experts, router
     attn = h + q + 2 * kv + q
     if not flash and recompute == "none":
-        attn += cfg.n_heads * seq_len  # softmax probabilities
+        attn += at.n_heads * seq_len  # softmax probabilities
     return 2 * h + attn + mlp  # + RMSNorm inputs
 
 
@@ -79,16 +85,18 @@ def korthikanti_bytes_per_layer(seq_len: int, batch: int, d_model: int, n_heads:
     return s * b * h * (34 + 5 * a * s / h)
 
 
-def activation_bytes(cfg: ModelConfig, seq_len: int, batch: int, recompute: str = "none", flash: bool = True,
+def activation_bytes(cfg: ModelConfig | Arch, seq_len: int, batch: int, recompute: str = "none", flash: bool = True,
                      bytes_per_activation: int = 2) -> dict:
     if recompute not in ("none", "selective", "full"):
         raise UserError("recompute must be none, selective or full")
-    per_layer = activation_elements_per_token_per_layer(cfg, seq_len, recompute, flash) * seq_len * batch
-    layers = cfg.n_layers * per_layer * bytes_per_activation
+    a = as_arch(cfg)
+    per_layer = [activation_elements_per_token_per_layer(a, seq_len, recompute, flash, layer) * seq_len * batch
+                 * bytes_per_activation for layer in a.layers]
+    layers = sum(per_layer)
     # the output head: logits in activation precision + fp32 softmax for the loss
-    logits = seq_len * batch * cfg.vocab_size * (bytes_per_activation + 4)
-    return {"per_layer": per_layer * bytes_per_activation, "layers": layers, "logits": logits,
-            "total": layers + logits + seq_len * batch * cfg.d_model * bytes_per_activation}
+    logits = seq_len * batch * a.vocab_size * (bytes_per_activation + 4)
+    return {"per_layer": layers / len(per_layer), "layers": layers, "logits": logits,
+            "total": layers + logits + seq_len * batch * a.d_model * bytes_per_activation}
 
 
 def weights_bytes(num_params: float, dtype: str = "bf16", group_size: int = 128, zero_point: bool = False) -> float:
@@ -102,12 +110,14 @@ def weights_bytes(num_params: float, dtype: str = "bf16", group_size: int = 128,
     return num_params * bits / 8.0
 
 
-def kv_cache_bytes_per_token(cfg: ModelConfig, bytes_per: int = 2) -> int:
-    """K and V for every layer: 2 * L * n_kv_heads * head_dim * bytes (MHA, GQA and MQA alike)."""
-    return 2 * cfg.n_layers * cfg.n_kv_heads * cfg.head_dim * bytes_per
+def kv_cache_bytes_per_token(cfg: ModelConfig | Arch, bytes_per: int = 2) -> int:
+    """What every layer caches per token: K and V (2 * n_kv_heads * head_dim: MHA, GQA and MQA alike), or
+    MLA's latent and shared RoPE key (kv_lora_rank + rope_head_dim), times bytes per element."""
+    return as_arch(cfg).kv_cache_elements_per_token * bytes_per
 
 
-def kv_cache_bytes(cfg: ModelConfig, context: int, batch: int = 1, window: int | None = None,
+def kv_cache_bytes(cfg: ModelConfig | Arch, context: int, batch: int = 1, window: int | None = None,
                    bytes_per: int = 2) -> int:
-    """Per batch of sequences; a sliding window caps the cached positions."""
-    return kv_cache_bytes_per_token(cfg, bytes_per) * min(context, window or context) * batch
+    """Per batch of sequences; sliding-window and chunked layers cache at most their span, and a
+    ``window`` caps every layer."""
+    return as_arch(cfg).kv_cache_elements(min(context, window or context)) * bytes_per * batch

@@ -24,6 +24,7 @@ import math
 from dataclasses import asdict, dataclass, replace
 
 from scalelab.errors import UserError
+from scalelab.model.arch import MLP, Arch, Attention, Experts, Layer
 from scalelab.typed import build
 
 
@@ -124,78 +125,58 @@ class ModelConfig:
     def kv_dim(self) -> int:
         return self.n_kv_heads * self.head_dim
 
-    # ---- parameter counts -----------------------------------------------------------------
-    @property
-    def num_params_attention_per_layer(self) -> int:
-        # Wq (q_dim x d), Wk and Wv (kv_dim x d each), Wo (d x q_dim); no biases.
-        return 2 * self.d_model * self.q_dim + 2 * self.d_model * self.kv_dim
-
-    @property
-    def num_params_mlp_per_layer(self) -> int:
-        """Feed-forward parameters stored per layer (all experts for MoE)."""
-        if self.moe is None:
-            return 3 * self.d_model * self.d_ff
+    # ---- accounting: one implementation for every architecture (model/arch.py) --------------
+    def arch(self) -> Arch:
+        """This model as an `Arch`: RMSNorm pre-norms, no biases, rotary positions, SwiGLU, and on MoE
+        layers a router, routed experts and ``num_shared_experts`` shared experts of d_expert each."""
         m = self.moe
-        experts = (m.num_experts + m.num_shared_experts) * 3 * self.d_model * m.d_expert
-        return experts + self.d_model * m.num_experts  # + router
-
-    @property
-    def num_params_mlp_active_per_layer(self) -> int:
-        if self.moe is None:
-            return self.num_params_mlp_per_layer
-        m = self.moe
-        return (m.top_k + m.num_shared_experts) * 3 * self.d_model * m.d_expert + self.d_model * m.num_experts
+        experts = None if m is None else Experts(m.num_experts, m.top_k, m.d_expert, m.num_shared_experts * m.d_expert)
+        return Arch(d_model=self.d_model, vocab_size=self.vocab_size,
+                    attention=Attention(self.n_heads, self.n_kv_heads, self.head_dim), mlp=MLP(self.d_ff),
+                    layers=(Layer(moe=m is not None),) * self.n_layers, experts=experts,
+                    tie_embeddings=self.tie_embeddings, max_seq_len=self.max_seq_len)
 
     @property
     def num_params_embedding(self) -> int:
-        return self.vocab_size * self.d_model * (1 if self.tie_embeddings else 2)
+        return self.arch().num_params_embedding
 
     @property
     def num_params_non_embedding(self) -> int:
-        per_layer = self.num_params_attention_per_layer + self.num_params_mlp_per_layer + 2 * self.d_model
-        return self.n_layers * per_layer + self.d_model  # + final norm
+        return self.arch().num_params_non_embedding
 
     @property
     def num_params_total(self) -> int:
-        return self.num_params_embedding + self.num_params_non_embedding
+        return self.arch().num_params_total
 
     @property
     def num_params_active_non_embedding(self) -> int:
-        per_layer = self.num_params_attention_per_layer + self.num_params_mlp_active_per_layer + 2 * self.d_model
-        return self.n_layers * per_layer + self.d_model
+        return self.arch().num_params_active_non_embedding
 
     @property
     def num_params_active(self) -> int:
-        return self.num_params_embedding + self.num_params_active_non_embedding
+        return self.arch().num_params_active
 
-    # ---- FLOPs ----------------------------------------------------------------------------
     @property
     def flops_per_token_6n(self) -> int:
         return 6 * self.num_params_active
 
     def forward_flops_per_token(self, seq_len: int | None = None, causal: bool = False) -> int:
-        """Matmul FLOPs of one forward pass per token at context ``seq_len``.
-
-        Attention scores and values cost 2 * 2 * seq_len * q_dim per layer (QK^T and AV). With
+        """Matmul FLOPs of one forward pass per token at context ``seq_len`` (`Arch.forward_flops_per_token`):
+        attention scores and values cost 2 * 2 * seq_len * q_dim per layer (QK^T and AV); with
         ``causal=True`` only the lower triangle is counted (about half); the default counts the full
-        square as Chinchilla (Hoffmann et al. 2022, Appendix F) and Kaplan do.
-        """
-        t = self.max_seq_len if seq_len is None else seq_len
-        ctx = (t + 1) / 2 if causal else t
-        d = self.d_model
-        proj = 2 * self.num_params_attention_per_layer
-        attn = 2 * 2 * ctx * self.q_dim
-        if self.moe is None:
-            mlp = 2 * 3 * d * self.d_ff
-        else:
-            m = self.moe
-            mlp = 2 * d * m.num_experts + 2 * 3 * d * m.d_expert * (m.top_k + m.num_shared_experts)
-        logits = 2 * d * self.vocab_size
-        return int(round(self.n_layers * (proj + attn + mlp) + logits))
+        square as Chinchilla (Hoffmann et al. 2022, Appendix F) and Kaplan do."""
+        return self.arch().forward_flops_per_token(seq_len, causal)
 
     def flops_per_token_exact(self, seq_len: int | None = None, causal: bool = False) -> int:
         """Training FLOPs per token: forward + backward (2x forward) = 3x forward."""
         return 3 * self.forward_flops_per_token(seq_len, causal)
+
+    @property
+    def kv_cache_elements_per_token(self) -> int:
+        return self.arch().kv_cache_elements_per_token
+
+    def kv_cache_elements(self, context: int) -> int:
+        return self.arch().kv_cache_elements(context)
 
     # ---- (de)serialisation ----------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -207,19 +188,7 @@ class ModelConfig:
 
     def counts(self, seq_len: int | None = None) -> dict:
         """Every analytic count in one dictionary (what `scalelab count --json` prints)."""
-        return {
-            "num_params_total": self.num_params_total,
-            "num_params_embedding": self.num_params_embedding,
-            "num_params_non_embedding": self.num_params_non_embedding,
-            "num_params_active": self.num_params_active,
-            "num_params_active_non_embedding": self.num_params_active_non_embedding,
-            "flops_per_token_6n": self.flops_per_token_6n,
-            "flops_per_token_exact": self.flops_per_token_exact(seq_len),
-            "flops_per_token_exact_causal": self.flops_per_token_exact(seq_len, causal=True),
-            "seq_len": self.max_seq_len if seq_len is None else seq_len,
-            "active_convention": "all parameters one token uses: dense + both vocabulary matrices + "
-                                 "router + shared + top_k routed experts",
-        }
+        return self.arch().counts(seq_len)
 
 
 def swiglu_hidden(d_model: int, multiple_of: int = 64) -> int:
