@@ -6,6 +6,7 @@ import pytest
 import torch
 
 FIXTURES = Path(__file__).parent / "fixtures"
+ZOO = Path(__file__).parents[1] / "src" / "scalelab" / "model" / "zoo"  # published HF configs (SOURCES.md)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -4,12 +4,12 @@ import json
 
 import pytest
 
-from conftest import FIXTURES, SMALL_DATA, TINY_MODEL, run_cli
+from conftest import SMALL_DATA, TINY_MODEL, ZOO, run_cli
 from scalelab.economics.flops import palm_flops_per_token
 
 
 def test_count_llama_and_mixtral_json():
-    r = run_cli("count", FIXTURES / "llama-2-7b.config.json", "--json")
+    r = run_cli("count", ZOO / "llama-2-7b.json", "--json")
     assert r.returncode == 0, r.stderr
     d = json.loads(r.stdout)
     assert d["num_params_total"] == 6_738_415_616
@@ -20,7 +20,7 @@ def test_count_llama_and_mixtral_json():
     matmul_params = d["num_params_total"] - V * dm - (2 * L * dm + dm)
     assert d["flops_per_token_exact"] == palm_flops_per_token(matmul_params, L, H, Q, T) == 46_084_915_200
     assert d["flops_per_token_exact"] > d["flops_per_token_6n"]  # attention at 4k context
-    d = json.loads(run_cli("count", FIXTURES / "mixtral-8x7b.config.json", "--json").stdout)
+    d = json.loads(run_cli("count", ZOO / "mixtral-8x7b.json", "--json").stdout)
     assert (d["num_params_total"], d["num_params_active"]) == (46_702_792_704, 12_879_925_248)
     assert "active" in run_cli("count", "--help").stdout
 

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from conftest import FIXTURES, run_cli
+from conftest import FIXTURES, ZOO, run_cli
 from scalelab.economics.cost import decode_throughput, training_cost
 from scalelab.economics.flops import hfu, mfu, palm_flops_per_token, train_flops_6nd
 from scalelab.economics.hardware import get_hardware
@@ -28,7 +28,7 @@ LLAMA2_70B = ModelConfig(d_model=8192, n_layers=80, n_heads=64, n_kv_heads=8, d_
 
 
 def test_kv_cache_published_figures():
-    llama7 = config_from_hf(FIXTURES / "llama-2-7b.config.json")
+    llama7 = config_from_hf(ZOO / "llama-2-7b.json")
     assert kv_cache_bytes_per_token(llama7) == 524_288
     assert kv_cache_bytes_per_token(LLAMA2_70B) == 327_680
     assert LLAMA2_70B.num_params_total == pytest.approx(68.98e9, rel=1e-3)
@@ -66,7 +66,7 @@ def test_korthikanti_gpt3_activations():
 
 
 def test_our_activation_model_orders_recomputation():
-    cfg = config_from_hf(FIXTURES / "llama-2-7b.config.json")
+    cfg = config_from_hf(ZOO / "llama-2-7b.json")
     none = activation_bytes(cfg, 4096, 1, "none", flash=False)["per_layer"]
     flash = activation_bytes(cfg, 4096, 1, "none", flash=True)["per_layer"]
     full = activation_bytes(cfg, 4096, 1, "full")["per_layer"]
@@ -77,7 +77,7 @@ def test_our_activation_model_orders_recomputation():
 def test_quantized_weights_and_serving():
     assert weights_bytes(1e9, "int4", group_size=128) == pytest.approx(1e9 * 4.125 / 8)
     assert weights_bytes(1e9, "int8", group_size=64, zero_point=True) == pytest.approx(1e9 * 8.5 / 8)
-    llama7 = config_from_hf(FIXTURES / "llama-2-7b.config.json")
+    llama7 = config_from_hf(ZOO / "llama-2-7b.json")
     h100 = get_hardware("h100-sxm")
     one = decode_throughput(llama7, h100, batch=1, context=2048)
     big = decode_throughput(llama7, h100, batch=256, context=2048)
@@ -97,7 +97,7 @@ def test_quantized_weights_and_serving():
     kv_seq = 524_288 * 32
     expected = 2 * llama7.num_params_total * ridge / (2 * llama7.num_params_active - ridge * kv_seq)
     assert short == pytest.approx(expected, rel=0.05)
-    mixtral = config_from_hf(FIXTURES / "mixtral-8x7b.config.json")
+    mixtral = config_from_hf(ZOO / "mixtral-8x7b.json")
     m1 = decode_throughput(mixtral, h100, batch=1, context=2048)
     assert m1["tokens_per_s"] > decode_throughput(llama7, h100, 1, 2048)["tokens_per_s"] / 3  # ~13B active
 
@@ -137,7 +137,7 @@ def test_models_table():
 
 
 def test_count_memory_json():
-    r = run_cli("count", FIXTURES / "llama-2-7b.config.json", "--json", "--batch", "2", "--seq-len", "2048",
+    r = run_cli("count", ZOO / "llama-2-7b.json", "--json", "--batch", "2", "--seq-len", "2048",
                 "--gpu", "a100-80gb", "--zero", "3", "--dp", "8")
     d = json.loads(r.stdout)
     assert d["kv_cache_bytes_per_token"] == 524_288

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from conftest import FIXTURES
+from conftest import FIXTURES, ZOO
 from scalelab.errors import UserError
 from scalelab.model import ModelConfig, MoEConfig
 from scalelab.model.hf import config_from_hf, config_to_hf
@@ -45,8 +45,8 @@ def test_logits_match_transformers(name, tmp_path):
 
 
 def test_import_configs_roundtrip():
-    for f in ("llama-2-7b.config.json", "mixtral-8x7b.config.json"):
-        cfg = config_from_hf(FIXTURES / f)
+    for f in ("llama-2-7b.json", "mixtral-8x7b.json"):
+        cfg = config_from_hf(ZOO / f)
         assert config_from_hf(config_to_hf(cfg)) == cfg
 
 
@@ -194,7 +194,6 @@ def test_lm_eval_adapter_scores_like_transformers_on_the_exported_model(exported
 
 def _toy_tasks(folder):
     """Two local harness tasks over tests/fixtures/lm_eval/sums.jsonl: multiple choice and generation."""
-    from conftest import FIXTURES
 
     data = FIXTURES / "lm_eval" / "sums.jsonl"
     common = f"dataset_path: json\ndataset_kwargs:\n  data_files:\n    test: {data}\ntest_split: test\n" \

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FIXTURES
+from conftest import ZOO
 
 # runs scalelab's CLI as if torch, tokenizers, safetensors, plotly, matplotlib and transformers were absent
 WITHOUT_EXTRAS = """
@@ -34,7 +34,8 @@ CORE = [
     ["backtest", "--methods", "chinchilla", "--datasets", "gpt3", "--workers", "1", "--json"],
     ["plan", "--compute", "1e24"],
     ["models"],
-    ["count", str(FIXTURES / "llama-2-7b.config.json"), "--json"],
+    ["count", str(ZOO / "llama-2-7b.json"), "--json"],
+    ["count", "deepseek-v3", "--json"],
     ["fit", "--example", "pythia-tasks", "--metric", "acc", "--via", "lambada_nll", "--json"],
 ]
 

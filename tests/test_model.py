@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from conftest import FIXTURES
+from conftest import ZOO
 from scalelab.errors import UserError
 from scalelab.model import ModelConfig, MoEConfig
 from scalelab.model.hf import config_from_hf
@@ -40,9 +40,9 @@ def test_analytic_counts_equal_numel(cfg):
 
 
 def test_published_counts():
-    llama = config_from_hf(FIXTURES / "llama-2-7b.config.json")
+    llama = config_from_hf(ZOO / "llama-2-7b.json")
     assert llama.num_params_total == 6_738_415_616
-    mixtral = config_from_hf(FIXTURES / "mixtral-8x7b.config.json")
+    mixtral = config_from_hf(ZOO / "mixtral-8x7b.json")
     assert mixtral.num_params_total == 46_702_792_704
     assert mixtral.num_params_active == 12_879_925_248
     assert mixtral.n_kv_heads == 8 and mixtral.moe.top_k == 2

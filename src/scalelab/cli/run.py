@@ -12,6 +12,12 @@ ACTIVE_HELP = ("'active' parameters are those one token uses: all dense weights,
                "convention Mistral uses for Mixtral's 12.9B). 6N uses the active count.")
 
 
+def _zoo_names() -> list[str]:
+    from scalelab.model import zoo
+
+    return zoo.names()
+
+
 # ---- train / sample / count / export ------------------------------------------------------------
 
 def cmd_train(a) -> int:
@@ -65,32 +71,18 @@ def cmd_sample(a) -> int:
     return 0
 
 
-def _load_model_config(path: str):
-    """A model config from an HF config.json, a scalelab run config (.toml/.json) or a run directory."""
-    from scalelab.config import load_dict
-    from scalelab.io import read_config_file
-    from scalelab.model.hf import config_from_hf
-    from scalelab.train.rundir import RunDir
-
-    p = Path(path)
-    d = read_config_file(RunDir(p).config_file if p.is_dir() else p)  # read once, whichever kind it is
-    if "model_type" in d or "architectures" in d:
-        return config_from_hf(d)
-    return load_dict(d).model
-
-
 def cmd_count(a) -> int:
-    cfg = _load_model_config(a.config)
-    res = cfg.counts(a.seq_len)
-    extra = None
+    from scalelab.model.sources import model_counts
+
+    arch, res = model_counts(a.config, a.seq_len)
     if any(v is not None for v in (a.batch, a.gpu, a.dtype, a.zero)) or a.memory:
+        if arch is None:
+            raise UserError(f"{a.config}: memory needs the architecture, which only the analytic readers derive")
         from scalelab.economics.footprint import memory_report
 
-        extra = memory_report(cfg, seq_len=a.seq_len or cfg.max_seq_len, batch=a.batch or 1,
-                              dtype=a.dtype or "bf16", zero=a.zero or 0, dp=a.dp, gpu=a.gpu, regime=a.regime,
-                              recompute=a.recompute)
-        res.update(extra)
-
+        res.update(memory_report(arch, seq_len=a.seq_len or arch.max_seq_len, batch=a.batch or 1,
+                                 dtype=a.dtype or "bf16", zero=a.zero or 0, dp=a.dp, gpu=a.gpu, regime=a.regime,
+                                 recompute=a.recompute))
     emit(res, a.json, lambda r: table(str(a.config), ["quantity", "value"], list(_flat_rows(r))))
     return 0
 
@@ -105,6 +97,8 @@ def _flat_rows(d: dict, prefix: str = ""):
             yield key, f"{v:,.0f}" if abs(v) >= 100 else f"{v:.4g}"
         elif isinstance(v, (str, bool)):
             yield key, str(v)
+        elif isinstance(v, list) and all(isinstance(x, str) for x in v):
+            yield from ((f"{key}[{i}]", x) for i, x in enumerate(v))
 
 
 def cmd_export(a) -> int:
@@ -144,7 +138,9 @@ def register(sub) -> None:
 
     c = sub.add_parser("count", help="exact parameter, FLOP and memory counts of a model config",
                        description="Analytic counts from a config alone, no weights allocated. " + ACTIVE_HELP)
-    c.add_argument("config", help="HF config.json, scalelab run config, or run directory")
+    c.add_argument("config", help="HF config.json (Llama, Mistral, Mixtral, Qwen2/3, Qwen-MoE, DeepSeek-V2/V3, "
+                   "Gemma 2/3, Phi-3, OLMo-2, OLMoE, GPT-2, GPT-NeoX, Llama 4; others through transformers), a "
+                   "scalelab run config or run directory, or a shipped model's name: " + ", ".join(_zoo_names()))
     c.add_argument("--json", action="store_true")
     c.add_argument("--seq-len", type=int, default=None, help="context for the attention FLOPs (default max_seq_len)")
     c.add_argument("--batch", type=int, default=None, help="micro-batch for activation / KV-cache memory")

@@ -16,25 +16,47 @@ from dataclasses import replace
 from scalelab.errors import UserError
 from scalelab.model.arch import MLP, Arch, Attention, Experts, Layer
 
-
-class MissingKey(UserError):
-    pass
+_SW = {"sliding_window": 4096}
+DEFAULTS = {
+    "mistral": {**_SW, "num_key_value_heads": 8}, "mixtral": {"num_key_value_heads": 8, "num_experts_per_tok": 2},
+    "qwen2": {**_SW, "num_key_value_heads": 32}, "qwen3": {**_SW, "num_key_value_heads": 32, "head_dim": 128},
+    "qwen2_moe": {**_SW, "num_key_value_heads": 16, "num_experts_per_tok": 4},
+    "qwen3_moe": {**_SW, "num_key_value_heads": 4, "num_experts_per_tok": 8},
+    "gemma2": {**_SW, "num_key_value_heads": 4, "head_dim": 256, "tie_word_embeddings": True},
+    "gemma3_text": {**_SW, "num_key_value_heads": 4, "head_dim": 256, "tie_word_embeddings": True},
+    "olmoe": {"num_experts_per_tok": 8}, "gpt2": {"tie_word_embeddings": True}, "gpt_neox": {"attention_bias": True},
+    "deepseek_v2": {"q_lora_rank": 1536, "n_shared_experts": 2, "first_k_dense_replace": 0},
+    "deepseek_v3": {"num_key_value_heads": 128, "q_lora_rank": 1536, "n_shared_experts": 1, "first_k_dense_replace": 3,
+                    "num_experts_per_tok": 8},
+    "llama4_text": {"num_key_value_heads": 8, "head_dim": 128, "attention_chunk_size": 8192, "num_experts_per_tok": 1,
+                    "intermediate_size_mlp": 16384},
+}
+"""transformers' defaults (5.x config classes) for keys a config.json may leave out, where they are not
+what the key's absence would suggest; a reader that uses one says so in the notes."""
 
 
 class _Cfg:
-    """A config dict whose missing required keys are one-line errors naming the model type."""
+    """A config dict read as transformers reads it: a missing required key is a one-line error naming the
+    model type; an absent key takes transformers' default (DEFAULTS, noted); a key set to null takes the
+    value the reader gives for null (no window, no compression, derived head_dim)."""
 
     def __init__(self, hf: dict):
         self.hf, self.type = hf, hf.get("model_type")
+        self.defaults_used: list[str] = []
 
     def __getitem__(self, key: str):
-        if self.hf.get(key) is None:
-            raise MissingKey(f"config.json lacks the field {key!r} that a {self.type} config must have")
-        return self.hf[key]
+        v = self.get(key)
+        if v is None:
+            raise UserError(f"config.json lacks the field {key!r} that a {self.type} config must have")
+        return v
 
-    def get(self, key: str, default=None):
-        v = self.hf.get(key)
-        return default if v is None else v
+    def get(self, key: str, null=None):
+        if key not in self.hf and key in DEFAULTS.get(self.type, {}):
+            v = DEFAULTS[self.type][key]
+            self.defaults_used.append(f"{key}={v}")
+        else:
+            v = self.hf.get(key)
+        return null if v is None else v
 
 
 def text_config(hf: dict) -> tuple[dict, list[str]]:
@@ -47,7 +69,7 @@ def text_config(hf: dict) -> tuple[dict, list[str]]:
         text["tie_word_embeddings"] = hf["tie_word_embeddings"]
     left = [k for k in hf if k.endswith("vision_config") or k.endswith("audio_config")]
     notes = [f"{hf.get('model_type')}: counts are the language model's ({text.get('model_type')}); "
-             f"{', '.join(left) or 'other towers'} and the projector are not included"]
+             f"{', '.join(left) or 'other towers'} and the projector are counted apart (through transformers)"]
     return text, notes
 
 
@@ -204,42 +226,15 @@ READERS = {
 
 
 def arch_from_hf(hf: dict) -> Arch:
-    """The `Arch` of a Hugging Face config dict. A key the reader needs but the file leaves out is taken
-    from transformers' default for it (when transformers is installed; the notes list each one), else a
-    one-line error; an unknown model_type is a `UserError` (the CLI then falls back to transformers on
-    the meta device: model/hf_meta.py)."""
+    """The `Arch` of a Hugging Face config dict; an unknown model_type is a `UserError` (the CLI then
+    falls back to transformers on the meta device: model/hf_meta.py)."""
     text, notes = text_config(hf)
     mtype = text.get("model_type")
     if mtype not in READERS:
         raise UserError(f"config.json model_type={mtype!r} has no analytic reader; known: {', '.join(sorted(READERS))}")
-    try:
-        arch = READERS[mtype](_Cfg(text))
-    except MissingKey as e:
-        filled, used = _transformers_defaults(hf, e)
-        arch = READERS[mtype](_Cfg(text_config(filled)[0]))
-        notes.append("absent from config.json, transformers' defaults: " + ", ".join(f"{k}={v}" for k, v in used))
+    c = _Cfg(text)
+    arch = READERS[mtype](c)
+    if c.defaults_used:
+        used = ", ".join(dict.fromkeys(c.defaults_used))
+        notes.append(f"absent from config.json, transformers' defaults used: {used}")
     return replace(arch, notes=(*notes, *arch.notes))
-
-
-def _transformers_defaults(hf: dict, missing: MissingKey) -> tuple[dict, list]:
-    """``hf`` completed by transformers' config class; -> (completed dict, [(key, default used)])."""
-    try:
-        from transformers import AutoConfig
-    except ImportError:
-        raise UserError(f"{missing}; install scalelab[hf] to take transformers' default for it") from None
-    try:
-        full = AutoConfig.for_model(**hf).to_dict()
-    except (ValueError, TypeError, KeyError) as e:
-        raise UserError(f"{missing}; transformers cannot complete it either: {e}") from None
-    text, given = text_config(full)[0], text_config(hf)[0]
-    used = [(k, text[k]) for k in sorted(text) if given.get(k) is None and text.get(k) is not None
-            and k in _READ_KEYS]
-    return full, used
-
-
-_READ_KEYS = {"num_attention_heads", "num_key_value_heads", "head_dim", "hidden_size", "intermediate_size",
-              "vocab_size", "num_hidden_layers", "sliding_window", "layer_types", "attention_chunk_size",
-              "num_local_experts", "num_experts", "num_experts_per_tok", "moe_intermediate_size",
-              "intermediate_size_mlp", "n_routed_experts", "n_shared_experts", "kv_lora_rank", "q_lora_rank",
-              "qk_rope_head_dim", "qk_nope_head_dim", "v_head_dim", "first_k_dense_replace", "tie_word_embeddings",
-              "max_position_embeddings", "n_embd", "n_head", "n_layer", "n_positions", "n_inner"}

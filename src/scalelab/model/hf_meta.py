@@ -22,6 +22,10 @@ def build_on_meta(hf: dict):
     except ImportError:
         raise UserError("this config needs transformers to be counted: pip install 'scalelab[hf]'") from None
     transformers.logging.set_verbosity_error()
+    mtype = hf.get("model_type")
+    if mtype not in transformers.CONFIG_MAPPING:
+        raise UserError(f"model_type={mtype!r} is known neither to scalelab's readers nor to transformers "
+                        f"{transformers.__version__}; check the config's model_type")
     try:
         cfg = transformers.AutoConfig.for_model(**hf)
         names = [a for a in hf.get("architectures") or [] if hasattr(transformers, a)]
@@ -30,7 +34,7 @@ def build_on_meta(hf: dict):
             warnings.simplefilter("ignore")
             return cls.from_config(cfg) if cls is transformers.AutoModelForCausalLM else cls(cfg)
     except (ValueError, KeyError, TypeError, AttributeError) as e:
-        raise UserError(f"transformers cannot build model_type={hf.get('model_type')!r}: {e}") from None
+        raise UserError(f"transformers cannot build model_type={mtype!r}: {str(e).splitlines()[0][:200]}") from None
 
 
 def meta_counts(hf: dict) -> dict:
