@@ -32,6 +32,18 @@ MODELS = [
     PublishedModel("Mistral 7B", 7.24e9, 7.24e9, None, "Jiang et al. 2023 (training tokens not disclosed)"),
     PublishedModel("Mixtral 8x7B", 46.7e9, 12.9e9, None, "Jiang et al. 2024 (training tokens not disclosed)"),
     PublishedModel("DeepSeek-V3", 671e9, 37e9, 14.8e12, "DeepSeek-AI 2024, Sec. 1 and 4"),
+    PublishedModel("Pythia 1.4B", 1.414647808e9, 1.414647808e9, 300e9, "Biderman et al. 2023, Table 1 (299.9B tokens)"),
+    PublishedModel("Phi-3-mini", 3.82e9, 3.82e9, 3.3e12, "Abdin et al. 2024, Sec. 2 (3.8B, 3.3T tokens)"),
+    PublishedModel("Gemma 2 9B", 9.24e9, 9.24e9, 8e12, "Gemma Team 2024, Tables 1-2 (8T tokens)"),
+    PublishedModel("Qwen2.5 7B", 7.61e9, 7.61e9, 18e12, "Qwen Team 2024, Qwen2.5 report and model card (18T tokens)"),
+    PublishedModel("OLMoE-1B-7B", 6.9e9, 1.3e9, 5.1e12, "Muennighoff et al. 2024, Sec. 2 (5.1T tokens)"),
+    PublishedModel("OLMo 2 7B", 7.3e9, 7.3e9, 4e12, "OLMo et al. 2024, 2 OLMo 2 Furious, Table 1 (about 4T tokens)"),
+    PublishedModel("Gemma 3 4B", 4.3e9, 4.3e9, 4e12, "Gemma Team 2025, Table 1, Sec. 2.2 (4T; with vision)"),
+    PublishedModel("Gemma 3 27B", 27.4e9, 27.4e9, 14e12, "Gemma Team 2025, Table 1, Sec. 2.2 (14T; with vision)"),
+    PublishedModel("Qwen3 8B", 8.2e9, 8.2e9, 36e12, "Qwen Team 2025, Qwen3 report Sec. 3 (36T tokens)"),
+    PublishedModel("Qwen3-30B-A3B", 30.5e9, 3.3e9, 36e12, "Qwen Team 2025, Qwen3 report Sec. 3 (36T tokens)"),
+    PublishedModel("Llama 4 Scout", 109e9, 17e9, 40e12, "Meta 2025, Llama 4 model card (~40T tokens; incl. vision)"),
+    PublishedModel("Llama 4 Maverick", 400e9, 17e9, 22e12, "Meta 2025, Llama 4 model card (~22T tokens; incl. vision)"),
 ]
 
 
