@@ -20,7 +20,20 @@ CASES = {
     "llama-tied": ModelConfig(d_model=48, n_layers=2, n_heads=3, vocab_size=100, max_seq_len=64),
     "mixtral": ModelConfig(d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=211, max_seq_len=64,
                            tie_embeddings=False, moe=MoEConfig(num_experts=4, top_k=2, d_expert=96)),
+    # the options of today's open models, each against its own transformers class
+    "mistral-window": ModelConfig(d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=97, max_seq_len=64,
+                                  sliding_window=8),
+    "qwen2-bias": ModelConfig(d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=97, max_seq_len=64,
+                              qkv_bias=True, tie_embeddings=False),
+    "qwen3-qknorm-window": ModelConfig(d_model=64, n_layers=2, n_heads=4, n_kv_heads=1, head_dim=32, vocab_size=97,
+                                       max_seq_len=64, qk_norm="head", sliding_window=12),
+    "qwen3-moe": ModelConfig(d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=97, max_seq_len=64,
+                             qk_norm="head", tie_embeddings=False, moe=MoEConfig(num_experts=8, top_k=2, d_expert=32)),
+    "olmoe": ModelConfig(d_model=64, n_layers=2, n_heads=4, vocab_size=97, max_seq_len=64, qk_norm="full",
+                         tie_embeddings=False, moe=MoEConfig(num_experts=8, top_k=3, d_expert=32, renormalize=False)),
 }
+CLASS = {"mixtral": "MixtralForCausalLM", "mistral-window": "MistralForCausalLM", "qwen2-bias": "Qwen2ForCausalLM",
+         "qwen3-qknorm-window": "Qwen3ForCausalLM", "qwen3-moe": "Qwen3MoeForCausalLM", "olmoe": "OlmoeForCausalLM"}
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -32,31 +45,34 @@ def test_logits_match_transformers(name, tmp_path):
         torch.nn.init.normal_(p, std=0.1)
     save_hf(ours, tmp_path)
     theirs = transformers.AutoModelForCausalLM.from_pretrained(tmp_path).eval()
-    expected = "MixtralForCausalLM" if cfg.moe else "LlamaForCausalLM"
-    assert type(theirs).__name__ == expected
+    assert type(theirs).__name__ == CLASS.get(name, "LlamaForCausalLM")
     x = torch.randint(0, cfg.vocab_size, (2, 40))
     with torch.no_grad():
         a = ours(x).logits
         b = theirs(x).logits
     assert (a - b).abs().max().item() < 1e-4
     back = load_hf(tmp_path)  # and our loader reads the same files back exactly
+    assert back.cfg.counts() == cfg.counts() and (cfg.moe is None or back.cfg.moe.renormalize == cfg.moe.renormalize)
     for (n, p), q in zip(ours.named_parameters(), back.parameters()):
         assert torch.equal(p, q), n
 
 
 def test_import_configs_roundtrip():
-    for f in ("llama-2-7b.json", "mixtral-8x7b.json"):
+    for f in ("llama-2-7b.json", "mixtral-8x7b.json", "qwen2.5-7b.json", "qwen3-8b.json", "qwen3-30b-a3b.json",
+              "olmoe-1b-7b.json"):
         cfg = config_from_hf(ZOO / f)
-        assert config_from_hf(config_to_hf(cfg)) == cfg
+        back = config_from_hf(config_to_hf(cfg))
+        assert back.counts() == cfg.counts() and back.qk_norm == cfg.qk_norm and back.qkv_bias == cfg.qkv_bias
+        assert (back.moe and back.moe.renormalize) == (cfg.moe and cfg.moe.renormalize), f
 
 
 def test_import_errors(tmp_path):
     p = tmp_path / "config.json"
     p.write_text(json.dumps({"model_type": "gpt2"}))
-    with pytest.raises(UserError, match="not supported"):
+    with pytest.raises(UserError, match="cannot be built by scalelab's model family"):
         config_from_hf(p)
     p.write_text(json.dumps({"model_type": "llama", "hidden_size": 64}))
-    with pytest.raises(UserError, match="num_attention_heads"):
+    with pytest.raises(UserError, match="lacks the field 'num_hidden_layers' that a llama config must have"):
         config_from_hf(p)
     with pytest.raises(UserError, match="shared experts"):
         config_to_hf(ModelConfig(moe=MoEConfig(num_shared_experts=1)))

@@ -21,10 +21,17 @@ VARIANTS = [
     ModelConfig(d_model=64, n_layers=2, n_heads=4, vocab_size=200, moe=MoEConfig(num_experts=4, top_k=2)),
     ModelConfig(d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=200, tie_embeddings=False,
                 moe=MoEConfig(num_experts=8, top_k=2, d_expert=32, num_shared_experts=2)),
+    # today's options: q/k/v biases, q/k norms (per head, over all heads), a sliding window, DeepSeek-style
+    # MoE (fine-grained + shared experts after a dense first layer, softmax weights not renormalised)
+    ModelConfig(d_model=64, n_layers=3, n_heads=4, n_kv_heads=2, vocab_size=150, qkv_bias=True, qk_norm="head",
+                sliding_window=6, moe=MoEConfig(num_experts=8, top_k=2, d_expert=16, num_shared_experts=1,
+                                                first_dense_layers=1, renormalize=False)),
+    ModelConfig(d_model=64, n_layers=2, n_heads=4, vocab_size=150, qk_norm="full", tie_embeddings=False),
 ]
 
 
-@pytest.mark.parametrize("cfg", VARIANTS, ids=lambda c: f"d{c.d_model}-moe{bool(c.moe)}-tie{c.tie_embeddings}")
+@pytest.mark.parametrize("cfg", VARIANTS, ids=lambda c: f"d{c.d_model}-moe{bool(c.moe)}-tie{c.tie_embeddings}"
+                         f"{'-' + c.qk_norm if c.qk_norm else ''}")
 def test_analytic_counts_equal_numel(cfg):
     model = Transformer(cfg)
     assert cfg.num_params_total == sum(p.numel() for p in model.parameters())
@@ -34,9 +41,10 @@ def test_analytic_counts_equal_numel(cfg):
     if cfg.moe is None:
         assert cfg.num_params_active == cfg.num_params_total
     else:
-        m = cfg.moe
-        inactive = cfg.n_layers * (m.num_experts - m.top_k) * 3 * cfg.d_model * m.d_expert
-        assert cfg.num_params_active == cfg.num_params_total - inactive
+        m = cfg.moe  # the routed experts' tensors, wherever the model has them: a token uses top_k of E
+        routed = sum(getattr(layer.mlp, w).numel() for layer in model.layers if isinstance(layer.mlp, MoE)
+                     for w in ("w1", "w2", "w3"))
+        assert cfg.num_params_active == cfg.num_params_total - routed * (m.num_experts - m.top_k) // m.num_experts
 
 
 def test_published_counts():
@@ -146,7 +154,7 @@ def test_initial_loss_close_to_ln_vocab():
         assert abs(loss - math.log(cfg.vocab_size)) < 0.1
 
 
-@pytest.mark.parametrize("cfg", [VARIANTS[1], VARIANTS[4]], ids=["gqa", "moe"])
+@pytest.mark.parametrize("cfg", [VARIANTS[1], VARIANTS[4], VARIANTS[5]], ids=["gqa", "moe", "window-deepseek-moe"])
 def test_greedy_with_and_without_cache_identical(cfg):
     torch.manual_seed(3)
     model = Transformer(cfg)
@@ -163,7 +171,7 @@ def test_greedy_with_and_without_cache_identical(cfg):
         margins = []
         hooks = [layer.mlp.router.register_forward_hook(
             lambda m, i, out: margins.append(out.sort(-1, descending=True).values.diff(dim=-1)[..., 1].abs()))
-            for layer in model.layers]
+            for layer in model.layers if hasattr(layer.mlp, "router")]
         with torch.no_grad():
             model(a)
         for h in hooks:
@@ -178,8 +186,33 @@ def test_greedy_with_and_without_cache_identical(cfg):
     torch.testing.assert_close(step, full, rtol=1e-4, atol=1e-4)  # logits of ~10: fp32 noise ~1e-5
 
 
+def test_sliding_window_wider_than_the_sequence_is_full_attention_and_narrower_is_the_masked_reference():
+    torch.manual_seed(0)
+    base = ModelConfig(d_model=32, n_layers=1, n_heads=2, vocab_size=50, max_seq_len=64)  # one layer: the window
+    # is the whole receptive field (stacked layers widen it)
+    full = Transformer(base).eval()
+    wide = Transformer(ModelConfig(**{**base.to_dict(), "sliding_window": 64})).eval()
+    narrow = Transformer(ModelConfig(**{**base.to_dict(), "sliding_window": 4})).eval()
+    wide.load_state_dict(full.state_dict())
+    narrow.load_state_dict(full.state_dict())
+    x = torch.randint(0, 50, (2, 30))
+    with torch.no_grad():
+        assert torch.equal(wide(x).logits, full(x).logits)
+        y = narrow(x).logits
+        # each position sees only its last 4 tokens: the logits at t equal those of the model on x[t-3..t]
+        # alone once RoPE's relative positions are accounted for (RoPE is relative: a shifted window
+        # gives the same attention scores), so compare with the full model on each 4-token window
+        for t in (3, 17, 29):
+            ref = full(x[:, t - 3:t + 1]).logits[:, -1]
+            torch.testing.assert_close(y[:, t], ref, rtol=1e-4, atol=1e-4)
+        assert not torch.allclose(y[:, 29], full(x).logits[:, 29], atol=1e-3)
+
+
 @pytest.mark.parametrize("kw,msg", [
     (dict(n_heads=6, n_kv_heads=4), "not divisible"),
+    (dict(qk_norm="layer"), "model.qk_norm must be"),
+    (dict(sliding_window=-1), "sliding_window must be >= 0"),
+    (dict(n_layers=2, moe=MoEConfig(first_dense_layers=2)), "leaves no MoE layer"),
     (dict(d_model=0), "model.d_model"),
     (dict(head_dim=7), "even"),
     (dict(moe=MoEConfig(num_experts=4, top_k=5)), "top_k"),

@@ -61,11 +61,16 @@ def test_task_metrics_improve_while_the_task_is_in_the_data(small_cfg, tmp_path)
     assert len(sums) >= 70  # the 80 trainable problems of 100 (a few code lines look alike)
 
 
-@pytest.mark.parametrize("moe", [False, True], ids=["dense", "moe"])
+OPTIONS = ["model.moe.num_experts=4", "model.moe.top_k=2", "model.moe.num_shared_experts=1",
+           "model.moe.first_dense_layers=1", "model.moe.renormalize=false", "model.qkv_bias=true",
+           "model.qk_norm=head", "model.sliding_window=16"]  # DeepSeek-style MoE, Qwen2/3 and Mistral options
+
+
+@pytest.mark.parametrize("moe", [False, True, "options"], ids=["dense", "moe", "options"])
 def test_resume_equals_uninterrupted(small_cfg, small_dataset, tmp_path, moe):
     # dense: with a task evaluated at every evaluation (its metrics must resume exactly too)
-    extra = ["model.moe.num_experts=4", "model.moe.top_k=2"] if moe else ["tasks.names=addition:digits=2",
-                                                                         "tasks.eval_problems=40"]
+    extra = ["model.moe.num_experts=4", "model.moe.top_k=2"] if moe is True else OPTIONS if moe else [
+        "tasks.names=addition:digits=2", "tasks.eval_problems=40"]
     cfg = small_cfg("train.max_steps=24", "train.eval_every=8", "train.log_every=4", "train.grad_accum=2", *extra)
     full = tmp_path / "full"
     part = tmp_path / "part"
@@ -85,6 +90,8 @@ def test_resume_equals_uninterrupted(small_cfg, small_dataset, tmp_path, moe):
         assert torch.equal(p, q), n
     if not moe:
         assert set(a[-1]["tasks"]) == {"addition:digits=2,format=plain"}
+    if moe == "options":  # and it learns
+        assert a[-1]["train_loss"] < a[0]["train_loss"] - 0.3, (a[0]["train_loss"], a[-1]["train_loss"])
     if moe:
         assert "expert_load" in a[-1] and len(a[-1]["expert_load"]) == 4
         assert a[-1]["lb_loss"] >= 1.0 - 1e-6  # E * sum f_i P_i >= 1 up to sampling

@@ -102,12 +102,13 @@ def _flat_rows(d: dict, prefix: str = ""):
 
 
 def cmd_export(a) -> int:
+    from scalelab.model.hf import CLASSES, hf_model_type
     from scalelab.model.hf_weights import save_hf
     from scalelab.train.runner import load_run
 
     model, _, tok = load_run(a.run_dir)
     written = save_hf(model, a.out, tokenizer=tok)
-    print(f"wrote {a.out}: {', '.join(written)} ({'MixtralForCausalLM' if model.cfg.moe else 'LlamaForCausalLM'}; "
+    print(f"wrote {a.out}: {', '.join(written)} ({CLASSES[hf_model_type(model.cfg)]}; "
           f"bos = eos = pad = <|endoftext|>)")
     return 0
 

@@ -46,6 +46,11 @@ class MoEConfig:
     """Switch load-balancing loss coefficient (Fedus et al. 2021)."""
     z_coef: float = 1e-3
     """router z-loss coefficient (Zoph et al. 2022, ST-MoE)."""
+    renormalize: bool = True
+    """weights of the chosen top_k experts renormalised to sum to 1 (Mixtral, Qwen3-MoE); False keeps
+    their softmax probabilities over all experts (DeepSeek-V2, OLMoE)."""
+    first_dense_layers: int = 0
+    """the first layers keep a dense SwiGLU of d_ff (DeepSeek's first_k_dense_replace: 1 in V2, 3 in V3)."""
 
     def validate(self) -> None:
         if self.num_experts < 1:
@@ -60,6 +65,8 @@ class MoEConfig:
             raise UserError("model.moe.capacity_factor must be > 0, or omitted for dropless routing")
         if self.lb_coef < 0 or self.z_coef < 0:
             raise UserError("model.moe.lb_coef and model.moe.z_coef must be >= 0")
+        if self.first_dense_layers < 0:
+            raise UserError("model.moe.first_dense_layers must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -82,6 +89,14 @@ class ModelConfig:
     norm_eps: float = 1e-5
     init_std: float = 0.02
     moe: MoEConfig | None = None
+    qkv_bias: bool = False
+    """biases on the q, k and v projections (Qwen2)."""
+    qk_norm: str = ""
+    """RMSNorm on queries and keys before RoPE: "head" over each head's head_dim, one weight shared by
+    the heads (Qwen3, Gemma 3); "full" over all heads at once (OLMo-2, OLMoE); "" none."""
+    sliding_window: int = 0
+    """0 = full causal attention; w = each token attends the last w positions, itself included
+    (Mistral 7B: 4096). The KV cache keeps every position; the attention masks the older ones."""
     init_from: str = ""
     """a Hugging Face Llama / Mistral / Mixtral checkpoint folder to start from: its config.json sets the
     architecture (model keys that disagree are an error; max_seq_len may be lowered), its safetensors
@@ -115,7 +130,17 @@ class ModelConfig:
             raise UserError("model.rope_theta, model.norm_eps and model.init_std must be > 0")
         if self.moe is not None:
             self.moe.validate()
+            if self.moe.first_dense_layers >= self.n_layers:
+                raise UserError(f"model.moe.first_dense_layers={self.moe.first_dense_layers} leaves no MoE layer "
+                                f"among n_layers={self.n_layers}")
+        if self.qk_norm not in ("", "head", "full"):
+            raise UserError(f"model.qk_norm must be '', 'head' or 'full', got {self.qk_norm!r}")
+        if self.sliding_window < 0:
+            raise UserError(f"model.sliding_window must be >= 0 (0 = full attention), got {self.sliding_window}")
         return self
+
+    def is_moe_layer(self, i: int) -> bool:
+        return self.moe is not None and i >= self.moe.first_dense_layers
 
     @property
     def q_dim(self) -> int:
@@ -127,13 +152,17 @@ class ModelConfig:
 
     # ---- accounting: one implementation for every architecture (model/arch.py) --------------
     def arch(self) -> Arch:
-        """This model as an `Arch`: RMSNorm pre-norms, no biases, rotary positions, SwiGLU, and on MoE
-        layers a router, routed experts and ``num_shared_experts`` shared experts of d_expert each."""
+        """This model as an `Arch`: RMSNorm pre-norms, rotary positions, SwiGLU, optional q/k/v biases,
+        q/k norms and a sliding window, and on MoE layers a router, routed experts and
+        ``num_shared_experts`` shared experts of d_expert each."""
         m = self.moe
         experts = None if m is None else Experts(m.num_experts, m.top_k, m.d_expert, m.num_shared_experts * m.d_expert)
         return Arch(d_model=self.d_model, vocab_size=self.vocab_size,
-                    attention=Attention(self.n_heads, self.n_kv_heads, self.head_dim), mlp=MLP(self.d_ff),
-                    layers=(Layer(moe=m is not None),) * self.n_layers, experts=experts,
+                    attention=Attention(self.n_heads, self.n_kv_heads, self.head_dim, qkv_bias=self.qkv_bias,
+                                        qk_norm=self.qk_norm),
+                    mlp=MLP(self.d_ff), experts=experts,
+                    layers=tuple(Layer(moe=self.is_moe_layer(i), window=self.sliding_window)
+                                 for i in range(self.n_layers)),
                     tie_embeddings=self.tie_embeddings, max_seq_len=self.max_seq_len)
 
     @property

@@ -18,75 +18,106 @@ from scalelab.data.tokenizer import end_of_text
 from scalelab.errors import UserError
 from scalelab.io import atomic_write_text, read_config_file
 from scalelab.model.config import ModelConfig, MoEConfig
+from scalelab.model.hf_arch import arch_from_hf
 
-SUPPORTED = {"llama", "mistral", "mixtral"}
+SUPPORTED = ("llama", "mistral", "mixtral", "qwen2", "qwen3", "qwen3_moe", "olmoe")
+"""model types whose blocks scalelab's own family builds exactly (pre-norm RMSNorm, RoPE, SwiGLU)."""
+CLASSES = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "mixtral": "MixtralForCausalLM",
+           "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM", "qwen3_moe": "Qwen3MoeForCausalLM",
+           "olmoe": "OlmoeForCausalLM"}
 
 
 def config_from_hf(hf: dict | str | Path) -> ModelConfig:
-    """Translate a Hugging Face ``config.json`` (dict or path) into a `ModelConfig`."""
+    """Translate a Hugging Face ``config.json`` (dict or path) of a `SUPPORTED` type into a `ModelConfig`
+    (read through `model/hf_arch.py`, so transformers' defaults apply to absent keys)."""
     if not isinstance(hf, dict):
         path = Path(hf)
         hf = read_config_file(path / "config.json" if path.is_dir() else path)
     mtype = hf.get("model_type")
     if mtype not in SUPPORTED:
-        raise UserError(f"config.json model_type={mtype!r} is not supported; use one of {sorted(SUPPORTED)}")
-    for flag in ("attention_bias", "mlp_bias"):
+        raise UserError(f"config.json model_type={mtype!r} cannot be built by scalelab's model family; "
+                        f"use one of {', '.join(SUPPORTED)} (`scalelab count` reads many more)")
+    for flag in ("mlp_bias",) + (("attention_bias",) if mtype not in ("qwen2",) else ()):
         if hf.get(flag):
-            raise UserError(f"config.json sets {flag}=true; scalelab models have no biases")
-    try:
-        d = hf["hidden_size"]
-        n_heads = hf["num_attention_heads"]
-        rope = hf.get("rope_theta") or (hf.get("rope_parameters") or {}).get("rope_theta") or 10000.0
-        moe = None
-        if mtype == "mixtral":
-            moe = MoEConfig(num_experts=hf["num_local_experts"], top_k=hf["num_experts_per_tok"],
-                            d_expert=hf["intermediate_size"], lb_coef=hf.get("router_aux_loss_coef", 0.02),
-                            z_coef=0.0)
-        return ModelConfig(
-            d_model=d, n_layers=hf["num_hidden_layers"], n_heads=n_heads,
-            n_kv_heads=hf.get("num_key_value_heads") or n_heads,
-            head_dim=hf.get("head_dim") or d // n_heads, d_ff=hf["intermediate_size"],
-            vocab_size=hf["vocab_size"], max_seq_len=hf.get("max_position_embeddings", 2048),
-            tie_embeddings=bool(hf.get("tie_word_embeddings", False)), rope_theta=float(rope),
-            norm_eps=hf.get("rms_norm_eps", 1e-5), init_std=hf.get("initializer_range", 0.02), moe=moe,
-        ).validate()
-    except KeyError as e:
-        raise UserError(f"config.json lacks the field {e.args[0]!r} that a {mtype} config must have") from None
+            raise UserError(f"config.json sets {flag}=true; scalelab models have no such biases")
+    scaling = (hf.get("rope_scaling") or {}).get("rope_type", "default")
+    if hf.get("hidden_act", "silu") != "silu" or scaling != "default":
+        raise UserError("config.json: scalelab models use SiLU and plain RoPE (no rope_scaling)")
+    a = arch_from_hf(hf)
+    windows = {x.window for x in a.layers}
+    if len(windows) > 1:
+        raise UserError("config.json: sliding windows on some layers only; scalelab models use one window for all")
+    moe, e = None, a.experts
+    if e is not None:
+        moe = MoEConfig(num_experts=e.num_experts, top_k=e.top_k, d_expert=e.d_expert, z_coef=0.0,
+                        lb_coef=hf.get("router_aux_loss_coef", 0.01), first_dense_layers=_first_dense(a),
+                        renormalize=bool(hf.get("norm_topk_prob", mtype == "mixtral")))
+    at = a.attention
+    return ModelConfig(
+        d_model=a.d_model, n_layers=a.n_layers, n_heads=at.n_heads, n_kv_heads=at.n_kv_heads, head_dim=at.head_dim,
+        d_ff=a.mlp.d_ff, vocab_size=a.vocab_size, max_seq_len=a.max_seq_len, tie_embeddings=a.tie_embeddings,
+        rope_theta=float(hf.get("rope_theta") or (hf.get("rope_parameters") or {}).get("rope_theta") or 10000.0),
+        norm_eps=hf.get("rms_norm_eps", 1e-5), init_std=hf.get("initializer_range", 0.02), moe=moe,
+        qkv_bias=at.qkv_bias, qk_norm=at.qk_norm, sliding_window=windows.pop(),
+    ).validate()
+
+
+def _first_dense(a) -> int:
+    flags = [x.moe for x in a.layers]
+    first = flags.index(True)
+    if not all(flags[first:]):
+        raise UserError("config.json: MoE on some layers only after the first; scalelab models put the dense "
+                        "layers first (model.moe.first_dense_layers)")
+    return first
+
+
+def hf_model_type(cfg: ModelConfig) -> str:
+    """The transformers model type whose blocks equal ours, or a one-line error saying why none does."""
+    m = cfg.moe
+    if m is not None and (m.num_shared_experts or m.first_dense_layers):
+        raise UserError("shared experts or dense first layers cannot be exported without multi-head latent "
+                        "attention (DeepSeek's transformers class has both)")
+    if cfg.qkv_bias and (cfg.qk_norm or m is not None):
+        raise UserError("model.qkv_bias with q/k norms or experts has no transformers class (Qwen2 is dense)")
+    if cfg.qk_norm == "full" and (m is None or cfg.sliding_window):
+        raise UserError("model.qk_norm='full' exports as OLMoE (MoE, no sliding window); OLMo-2, the dense one, "
+                        "puts its norms after the blocks")
+    if cfg.qk_norm == "full":
+        return "olmoe"
+    if cfg.qk_norm == "head":
+        return "qwen3_moe" if m else "qwen3"
+    if m is not None:
+        return "mixtral"
+    return "qwen2" if cfg.qkv_bias else "mistral" if cfg.sliding_window else "llama"
 
 
 def config_to_hf(cfg: ModelConfig, eot_id: int | None = None) -> dict:
-    """Our config as a Llama / Mixtral ``config.json``; with ``eot_id``, its bos/eos/pad ids too."""
-    m = cfg.moe
-    if m is not None and m.num_shared_experts:
-        raise UserError("model.moe.num_shared_experts > 0 cannot be exported: Mixtral has no shared experts")
+    """Our config as a ``config.json`` of `hf_model_type`; with ``eot_id``, its bos/eos/pad ids too."""
+    mtype, m = hf_model_type(cfg), cfg.moe
     hf = {
-        "architectures": ["MixtralForCausalLM" if m else "LlamaForCausalLM"],
-        "model_type": "mixtral" if m else "llama",
-        "hidden_size": cfg.d_model,
-        "intermediate_size": m.d_expert if m else cfg.d_ff,
-        "num_hidden_layers": cfg.n_layers,
-        "num_attention_heads": cfg.n_heads,
-        "num_key_value_heads": cfg.n_kv_heads,
-        "head_dim": cfg.head_dim,
-        "vocab_size": cfg.vocab_size,
-        "max_position_embeddings": cfg.max_seq_len,
-        "rms_norm_eps": cfg.norm_eps,
-        "rope_theta": cfg.rope_theta,
+        "architectures": [CLASSES[mtype]], "model_type": mtype, "hidden_size": cfg.d_model,
+        "intermediate_size": cfg.d_ff, "num_hidden_layers": cfg.n_layers, "num_attention_heads": cfg.n_heads,
+        "num_key_value_heads": cfg.n_kv_heads, "head_dim": cfg.head_dim, "vocab_size": cfg.vocab_size,
+        "max_position_embeddings": cfg.max_seq_len, "rms_norm_eps": cfg.norm_eps, "rope_theta": cfg.rope_theta,
         "rope_parameters": {"rope_type": "default", "rope_theta": cfg.rope_theta},
-        "tie_word_embeddings": cfg.tie_embeddings,
-        "hidden_act": "silu",
-        "attention_bias": False,
-        "mlp_bias": False,
-        "attention_dropout": 0.0,
-        "initializer_range": cfg.init_std,
-        "torch_dtype": "float32",
-        "use_cache": True,
+        "tie_word_embeddings": cfg.tie_embeddings, "hidden_act": "silu", "attention_bias": False,
+        "mlp_bias": False, "attention_dropout": 0.0, "initializer_range": cfg.init_std, "torch_dtype": "float32",
+        "use_cache": True, "sliding_window": cfg.sliding_window or None,
     }
+    if cfg.sliding_window and mtype.startswith("qwen"):
+        hf.update(use_sliding_window=True, max_window_layers=0, layer_types=["sliding_attention"] * cfg.n_layers)
     if eot_id is not None:
         hf.update(bos_token_id=eot_id, eos_token_id=eot_id, pad_token_id=eot_id)
-    if m:
-        hf.update(num_local_experts=m.num_experts, num_experts_per_tok=m.top_k,
-                  router_aux_loss_coef=m.lb_coef, output_router_logits=False, sliding_window=None)
+    if m is not None:
+        hf.update(num_experts_per_tok=m.top_k, router_aux_loss_coef=m.lb_coef, output_router_logits=False,
+                  norm_topk_prob=m.renormalize)
+        if mtype == "mixtral":
+            if not m.renormalize:
+                raise UserError("model.moe.renormalize=false cannot be exported as Mixtral (it always renormalises)")
+            hf.update(num_local_experts=m.num_experts, intermediate_size=m.d_expert)
+        else:
+            hf.update(num_experts=m.num_experts, moe_intermediate_size=m.d_expert, intermediate_size=m.d_expert,
+                      decoder_sparse_step=1, mlp_only_layers=[])
     return hf
 
 

@@ -1,6 +1,7 @@
-"""Hugging Face interop, weights: export and load ``model.safetensors`` in the original Llama /
-Mixtral layout (``block_sparse_moe.experts.{j}.w1``), which `transformers` (v4 and v5) reads (tested:
-logits, tokenizer, generation). Our RoPE uses the same "rotate half" layout as HF Llama, so Q and K
+"""Hugging Face interop, weights: export and load ``model.safetensors`` in the original checkpoint layout
+of Llama, Mistral, Qwen2, Qwen3 (q/k norms), Mixtral (``block_sparse_moe.experts.{j}.w1``), Qwen3-MoE
+and OLMoE (``mlp.experts.{j}.gate_proj``), which `transformers` (v4 and v5) reads (tested: logits,
+tokenizer, generation). Our RoPE uses the same "rotate half" layout as HF Llama, so Q and K
 need no permutation. Other readers of this layout (vLLM, llama.cpp's converter) are untested here.
 """
 
@@ -17,6 +18,7 @@ from scalelab.model.hf import (
     config_from_hf,
     config_to_hf,
     eot_id,
+    hf_model_type,
     save_generation_config,
     save_tokenizer_files,
 )
@@ -72,8 +74,10 @@ def load_hf_into(model, path: str | Path):
 
 
 def _param_views(model) -> dict:
-    """HF name -> live parameter (or expert slice) of our model, writable in place."""
+    """HF name -> live parameter (or expert slice) of our model, writable in place, in the original
+    checkpoint layout of `hf_model_type` (per-expert tensors; transformers v5 stacks them on load)."""
     cfg = model.cfg
+    mtype = hf_model_type(cfg)
     out = {"model.embed_tokens.weight": model.tok_emb.weight, "model.norm.weight": model.norm.weight}
     if not cfg.tie_embeddings:
         out["lm_head.weight"] = model.lm_head.weight
@@ -83,12 +87,25 @@ def _param_views(model) -> dict:
         out[p + "post_attention_layernorm.weight"] = blk.mlp_norm.weight
         for ours, theirs in (("wq", "q_proj"), ("wk", "k_proj"), ("wv", "v_proj"), ("wo", "o_proj")):
             out[p + f"self_attn.{theirs}.weight"] = getattr(blk.attn, ours).weight
-        if cfg.moe is None:
-            for ours, theirs in (("w1", "gate_proj"), ("w3", "up_proj"), ("w2", "down_proj")):
-                out[p + f"mlp.{theirs}.weight"] = getattr(blk.mlp, ours).weight
-        else:
-            out[p + "block_sparse_moe.gate.weight"] = blk.mlp.router.weight
-            for e in range(cfg.moe.num_experts):
-                for w in ("w1", "w2", "w3"):
-                    out[p + f"block_sparse_moe.experts.{e}.{w}.weight"] = getattr(blk.mlp, w)[e]
+            if getattr(blk.attn, ours).bias is not None:
+                out[p + f"self_attn.{theirs}.bias"] = getattr(blk.attn, ours).bias
+        if cfg.qk_norm:
+            out[p + "self_attn.q_norm.weight"] = blk.attn.q_norm.weight
+            out[p + "self_attn.k_norm.weight"] = blk.attn.k_norm.weight
+        out.update(_mlp_views(blk.mlp, p, mtype, cfg))
+    return out
+
+
+def _mlp_views(mlp, p: str, mtype: str, cfg) -> dict:
+    names = {"w1": "gate_proj", "w3": "up_proj", "w2": "down_proj"}
+    if not hasattr(mlp, "router"):
+        return {p + f"mlp.{theirs}.weight": getattr(mlp, ours).weight for ours, theirs in names.items()}
+    if mtype == "mixtral":
+        out = {p + "block_sparse_moe.gate.weight": mlp.router.weight}
+        for e in range(cfg.moe.num_experts):
+            out.update({p + f"block_sparse_moe.experts.{e}.{w}.weight": getattr(mlp, w)[e] for w in names})
+        return out
+    out = {p + "mlp.gate.weight": mlp.router.weight}  # Qwen3-MoE, OLMoE
+    for e in range(cfg.moe.num_experts):
+        out.update({p + f"mlp.experts.{e}.{theirs}.weight": getattr(mlp, ours)[e] for ours, theirs in names.items()})
     return out

@@ -66,22 +66,39 @@ class KVCache:
 
 
 class Attention(nn.Module):
-    """Causal grouped-query attention (Ainslie et al. 2023) through scaled_dot_product_attention."""
+    """Causal grouped-query attention (Ainslie et al. 2023) through scaled_dot_product_attention, with
+    optional q/k/v biases (Qwen2), q/k RMSNorm (Qwen3 per head, OLMo-2 over all heads) and a sliding
+    window (Mistral)."""
 
-    def __init__(self, d_model: int, n_heads: int, n_kv_heads: int, head_dim: int, layer_idx: int):
+    def __init__(self, d_model: int, n_heads: int, n_kv_heads: int, head_dim: int, layer_idx: int,
+                 qkv_bias: bool = False, qk_norm: str = "", sliding_window: int = 0, eps: float = 1e-5):
         super().__init__()
         self.n_heads, self.n_kv_heads, self.head_dim = n_heads, n_kv_heads, head_dim
-        self.layer_idx = layer_idx
-        self.wq = nn.Linear(d_model, n_heads * head_dim, bias=False)
-        self.wk = nn.Linear(d_model, n_kv_heads * head_dim, bias=False)
-        self.wv = nn.Linear(d_model, n_kv_heads * head_dim, bias=False)
+        self.layer_idx, self.window, self.qk_norm = layer_idx, sliding_window, qk_norm
+        self.wq = nn.Linear(d_model, n_heads * head_dim, bias=qkv_bias)
+        self.wk = nn.Linear(d_model, n_kv_heads * head_dim, bias=qkv_bias)
+        self.wv = nn.Linear(d_model, n_kv_heads * head_dim, bias=qkv_bias)
         self.wo = nn.Linear(n_heads * head_dim, d_model, bias=False)
+        if qk_norm:
+            full = qk_norm == "full"
+            self.q_norm = RMSNorm(n_heads * head_dim if full else head_dim, eps)
+            self.k_norm = RMSNorm(n_kv_heads * head_dim if full else head_dim, eps)
+
+    def _qk(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        B, T, _ = x.shape
+        q, k = self.wq(x), self.wk(x)  # (B, T, H*hd), (B, T, K*hd)
+        if self.qk_norm == "full":
+            q, k = self.q_norm(q), self.k_norm(k)
+        q = q.view(B, T, self.n_heads, self.head_dim)
+        k = k.view(B, T, self.n_kv_heads, self.head_dim)
+        if self.qk_norm == "head":
+            q, k = self.q_norm(q), self.k_norm(k)
+        return q.transpose(1, 2), k.transpose(1, 2)  # (B, H, T, hd), (B, K, T, hd)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                 cache: KVCache | None = None) -> torch.Tensor:
         B, T, _ = x.shape
-        q = self.wq(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
-        k = self.wk(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, K, T, hd)
+        q, k = self._qk(x)
         v = self.wv(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, K, T, hd)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         start = 0
@@ -89,16 +106,29 @@ class Attention(nn.Module):
             start = cache.pos
             k, v = cache.update(self.layer_idx, k, v)  # (B, K, S, hd), S = start + T
         gqa = self.n_kv_heads != self.n_heads
-        if start == 0:
+        mask = attention_mask(start, T, k.shape[2], self.window, x.device)
+        if mask is None and start == 0:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
-        elif T == 1:  # one new token attends to the whole cache: no mask needed
-            y = F.scaled_dot_product_attention(q, k, v, enable_gqa=gqa)
-        else:  # a chunk after a non-empty cache: query i sees keys 0..start+i
-            S = k.shape[2]
-            mask = torch.arange(S, device=x.device)[None, :] <= (start + torch.arange(T, device=x.device))[:, None]
+        else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
         y = y.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)  # (B, T, H*hd)
         return self.wo(y)
+
+
+def attention_mask(start: int, T: int, S: int, window: int, device) -> torch.Tensor | None:
+    """(T, S) boolean mask of the keys each of T new queries (positions start..start+T-1) may attend
+    among S cached + new keys: causal, and within the last ``window`` positions when window > 0.
+    None where no key needs masking beyond SDPA's own causal mode (from position 0) or at all (one new
+    token over a cache shorter than the window)."""
+    if not window or window >= S:
+        if start == 0 or T == 1:
+            return None
+    qpos = start + torch.arange(T, device=device)[:, None]  # (T, 1)
+    kpos = torch.arange(S, device=device)[None, :]  # (1, S)
+    mask = kpos <= qpos
+    if window:
+        mask &= qpos - kpos < window
+    return mask
 
 
 class SwiGLU(nn.Module):

@@ -60,7 +60,8 @@ class MoE(nn.Module):
         logits = self.router(x)
         probs = torch.softmax(logits.float(), dim=-1)
         top_w, top_i = probs.topk(self.cfg.top_k, dim=-1)
-        top_w = top_w / top_w.sum(dim=-1, keepdim=True)  # renormalise over the chosen k (Mixtral)
+        if self.cfg.renormalize:  # over the chosen k (Mixtral); else softmax over all E (DeepSeek-V2)
+            top_w = top_w / top_w.sum(dim=-1, keepdim=True)
         keep = torch.ones_like(top_i, dtype=torch.bool)
         if self.cfg.capacity_factor is not None:
             keep = self._capacity_keep(top_i)

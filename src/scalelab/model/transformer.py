@@ -32,9 +32,11 @@ class Block(nn.Module):
     def __init__(self, cfg: ModelConfig, layer_idx: int, moe_dispatch: str = "sorted"):
         super().__init__()
         self.attn_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
-        self.attn = Attention(cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, layer_idx)
+        self.attn = Attention(cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, layer_idx, qkv_bias=cfg.qkv_bias,
+                              qk_norm=cfg.qk_norm, sliding_window=cfg.sliding_window, eps=cfg.norm_eps)
         self.mlp_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
-        self.mlp = MoE(cfg.d_model, cfg.moe, moe_dispatch) if cfg.moe else SwiGLU(cfg.d_model, cfg.d_ff)
+        moe = cfg.is_moe_layer(layer_idx)
+        self.mlp = MoE(cfg.d_model, cfg.moe, moe_dispatch) if moe else SwiGLU(cfg.d_model, cfg.d_ff)
 
     def forward(self, x, cos, sin, cache=None) -> tuple[torch.Tensor, MoEAux | None]:
         x = x + self.attn(self.attn_norm(x), cos, sin, cache)  # (B, T, D)
@@ -68,7 +70,9 @@ class Transformer(nn.Module):
         std = self.cfg.init_std
         out_std = std / math.sqrt(2 * self.cfg.n_layers)
         for name, p in self.named_parameters():
-            if p.dim() == 1:  # norm gains
+            if name.endswith(".bias"):
+                nn.init.zeros_(p)
+            elif p.dim() == 1:  # norm gains
                 nn.init.ones_(p)
             elif name.endswith(("wo.weight", "w2.weight", ".w2")):
                 nn.init.normal_(p, 0.0, out_std)
