@@ -7,7 +7,7 @@ import torch
 
 from conftest import FIXTURES, ZOO
 from scalelab.errors import UserError
-from scalelab.model import ModelConfig, MoEConfig
+from scalelab.model import MLAConfig, ModelConfig, MoEConfig
 from scalelab.model.hf import config_from_hf, config_to_hf
 from scalelab.model.hf_weights import load_hf, save_hf
 from scalelab.model.transformer import Transformer
@@ -31,9 +31,17 @@ CASES = {
                              qk_norm="head", tie_embeddings=False, moe=MoEConfig(num_experts=8, top_k=2, d_expert=32)),
     "olmoe": ModelConfig(d_model=64, n_layers=2, n_heads=4, vocab_size=97, max_seq_len=64, qk_norm="full",
                          tie_embeddings=False, moe=MoEConfig(num_experts=8, top_k=3, d_expert=32, renormalize=False)),
+    # DeepSeek-V2: MLA (a query bottleneck here) + fine-grained and shared experts after a dense first layer
+    "deepseek-v2": ModelConfig(d_model=64, n_layers=3, n_heads=4, head_dim=16, vocab_size=97, max_seq_len=64,
+                               tie_embeddings=False, mla=MLAConfig(kv_lora_rank=24, q_lora_rank=32, rope_head_dim=8),
+                               moe=MoEConfig(num_experts=8, top_k=2, d_expert=16, num_shared_experts=2,
+                                             first_dense_layers=1, renormalize=False)),
+    "deepseek-v2-dense-mla": ModelConfig(d_model=64, n_layers=2, n_heads=4, vocab_size=97, max_seq_len=64,
+                                         mla=MLAConfig(kv_lora_rank=32)),
 }
 CLASS = {"mixtral": "MixtralForCausalLM", "mistral-window": "MistralForCausalLM", "qwen2-bias": "Qwen2ForCausalLM",
-         "qwen3-qknorm-window": "Qwen3ForCausalLM", "qwen3-moe": "Qwen3MoeForCausalLM", "olmoe": "OlmoeForCausalLM"}
+         "qwen3-qknorm-window": "Qwen3ForCausalLM", "qwen3-moe": "Qwen3MoeForCausalLM", "olmoe": "OlmoeForCausalLM",
+         "deepseek-v2": "DeepseekV2ForCausalLM", "deepseek-v2-dense-mla": "DeepseekV2ForCausalLM"}
 
 
 @pytest.mark.parametrize("name", list(CASES))

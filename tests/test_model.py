@@ -8,7 +8,7 @@ import torch
 
 from conftest import ZOO
 from scalelab.errors import UserError
-from scalelab.model import ModelConfig, MoEConfig
+from scalelab.model import MLAConfig, ModelConfig, MoEConfig
 from scalelab.model.hf import config_from_hf
 from scalelab.model.layers import SwiGLU
 from scalelab.model.moe import MoE
@@ -27,11 +27,17 @@ VARIANTS = [
                 sliding_window=6, moe=MoEConfig(num_experts=8, top_k=2, d_expert=16, num_shared_experts=1,
                                                 first_dense_layers=1, renormalize=False)),
     ModelConfig(d_model=64, n_layers=2, n_heads=4, vocab_size=150, qk_norm="full", tie_embeddings=False),
+    # multi-head latent attention, with and without a query bottleneck, the second with DeepSeek-MoE
+    ModelConfig(d_model=64, n_layers=2, n_heads=4, vocab_size=150, mla=MLAConfig(kv_lora_rank=32)),
+    ModelConfig(d_model=64, n_layers=3, n_heads=4, head_dim=16, vocab_size=150, tie_embeddings=False,
+                mla=MLAConfig(kv_lora_rank=24, q_lora_rank=40, rope_head_dim=8),
+                moe=MoEConfig(num_experts=4, top_k=2, d_expert=16, num_shared_experts=1, first_dense_layers=1,
+                              renormalize=False)),
 ]
 
 
 @pytest.mark.parametrize("cfg", VARIANTS, ids=lambda c: f"d{c.d_model}-moe{bool(c.moe)}-tie{c.tie_embeddings}"
-                         f"{'-' + c.qk_norm if c.qk_norm else ''}")
+                         f"{'-' + c.qk_norm if c.qk_norm else ''}{'-mla' if c.mla else ''}")
 def test_analytic_counts_equal_numel(cfg):
     model = Transformer(cfg)
     assert cfg.num_params_total == sum(p.numel() for p in model.parameters())
@@ -154,7 +160,8 @@ def test_initial_loss_close_to_ln_vocab():
         assert abs(loss - math.log(cfg.vocab_size)) < 0.1
 
 
-@pytest.mark.parametrize("cfg", [VARIANTS[1], VARIANTS[4], VARIANTS[5]], ids=["gqa", "moe", "window-deepseek-moe"])
+@pytest.mark.parametrize("cfg", [VARIANTS[1], VARIANTS[4], VARIANTS[5], VARIANTS[8]],
+                         ids=["gqa", "moe", "window-deepseek-moe", "mla-deepseek-moe"])
 def test_greedy_with_and_without_cache_identical(cfg):
     torch.manual_seed(3)
     model = Transformer(cfg)
@@ -186,6 +193,22 @@ def test_greedy_with_and_without_cache_identical(cfg):
     torch.testing.assert_close(step, full, rtol=1e-4, atol=1e-4)  # logits of ~10: fp32 noise ~1e-5
 
 
+def test_mla_decoding_reads_only_the_latent_and_equals_the_expanded_attention():
+    """The absorbed path (queries and outputs through W_uk, W_uv; attention over the cached latent) against
+    the expanded one (per-head K and V through SDPA), and the cache holds C + r numbers per token and layer."""
+    torch.manual_seed(1)
+    cfg = VARIANTS[7]
+    model = Transformer(cfg).eval()
+    x = torch.randint(0, cfg.vocab_size, (2, 24))
+    cache = model.new_cache(2)
+    with torch.no_grad():
+        expanded = model(x).logits
+        absorbed = model(x, cache=cache).logits  # prefill through the absorbed path
+    torch.testing.assert_close(absorbed, expanded, rtol=1e-4, atol=1e-4)
+    per_token = sum(t[0, 0, 0].numel() for t in (cache.c, cache.k_rope))  # layer 0, batch 0, position 0
+    assert per_token * cfg.n_layers == cfg.kv_cache_elements_per_token == cfg.n_layers * (32 + 8)
+
+
 def test_sliding_window_wider_than_the_sequence_is_full_attention_and_narrower_is_the_masked_reference():
     torch.manual_seed(0)
     base = ModelConfig(d_model=32, n_layers=1, n_heads=2, vocab_size=50, max_seq_len=64)  # one layer: the window
@@ -212,6 +235,7 @@ def test_sliding_window_wider_than_the_sequence_is_full_attention_and_narrower_i
     (dict(n_heads=6, n_kv_heads=4), "not divisible"),
     (dict(qk_norm="layer"), "model.qk_norm must be"),
     (dict(sliding_window=-1), "sliding_window must be >= 0"),
+    (dict(mla=MLAConfig(), n_kv_heads=2), "model.mla replaces the attention"),
     (dict(n_layers=2, moe=MoEConfig(first_dense_layers=2)), "leaves no MoE layer"),
     (dict(d_model=0), "model.d_model"),
     (dict(head_dim=7), "even"),

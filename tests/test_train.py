@@ -66,10 +66,15 @@ OPTIONS = ["model.moe.num_experts=4", "model.moe.top_k=2", "model.moe.num_shared
            "model.qk_norm=head", "model.sliding_window=16"]  # DeepSeek-style MoE, Qwen2/3 and Mistral options
 
 
-@pytest.mark.parametrize("moe", [False, True, "options"], ids=["dense", "moe", "options"])
+MLA = ["model.mla.kv_lora_rank=16", "model.moe.num_experts=4", "model.moe.top_k=2", "model.moe.num_shared_experts=1",
+       "model.moe.first_dense_layers=1", "model.moe.renormalize=false"]  # DeepSeek-V2's shape
+
+
+@pytest.mark.parametrize("moe", [False, True, "options", "mla"], ids=["dense", "moe", "options", "mla"])
 def test_resume_equals_uninterrupted(small_cfg, small_dataset, tmp_path, moe):
     # dense: with a task evaluated at every evaluation (its metrics must resume exactly too)
-    extra = ["model.moe.num_experts=4", "model.moe.top_k=2"] if moe is True else OPTIONS if moe else [
+    extra = ["model.moe.num_experts=4", "model.moe.top_k=2"] if moe is True else {"options": OPTIONS, "mla": MLA}.get(
+        moe) or [
         "tasks.names=addition:digits=2", "tasks.eval_problems=40"]
     cfg = small_cfg("train.max_steps=24", "train.eval_every=8", "train.log_every=4", "train.grad_accum=2", *extra)
     full = tmp_path / "full"
@@ -90,7 +95,7 @@ def test_resume_equals_uninterrupted(small_cfg, small_dataset, tmp_path, moe):
         assert torch.equal(p, q), n
     if not moe:
         assert set(a[-1]["tasks"]) == {"addition:digits=2,format=plain"}
-    if moe == "options":  # and it learns
+    if moe in ("options", "mla"):  # and it learns
         assert a[-1]["train_loss"] < a[0]["train_loss"] - 0.3, (a[0]["train_loss"], a[-1]["train_loss"])
     if moe:
         assert "expert_load" in a[-1] and len(a[-1]["expert_load"]) == 4

@@ -70,6 +70,23 @@ class MoEConfig:
 
 
 @dataclass(frozen=True)
+class MLAConfig:
+    """Multi-head latent attention (DeepSeek-V2/V3; model/mla.py): the KV cache keeps a kv_lora_rank-wide
+    latent and a rope_head_dim-wide RoPE key per token and layer. Heads keep head_dim for the no-RoPE
+    part of q/k and for v (DeepSeek-V3: kv_lora_rank 512, rope 64, head_dim 128, q_lora_rank 1536)."""
+
+    kv_lora_rank: int = 64
+    q_lora_rank: int = 0
+    """0 = a full-rank query projection (DeepSeek-V2-Lite); > 0 = a bottleneck of that rank."""
+    rope_head_dim: int = 0
+    """0 = head_dim // 2."""
+
+    def validate(self) -> None:
+        if self.kv_lora_rank < 1 or self.q_lora_rank < 0 or self.rope_head_dim < 0 or self.rope_head_dim % 2:
+            raise UserError("model.mla: kv_lora_rank >= 1, q_lora_rank >= 0 and an even rope_head_dim >= 0")
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """A decoder-only transformer: RMSNorm pre-norm, RoPE, grouped-query attention, SwiGLU."""
 
@@ -94,6 +111,8 @@ class ModelConfig:
     qk_norm: str = ""
     """RMSNorm on queries and keys before RoPE: "head" over each head's head_dim, one weight shared by
     the heads (Qwen3, Gemma 3); "full" over all heads at once (OLMo-2, OLMoE); "" none."""
+    mla: MLAConfig | None = None
+    """multi-head latent attention instead of grouped-query attention (n_kv_heads must equal n_heads)."""
     sliding_window: int = 0
     """0 = full causal attention; w = each token attends the last w positions, itself included
     (Mistral 7B: 4096). The KV cache keeps every position; the attention masks the older ones."""
@@ -113,6 +132,8 @@ class ModelConfig:
             object.__setattr__(self, "d_ff", swiglu_hidden(self.d_model))
         if self.moe is not None and self.moe.d_expert == 0:
             object.__setattr__(self, "moe", replace(self.moe, d_expert=self.d_ff))
+        if self.mla is not None and self.mla.rope_head_dim == 0:
+            object.__setattr__(self, "mla", replace(self.mla, rope_head_dim=self.head_dim // 2))
 
     def validate(self) -> ModelConfig:
         for name in ("d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim", "d_ff", "vocab_size",
@@ -133,6 +154,11 @@ class ModelConfig:
             if self.moe.first_dense_layers >= self.n_layers:
                 raise UserError(f"model.moe.first_dense_layers={self.moe.first_dense_layers} leaves no MoE layer "
                                 f"among n_layers={self.n_layers}")
+        if self.mla is not None:
+            self.mla.validate()
+            if self.n_kv_heads != self.n_heads or self.qkv_bias or self.qk_norm or self.sliding_window:
+                raise UserError("model.mla replaces the attention: leave n_kv_heads = n_heads and qkv_bias, qk_norm "
+                                "and sliding_window unset")
         if self.qk_norm not in ("", "head", "full"):
             raise UserError(f"model.qk_norm must be '', 'head' or 'full', got {self.qk_norm!r}")
         if self.sliding_window < 0:
@@ -158,12 +184,18 @@ class ModelConfig:
         m = self.moe
         experts = None if m is None else Experts(m.num_experts, m.top_k, m.d_expert, m.num_shared_experts * m.d_expert)
         return Arch(d_model=self.d_model, vocab_size=self.vocab_size,
-                    attention=Attention(self.n_heads, self.n_kv_heads, self.head_dim, qkv_bias=self.qkv_bias,
-                                        qk_norm=self.qk_norm),
+                    attention=self._attention(),
                     mlp=MLP(self.d_ff), experts=experts,
                     layers=tuple(Layer(moe=self.is_moe_layer(i), window=self.sliding_window)
                                  for i in range(self.n_layers)),
                     tie_embeddings=self.tie_embeddings, max_seq_len=self.max_seq_len)
+
+    def _attention(self) -> Attention:
+        if self.mla is not None:
+            a = self.mla
+            return Attention(self.n_heads, self.n_heads, self.head_dim + a.rope_head_dim, v_head_dim=self.head_dim,
+                             q_lora_rank=a.q_lora_rank, kv_lora_rank=a.kv_lora_rank, rope_head_dim=a.rope_head_dim)
+        return Attention(self.n_heads, self.n_kv_heads, self.head_dim, qkv_bias=self.qkv_bias, qk_norm=self.qk_norm)
 
     @property
     def num_params_embedding(self) -> int:

@@ -17,14 +17,14 @@ from pathlib import Path
 from scalelab.data.tokenizer import end_of_text
 from scalelab.errors import UserError
 from scalelab.io import atomic_write_text, read_config_file
-from scalelab.model.config import ModelConfig, MoEConfig
+from scalelab.model.config import MLAConfig, ModelConfig, MoEConfig
 from scalelab.model.hf_arch import arch_from_hf
 
-SUPPORTED = ("llama", "mistral", "mixtral", "qwen2", "qwen3", "qwen3_moe", "olmoe")
+SUPPORTED = ("llama", "mistral", "mixtral", "qwen2", "qwen3", "qwen3_moe", "olmoe", "deepseek_v2")
 """model types whose blocks scalelab's own family builds exactly (pre-norm RMSNorm, RoPE, SwiGLU)."""
 CLASSES = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "mixtral": "MixtralForCausalLM",
            "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM", "qwen3_moe": "Qwen3MoeForCausalLM",
-           "olmoe": "OlmoeForCausalLM"}
+           "olmoe": "OlmoeForCausalLM", "deepseek_v2": "DeepseekV2ForCausalLM"}
 
 
 def config_from_hf(hf: dict | str | Path) -> ModelConfig:
@@ -47,19 +47,35 @@ def config_from_hf(hf: dict | str | Path) -> ModelConfig:
     windows = {x.window for x in a.layers}
     if len(windows) > 1:
         raise UserError("config.json: sliding windows on some layers only; scalelab models use one window for all")
-    moe, e = None, a.experts
-    if e is not None:
-        moe = MoEConfig(num_experts=e.num_experts, top_k=e.top_k, d_expert=e.d_expert, z_coef=0.0,
-                        lb_coef=hf.get("router_aux_loss_coef", 0.01), first_dense_layers=_first_dense(a),
-                        renormalize=bool(hf.get("norm_topk_prob", mtype == "mixtral")))
     at = a.attention
+    mla, head_dim = None, at.head_dim
+    if at.mla:
+        if at.v_head_dim != at.head_dim - at.rope_head_dim or hf.get("topk_method", "greedy") != "greedy" \
+                or hf.get("routed_scaling_factor", 1.0) != 1.0:
+            raise UserError("config.json: scalelab's MLA needs qk_nope_head_dim = v_head_dim, greedy top-k routing "
+                            "and routed_scaling_factor 1 (DeepSeek-V2-Lite's shape)")
+        mla, head_dim = MLAConfig(at.kv_lora_rank, at.q_lora_rank, at.rope_head_dim), at.v_head_dim
     return ModelConfig(
-        d_model=a.d_model, n_layers=a.n_layers, n_heads=at.n_heads, n_kv_heads=at.n_kv_heads, head_dim=at.head_dim,
+        d_model=a.d_model, n_layers=a.n_layers, n_heads=at.n_heads, n_kv_heads=at.n_kv_heads, head_dim=head_dim,
         d_ff=a.mlp.d_ff, vocab_size=a.vocab_size, max_seq_len=a.max_seq_len, tie_embeddings=a.tie_embeddings,
         rope_theta=float(hf.get("rope_theta") or (hf.get("rope_parameters") or {}).get("rope_theta") or 10000.0),
-        norm_eps=hf.get("rms_norm_eps", 1e-5), init_std=hf.get("initializer_range", 0.02), moe=moe,
-        qkv_bias=at.qkv_bias, qk_norm=at.qk_norm, sliding_window=windows.pop(),
+        norm_eps=hf.get("rms_norm_eps", 1e-5), init_std=hf.get("initializer_range", 0.02),
+        qkv_bias=at.qkv_bias, qk_norm=at.qk_norm, sliding_window=windows.pop(), mla=mla, moe=_moe(hf, a),
     ).validate()
+
+
+def _moe(hf: dict, a) -> MoEConfig | None:
+    e = a.experts
+    if e is None or not any(x.moe for x in a.layers):
+        return None
+    if e.shared_d_ff % e.d_expert or e.shared_gate:
+        raise UserError("config.json: shared experts must be whole experts without a gate (DeepSeek's, not "
+                        "Qwen2-MoE's)")
+    mtype = hf.get("model_type")
+    renormalize = mtype == "mixtral" or (mtype != "deepseek_v2" and bool(hf.get("norm_topk_prob", False)))
+    return MoEConfig(num_experts=e.num_experts, top_k=e.top_k, d_expert=e.d_expert, z_coef=0.0,
+                     num_shared_experts=e.shared_d_ff // e.d_expert, lb_coef=hf.get("router_aux_loss_coef", 0.01),
+                     first_dense_layers=_first_dense(a), renormalize=renormalize)
 
 
 def _first_dense(a) -> int:
@@ -74,6 +90,11 @@ def _first_dense(a) -> int:
 def hf_model_type(cfg: ModelConfig) -> str:
     """The transformers model type whose blocks equal ours, or a one-line error saying why none does."""
     m = cfg.moe
+    if cfg.mla is not None:
+        if m is not None and m.renormalize:
+            raise UserError("MLA exports as DeepSeek-V2, whose router keeps the softmax weights: set "
+                            "model.moe.renormalize=false")
+        return "deepseek_v2"
     if m is not None and (m.num_shared_experts or m.first_dense_layers):
         raise UserError("shared experts or dense first layers cannot be exported without multi-head latent "
                         "attention (DeepSeek's transformers class has both)")
@@ -108,6 +129,8 @@ def config_to_hf(cfg: ModelConfig, eot_id: int | None = None) -> dict:
         hf.update(use_sliding_window=True, max_window_layers=0, layer_types=["sliding_attention"] * cfg.n_layers)
     if eot_id is not None:
         hf.update(bos_token_id=eot_id, eos_token_id=eot_id, pad_token_id=eot_id)
+    if mtype == "deepseek_v2":
+        return {**hf, **_deepseek_keys(cfg)}
     if m is not None:
         hf.update(num_experts_per_tok=m.top_k, router_aux_loss_coef=m.lb_coef, output_router_logits=False,
                   norm_topk_prob=m.renormalize)
@@ -119,6 +142,22 @@ def config_to_hf(cfg: ModelConfig, eot_id: int | None = None) -> dict:
             hf.update(num_experts=m.num_experts, moe_intermediate_size=m.d_expert, intermediate_size=m.d_expert,
                       decoder_sparse_step=1, mlp_only_layers=[])
     return hf
+
+
+def _deepseek_keys(cfg: ModelConfig) -> dict:
+    """MLA and DeepSeek-MoE keys of a DeepSeek-V2 config (greedy softmax top-k, no scaling); a dense model is
+    one whose layers are all 'first dense' ones."""
+    a, m = cfg.mla, cfg.moe
+    hf = {"q_lora_rank": a.q_lora_rank or None, "kv_lora_rank": a.kv_lora_rank, "qk_nope_head_dim": cfg.head_dim,
+          "qk_rope_head_dim": a.rope_head_dim, "v_head_dim": cfg.head_dim, "head_dim": a.rope_head_dim,
+          "num_key_value_heads": cfg.n_heads, "topk_method": "greedy", "n_group": 1, "topk_group": 1,
+          "routed_scaling_factor": 1.0, "norm_topk_prob": False, "moe_layer_freq": 1}
+    if m is None:
+        return {**hf, "first_k_dense_replace": cfg.n_layers, "n_routed_experts": 1, "num_experts_per_tok": 1,
+                "n_shared_experts": 0, "moe_intermediate_size": cfg.d_ff}
+    return {**hf, "first_k_dense_replace": m.first_dense_layers, "n_routed_experts": m.num_experts,
+            "num_experts_per_tok": m.top_k, "n_shared_experts": m.num_shared_experts,
+            "moe_intermediate_size": m.d_expert, "router_aux_loss_coef": m.lb_coef}
 
 
 def eot_id(tokenizer) -> int:

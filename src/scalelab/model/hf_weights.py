@@ -26,8 +26,14 @@ from scalelab.model.transformer import Transformer
 
 
 def to_hf_state_dict(model) -> dict:
-    """Our parameters under the original HF Llama / Mixtral names (detached, contiguous, CPU)."""
-    return {k: v.detach().to("cpu").contiguous() for k, v in _param_views(model).items()}
+    """Our parameters under the original HF names and row order (detached, contiguous, CPU)."""
+    order = rope_row_order(model.cfg)
+    out = {}
+    for k, v in _param_views(model).items():
+        v = v.detach().to("cpu")
+        rows = next((o for suffix, o in order.items() if k.endswith(suffix)), None)
+        out[k] = (v if rows is None else v[rows]).contiguous()
+    return out
 
 
 def save_hf(model, out_dir: str | Path, tokenizer=None) -> list[str]:
@@ -67,9 +73,11 @@ def load_hf_into(model, path: str | Path):
     missing = [k for k in targets if k not in sd]
     if missing:
         raise UserError(f"{path} lacks {len(missing)} weights, e.g. {missing[0]!r}")
+    order = rope_row_order(model.cfg)
     with torch.no_grad():
         for name, t in targets.items():
-            t.copy_(sd[name])
+            rows = next((o for suffix, o in order.items() if name.endswith(suffix)), None)
+            t.copy_(sd[name] if rows is None else sd[name][rows.argsort()])
     return model
 
 
@@ -85,15 +93,41 @@ def _param_views(model) -> dict:
         p = f"model.layers.{i}."
         out[p + "input_layernorm.weight"] = blk.attn_norm.weight
         out[p + "post_attention_layernorm.weight"] = blk.mlp_norm.weight
-        for ours, theirs in (("wq", "q_proj"), ("wk", "k_proj"), ("wv", "v_proj"), ("wo", "o_proj")):
-            out[p + f"self_attn.{theirs}.weight"] = getattr(blk.attn, ours).weight
-            if getattr(blk.attn, ours).bias is not None:
-                out[p + f"self_attn.{theirs}.bias"] = getattr(blk.attn, ours).bias
-        if cfg.qk_norm:
-            out[p + "self_attn.q_norm.weight"] = blk.attn.q_norm.weight
-            out[p + "self_attn.k_norm.weight"] = blk.attn.k_norm.weight
+        out.update(_attention_views(blk.attn, p + "self_attn.", cfg))
         out.update(_mlp_views(blk.mlp, p, mtype, cfg))
     return out
+
+
+MLA_NAMES = {"wq": "q_proj", "wq_a": "q_a_proj", "q_norm": "q_a_layernorm", "wq_b": "q_b_proj",
+             "wkv_a": "kv_a_proj_with_mqa", "kv_norm": "kv_a_layernorm", "wkv_b": "kv_b_proj", "wo": "o_proj"}
+
+
+def _attention_views(attn, p: str, cfg) -> dict:
+    if cfg.mla is not None:
+        return {p + f"{theirs}.weight": getattr(attn, ours).weight for ours, theirs in MLA_NAMES.items()
+                if hasattr(attn, ours)}
+    out = {}
+    for ours, theirs in (("wq", "q_proj"), ("wk", "k_proj"), ("wv", "v_proj"), ("wo", "o_proj")):
+        out[p + f"{theirs}.weight"] = getattr(attn, ours).weight
+        if getattr(attn, ours).bias is not None:
+            out[p + f"{theirs}.bias"] = getattr(attn, ours).bias
+    if cfg.qk_norm:
+        out[p + "q_norm.weight"] = attn.q_norm.weight
+        out[p + "k_norm.weight"] = attn.k_norm.weight
+    return out
+
+
+def rope_row_order(cfg) -> dict[str, torch.Tensor]:
+    """DeepSeek's transformers class rotates RoPE dimensions in interleaved pairs (2i, 2i+1), ours in halves
+    (i, i + r/2): rows of the RoPE parts of q and of the shared key, HF name suffix -> our row for each of
+    theirs (theirs = ours[order])."""
+    if cfg.mla is None:
+        return {}
+    r, n, H, C = cfg.mla.rope_head_dim, cfg.head_dim, cfg.n_heads, cfg.mla.kv_lora_rank
+    pair = torch.stack([torch.arange(r // 2), torch.arange(r // 2) + r // 2], dim=-1).reshape(-1)  # (r,)
+    q = torch.cat([torch.cat([torch.arange(n), n + pair]) + h * (n + r) for h in range(H)])
+    kv = torch.cat([torch.arange(C), C + pair])
+    return {"q_proj.weight": q, "q_b_proj.weight": q, "kv_a_proj_with_mqa.weight": kv}
 
 
 def _mlp_views(mlp, p: str, mtype: str, cfg) -> dict:
@@ -105,7 +139,10 @@ def _mlp_views(mlp, p: str, mtype: str, cfg) -> dict:
         for e in range(cfg.moe.num_experts):
             out.update({p + f"block_sparse_moe.experts.{e}.{w}.weight": getattr(mlp, w)[e] for w in names})
         return out
-    out = {p + "mlp.gate.weight": mlp.router.weight}  # Qwen3-MoE, OLMoE
+    out = {p + "mlp.gate.weight": mlp.router.weight}  # Qwen3-MoE, OLMoE, DeepSeek-V2
     for e in range(cfg.moe.num_experts):
         out.update({p + f"mlp.experts.{e}.{theirs}.weight": getattr(mlp, ours)[e] for ours, theirs in names.items()})
+    if mlp.shared is not None:
+        out.update({p + f"mlp.shared_experts.{theirs}.weight": getattr(mlp.shared, ours).weight
+                    for ours, theirs in names.items()})
     return out

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from scalelab.model.config import ModelConfig
 from scalelab.model.layers import Attention, KVCache, RMSNorm, SwiGLU, rope_tables
 from scalelab.model.loss import linear_cross_entropy
+from scalelab.model.mla import MLA, LatentCache
 from scalelab.model.moe import MoE, MoEAux
 
 
@@ -32,8 +33,14 @@ class Block(nn.Module):
     def __init__(self, cfg: ModelConfig, layer_idx: int, moe_dispatch: str = "sorted"):
         super().__init__()
         self.attn_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
-        self.attn = Attention(cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, layer_idx, qkv_bias=cfg.qkv_bias,
-                              qk_norm=cfg.qk_norm, sliding_window=cfg.sliding_window, eps=cfg.norm_eps)
+        if cfg.mla is not None:
+            a = cfg.mla
+            self.attn = MLA(cfg.d_model, cfg.n_heads, cfg.head_dim, a.kv_lora_rank, a.rope_head_dim, a.q_lora_rank,
+                            layer_idx)
+        else:
+            self.attn = Attention(cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, layer_idx,
+                                  qkv_bias=cfg.qkv_bias, qk_norm=cfg.qk_norm, sliding_window=cfg.sliding_window,
+                                  eps=cfg.norm_eps)
         self.mlp_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
         moe = cfg.is_moe_layer(layer_idx)
         self.mlp = MoE(cfg.d_model, cfg.moe, moe_dispatch) if moe else SwiGLU(cfg.d_model, cfg.d_ff)
@@ -57,7 +64,8 @@ class Transformer(nn.Module):
         self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.lm_head.weight = self.tok_emb.weight
-        cos, sin = rope_tables(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta)
+        rope_dim = cfg.mla.rope_head_dim if cfg.mla is not None else cfg.head_dim
+        cos, sin = rope_tables(rope_dim, cfg.max_seq_len, cfg.rope_theta)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
         self.reset_parameters()
@@ -121,10 +129,13 @@ class Transformer(nn.Module):
             }
         return out
 
-    def new_cache(self, batch: int, max_len: int | None = None) -> KVCache:
-        p = next(self.parameters())
-        return KVCache(self.cfg.n_layers, batch, self.cfg.n_kv_heads, max_len or self.cfg.max_seq_len,
-                       self.cfg.head_dim, device=p.device, dtype=p.dtype)
+    def new_cache(self, batch: int, max_len: int | None = None) -> KVCache | LatentCache:
+        p, c = next(self.parameters()), self.cfg
+        if c.mla is not None:  # the latent and the RoPE key only (model/mla.py)
+            return LatentCache(c.n_layers, batch, max_len or c.max_seq_len, c.mla.kv_lora_rank, c.mla.rope_head_dim,
+                               device=p.device, dtype=p.dtype)
+        return KVCache(c.n_layers, batch, c.n_kv_heads, max_len or c.max_seq_len, c.head_dim, device=p.device,
+                       dtype=p.dtype)
 
 
 @torch.no_grad()
