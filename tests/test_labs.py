@@ -84,7 +84,8 @@ def test_quantize_model_counts_bytes_and_agrees_with_torchao():
 
 
 @pytest.mark.parametrize("lab", ["emergence", pytest.param("test-time", marks=pytest.mark.slow),
-                                 pytest.param("capacity", marks=pytest.mark.slow)])  # the two: make test-all
+                                 pytest.param("capacity", marks=pytest.mark.slow),
+                                 pytest.param("attention", marks=pytest.mark.slow)])  # slow ones: make test-all
 def test_task_labs_quick_write_summary_figures_and_report(lab, tmp_path):
     out = tmp_path / lab
     r = _cli("lab", lab, "--quick", "--out", str(out))
@@ -102,6 +103,10 @@ def test_task_labs_quick_write_summary_figures_and_report(lab, tmp_path):
             assert all(b >= a - 1e-12 for a, b in zip(cov, cov[1:]))  # coverage never falls with k
             assert r["sampling"]["flops"] == sorted(r["sampling"]["flops"])
         assert {c["size"] for c in s["comparison"]} == {"16x1", "32x1"}
+    elif lab == "attention":
+        c = {(r["size"], r["variant"]): r for r in s["comparison"]}
+        assert c[("64x1", "mqa")]["kv_cache_vs_mha"] == 0.25 and 0 < c[("64x1", "mla")]["kv_cache_vs_mha"] < 0.5
+        assert all(r["val_loss"] < math.log(512) for r in s["runs"]) and all(r["tokens_per_s"] > 0 for r in s["runs"])
     else:
         # a minute of training stores few facts; that bits grow with size is the full lab's finding
         assert all(0 <= r["bits"] <= r["max_bits"] for r in s["results"])
@@ -157,6 +162,22 @@ def test_moe_and_quantize_labs_quick(tmp_path):
         pytest.skip("torchao is not installed (dev extras): the lab's torchao cross-check did not run")
     assert s["models"][0]["torchao"]["ok"], s["models"][0]["torchao"]
     assert s["models"][0]["torchao"]["max_abs_diff"] < 1e-3
+
+
+def test_attention_variants_hold_equal_parameters_and_their_caches_hold_what_economics_says():
+    """Every variant within 3 d_model per layer of MHA's parameters, and the KV bytes per token read off
+    the cache tensors each model allocates equal the analytic figure (MHA 2Hd, GQA 2Kd, MQA 2d, MLA C + r)."""
+    from scalelab.labs.attention import VARIANTS, AttentionSpec, decode_speed, model_for
+    from scalelab.labs.common import Shape
+    from scalelab.model.config import ModelConfig
+
+    spec, shape = AttentionSpec(decode_prompt=16, decode_tokens=2), Shape.parse("64x2")
+    cfgs = {v: ModelConfig.from_dict(model_for(spec, shape, v)) for v in VARIANTS}
+    for v, cfg in cfgs.items():
+        assert abs(cfg.num_params_total - cfgs["mha"].num_params_total) <= 3 * 64 * 2, v
+        measured = decode_speed(Transformer(cfg), 2, 16, 2)["kv_bytes_per_token_measured"]
+        assert measured == cfg.kv_cache_elements_per_token * 4 == {"mha": 2 * 4 * 16, "gqa": 2 * 2 * 16,
+                                                                     "mqa": 2 * 16, "mla": 32 + 8}[v] * 2 * 4
 
 
 def test_lab_bad_settings_are_one_line_errors(tmp_path):

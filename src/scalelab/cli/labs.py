@@ -24,6 +24,8 @@ LABS = {
                  "synthetic biographies: bits of knowledge stored per parameter across sizes"),
     "forecast": ("scalelab.labs.forecast", "ForecastSpec",
                  "forecast a bigger model's exact match from a ladder before training it, then train it"),
+    "attention": ("scalelab.labs.attention", "AttentionSpec",
+                  "MHA, GQA, MQA and MLA at equal parameters: loss, KV cache per token, decode speed"),
 }
 
 
