@@ -61,7 +61,9 @@ def resolve_device(cfg: RunConfig) -> tuple[str, torch.dtype | None, bool]:
     amp = None
     if t.dtype == "bf16" or (t.dtype == "auto" and dev.startswith("cuda") and torch.cuda.is_bf16_supported()):
         amp = torch.bfloat16
-    compile_ = t.compile == "on" or (t.compile == "auto" and dev.startswith("cuda"))
+    # MoE: each step's expert sizes are data-dependent, and dynamo recompiles for new ones until it gives
+    # up (a 74-step MoE run took 7m43s compiled, docs/LOG.md): `auto` leaves MoE models eager
+    compile_ = t.compile == "on" or (t.compile == "auto" and dev.startswith("cuda") and cfg.model.moe is None)
     return dev, amp, compile_
 
 
@@ -146,7 +148,7 @@ def setup(cfg: RunConfig, run: RunDir, resume: bool, dataset: TokenDataset | Non
     sheet = datasheet_peak(device, amp) * dist.world
     peak = sheet or measured
     flops_per_token = cfg.model.flops_per_token_exact(t.seq_len)
-    if t.compile == "auto" and device == "cpu":
+    if t.compile == "auto" and device == "cpu" and cfg.model.moe is None:
         compile_ = compile_pays_off(cfg.total_steps * t.tokens_per_step, flops_per_token, peak)
 
     torch.manual_seed(t.seed)
