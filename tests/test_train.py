@@ -187,15 +187,18 @@ def test_compile_auto_decision():
 
 def test_trackers_read_back_what_the_run_recorded_and_resume_in_place(small_cfg, small_dataset, tmp_path,
                                                                      monkeypatch):
-    """TensorBoard's and MLflow's own readers see every record of metrics.jsonl; a killed and resumed run
-    continues the same MLflow run and TensorBoard keeps one value per step."""
+    """TensorBoard's and MLflow's own readers, and W&B's own record format, see every record of
+    metrics.jsonl; a killed and resumed run continues the same MLflow and W&B runs and TensorBoard keeps
+    one value per step."""
     pytest.importorskip("tensorboard")
+    pytest.importorskip("wandb")
     mlflow = pytest.importorskip("mlflow")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
     cfg = small_cfg("train.max_steps=24", "train.eval_every=8", "train.log_every=4",
-                    "train.loggers=tensorboard,mlflow")
+                    "train.loggers=tensorboard,mlflow,wandb")
     train(cfg, tmp_path, dataset=small_dataset, hooks=StopAt(12))
     train(cfg, tmp_path, dataset=small_dataset, resume=True)
     recs = _records(tmp_path)
@@ -214,3 +217,42 @@ def test_trackers_read_back_what_the_run_recorded_and_resume_in_place(small_cfg,
     by_step = {m.step: m.value for m in hist}  # resumed steps 13-24 logged once more: same values
     assert sorted(by_step) == [r["step"] for r in recs]
     assert [by_step[r["step"]] for r in recs] == pytest.approx([r["train_loss"] for r in recs], rel=1e-9)
+    # W&B, offline: one run id over both starts, the config attached, every step's loss once
+    offline = sorted((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
+    records = [r for f in offline for r in _wandb_records(f)]
+    runs = {r.run.run_id for r in records if r.WhichOneof("record_type") == "run"}
+    assert len(offline) == 2 and len(runs) == 1
+    config = next(r.run.config for r in records if r.WhichOneof("record_type") == "run")
+    assert json.loads(next(u.value_json for u in config.update if u.key == "model"))["d_model"] == 64
+    logged = {}
+    for r in records:
+        if r.WhichOneof("record_type") == "history":
+            items = {i.nested_key[0] if i.nested_key else i.key: json.loads(i.value_json) for i in r.history.item}
+            if "train_loss" in items:
+                logged[items["_step"]] = items["train_loss"]
+    assert sorted(logged) == [r["step"] for r in recs]
+    assert [logged[r["step"]] for r in recs] == pytest.approx([r["train_loss"] for r in recs], rel=1e-9)
+
+
+def _wandb_records(path):
+    """The protobuf records of a W&B transaction log (.wandb: LevelDB's log format, 32 KiB blocks of
+    checksum/length/type-framed chunks after a 7-byte header), parsed with wandb's own message classes."""
+    import struct
+
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data, pos, buf = path.read_bytes(), 7, b""
+    assert data[:4] == b":W&B"
+    while pos + 7 <= len(data):
+        if 32768 - pos % 32768 < 7:  # a block's tail too short for a header is padding
+            pos += 32768 - pos % 32768
+            continue
+        _, n, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        chunk, pos = data[pos + 7:pos + 7 + n], pos + 7 + n
+        if kind == 0:
+            break
+        buf = chunk if kind in (1, 2) else buf + chunk  # FULL/FIRST start a record, MIDDLE/LAST extend it
+        if kind in (1, 4):
+            record = pb.Record()
+            record.ParseFromString(buf)
+            yield record

@@ -196,11 +196,10 @@ class RunConfig:
             raise UserError("schedule.min_lr_ratio must be in [0, 1], decay_frac in (0, 1], warmup_frac in [0, 1)")
         if self.optim.lr <= 0:
             raise UserError(f"optim.lr must be > 0, got {self.optim.lr}")
-        unknown = set(t.loggers) - {"tensorboard", "mlflow"}
+        unknown = set(t.loggers) - {"tensorboard", "mlflow", "wandb"}
         if unknown:
-            why = " (W&B is not supported: its offline runs cannot be read back to test it)" * ("wandb" in unknown)
             raise UserError(f"train.loggers: unknown tracker {sorted(unknown)[0]!r}; choose from tensorboard, "
-                            f"mlflow{why}")
+                            "mlflow, wandb")
         for name, allowed in (("device", ("auto", "cpu", "cuda", "mps")), ("dtype", ("auto", "fp32", "bf16")),
                               ("compile", ("auto", "on", "off")), ("parallel", ("ddp", "fsdp"))):
             if getattr(t, name) not in allowed and not (name == "device" and t.device.startswith("cuda:")):

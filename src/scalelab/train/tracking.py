@@ -1,6 +1,6 @@
 """Experiment trackers fed with every metrics record, where ML researchers compare runs.
 
-    train.loggers = ["tensorboard", "mlflow"]        (default: none; `pip install 'scalelab[track]'`)
+    train.loggers = ["tensorboard", "mlflow", "wandb"]   (default: none; `pip install 'scalelab[track]'`)
 
     tensorboard  event files in RUN/tensorboard/ (torch's SummaryWriter). A ladder's rungs are
                  OUT/runs/<name>/, so `tensorboard --logdir OUT/runs` shows them side by side.
@@ -9,10 +9,13 @@
                  a SQLite store beside the runs (OUT/mlflow.db for a ladder, RUN/mlflow.db alone:
                  `mlflow ui --backend-store-uri sqlite:///OUT/mlflow.db`), artifacts in mlartifacts/
                  beside it. The resolved config is logged as parameters and config.json as an artifact.
+    wandb        one W&B run per run directory (named after it, grouped by ladder, the resolved config as
+                 its config), offline unless $WANDB_MODE=online: RUN/wandb/offline-run-*, which
+                 `wandb sync` uploads; project $WANDB_PROJECT or "scalelab".
 
 A resumed run continues where it stopped: TensorBoard purges the events after the checkpoint's step,
-and the MLflow run (its id kept in RUN/tracking.json) is reopened, its metrics past the checkpoint
-overwritten by the same steps. Metric names are the record's fields (train_loss, val_loss, lr,
+and the MLflow and W&B runs (their ids kept in RUN/tracking.json) are reopened, MLflow's metrics past
+the checkpoint overwritten by the same steps. Metric names are the record's fields (train_loss, val_loss, lr,
 mfu ...), with task metrics as tasks/<task>/<metric>.
 """
 
@@ -21,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import shutil
 from pathlib import Path
 
@@ -31,7 +35,7 @@ from scalelab.train.hooks import Hooks
 from scalelab.train.records import MetricsRecord
 from scalelab.train.rundir import RunDir
 
-LOGGERS = ("tensorboard", "mlflow")
+LOGGERS = ("tensorboard", "mlflow", "wandb")
 
 
 def scalars(rec: MetricsRecord) -> dict[str, float]:
@@ -85,11 +89,11 @@ class MLflow(Hooks):
         if own and mlflow.get_experiment_by_name(name) is None:  # artifacts beside the store, not in the cwd
             mlflow.create_experiment(name, artifact_location=(home.resolve() / "mlartifacts").as_uri())
         mlflow.set_experiment(name)
-        self.mlflow, self.state = mlflow, run.path / "tracking.json"
-        known = json.loads(self.state.read_text()).get("mlflow_run_id") if resumed and self.state.exists() else None
+        self.mlflow = mlflow
+        known = _ids(run).get("mlflow_run_id") if resumed else None
         self.active = mlflow.start_run(run_id=known) if known else mlflow.start_run(run_name=run.path.name)
         if not known:
-            atomic_write_json(self.state, {"mlflow_run_id": self.active.info.run_id})
+            _save_id(run, "mlflow_run_id", self.active.info.run_id)
             mlflow.log_params(_flat(cfg.to_dict()))
             mlflow.log_dict(cfg.to_dict(), "config.json")
             if ladder is not None:
@@ -100,6 +104,40 @@ class MLflow(Hooks):
 
     def close(self) -> None:
         self.mlflow.end_run()
+
+
+class WandB(Hooks):
+    """One W&B run per run directory, offline unless $WANDB_MODE says otherwise (files in RUN/wandb/;
+    `wandb sync RUN/wandb/offline-run-*` uploads them), grouped by ladder; a resumed run keeps its id."""
+
+    def __init__(self, cfg: RunConfig, run: RunDir, resumed: bool):
+        import wandb
+
+        ladder = ladder_of(run)
+        known = _ids(run).get("wandb_run_id") if resumed else None
+        run_id = known or secrets.token_hex(4)
+        self.run = wandb.init(project=os.environ.get("WANDB_PROJECT", "scalelab"), name=run.path.name, id=run_id,
+                              group=ladder.name if ladder else None, dir=str(run.path), resume="allow",
+                              mode=os.environ.get("WANDB_MODE", "offline"), config=cfg.to_dict(),
+                              settings=wandb.Settings(silent=True, console="off", x_disable_stats=True))
+        if not known:
+            _save_id(run, "wandb_run_id", run_id)
+
+    def on_record(self, rec: MetricsRecord) -> None:
+        self.run.log(scalars(rec), step=rec.step)
+
+    def close(self) -> None:
+        self.run.finish()
+
+
+def _ids(run: RunDir) -> dict:
+    """The trackers' run ids kept in RUN/tracking.json (so a resumed run reopens its own)."""
+    path = run.path / "tracking.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _save_id(run: RunDir, key: str, value: str) -> None:
+    atomic_write_json(run.path / "tracking.json", {**_ids(run), key: value})
 
 
 def _flat(d: dict, prefix: str = "") -> dict[str, str]:
@@ -117,7 +155,10 @@ def open_trackers(cfg: RunConfig, run: RunDir, start_step: int) -> list[Hooks]:
     made = []
     for name in cfg.train.loggers:
         try:
-            made.append(TensorBoard(run, start_step) if name == "tensorboard" else MLflow(cfg, run, start_step > 0))
+            if name == "tensorboard":
+                made.append(TensorBoard(run, start_step))
+            else:
+                made.append({"mlflow": MLflow, "wandb": WandB}[name](cfg, run, start_step > 0))
         except ImportError as e:
             raise UserError(f"train.loggers={name} needs {e.name or name}: pip install 'scalelab[track]'") from None
     return made
