@@ -38,9 +38,9 @@ VARIANTS = ("mha", "gqa", "mqa", "mla")
 
 @dataclass(frozen=True)
 class AttentionSpec:
-    sizes: tuple[str, ...] = ("64x2", "96x3", "128x4")
+    sizes: tuple[str, ...] = ("64x2", "96x2", "128x2")
     variants: tuple[str, ...] = VARIANTS
-    tokens: int = 2_000_000
+    tokens: int = 1_500_000
     vocab_size: int = 512
     seq_len: int = 128
     batch_size: int = 16

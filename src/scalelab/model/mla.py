@@ -96,12 +96,14 @@ class MLA(nn.Module):
         S = c.shape[1]
         w = self.wkv_b.weight.view(H, 2 * self.n, self.C)
         w_uk, w_uv = w[:, :self.n], w[:, self.n:]  # (H, n, C) each
-        q_lat = torch.einsum("bhtn,hnc->bhtc", q_nope, w_uk)  # queries in latent space
-        scores = (q_lat @ c[:, None].transpose(-1, -2) + q_rope @ k_rope[:, None].transpose(-1, -2))  # (B, H, T, S)
-        scores = scores * (self.n + self.r) ** -0.5
+        q_lat = torch.einsum("bhtn,hnc->bhtc", q_nope, w_uk).reshape(B, H * T, self.C)  # queries in latent space
+        # heads folded into the rows: one (H*T, C) x (C, S) product per sequence, the cache read once
+        scores = q_lat @ c.transpose(1, 2) + q_rope.reshape(B, H * T, self.r) @ k_rope.transpose(1, 2)  # (B, H*T, S)
+        scores = scores.view(B, H, T, S) * (self.n + self.r) ** -0.5
         if T > 1 or start == 0:
             causal = torch.arange(S, device=c.device)[None, :] <= start + torch.arange(T, device=c.device)[:, None]
             scores = scores.masked_fill(~causal, float("-inf"))
-        o_lat = scores.softmax(-1, dtype=torch.float32).type_as(c) @ c[:, None]  # (B, H, T, C)
+        probs = scores.softmax(-1, dtype=torch.float32).type_as(c).view(B, H * T, S)
+        o_lat = (probs @ c).view(B, H, T, self.C)  # (B, H, T, C)
         y = torch.einsum("bhtc,hnc->bhtn", o_lat, w_uv)  # (B, H, T, n)
         return self.wo(y.transpose(1, 2).reshape(B, T, H * self.n))
