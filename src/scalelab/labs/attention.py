@@ -26,7 +26,7 @@ import torch
 from scalelab.config import DataConfig, load_dict
 from scalelab.economics.memory import kv_cache_bytes_per_token
 from scalelab.errors import UserError
-from scalelab.labs.common import Shape, pyplot, savefig, train_or_load, write_report, write_summary
+from scalelab.labs.common import Shape, begin, pyplot, savefig, train_or_load, write_report, write_summary
 from scalelab.labs.progress import LabProgress
 from scalelab.model.config import ModelConfig, swiglu_hidden
 from scalelab.report.page import table_html
@@ -138,10 +138,7 @@ def _row(spec, size, variant, cfg, run_dir, ds, log) -> dict:
 
 
 def run(spec: AttentionSpec, out: str | Path, log=print) -> dict:
-    spec = spec.validate()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
+    spec, out, t0 = begin(spec, out)
     cfgs = {f"{Shape.parse(s).name}-{v}": (s, v, _config(spec, Shape.parse(s), v)) for s in spec.sizes
             for v in spec.variants}
     ds, rows = None, []

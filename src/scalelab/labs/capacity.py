@@ -34,6 +34,7 @@ from scalelab.errors import UserError
 from scalelab.evaluate.harness import score_answers
 from scalelab.labs.common import (
     Shape,
+    begin,
     model_dict,
     pyplot,
     run_config,
@@ -140,10 +141,7 @@ def _row(size, cfg, run, ds, pop, entropy, log) -> dict:
 
 
 def run(spec: CapacitySpec, out: str | Path, log=print) -> dict:
-    spec = spec.validate()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
+    spec, out, t0 = begin(spec, out)
     pop = People(spec.people, seed=spec.seed + 1234)
     ds = build_dataset(pop, spec.exposures, spec.seed, out / "data")
     entropy = np.array([math.log2(len(ATTRIBUTES[a][0])) for a in pop.attributes])

@@ -17,6 +17,7 @@ import html
 import json
 import math
 import sys
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -71,6 +72,14 @@ def run_config(model: dict, tokens: int, lr: float, batch_size: int, seq_len: in
 
 def task_dataset(mix: TaskMix, out: Path, train_chars: int) -> TokenDataset:
     return TokenDataset(build_task_dataset(mix, train_chars, Path(out) / "data"))
+
+
+def begin(spec, out: str | Path):
+    """A lab's start: its settings checked, its output folder made, its clock started."""
+    out = Path(out)
+    spec = spec.validate()
+    out.mkdir(parents=True, exist_ok=True)
+    return spec, out, time.perf_counter()
 
 
 def train_or_load(cfg, run_dir: Path | RunDir, dataset: TokenDataset, log=print, branch_points: tuple[int, ...] = ()):

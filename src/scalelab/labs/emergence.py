@@ -27,6 +27,7 @@ from scalelab.errors import UserError
 from scalelab.evaluate.harness import emergence_score, evaluate_task, fit_logistic
 from scalelab.labs.common import (
     Shape,
+    begin,
     model_dict,
     pyplot,
     run_config,
@@ -105,10 +106,7 @@ def _run_points(spec, cfg, run, ds, tasks, tests, log, **keys) -> list[dict]:
 
 
 def run(spec: EmergenceSpec, out: str | Path, log=print) -> dict:
-    spec = spec.validate()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
+    spec, out, t0 = begin(spec, out)
     mix = TaskMix(tasks=spec.tasks, test_size=spec.test_size)
     tests = mix.test_sets()
     tasks = {t.spec: t for t in mix.parsed()}

@@ -27,6 +27,7 @@ from scalelab.evaluate.harness import evaluate_task
 from scalelab.io import atomic_write_json, read_json
 from scalelab.labs.common import (
     Shape,
+    begin,
     model_dict,
     pyplot,
     run_config,
@@ -84,10 +85,7 @@ QUICK = dict(tasks=("addition:digits=1,format=plain", "addition:digits=2,format=
 
 
 def run(spec: ForecastSpec, out: str | Path, log=print) -> dict:
-    spec = spec.validate()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
+    spec, out, t0 = begin(spec, out)
     mix = TaskMix(tasks=spec.tasks, test_size=spec.test_size)
     ds = task_dataset(mix, out, spec.train_chars)
     runs = {f"{Shape.parse(size).name}-s{seed}": _config(spec, size, seed)

@@ -23,7 +23,7 @@ import numpy as np
 
 from scalelab.config import DataConfig, load_dict
 from scalelab.errors import UserError
-from scalelab.labs.common import Shape, pyplot, savefig, train_or_load, write_report, write_summary
+from scalelab.labs.common import Shape, begin, pyplot, savefig, train_or_load, write_report, write_summary
 from scalelab.labs.progress import LabProgress
 from scalelab.model.config import swiglu_hidden
 from scalelab.report.page import table_html
@@ -106,10 +106,7 @@ def _row(size, name, variant, cfg, run_dir, ds, log) -> dict:
 
 
 def run(spec: MoESpec, out: str | Path, log=print) -> dict:
-    spec = spec.validate()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
+    spec, out, t0 = begin(spec, out)
     jobs = [(s, v, VARIANTS[v]) for s in spec.sizes for v in spec.variants]
     if spec.ablation and "moe-8x2" in spec.variants:
         jobs.append((spec.sizes[len(spec.sizes) // 2], ABLATION[0], ABLATION[1]))

@@ -27,7 +27,7 @@ import torch
 
 from scalelab.economics.memory import weights_bytes
 from scalelab.errors import UserError
-from scalelab.labs.common import pyplot, savefig, write_report, write_summary
+from scalelab.labs.common import begin, pyplot, savefig, write_report, write_summary
 from scalelab.labs.moe import MoESpec
 from scalelab.labs.moe import run as moe_run
 from scalelab.report.page import table_html
@@ -115,10 +115,7 @@ def _default_runs(spec: QuantizeSpec, out: Path, log) -> list[Path]:
 
 
 def run(spec: QuantizeSpec, out: str | Path, log=print) -> dict:
-    spec = spec.validate()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
+    spec, out, t0 = begin(spec, out)
     run_dirs = [Path(r) for r in spec.runs] or _default_runs(spec, out, log)
     results = []
     for rd in run_dirs:

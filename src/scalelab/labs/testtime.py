@@ -29,6 +29,7 @@ from scalelab.errors import UserError
 from scalelab.evaluate.harness import evaluate_task
 from scalelab.labs.common import (
     Shape,
+    begin,
     model_dict,
     pyplot,
     run_config,
@@ -103,10 +104,7 @@ def _result(spec, fmt, size, cfg, run, ds, mix, hardest, test, log) -> dict:
 
 
 def run(spec: TestTimeSpec, out: str | Path, log=print) -> dict:
-    spec = spec.validate()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
+    spec, out, t0 = begin(spec, out)
     hardest = {fmt: Addition(spec.digits, fmt) for fmt in FORMATS}
     cfgs = {f"{fmt}-{Shape.parse(size).name}": run_config(model_dict(Shape.parse(size), max_seq_len=spec.seq_len),
                                                         spec.tokens, spec.lr, spec.batch_size, spec.seq_len, spec.seed)
