@@ -20,6 +20,7 @@ Conventions (stated once, used everywhere):
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import asdict, dataclass, replace
 
@@ -180,7 +181,10 @@ class ModelConfig:
     def arch(self) -> Arch:
         """This model as an `Arch`: RMSNorm pre-norms, rotary positions, SwiGLU, optional q/k/v biases,
         q/k norms and a sliding window, and on MoE layers a router, routed experts and
-        ``num_shared_experts`` shared experts of d_expert each."""
+        ``num_shared_experts`` shared experts of d_expert each (built once per config)."""
+        return _arch_of(self)
+
+    def _build_arch(self) -> Arch:
         m = self.moe
         experts = None if m is None else Experts(m.num_experts, m.top_k, m.d_expert, m.num_shared_experts * m.d_expert)
         return Arch(d_model=self.d_model, vocab_size=self.vocab_size,
@@ -250,6 +254,11 @@ class ModelConfig:
     def counts(self, seq_len: int | None = None) -> dict:
         """Every analytic count in one dictionary (what `scalelab count --json` prints)."""
         return self.arch().counts(seq_len)
+
+
+@functools.lru_cache(maxsize=4096)
+def _arch_of(cfg: ModelConfig) -> Arch:
+    return cfg._build_arch()
 
 
 def swiglu_hidden(d_model: int, multiple_of: int = 64) -> int:
