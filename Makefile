@@ -4,7 +4,7 @@ PY     ?= python3
 TORCH  ?= torch==2.13.0
 VENV   := .venv
 BIN    := $(VENV)/bin
-PIP    := $(BIN)/python -m pip install -q --disable-pip-version-check
+PIP    := $(BIN)/python -m pip install -q --disable-pip-version-check --no-compile  # modules compile when first imported
 OUT    ?= runs/demo
 
 .PHONY: demo test test-all lint bench gpu-check gpu-wheels install clean

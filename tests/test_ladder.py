@@ -98,6 +98,40 @@ def _final_losses(out):
     return {r["name"]: (r["status"], r["final_loss"], r["attempts"]) for r in runs}
 
 
+def test_a_ladder_killed_mid_run_resumes_to_the_same_losses(tmp_path):
+    """SIGKILL to `ladder run` once a run has recorded points (mid-training), then run it again: every run
+    once, bit-identical final losses, no point twice. (`make test-all` kills at random moments, many times.)"""
+    import sqlite3
+    import time
+
+    spec_file = tiny_spec(tmp_path)
+    out = tmp_path / "killed"
+    exe = Path(sys.executable).parent / "scalelab"
+    p = subprocess.Popen([str(exe), "ladder", "run", str(spec_file), "--out", str(out)],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and p.poll() is None:
+        time.sleep(0.2)
+        try:
+            with sqlite3.connect(out / "ladder.sqlite") as db:
+                if db.execute("SELECT COUNT(*) FROM points").fetchone()[0] >= 2:
+                    break
+        except sqlite3.Error:  # not created yet
+            continue
+    assert p.poll() is None, "the ladder finished before it could be killed"
+    os.killpg(p.pid, signal.SIGKILL)
+    p.wait()
+    run_ladder(load_spec(spec_file), out)  # the same ladder again, in this process
+    ref = tmp_path / "ref"
+    run_ladder(load_spec(spec_file), ref)
+    got, expected = _final_losses(out), _final_losses(ref)
+    assert set(got) == set(expected) and all(s == "done" for s, _, _ in got.values())
+    assert any(a > 1 for _, _, a in got.values())  # the killed run was started twice
+    assert {k: v[1] for k, v in got.items()} == {k: v[1] for k, v in expected.items()}
+    assert not results_table(open_store(out)).duplicated(["run", "step"]).any()
+
+
+@pytest.mark.slow
 def test_sigkill_at_random_moments_then_resume(tmp_path):
     spec_file = tiny_spec(tmp_path)
     ref = tmp_path / "ref"

@@ -141,7 +141,7 @@ def test_schedules():
     (["tasks.names=additon:digits=2"], "unknown task 'additon'"),
     (["tasks.names=addition:digits=2", "tasks.train_fraction=1"], "train_fraction must be in"),
     (["tasks.train_fraction=0.1"], "needs tasks.names"),
-    (['train.loggers=["tensorboard", "wandb"]'], "W&B is not supported"),
+    (['train.loggers=["tensorboard", "neptune"]'], "unknown tracker 'neptune'; choose from tensorboard, mlflow, wandb"),
 ])
 def test_config_errors_are_clear(overrides, msg):
     with pytest.raises(UserError, match=msg):
