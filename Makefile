@@ -4,7 +4,7 @@ PY     ?= python3
 TORCH  ?= torch==2.13.0
 VENV   := .venv
 BIN    := $(VENV)/bin
-PIP    := $(BIN)/python -m pip install -q --disable-pip-version-check --no-compile  # modules compile when first imported
+PIP    := $(BIN)/python -m pip install -q --disable-pip-version-check
 OUT    ?= runs/demo
 
 .PHONY: demo test test-all lint bench gpu-check gpu-wheels install clean
@@ -34,12 +34,15 @@ demo: $(VENV)/.base
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .
 
-# numpy/scipy's OpenBLAS pool only spins on the fits' small arrays (docs/LOG.md 2026-11-30); torch uses MKL
+# numpy/scipy's OpenBLAS pool only spins on the fits' small arrays (docs/LOG.md 2026-11-30); torch uses MKL.
+# Tests start ~100 `scalelab` processes: where the environment sets PYTHONDONTWRITEBYTECODE, each would
+# compile scalelab's modules again, so the tests let Python cache them (__pycache__ is git-ignored).
+TEST_ENV := env -u PYTHONDONTWRITEBYTECODE OPENBLAS_NUM_THREADS=1
 test: lint
-	OPENBLAS_NUM_THREADS=1 $(BIN)/python -m pytest -q -m "not slow"
+	$(TEST_ENV) $(BIN)/python -m pytest -q -m "not slow"
 
 test-all: lint $(VENV)/.dev-all
-	OPENBLAS_NUM_THREADS=1 $(BIN)/python -m pytest -q
+	$(TEST_ENV) $(BIN)/python -m pytest -q
 
 bench: $(VENV)/.dev
 	$(BIN)/python bench/throughput.py --json bench/results/throughput.json
