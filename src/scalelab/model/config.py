@@ -118,7 +118,8 @@ class ModelConfig:
     """0 = full causal attention; w = each token attends the last w positions, itself included
     (Mistral 7B: 4096). The KV cache keeps every position; the attention masks the older ones."""
     init_from: str = ""
-    """a Hugging Face Llama / Mistral / Mixtral checkpoint folder to start from: its config.json sets the
+    """a Hugging Face checkpoint folder to start from (Llama, Mistral, Mixtral, Qwen2/3, Qwen3-MoE, OLMoE,
+    DeepSeek-V2: `model/hf.py` SUPPORTED): its config.json sets the
     architecture (model keys that disagree are an error; max_seq_len may be lowered), its safetensors
     the initial weights, its tokenizer.json the data's tokenizer (config.py `resolve_init_from`)."""
 
