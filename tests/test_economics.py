@@ -168,3 +168,34 @@ def test_gpu_names_as_torch_reports_them_find_their_datasheet():
     for name, key in names.items():
         assert hardware_for_device(name).name == key, name
     assert hardware_for_device("NVIDIA GeForce RTX 3090") is None
+
+
+def test_data_constrained_allocation():
+    """With ample unique data it is the closed-form Chinchilla optimum; capped, its optimum beats every
+    other size on a grid, and it trains a smaller model for more epochs than the unconstrained answer
+    (Muennighoff et al. 2023, Fig. 1: repeated data loses value slower than excess parameters)."""
+    import numpy as np
+
+    from scalelab.laws.allocation import allocate_unique
+    from scalelab.laws.forms import get_form
+    from scalelab.laws.published import get_law
+
+    law, C = get_law("muennighoff2023"), 1e24
+    free = law.allocate(C)
+    ample = allocate_unique(law, C, 1e6 * float(free["D_opt"][0]))
+    assert ample["N_opt"] == pytest.approx(float(free["N_opt"][0]), rel=1e-3)
+    capped = allocate_unique(law, C, 2e10)
+    form = get_form("data_constrained")
+    grid = np.geomspace(capped["N_opt"] / 10, capped["N_opt"] * 10, 401)
+    losses = form.predict(law.params, grid, C / (6 * grid), unique_tokens=2e10)
+    assert capped["loss"] <= losses.min() + 1e-9
+    assert capped["N_opt"] < capped["unconstrained"]["N_opt"] and capped["epochs"] > capped["unconstrained"]["epochs"]
+    assert capped["loss"] < capped["unconstrained"]["loss_on_capped_data"]
+
+
+@pytest.mark.parametrize("args,msg", [(["--unique-tokens", "0"], "unique tokens must be > 0"),
+                                      (["--unique-tokens", "1e12", "--inference-tokens", "1e12"], "give one"),
+                                      (["--unique-tokens", "1e12", "--law", "kaplan2020"], "Chinchilla-form")])
+def test_plan_unique_tokens_errors(args, msg):
+    r = run_cli("plan", "--compute", "1e24", *args)
+    assert r.returncode == 2 and msg in r.stderr

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from scalelab.ladder.results import open_store, results_table, task_table
+from scalelab.laws.allocation import allocate_unique
 from scalelab.laws.law import FittedLaw
 from scalelab.laws.methods import DEFAULT_METHOD, get_method
 from scalelab.laws.table import load_table
@@ -60,8 +61,17 @@ def forecast(law: FittedLaw, N, D, level: float = 0.9) -> pd.DataFrame:
     return pd.DataFrame({"N": N, "D": D, "C": 6 * N * D, "loss": loss, "lo": lo, "hi": hi, "level": level})
 
 
-def allocate(law: FittedLaw, C, level: float = 0.9) -> pd.DataFrame:
-    """The compute-optimal N*, D* (and the loss there) for each budget C = 6 N D, with intervals."""
+def allocate(law: FittedLaw, C, level: float = 0.9, unique_tokens: float | None = None) -> pd.DataFrame:
+    """The compute-optimal N*, D* (and the loss there) for each budget C = 6 N D, with intervals; with
+    ``unique_tokens``, the data-constrained optimum (Muennighoff et al. 2023: epochs, the unconstrained
+    answer beside it, the epoch where a repeat is worth half a fresh token), one row per budget."""
+    if unique_tokens is not None:
+        rows = []
+        for c in np.atleast_1d(np.asarray(C, float)):
+            a = allocate_unique(law, float(c), unique_tokens)
+            free = a.pop("unconstrained")
+            rows.append({**a, **{f"unconstrained_{k}": v for k, v in free.items()}})
+        return pd.DataFrame(rows)
     out = law.allocate_with_interval(np.atleast_1d(np.asarray(C, float)), level)
     return pd.DataFrame({k: np.atleast_1d(v) for k, v in out.items() if v is not None and np.ndim(v) <= 1})
 

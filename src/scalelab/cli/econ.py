@@ -9,11 +9,14 @@ def cmd_plan(a) -> int:
     from scalelab.economics.planning import plan_run
     from scalelab.ui import console
 
-    out = plan_run(a.compute, a.law, a.gpu, a.gpus, a.mfu, a.price, a.inference_tokens)
+    out = plan_run(a.compute, a.law, a.gpu, a.gpus, a.mfu, a.price, a.inference_tokens, a.unique_tokens)
     if a.json:
         print_json(out)
         return 0
     from rich.table import Table
+
+    if a.unique_tokens is not None:
+        return _print_unique(a, out)
 
     t = Table(title=f"{a.compute:.3g} FLOPs under {a.law} on {out['gpus']} x {out['gpu']} at {out['mfu']:.0%} MFU")
     t.add_column("quantity")
@@ -35,6 +38,28 @@ def cmd_plan(a) -> int:
                   f"${ia['chinchilla_total_cost_usd']:,.0f} -> ${ia['total_cost_usd']:,.0f} "
                   f"({ia['saving']:.1%} saved)")
     console().print(t)
+    return 0
+
+
+def _print_unique(a, out: dict) -> int:
+    from rich.table import Table
+
+    from scalelab.ui import console
+
+    free = out["unconstrained"]
+    t = Table(title=f"{a.compute:.3g} FLOPs under {a.law} with {out['unique_tokens']:.3g} unique tokens")
+    for col in ("", "data capped", "unconstrained"):
+        t.add_column(col, justify="right")
+    t.add_row("N* (parameters)", f"{out['N_opt']:.3g}", f"{free['N_opt']:.3g}")
+    t.add_row("D* (tokens)", f"{out['D_opt']:.3g}", f"{free['D_opt']:.3g}")
+    t.add_row("epochs over the unique tokens", f"{out['epochs']:.2f}", f"{free['epochs']:.2f}")
+    t.add_row("predicted loss", f"{out['predicted_loss']:.4f}",
+              f"{free['loss_with_unique_data']:.4f} with that much unique data, "
+              f"{free['loss_on_capped_data']:.4f} on the capped data")
+    t.add_row("GPU-hours", f"{out['gpu_hours']:,.0f}", "")
+    console().print(t)
+    print(f"past {out['half_value_epochs']:.1f} epochs a repeated token is worth less than half a fresh one; "
+          f"{out['constants']}")
     return 0
 
 
@@ -85,6 +110,9 @@ def register(sub) -> None:
     p.add_argument("--mfu", type=float, default=0.4)
     p.add_argument("--price", type=float, default=None, help="USD per GPU-hour (default: the hardware table's)")
     p.add_argument("--inference-tokens", type=float, default=None)
+    p.add_argument("--unique-tokens", type=float, default=None,
+                   help="cap on distinct training tokens: the data-constrained allocation (Muennighoff et al. "
+                        "2023), repeats past it, beside the unconstrained answer")
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_plan)
     m = sub.add_parser("models", help="published models, their compute, and distance from compute-optimal")

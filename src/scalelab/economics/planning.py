@@ -7,7 +7,7 @@ import numpy as np
 from scalelab.economics.cost import training_cost
 from scalelab.economics.hardware import get_hardware
 from scalelab.errors import UserError
-from scalelab.laws.allocation import inference_aware
+from scalelab.laws.allocation import allocate_unique, inference_aware
 from scalelab.laws.published import get_law
 
 
@@ -16,14 +16,23 @@ def _one(x):
 
 
 def plan_run(C: float, law_name: str = "besiroglu2024", gpu: str = "h100-sxm", gpus: int = 1, mfu: float = 0.4,
-             price: float | None = None, inference_tokens: float | None = None) -> dict:
+             price: float | None = None, inference_tokens: float | None = None,
+             unique_tokens: float | None = None) -> dict:
     """N*, D*, predicted loss and the cost of training them under law ``law_name``; with
     ``inference_tokens``, the smaller, longer-trained model that minimises training + inference
-    FLOPs at the same loss (Sardana & Frankle 2023)."""
+    FLOPs at the same loss (Sardana & Frankle 2023); with ``unique_tokens``, the allocation when the
+    data is capped (Muennighoff et al. 2023), beside the unconstrained one."""
     if not C > 0:
         raise UserError(f"compute must be a positive number of FLOPs, got {C}", arg="compute")
     law = get_law(law_name)
     hw = get_hardware(gpu)
+    if unique_tokens is not None:
+        if inference_tokens:
+            raise UserError("--unique-tokens and --inference-tokens answer different questions; give one")
+        out = {"law": law_name, **allocate_unique(law, C, unique_tokens)}
+        out["predicted_loss"] = out.pop("loss")
+        out.update(training_cost(C, hw, gpus, mfu, price))
+        return out
     a = law.allocate_with_interval(C)
     out = {"C": C, "law": law_name, "N_opt": _one(a["N_opt"]), "D_opt": _one(a["D_opt"]),
            "tokens_per_param": _one(a["tokens_per_param"]), "predicted_loss": _one(a.get("loss"))}

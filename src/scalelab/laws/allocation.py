@@ -95,3 +95,43 @@ def inference_aware(law, target_loss: float, inference_tokens: float) -> dict:
             "chinchilla_optimal": {**chin, "inference_flops": 2 * chin["N"] * inference_tokens,
                                    "total_flops": chin_total},
             "flops_saving": 1.0 - opt["total_flops"] / chin_total}
+
+
+# Muennighoff et al. 2023 (eq. 5, Sec. 3): how fast repeated tokens and excess parameters lose value
+REPETITION_CONSTANTS = {"R_D_star": 15.4, "R_N_star": 5.3}
+
+
+def data_constrained_params(law) -> tuple[dict, str]:
+    """The parameters of ``law`` as a data-constrained law: its own if it is one, else its Chinchilla-form
+    parameters with Muennighoff et al.'s repetition constants (and a line saying so)."""
+    if law.form == "data_constrained":
+        return dict(law.params), "the law's own R_D*, R_N*"
+    if law.form != "chinchilla":
+        raise UserError(f"unique tokens need a Chinchilla-form or data-constrained law, not {law.form!r}")
+    return {**law.params, **REPETITION_CONSTANTS}, ("R_D* = 15.4, R_N* = 5.3 from Muennighoff et al. 2023 "
+                                                     "(eq. 5) on the law's Chinchilla terms")
+
+
+def allocate_unique(law, C: float, unique_tokens: float) -> dict:
+    """The compute-optimal N and D = C / 6N when only ``unique_tokens`` distinct tokens exist (each token
+    past them is a repeat): minimise the data-constrained loss over log N. Also: the unconstrained answer,
+    the loss that answer reaches on the capped data, and the epoch past which one more repeated token
+    is worth less than half a fresh one (dD'/dD = exp(-R_D / R_D*) < 1/2, i.e. R_D > R_D* ln 2)."""
+    if not unique_tokens > 0:
+        raise UserError(f"unique tokens must be > 0, got {unique_tokens}", arg="unique_tokens")
+    p, constants = data_constrained_params(law)
+    form = get_form("data_constrained")
+
+    def loss(n, u=unique_tokens):
+        return float(form.predict(p, n, C / (6.0 * n), unique_tokens=u))
+
+    res = minimize_scalar(lambda ln: loss(np.exp(ln)), bounds=(np.log(1e3), np.log(max(1e4, C / 6.0))),
+                          method="bounded", options={"xatol": 1e-7})
+    N = float(np.exp(res.x))
+    D = C / (6.0 * N)
+    N_free, D_free = (float(x[0]) for x in _chinchilla_closed(p, np.array([C])))
+    return {"C": C, "unique_tokens": float(unique_tokens), "N_opt": N, "D_opt": D, "epochs": D / unique_tokens,
+            "tokens_per_param": D / N, "loss": loss(N), "constants": constants,
+            "unconstrained": {"N_opt": N_free, "D_opt": D_free, "epochs": D_free / unique_tokens,
+                              "loss_with_unique_data": loss(N_free, u=np.inf), "loss_on_capped_data": loss(N_free)},
+            "half_value_epochs": 1.0 + p["R_D_star"] * np.log(2.0)}
