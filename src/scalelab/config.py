@@ -52,6 +52,11 @@ class DataConfig:
     """fraction of documents (by a hash of their id) held out for validation."""
     shard_tokens: int = 50_000_000
     """tokens per on-disk shard."""
+    unique_tokens: int = 0
+    """train on the first U tokens of the training split only (0 = all of it): a run of D tokens then
+    sees each of them D / U times on average (windows drawn at random from those U), the repetition of
+    the data-constrained regime (Muennighoff et al. 2023). The dataset and its validation split are the
+    same as without the cap."""
 
 
 @dataclass(frozen=True)

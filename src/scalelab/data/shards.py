@@ -222,8 +222,12 @@ class TokenDataset:
         return info["num_bytes"] / info["num_tokens"]
 
     def sample(self, batch_size: int, seq_len: int, seed: int, step: int, micro: int = 0,
-               split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
-        """B random windows of seq_len + 1 tokens; a pure function of (seed, step, micro)."""
+               split: str = "train", limit: int = 0, accum: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        """B random windows of seq_len + 1 tokens; a pure function of (seed, step, micro). With ``limit``
+        (`DataConfig.unique_tokens`), epochs over the split's first ``limit`` tokens instead: cut into
+        windows, each epoch a fresh permutation of them, so a run of D tokens sees each D / limit times."""
+        if limit:
+            return self._epoch_sample(batch_size, seq_len, seed, (step * accum + micro) * batch_size, split, limit)
         arrs = self.splits[split]
         sizes = np.array([len(a) for a in arrs], dtype=np.int64)
         if sizes.max() <= seq_len + 1:
@@ -236,6 +240,23 @@ class TokenDataset:
         buf = np.stack([arrs[w][s:s + seq_len + 1] for w, s in zip(which, starts)]).astype(np.int64)
         t = torch.from_numpy(buf)
         return t[:, :-1], t[:, 1:]  # inputs (B, T), targets (B, T)
+
+    def _epoch_sample(self, batch_size: int, seq_len: int, seed: int, first: int, split: str, limit: int):
+        arrs = self.splits[split]
+        ends = np.cumsum([len(a) for a in arrs])
+        if limit > ends[-1]:
+            raise UserError(f"data.unique_tokens={limit:,} exceeds the {ends[-1]:,} tokens of the {split} split; "
+                            "lower it or use a larger corpus")
+        n = limit // (seq_len + 1)  # non-overlapping windows in the first `limit` tokens
+        if n < 1:
+            raise UserError(f"data.unique_tokens={limit} is shorter than one window of {seq_len + 1} tokens")
+        rows = []
+        for g in range(first, first + batch_size):  # the g-th window this run draws
+            epoch, i = divmod(g, n)
+            w = int(np.random.default_rng([seed, epoch, 7919]).permutation(n)[i])
+            rows.append(_read_span(arrs, ends, w * (seq_len + 1), seq_len + 1))
+        t = torch.from_numpy(np.stack(rows).astype(np.int64))
+        return t[:, :-1], t[:, 1:]
 
     def eval_windows(self, seq_len: int, max_tokens: int, split: str = "val") -> torch.Tensor:
         """A fixed validation set: up to max_tokens worth of windows, evenly spaced over the split (the

@@ -219,7 +219,9 @@ def train_step(s: TrainState, step: int, window: Window) -> tuple[float, torch.T
         g["lr"] = lr
     for micro in range(t.grad_accum):
         # the global batch a single process would draw; each rank trains on its slice of it
-        x, y = (parallel.shard(b, dist) for b in s.dataset.sample(t.batch_size, t.seq_len, t.seed, step, micro))
+        x, y = (parallel.shard(b, dist) for b in s.dataset.sample(t.batch_size, t.seq_len, t.seed, step, micro,
+                                                                     limit=s.cfg.data.unique_tokens,
+                                                                     accum=t.grad_accum))
         x, y = x.to(s.device, non_blocking=True), y.to(s.device, non_blocking=True)  # (B, T) each
         with autocast(s.device, s.amp), parallel.no_sync(s.step_fn, micro == t.grad_accum - 1):
             out = s.step_fn(x, targets=y, return_logits=False)
