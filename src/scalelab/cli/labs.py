@@ -26,6 +26,8 @@ LABS = {
                  "forecast a bigger model's exact match from a ladder before training it, then train it"),
     "attention": ("scalelab.labs.attention", "AttentionSpec",
                   "MHA, GQA, MQA and MLA at equal parameters: loss, KV cache per token, decode speed"),
+    "repetition": ("scalelab.labs.repetition", "RepetitionSpec",
+                   "the data wall: repeated vs fresh data at equal tokens, R*_D fitted (Muennighoff et al.)"),
 }
 
 
