@@ -53,10 +53,10 @@ class DataConfig:
     shard_tokens: int = 50_000_000
     """tokens per on-disk shard."""
     unique_tokens: int = 0
-    """train on the first U tokens of the training split only (0 = all of it): a run of D tokens then
-    sees each of them D / U times on average (windows drawn at random from those U), the repetition of
-    the data-constrained regime (Muennighoff et al. 2023). The dataset and its validation split are the
-    same as without the cap."""
+    """train on U tokens of the training split only (0 = all of it): U / (seq_len + 1) windows spread
+    evenly over the split, in shuffled epochs, so a run of D tokens sees each D / U times: the
+    repetition of the data-constrained regime (Muennighoff et al. 2023). The dataset and its validation
+    split are the same as without the cap."""
 
 
 @dataclass(frozen=True)

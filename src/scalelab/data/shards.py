@@ -224,8 +224,9 @@ class TokenDataset:
     def sample(self, batch_size: int, seq_len: int, seed: int, step: int, micro: int = 0,
                split: str = "train", limit: int = 0, accum: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
         """B random windows of seq_len + 1 tokens; a pure function of (seed, step, micro). With ``limit``
-        (`DataConfig.unique_tokens`), epochs over the split's first ``limit`` tokens instead: cut into
-        windows, each epoch a fresh permutation of them, so a run of D tokens sees each D / limit times."""
+        (`DataConfig.unique_tokens`), epochs over ``limit`` tokens instead: limit / (seq_len + 1) windows
+        spread evenly over the split, each epoch a fresh permutation of them, so a run of D tokens sees
+        each D / limit times."""
         if limit:
             return self._epoch_sample(batch_size, seq_len, seed, (step * accum + micro) * batch_size, split, limit)
         arrs = self.splits[split]
@@ -247,14 +248,15 @@ class TokenDataset:
         if limit > ends[-1]:
             raise UserError(f"data.unique_tokens={limit:,} exceeds the {ends[-1]:,} tokens of the {split} split; "
                             "lower it or use a larger corpus")
-        n = limit // (seq_len + 1)  # non-overlapping windows in the first `limit` tokens
-        if n < 1:
+        n = limit // (seq_len + 1)  # the unique set: n windows spread evenly over the whole split, so that
+        if n < 1:  # it samples the corpus as fresh data does (a prefix would be a few documents' topics)
             raise UserError(f"data.unique_tokens={limit} is shorter than one window of {seq_len + 1} tokens")
+        stride = (int(ends[-1]) - seq_len - 1) // max(1, n - 1)
         rows = []
         for g in range(first, first + batch_size):  # the g-th window this run draws
             epoch, i = divmod(g, n)
             w = int(np.random.default_rng([seed, epoch, 7919]).permutation(n)[i])
-            rows.append(_read_span(arrs, ends, w * (seq_len + 1), seq_len + 1))
+            rows.append(_read_span(arrs, ends, w * stride, seq_len + 1))
         t = torch.from_numpy(np.stack(rows).astype(np.int64))
         return t[:, :-1], t[:, 1:]
 
