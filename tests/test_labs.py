@@ -85,7 +85,8 @@ def test_quantize_model_counts_bytes_and_agrees_with_torchao():
 
 @pytest.mark.parametrize("lab", ["emergence", pytest.param("test-time", marks=pytest.mark.slow),
                                  pytest.param("capacity", marks=pytest.mark.slow),
-                                 pytest.param("attention", marks=pytest.mark.slow)])  # slow ones: make test-all
+                                 pytest.param("attention", marks=pytest.mark.slow),
+                                 pytest.param("repetition", marks=pytest.mark.slow)])  # slow ones: make test-all
 def test_task_labs_quick_write_summary_figures_and_report(lab, tmp_path):
     out = tmp_path / lab
     r = _cli("lab", lab, "--quick", "--out", str(out))
@@ -103,6 +104,9 @@ def test_task_labs_quick_write_summary_figures_and_report(lab, tmp_path):
             assert all(b >= a - 1e-12 for a, b in zip(cov, cov[1:]))  # coverage never falls with k
             assert r["sampling"]["flops"] == sorted(r["sampling"]["flops"])
         assert {c["size"] for c in s["comparison"]} == {"16x1", "32x1"}
+    elif lab == "repetition":  # 2 sizes x (4 fresh + 3 repeated) runs; repeats never beat fresh data
+        assert len(s["runs"]) == 14 and s["fit"]["runs_used"] == 6 and s["fit"]["R_D_star"] > 0
+        assert all(r["D_eff"] <= r["D"] * 1.25 for r in s["fit"]["repeated"] if r["D_eff"] == r["D_eff"])
     elif lab == "attention":
         c = {(r["size"], r["variant"]): r for r in s["comparison"]}
         assert c[("64x1", "mqa")]["kv_cache_vs_mha"] == 0.25 and 0 < c[("64x1", "mla")]["kv_cache_vs_mha"] < 0.5
