@@ -23,7 +23,7 @@ from scalelab.config import DataConfig, load_dict
 from scalelab.errors import UserError
 from scalelab.labs.common import Shape, begin, pyplot, savefig, train_or_load, write_report, write_summary
 from scalelab.labs.progress import LabProgress
-from scalelab.laws.allocation import REPETITION_CONSTANTS
+from scalelab.laws.forms import MUENNIGHOFF_REPETITION
 from scalelab.laws.repetition import effective_data, fit_repetition
 from scalelab.report.page import table_html
 from scalelab.train.loop import load_dataset
@@ -98,7 +98,7 @@ def run(spec: RepetitionSpec, out: str | Path, log=print) -> dict:
     runs = pd.DataFrame(rows)
     fit = fit_repetition(runs)
     summary = {"spec": asdict(spec), "runs": rows, "fit": fit, "seconds": time.perf_counter() - t0,
-               "published_R_D_star": REPETITION_CONSTANTS["R_D_star"]}
+               "published_R_D_star": MUENNIGHOFF_REPETITION["R_D_star"]}
     figs = plot(runs, fit, spec, out)
     write_summary(out, summary)
     _report(out, summary, figs)
@@ -120,7 +120,7 @@ def plot(runs: pd.DataFrame, fit: dict, spec: RepetitionSpec, out: Path) -> list
     b.scatter(rep["epochs"], rep["D_eff"] / rep["U"], label="measured D'/U")
     e = np.linspace(1, max(spec.epochs), 100)
     for r_star, label in ((fit["R_D_star"], f"fit R*_D = {fit['R_D_star']:.1f}"),
-                          (REPETITION_CONSTANTS["R_D_star"], "Muennighoff et al. R*_D = 15.4")):
+                          (MUENNIGHOFF_REPETITION["R_D_star"], "Muennighoff et al. R*_D = 15.4")):
         b.plot(e, effective_data(e, 1.0, r_star), label=label)
     b.plot(e, e, ":", color="grey", label="fresh data (D' = D)")
     b.set(xlabel="epochs over the unique tokens", ylabel="effective data D' / U", title="what repeats are worth")

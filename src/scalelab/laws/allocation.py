@@ -16,7 +16,7 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 
 from scalelab.errors import UserError
-from scalelab.laws.forms import get_form
+from scalelab.laws.forms import MUENNIGHOFF_REPETITION, get_form, half_value_epochs
 
 
 def _chinchilla_closed(p: dict, C: np.ndarray):
@@ -97,8 +97,6 @@ def inference_aware(law, target_loss: float, inference_tokens: float) -> dict:
             "flops_saving": 1.0 - opt["total_flops"] / chin_total}
 
 
-# Muennighoff et al. 2023 (eq. 5, Sec. 3): how fast repeated tokens and excess parameters lose value
-REPETITION_CONSTANTS = {"R_D_star": 15.4, "R_N_star": 5.3}
 
 
 def data_constrained_params(law) -> tuple[dict, str]:
@@ -108,7 +106,7 @@ def data_constrained_params(law) -> tuple[dict, str]:
         return dict(law.params), "the law's own R_D*, R_N*"
     if law.form != "chinchilla":
         raise UserError(f"unique tokens need a Chinchilla-form or data-constrained law, not {law.form!r}")
-    return {**law.params, **REPETITION_CONSTANTS}, ("R_D* = 15.4, R_N* = 5.3 from Muennighoff et al. 2023 "
+    return {**law.params, **MUENNIGHOFF_REPETITION}, ("R_D* = 15.4, R_N* = 5.3 from Muennighoff et al. 2023 "
                                                      "(eq. 5) on the law's Chinchilla terms")
 
 
@@ -116,7 +114,7 @@ def allocate_unique(law, C: float, unique_tokens: float) -> dict:
     """The compute-optimal N and D = C / 6N when only ``unique_tokens`` distinct tokens exist (each token
     past them is a repeat): minimise the data-constrained loss over log N. Also: the unconstrained answer,
     the loss that answer reaches on the capped data, and the epoch past which one more repeated token
-    is worth less than half a fresh one (dD'/dD = exp(-R_D / R_D*) < 1/2, i.e. R_D > R_D* ln 2)."""
+    is worth less than half a fresh one (`half_value_epochs`)."""
     if not unique_tokens > 0:
         raise UserError(f"unique tokens must be > 0, got {unique_tokens}", arg="unique_tokens")
     p, constants = data_constrained_params(law)
@@ -134,4 +132,4 @@ def allocate_unique(law, C: float, unique_tokens: float) -> dict:
             "tokens_per_param": D / N, "loss": loss(N), "constants": constants,
             "unconstrained": {"N_opt": N_free, "D_opt": D_free, "epochs": D_free / unique_tokens,
                               "loss_with_unique_data": loss(N_free, u=np.inf), "loss_on_capped_data": loss(N_free)},
-            "half_value_epochs": 1.0 + p["R_D_star"] * np.log(2.0)}
+            "half_value_epochs": half_value_epochs(p["R_D_star"])}

@@ -186,6 +186,17 @@ class Overtraining(Form):
                                                [0.1, 0.2, 0.3, 0.5])))
 
 
+# Muennighoff et al. 2023, eq. 5 and Sec. 3: how fast repeated tokens (R*_D) and excess parameters (R*_N)
+# lose their value, fitted on C4 at 10M-9B parameters
+MUENNIGHOFF_REPETITION = {"R_D_star": 15.4, "R_N_star": 5.3}
+
+
+def half_value_epochs(r_star: float) -> float:
+    """Epochs after which one more repeated token is worth less than half a fresh one: the marginal value
+    of repeats, dD'/dD = exp(-R_D / R*_D), falls below 1/2 at R_D = R*_D ln 2 repetitions."""
+    return 1.0 + r_star * float(np.log(2.0))
+
+
 class DataConstrained(Form):
     """Muennighoff et al. (2023): Chinchilla evaluated at effective data D' and parameters N'.
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from scalelab.errors import UserError
+from scalelab.laws.forms import MUENNIGHOFF_REPETITION
 from scalelab.laws.law import FittedLaw
 
 PUBLISHED: dict[str, FittedLaw] = {
@@ -35,8 +36,7 @@ PUBLISHED: dict[str, FittedLaw] = {
               "data": "MassiveText (digitised)"}),
     "muennighoff2023": FittedLaw(
         form="data_constrained", approach="published",
-        params={"E": 1.87, "A": 521.0, "B": 1488.0, "alpha": 0.353, "beta": 0.353, "R_D_star": 15.4,
-                "R_N_star": 5.3},
+        params={"E": 1.87, "A": 521.0, "B": 1488.0, "alpha": 0.353, "beta": 0.353, **MUENNIGHOFF_REPETITION},
         info={"source": "Muennighoff et al. 2023, Scaling Data-Constrained Language Models, eq. 5 and Sec. 3",
               "param_convention": "total", "data": "C4",
               "usage": "predict(N, D, unique_tokens=U) for D tokens drawn from U unique tokens"}),

@@ -19,6 +19,7 @@ import pandas as pd
 from scipy.optimize import minimize_scalar
 
 from scalelab.errors import UserError
+from scalelab.laws.forms import half_value_epochs
 
 
 def effective_data(D, U, r_star):
@@ -72,5 +73,5 @@ def fit_repetition(runs: pd.DataFrame, n_boot: int = 1000, seed: int = 0, level:
     boot = [_fit_r_star(R[i], ratio[i]) for i in (rng.integers(0, len(R), len(R)) for _ in range(n_boot))]
     lo, hi = np.quantile(boot, [(1 - level) / 2, (1 + level) / 2])
     return {"R_D_star": r_star, "R_D_star_interval": [float(lo), float(hi)], "level": level,
-            "half_value_epochs": 1.0 + r_star * np.log(2.0), "runs_used": len(use),
+            "half_value_epochs": half_value_epochs(r_star), "runs_used": len(use),
             "repeated": rep.to_dict("records")}
