@@ -23,10 +23,19 @@ from pathlib import Path
 
 import torch
 
-from scalelab.config import DataConfig, load_dict
+from scalelab.config import DataConfig
 from scalelab.economics.memory import kv_cache_bytes_per_token
 from scalelab.errors import UserError
-from scalelab.labs.common import Shape, begin, pyplot, savefig, train_or_load, write_report, write_summary
+from scalelab.labs.common import (
+    Shape,
+    begin,
+    pyplot,
+    run_config,
+    savefig,
+    train_or_load,
+    write_report,
+    write_summary,
+)
 from scalelab.labs.progress import LabProgress
 from scalelab.model.config import ModelConfig, swiglu_hidden
 from scalelab.report.page import table_html
@@ -93,10 +102,8 @@ def model_for(spec: AttentionSpec, shape: Shape, variant: str) -> dict:
 
 
 def _config(spec: AttentionSpec, shape: Shape, variant: str):
-    return load_dict({"model": model_for(spec, shape, variant), "data": asdict(spec.data), "optim": {"lr": spec.lr},
-                      "train": {"batch_size": spec.batch_size, "seq_len": spec.seq_len, "max_tokens": spec.tokens,
-                                "seed": spec.seed, "eval_every": 10 ** 9, "eval_tokens": spec.eval_tokens,
-                                "log_every": 20, "progress": False, "compile": "off"}})
+    return run_config(model_for(spec, shape, variant), spec.tokens, spec.lr, spec.batch_size, spec.seq_len,
+                      spec.seed, data=asdict(spec.data), eval_tokens=spec.eval_tokens)
 
 
 @torch.no_grad()

@@ -63,8 +63,11 @@ def model_dict(shape: Shape, max_seq_len: int = 128, moe: dict | None = None, **
     return d
 
 
-def run_config(model: dict, tokens: int, lr: float, batch_size: int, seq_len: int, seed: int, **train_extra):
-    return load_dict({"model": model, "optim": {"lr": lr},
+def run_config(model: dict, tokens: int, lr: float, batch_size: int, seq_len: int, seed: int,
+               data: dict | None = None, **train_extra):
+    """A lab model's run config: evaluated once at the end, eager, quiet; ``data`` the [data] section
+    (default: the run defaults), ``train_extra`` any other train keys."""
+    return load_dict({"model": model, "optim": {"lr": lr}, **({"data": data} if data is not None else {}),
                       "train": {"batch_size": batch_size, "seq_len": seq_len, "max_tokens": tokens, "seed": seed,
                                 "eval_every": 10 ** 9, "eval_tokens": 16_384, "log_every": 50, "progress": False,
                                 "compile": "off", **train_extra}})

@@ -19,9 +19,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from scalelab.config import DataConfig, load_dict
+from scalelab.config import DataConfig
 from scalelab.errors import UserError
-from scalelab.labs.common import Shape, begin, pyplot, savefig, train_or_load, write_report, write_summary
+from scalelab.labs.common import (
+    Shape,
+    begin,
+    model_dict,
+    pyplot,
+    run_config,
+    savefig,
+    train_or_load,
+    write_report,
+    write_summary,
+)
 from scalelab.labs.progress import LabProgress
 from scalelab.laws.forms import MUENNIGHOFF_REPETITION
 from scalelab.laws.repetition import effective_data, fit_repetition
@@ -58,13 +68,9 @@ QUICK = dict(sizes=("32x1", "48x1"), unique_tokens=40_000, epochs=(1, 2, 4, 8), 
 
 def _config(spec: RepetitionSpec, shape: Shape, epochs: int, repeated: bool):
     data = {**asdict(spec.data), "unique_tokens": spec.unique_tokens if repeated else 0}
-    model = {"vocab_size": spec.vocab_size, "d_model": shape.d_model, "n_layers": shape.n_layers,
-             "n_heads": max(1, shape.d_model // 16), "max_seq_len": spec.seq_len}
-    return load_dict({"model": model, "data": data, "optim": {"lr": spec.lr},
-                      "train": {"batch_size": spec.batch_size, "seq_len": spec.seq_len, "seed": spec.seed,
-                                "max_tokens": epochs * spec.unique_tokens, "eval_every": 10 ** 9,
-                                "eval_tokens": spec.eval_tokens, "log_every": 50, "progress": False,
-                                "compile": "off"}})
+    model = model_dict(shape, max_seq_len=spec.seq_len, vocab_size=spec.vocab_size)
+    return run_config(model, epochs * spec.unique_tokens, spec.lr, spec.batch_size, spec.seq_len, spec.seed,
+                      data=data, eval_tokens=spec.eval_tokens)
 
 
 def _plan(spec: RepetitionSpec) -> dict:
