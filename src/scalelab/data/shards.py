@@ -252,11 +252,12 @@ class TokenDataset:
         if n < 1:  # it samples the corpus as fresh data does (a prefix would be a few documents' topics)
             raise UserError(f"data.unique_tokens={limit} is shorter than one window of {seq_len + 1} tokens")
         stride = (int(ends[-1]) - seq_len - 1) // max(1, n - 1)
-        rows = []
+        rows, orders = [], {}
         for g in range(first, first + batch_size):  # the g-th window this run draws
             epoch, i = divmod(g, n)
-            w = int(np.random.default_rng([seed, epoch, 7919]).permutation(n)[i])
-            rows.append(_read_span(arrs, ends, w * stride, seq_len + 1))
+            if epoch not in orders:  # one permutation per epoch (a batch spans one or two)
+                orders[epoch] = np.random.default_rng([seed, epoch, 7919]).permutation(n)
+            rows.append(_read_span(arrs, ends, int(orders[epoch][i]) * stride, seq_len + 1))
         t = torch.from_numpy(np.stack(rows).astype(np.int64))
         return t[:, :-1], t[:, 1:]
 

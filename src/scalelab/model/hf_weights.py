@@ -31,7 +31,7 @@ def to_hf_state_dict(model) -> dict:
     out = {}
     for k, v in _param_views(model).items():
         v = v.detach().to("cpu")
-        rows = next((o for suffix, o in order.items() if k.endswith(suffix)), None)
+        rows = _rows(order, k)
         out[k] = (v if rows is None else v[rows]).contiguous()
     return out
 
@@ -76,7 +76,7 @@ def load_hf_into(model, path: str | Path):
     order = rope_row_order(model.cfg)
     with torch.no_grad():
         for name, t in targets.items():
-            rows = next((o for suffix, o in order.items() if name.endswith(suffix)), None)
+            rows = _rows(order, name)
             t.copy_(sd[name] if rows is None else sd[name][rows.argsort()])
     return model
 
@@ -115,6 +115,11 @@ def _attention_views(attn, p: str, cfg) -> dict:
         out[p + "q_norm.weight"] = attn.q_norm.weight
         out[p + "k_norm.weight"] = attn.k_norm.weight
     return out
+
+
+def _rows(order: dict[str, torch.Tensor], name: str) -> torch.Tensor | None:
+    """The row order of weight ``name`` (`rope_row_order`), or None when its rows stay as they are."""
+    return next((o for suffix, o in order.items() if name.endswith(suffix)), None)
 
 
 def rope_row_order(cfg) -> dict[str, torch.Tensor]:
