@@ -152,6 +152,20 @@ def test_compressed_jsonl_reads_as_plain(tmp_path):
     assert [t for _, t in iter_corpus(str(tmp_path / "z"))] == docs + docs  # a folder of compressed files
 
 
+def test_a_records_id_keeps_its_side_of_the_split_when_the_corpus_is_filtered(tmp_path):
+    import pandas as pd
+
+    recs = [{"id": f"page-{i}", "text": f"document {i}"} for i in range(400)]
+    full, kept = tmp_path / "full.jsonl", tmp_path / "kept.jsonl"
+    full.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    kept.write_text("".join(json.dumps(r) + "\n" for r in recs[::-3]))  # a third, reversed
+    pd.DataFrame(recs[::2]).to_parquet(tmp_path / "half.parquet")
+    side = {i: is_validation(i, 0.1) for i, _ in iter_corpus(str(full))}
+    assert set(side) == {r["id"] for r in recs} and 20 < sum(side.values()) < 65
+    for source in (kept, tmp_path / "half.parquet"):
+        assert all(is_validation(i, 0.1) == side[i] for i, _ in iter_corpus(str(source)))
+
+
 def test_cache_key_reads_no_text_yet_follows_every_file(tmp_path, monkeypatch):
     """A second run on a big corpus starts without reading it: the key is a manifest of names, sizes and
     times; an edited or added file changes it."""
@@ -187,3 +201,50 @@ def test_eval_windows_read_across_shards_as_one_stream(tmp_path):
     w = ds.eval_windows(seq_len=50, max_tokens=5000).numpy()
     stride = (len(whole) - 51) // (len(w) - 1)
     assert len(w) > 3 and all((w[i] == whole[i * stride:i * stride + 51]).all() for i in range(len(w)))
+
+
+# ---- data quality: deduplication (data/quality.py) -------------------------------------------------
+
+def _random_docs(n: int, words: int, seed: int) -> list[tuple[str, str]]:
+    """Documents of random words from a 5,000-word vocabulary: unrelated ones share almost no 5-gram."""
+    rng = np.random.default_rng(seed)
+    vocab = [f"w{j}" for j in range(5000)]
+    return [(f"doc-{i}", " ".join(rng.choice(vocab, words))) for i in range(n)]
+
+
+def test_deduplication_removes_the_planted_copies_and_keeps_the_rest():
+    from scalelab.data.quality import deduplicate
+
+    rng = np.random.default_rng(1)
+    docs = _random_docs(300, 400, seed=0)
+    planted = {}
+    for k, (src, text) in enumerate(docs[:40]):
+        words = text.split()
+        if k % 2:  # an exact copy, differently spaced and cased
+            planted[f"copy-{k}"] = ("  ".join(words).upper(), src)
+        else:  # a near copy: 1.5% of words replaced (Jaccard of 5-grams ~0.86)
+            idx = rng.choice(len(words), len(words) * 3 // 200, replace=False)
+            for j in idx:
+                words[j] = "edited"
+            planted[f"near-{k}"] = (" ".join(words), src)
+    distant = " ".join(w if i % 4 else "changed" for i, w in enumerate(docs[50][1].split()))  # J ~ 0.
+    stream = docs + [(i, t) for i, (t, _) in planted.items()] + [("distant", distant)]
+    d = deduplicate(stream)
+    assert {**d.exact, **d.near} == {i: src for i, (_, src) in planted.items()}
+    assert set(d.exact) == {i for i in planted if i.startswith("copy")}
+    assert d.kept == [i for i, _ in docs] + ["distant"]
+
+
+def test_planted_noise_is_on_the_training_side_and_sized_as_asked():
+    from scalelab.data.quality import Noise, plant_noise
+
+    docs = _random_docs(200, 300, seed=2)
+    out = plant_noise(docs, Noise(exact=0.2, near=0.1, junk=0.3), seed=0, val_fraction=0.1)
+    assert [(i, t) for i, t, k in out if k == "clean"] == docs  # the clean documents first, in order
+    planted = [(i, t, k) for i, t, k in out if k != "clean"]
+    assert planted and not any(is_validation(i, 0.1) for i, _, _ in planted)
+    clean = sum(len(t) for i, t in docs if not is_validation(i, 0.1))
+    for kind, frac in (("exact", 0.2), ("near", 0.1), ("junk", 0.3)):
+        size = sum(len(t) for _, t, k in planted if k.startswith(kind))
+        assert frac * clean <= size < frac * clean + 3_000, kind  # one document past the target at most
+    assert all(t in {t for _, t in docs} for _, t, k in planted if k == "exact")

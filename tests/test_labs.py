@@ -86,7 +86,10 @@ def test_quantize_model_counts_bytes_and_agrees_with_torchao():
 @pytest.mark.parametrize("lab", ["emergence", pytest.param("test-time", marks=pytest.mark.slow),
                                  pytest.param("capacity", marks=pytest.mark.slow),
                                  pytest.param("attention", marks=pytest.mark.slow),
-                                 pytest.param("repetition", marks=pytest.mark.slow)])  # slow ones: make test-all
+                                 pytest.param("repetition", marks=pytest.mark.slow),
+                                 pytest.param("distill", marks=pytest.mark.slow),
+                                 pytest.param("quality", marks=pytest.mark.slow),
+                                 pytest.param("synthetic", marks=pytest.mark.slow)])  # slow ones: make test-all
 def test_task_labs_quick_write_summary_figures_and_report(lab, tmp_path):
     out = tmp_path / lab
     r = _cli("lab", lab, "--quick", "--out", str(out))
@@ -107,6 +110,24 @@ def test_task_labs_quick_write_summary_figures_and_report(lab, tmp_path):
     elif lab == "repetition":  # 2 sizes x (4 fresh + 3 repeated) runs; repeats never beat fresh data
         assert len(s["runs"]) == 14 and s["fit"]["runs_used"] == 6 and s["fit"]["R_D_star"] > 0
         assert all(r["D_eff"] <= r["D"] * 1.25 for r in s["fit"]["repeated"] if r["D_eff"] == r["D_eff"])
+    elif lab == "distill":  # a teacher, then 1 size x 2 budgets x scratch/distilled, all at equal tokens
+        assert [r["kind"] for r in s["runs"]] == ["teacher"] + ["scratch", "distilled"] * 2
+        for scratch, distilled in zip(s["runs"][1::2], s["runs"][2::2]):
+            assert scratch["student_flops"] == distilled["student_flops"] and scratch["teacher_inference_flops"] == 0
+            assert distilled["teacher_inference_flops"] > 0 and distilled["loss"] < math.log(512)
+        assert len(s["gains"]) == 1 and len(s["gains"][0]["gain"]) == 2
+    elif lab == "quality":  # the filter finds what was planted; the ladder trains on both corpora
+        k = s["filter"]["by_kind"]
+        assert k["exact"]["exact_dup"] == k["exact"]["docs"] and k["near"]["kept"] <= 0.2 * k["near"]["docs"]
+        assert k["junk-chars"]["kept"] == 0 and k["clean"]["kept"] >= 0.7 * k["clean"]["docs"]
+        assert s["corpus_tokens"]["filtered"] < s["corpus_tokens"]["raw"] and len(s["runs"]) == 6
+        assert s["shift"]["best"] in ("multiplier", "offset", "separate") and s["shift"]["m"] > 0
+    elif lab == "synthetic":  # generation 0, then 2 generations of each chain; all scored on real text
+        assert [(r["chain"], r["generation"]) for r in s["runs"]] == [("real", 0), ("replace", 1), ("mix", 1),
+                                                                      ("replace", 2), ("mix", 2)]
+        c = s["collapse"]
+        assert min(c["replace"]["excess_loss"]) > 0 and c["mix"]["excess_loss"][-1] < c["replace"]["excess_loss"][-1]
+        assert all(r["sampled_from"] for r in s["runs"][1:]) and json.loads((out / "data" / "mix-g2.json").read_text())
     elif lab == "attention":
         c = {(r["size"], r["variant"]): r for r in s["comparison"]}
         assert c[("64x1", "mqa")]["kv_cache_vs_mha"] == 0.25 and 0 < c[("64x1", "mla")]["kv_cache_vs_mha"] < 0.5
@@ -239,3 +260,40 @@ def test_forecast_lab_writes_its_forecast_before_training_the_target(tmp_path):
         assert 0 <= c["lo"] <= c["hi"] <= 1 and c["inside"] == (c["lo"] <= c["actual"] <= c["hi"])
     before = fc.read_bytes()
     assert _cli("lab", "forecast", "--quick", "--out", str(out)).returncode == 0 and fc.read_bytes() == before
+
+
+def test_a_synthetic_corpus_is_sampled_from_the_model_it_names(small_cfg, small_dataset, tmp_path):
+    """The record beside a synthetic corpus names a checkpoint by its weights' hash; sampling that
+    checkpoint again with the recorded seed gives the corpus's documents, and they are likelier under
+    the model they claim than under another of the same shape."""
+    import torch.nn.functional as F
+
+    from scalelab.labs.synthetic import sample_documents, synthesize
+    from scalelab.train.checkpoint import load_checkpoint
+    from scalelab.train.loop import train
+    from scalelab.train.rundir import file_sha256
+
+    runs = {}
+    for name, steps in (("a", 80), ("b", 8)):
+        train(small_cfg(f"train.max_steps={steps}", "optim.lr=3e-3", "train.eval_every=1000"), tmp_path / name,
+              dataset=small_dataset)
+        runs[name] = RunDir(tmp_path / name)
+    tok = small_dataset.tokenizer()
+    record = synthesize(runs["a"], tok, tmp_path / "g1.jsonl", 2_000, 64, seed=7, temperature=1.0, extra_docs=[])
+    docs = [json.loads(line)["text"] for line in (tmp_path / "g1.jsonl").read_text().splitlines()]
+    assert record["tokens_sampled"] >= 2_000 and record["documents"] == len(docs)
+    ckpt = RunDir(record["generator"]).path / "checkpoints" / record["checkpoint"]
+    assert file_sha256(ckpt / "model.safetensors") == record["weights_sha256"]
+    model = Transformer(runs["a"].read_config().model)
+    load_checkpoint(ckpt, model)
+    again, _ = sample_documents(model.eval(), tok, 2_000, 64, seed=record["seed"], temperature=record["temperature"])
+    assert again == docs
+
+    def nll(run):
+        m = Transformer(run.read_config().model)
+        load_checkpoint(run.latest_checkpoint(), m)
+        ids = torch.tensor([t for d in docs[:40] for t in tok.encode(d).ids][:63 * 8]).view(8, 63)
+        with torch.no_grad():
+            return F.cross_entropy(m.eval()(ids[:, :-1]).logits.transpose(1, 2), ids[:, 1:]).item()
+
+    assert nll(runs["a"]) < nll(runs["b"]) - 0.1  # 5.69 vs 5.94 here

@@ -282,3 +282,32 @@ def test_repetition_fit_recovers_a_known_decay_and_the_published_constants_read_
     lo, hi = fit["R_D_star_interval"]
     assert lo <= 6.0 <= hi and hi / lo < 2
     assert effective_data(4e9, 1e9, 15.4) / 4e9 > 0.9 and effective_data(40e9, 1e9, 15.4) / 40e9 < 0.45
+
+
+# ---- how a law moves between two run sets (laws/shift.py) ------------------------------------------
+
+def _compute_law(C, E=2.0, A=60.0, alpha=0.2):
+    return E + A * np.asarray(C, float) ** -alpha
+
+
+@pytest.mark.parametrize("truth", ["multiplier", "offset"])
+def test_fit_shift_recovers_a_compute_multiplier_or_an_offset(truth):
+    from scalelab.laws.shift import fit_shift
+
+    rng = np.random.default_rng(3)
+    C = np.logspace(12, 15, 5)
+    noise = lambda: np.exp(rng.normal(0, 0.002, len(C)))  # noqa: E731  0.2% scatter, as seeds give
+    L_a = _compute_law(C) * noise()
+    L_b = (_compute_law(2.5 * C) if truth == "multiplier" else _compute_law(C) + 0.08) * noise()
+    r = fit_shift(C, L_a, C, L_b, bootstrap=100)
+    other = "offset" if truth == "multiplier" else "multiplier"
+    assert r[truth]["aicc"] < r[other]["aicc"] and r["best"] == truth, {k: r[k]["aicc"] for k in ("multiplier",
+                                                                                                   "offset")}
+    if truth == "multiplier":
+        lo, hi = r["multiplier"]["interval"]
+        assert abs(r["m"] / 2.5 - 1) < 0.15 and lo < 2.5 < hi, (r["m"], lo, hi)
+        # the model-free multiplier of each run of b where a's runs bracket its loss
+        measured = [m for m in r["runs_multiplier"] if m == m]
+        assert len(measured) >= 3 and abs(np.median(measured) / 2.5 - 1) < 0.25, measured
+    else:
+        assert abs(r["offset"]["params"]["delta"] - 0.08) < 0.01

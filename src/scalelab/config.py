@@ -170,6 +170,28 @@ class TasksConfig:
 
 
 @dataclass(frozen=True)
+class DistillConfig:
+    """Knowledge distillation (Hinton et al. 2015): the training loss mixes the data's cross-entropy with
+    the KL divergence from a frozen teacher's next-token distribution, both at a temperature
+    (train/distill.py). The recorded train loss stays the data's cross-entropy; the teacher's forward
+    FLOPs are counted apart in the run summary (``teacher_flops``)."""
+
+    teacher: str = ""
+    """a scalelab run directory (its newest checkpoint, read when training starts) sharing this run's
+    tokenizer; '' = no distillation."""
+    temperature: float = 1.0
+    """softens both distributions; the KL term is scaled by temperature**2 so its gradients keep their size."""
+    weight: float = 0.5
+    """the KL term's weight; the data's cross-entropy gets 1 - weight (1 = pure distillation)."""
+
+    def validate(self) -> DistillConfig:
+        if self.temperature <= 0 or not 0 <= self.weight <= 1:
+            raise UserError(f"distill.temperature must be > 0 and distill.weight in [0, 1], got "
+                            f"{self.temperature} and {self.weight}")
+        return self
+
+
+@dataclass(frozen=True)
 class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -177,10 +199,12 @@ class RunConfig:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     tasks: TasksConfig = field(default_factory=TasksConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
 
     def validate(self) -> RunConfig:
         self.model.validate()
         self.tasks.validate()
+        self.distill.validate()
         t, s = self.train, self.schedule
         for name in ("batch_size", "grad_accum", "seq_len", "log_every", "eval_every", "eval_tokens"):
             if getattr(t, name) < 1:
@@ -301,4 +325,4 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
 
 
 __all__ = ["RunConfig", "ModelConfig", "MoEConfig", "DataConfig", "OptimConfig", "ScheduleConfig",
-           "TrainConfig", "TasksConfig", "load_config", "load_dict", "apply_overrides"]
+           "TrainConfig", "TasksConfig", "DistillConfig", "load_config", "load_dict", "apply_overrides"]

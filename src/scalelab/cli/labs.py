@@ -28,6 +28,12 @@ LABS = {
                   "MHA, GQA, MQA and MLA at equal parameters: loss, KV cache per token, decode speed"),
     "repetition": ("scalelab.labs.repetition", "RepetitionSpec",
                    "the data wall: repeated vs fresh data at equal tokens, R*_D fitted (Muennighoff et al.)"),
+    "quality": ("scalelab.labs.quality", "QualitySpec",
+                "dedup (MinHash) + perplexity filtering vs raw data: the law's shift and compute multiplier"),
+    "synthetic": ("scalelab.labs.synthetic", "SyntheticSpec",
+                  "model collapse: generations trained on their predecessor's samples, with and without real data"),
+    "distill": ("scalelab.labs.distill", "DistillSpec",
+                "students distilled from a teacher vs from scratch at equal student compute (Busbridge et al.)"),
 }
 
 

@@ -9,7 +9,10 @@
   the network or a local cache; it is never used on the default path.
 
 The train/validation split is by document: a document is in validation when a hash of its id falls
-under ``val_fraction``, so the split is stable whatever order or subset the documents arrive in.
+under ``val_fraction``, so the split is stable whatever order or subset the documents arrive in. A
+JSONL record's or Parquet row's ``id`` field names the document where present (so a document keeps
+its side of the split when a corpus is filtered or reordered, as FineWeb's ``id`` allows); otherwise
+the id is ``FILE:LINE``.
 """
 
 from __future__ import annotations
@@ -87,7 +90,7 @@ def _iter_file(path: Path, text_field: str) -> Iterator[tuple[str, str]]:
                                     "must be one JSON object") from None
                 if text_field not in rec:
                     raise UserError(f"{path}:{i + 1} has no field {text_field!r}; set data.text_field")
-                yield f"{path.name}:{i}", str(rec[text_field])
+                yield (str(rec["id"]) if "id" in rec else f"{path.name}:{i}"), str(rec[text_field])
     elif suf == ".parquet":
         import pyarrow.parquet as pq
 
@@ -95,8 +98,9 @@ def _iter_file(path: Path, text_field: str) -> Iterator[tuple[str, str]]:
         if text_field not in table.column_names:
             raise UserError(f"{path} has no column {text_field!r} (columns: {table.column_names}); "
                             "set data.text_field")
+        ids = table.column("id").to_pylist() if "id" in table.column_names else None
         for i, t in enumerate(table.column(text_field).to_pylist()):
-            yield f"{path.name}:{i}", str(t)
+            yield (str(ids[i]) if ids else f"{path.name}:{i}"), str(t)
     else:
         with open_text(path) as f:
             yield path.name, f.read()

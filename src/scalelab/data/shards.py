@@ -71,6 +71,11 @@ def _task_fingerprint(names: tuple[str, ...]) -> list[str]:
             for n in names]
 
 
+def documents(spec: DataSpec):
+    """The ``(doc_id, text)`` pairs a dataset of ``spec`` is built from, in order (both splits)."""
+    yield from _docs(spec)
+
+
 def _docs(spec: DataSpec):
     if spec.task_fraction > 0:
         yield from mix_documents(_corpus_docs(spec), spec.tasks, spec.task_fraction, spec.task_heldout)

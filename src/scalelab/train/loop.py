@@ -41,6 +41,7 @@ from scalelab.provenance import environment
 from scalelab.train import distributed as parallel
 from scalelab.train.checkpoint import keep_copy, load_checkpoint, save_checkpoint
 from scalelab.train.data import load_dataset
+from scalelab.train.distill import distillation_loss, load_teacher
 from scalelab.train.hooks import Chain, Hooks
 from scalelab.train.metrics import bits_per_byte, matmul_peak_flops
 from scalelab.train.optim import build_optimizer
@@ -118,6 +119,8 @@ class TrainState:
     task_eval: object | None = None  # `evaluate.during.TaskEvaluator` when the run has [tasks]
     achievable_flops: float = 0.0  # the measured matmul peak (= peak_flops where no datasheet applies)
     peak_source: str = "measured matmul"
+    teacher: Transformer | None = None  # [distill]: the frozen teacher (train/distill.py)
+    teacher_flops_per_token: int = 0  # its forward pass
     start_step: int = 0
     tokens: int = 0
     last: MetricsRecord | None = None  # the newest record (kept across a resume at the very end)
@@ -160,10 +163,13 @@ def setup(cfg: RunConfig, run: RunDir, resume: bool, dataset: TokenDataset | Non
     loaded = load_checkpoint(ckpt, model) if ckpt is not None and fsdp else None  # FSDP: before sharding
     module = parallel.wrap(model, t.parallel, dist, device)
     optimizer = build_optimizer(model, cfg.optim)
+    teacher, teacher_flops = load_teacher(cfg.distill, cfg.model.vocab_size, t.seq_len, ds.path / "tokenizer.json",
+                                          device)
     state = TrainState(cfg, run, dist, device, amp, compile_, model, torch.compile(module) if compile_ else module,
                        optimizer, ds, ds.eval_windows(t.seq_len, t.eval_tokens), local_batch, peak,
                        task_evaluator(cfg, ds), achievable_flops=measured,
-                       peak_source="datasheet" if sheet else "measured matmul", log=log)
+                       peak_source="datasheet" if sheet else "measured matmul", teacher=teacher,
+                       teacher_flops_per_token=teacher_flops, log=log)
     if ckpt is not None:
         _resume(state, ckpt, loaded, fsdp)
     return state
@@ -224,8 +230,8 @@ def train_step(s: TrainState, step: int, window: Window) -> tuple[float, torch.T
                                                                      accum=t.grad_accum))
         x, y = x.to(s.device, non_blocking=True), y.to(s.device, non_blocking=True)  # (B, T) each
         with autocast(s.device, s.amp), parallel.no_sync(s.step_fn, micro == t.grad_accum - 1):
-            out = s.step_fn(x, targets=y, return_logits=False)
-            loss = out.loss if out.aux_loss is None else out.loss + out.aux_loss
+            out, loss = forward_loss(s, x, y)
+            loss = loss if out.aux_loss is None else loss + out.aux_loss
             (loss / t.grad_accum).backward()
         window.loss += out.loss.detach() / t.grad_accum
         for k, v in out.moe.items():
@@ -237,6 +243,20 @@ def train_step(s: TrainState, step: int, window: Window) -> tuple[float, torch.T
     s.tokens += t.tokens_per_step
     window.steps += 1
     return lr, grad_norm
+
+
+def forward_loss(s: TrainState, x: torch.Tensor, y: torch.Tensor):
+    """-> (the model's output, whose ``loss`` is the data's cross-entropy: what is recorded; the loss
+    backward runs on): the same, except under distillation (train/distill.py)."""
+    if s.teacher is None:
+        out = s.step_fn(x, targets=y, return_logits=False)
+        return out, out.loss
+    with torch.no_grad():
+        teacher_logits = s.teacher(x).logits  # (B, T, V)
+    out = s.step_fn(x, return_logits=True)
+    d = s.cfg.distill
+    loss, out.loss = distillation_loss(out.logits, teacher_logits, y, d.temperature, d.weight)
+    return out, loss
 
 
 # ---- records, evaluation, checkpoints --------------------------------------------------------------
@@ -361,7 +381,8 @@ def _finish(s: TrainState, end_step: int) -> dict:
                "num_params_total": m.num_params_total, "num_params_active": m.num_params_active,
                "num_params_non_embedding": m.num_params_non_embedding,
                "flops_per_token_exact": s.flops_per_token, "flops_6nd": 6 * m.num_params_active * s.tokens,
-               "flops": s.flops_per_token * s.tokens, "final": s.last.to_dict() if s.last else {},
+               "flops": s.flops_per_token * s.tokens, "teacher_flops": s.teacher_flops_per_token * s.tokens,
+               "final": s.last.to_dict() if s.last else {},
                "peak_flops": s.peak_flops, "peak_source": s.peak_source, "achievable_flops": s.achievable_flops,
                "device": s.device, "compiled": bool(s.compiled), "environment": environment(s.device),
                "parallel": cfg.train.parallel if s.dist.enabled else "none", "world_size": s.dist.world,

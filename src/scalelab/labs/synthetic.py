@@ -1,0 +1,269 @@
+"""Synthetic data and model collapse (Shumailov et al. 2024, "AI models collapse when trained on
+recursively generated data"; Gerstgrasser et al. 2024, "Is model collapse inevitable?").
+
+Generation 0 is trained on real text (the offline corpus). Each later generation is trained, at the
+same size and the same number of tokens, on text sampled from the generation before it:
+
+    replace:  only the previous generation's samples (Shumailov's setting)
+    mix:      half the previous generation's samples, half real training text
+
+Every model is scored on the same held-out real documents (the synthetic corpora carry the real
+validation documents under their own ids, so the split, the tokenizer and the evaluation windows are
+those of generation 0; the lab checks it). Each synthetic corpus records the run, checkpoint, weights
+hash, seed and temperature it was sampled with (``data/<chain>-g<k>.json``), and is re-derivable
+from them. Beside the loss on real data, the samples' own statistics show the mechanism: the
+distribution's tails thin (fewer distinct n-grams, lower unigram entropy) generation after generation.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from scalelab.config import DataConfig
+from scalelab.data.corpora import is_validation
+from scalelab.data.quality import training_id
+from scalelab.data.shards import documents
+from scalelab.data.tokenizer import end_of_text, load_tokenizer
+from scalelab.errors import UserError
+from scalelab.io import atomic_write_text
+from scalelab.labs.common import (
+    Shape,
+    begin,
+    model_dict,
+    pyplot,
+    run_config,
+    savefig,
+    train_or_load,
+    write_report,
+    write_summary,
+)
+from scalelab.labs.progress import LabProgress
+from scalelab.model.transformer import generate
+from scalelab.report.page import table_html
+from scalelab.train.data import data_spec
+from scalelab.train.loop import load_dataset
+from scalelab.train.rundir import RunDir, file_sha256
+from scalelab.train.runner import load_run
+
+CHAINS = ("replace", "mix")
+
+
+@dataclass(frozen=True)
+class SyntheticSpec:
+    size: str = "48x2"
+    tokens: int = 1_000_000
+    """training tokens of every generation (and tokens sampled for the next)."""
+    generations: int = 4
+    """synthetic generations after generation 0."""
+    temperature: float = 1.0
+    real_fraction: float = 0.5
+    """the mix chain's share of real training text."""
+    max_bytes: int = 8_000_000
+    vocab_size: int = 512
+    seq_len: int = 128
+    batch_size: int = 16
+    lr: float = 3e-3
+    seed: int = 0
+    eval_tokens: int = 65_536
+    data: DataConfig = field(default_factory=lambda: DataConfig(tokenizer_train_bytes=4_000_000))
+
+    def validate(self) -> SyntheticSpec:
+        Shape.parse(self.size)
+        if self.generations < 1 or self.temperature <= 0 or not 0 < self.real_fraction < 1:
+            raise UserError("generations >= 1, temperature > 0 and real_fraction in (0, 1)", arg="generations")
+        return self
+
+
+QUICK = dict(size="32x1", tokens=100_000, generations=2, max_bytes=2_000_000, eval_tokens=16_384)
+
+
+# ---- sampling a corpus from a model ----------------------------------------------------------------
+
+def sample_documents(model, tokenizer, n_tokens: int, seq_len: int, seed: int, temperature: float = 1.0,
+                     batch: int = 128) -> tuple[list[str], int]:
+    """At least ``n_tokens`` tokens sampled from ``model``, each sequence started at the end-of-text
+    token (a document boundary) and cut at the ones it generates -> (documents, tokens sampled)."""
+    eot = end_of_text(tokenizer)[1]
+    g = torch.Generator().manual_seed(seed)
+    docs, n = [], 0
+    while n < n_tokens:
+        start = torch.full((batch, 1), eot, dtype=torch.long)
+        out = generate(model, start, seq_len - 1, temperature=temperature, generator=g)[:, 1:]  # (B, T - 1)
+        n += out.numel()
+        for row in out.tolist():
+            piece = []
+            for t in row + [eot]:
+                if t == eot:
+                    if piece:
+                        docs.append(tokenizer.decode(piece))
+                    piece = []
+                else:
+                    piece.append(t)
+    return docs, n
+
+
+def synthesize(run: RunDir, tokenizer, path: Path, n_tokens: int, seq_len: int, seed: int, temperature: float,
+               extra_docs: list[tuple[str, str, str]]) -> dict:
+    """``path`` (JSONL): documents sampled from ``run``'s newest checkpoint under training-side ids,
+    plus ``extra_docs``; beside it PATH.json saying what sampled them. -> that record."""
+    ckpt = run.latest_checkpoint()
+    model, _, _ = load_run(run, checkpoint=ckpt)
+    docs, sampled = sample_documents(model, tokenizer, n_tokens, seq_len, seed, temperature)
+    rows = [(training_id(f"{path.stem}", i, 0.03), t, "synthetic") for i, t in enumerate(docs)] + extra_docs
+    atomic_write_text(path, "".join(json.dumps({"id": i, "text": t, "kind": k}) + "\n" for i, t, k in rows))
+    record = {"generator": str(run.path), "checkpoint": ckpt.name,
+              "weights_sha256": file_sha256(ckpt / "model.safetensors"), "seed": seed, "temperature": temperature,
+              "tokens_sampled": sampled, "documents": len(docs), "sequence_tokens": seq_len - 1}
+    atomic_write_text(path.with_suffix(".json"), json.dumps(record, indent=2))
+    return record
+
+
+def token_stats(ids: list[int], n: int = 4) -> dict:
+    """Diversity of a token stream: unigram entropy (bits/token), token types used, and the fraction of
+    its n-grams that are distinct."""
+    counts = np.array(list(Counter(ids).values()), float)
+    p = counts / counts.sum()
+    grams = Counter(tuple(ids[i:i + n]) for i in range(0, len(ids) - n + 1))
+    return {"unigram_entropy_bits": float(-(p * np.log2(p)).sum()), "types": len(counts),
+            f"distinct_{n}gram_fraction": len(grams) / max(1, sum(grams.values())), "stats_tokens": len(ids)}
+
+
+# ---- the lab ---------------------------------------------------------------------------------------
+
+STATS_TOKENS = 200_000  # tokens of each corpus its diversity is measured on
+
+
+def _configs(spec: SyntheticSpec, out: Path) -> dict:
+    """run name -> (chain, generation, config): generation 0 on real data, then each chain's generations."""
+    model = model_dict(Shape.parse(spec.size), max_seq_len=spec.seq_len, vocab_size=spec.vocab_size)
+    real = {**asdict(spec.data), "max_bytes": spec.max_bytes}
+    plan = {"g0-real": ("real", 0, run_config(model, spec.tokens, spec.lr, spec.batch_size, spec.seq_len,
+                                                spec.seed, data=real, eval_tokens=spec.eval_tokens))}
+    tok = (out / "data" / "tokenizer.json").resolve()
+    for k in range(1, spec.generations + 1):
+        for chain in CHAINS:
+            data = {**asdict(spec.data), "corpus": str((out / "data" / f"{chain}-g{k}.jsonl").resolve()),
+                    "tokenizer": str(tok)}
+            plan[f"{chain}-g{k}"] = (chain, k, run_config(model, spec.tokens, spec.lr, spec.batch_size, spec.seq_len,
+                                                          spec.seed, data=data, eval_tokens=spec.eval_tokens))
+    return plan
+
+
+def _real_docs(cfg, ds, spec: SyntheticSpec) -> tuple[list, list]:
+    """The real validation documents (all), and real training documents holding the mix chain's share."""
+    val, train, n = [], [], 0
+    want = spec.real_fraction * spec.tokens * 1.05 * ds.bytes_per_token("train")  # bytes
+    for doc_id, text in documents(data_spec(cfg)):
+        if is_validation(doc_id, cfg.data.val_fraction):
+            val.append((doc_id, text, "real-val"))
+        elif n < want:
+            train.append((doc_id, text, "real"))
+            n += len(text.encode("utf-8", errors="replace"))
+    return val, train
+
+
+def _next_corpus(spec: SyntheticSpec, out: Path, chain: str, k: int, parent: RunDir, tok, real: tuple) -> dict:
+    path = out / "data" / f"{chain}-g{k}.jsonl"
+    if path.exists() and path.with_suffix(".json").exists():
+        return json.loads(path.with_suffix(".json").read_text())
+    share = spec.real_fraction if chain == "mix" else 0.0
+    extra = real[0] + (real[1] if chain == "mix" else [])
+    return synthesize(parent, tok, path, math.ceil((1 - share) * spec.tokens * 1.05), spec.seq_len,
+                      spec.seed * 1000 + 10 * k + CHAINS.index(chain), spec.temperature, extra)
+
+
+def _synthetic_ids(ds, record: dict) -> list[int]:
+    """The first STATS_TOKENS tokens of a corpus's synthetic documents, as sampled (before re-encoding)."""
+    path = Path(record["corpus"])
+    with open(path, encoding="utf-8") as f:
+        texts = [r["text"] for r in map(json.loads, f) if r["kind"] == "synthetic"][:STATS_TOKENS // 16]
+    tok = ds.tokenizer()
+    return [t for enc in tok.encode_batch(texts) for t in enc.ids][:STATS_TOKENS]
+
+
+def run(spec: SyntheticSpec, out: str | Path, log=print) -> dict:
+    spec, out, t0 = begin(spec, out)
+    plan = _configs(spec, out)
+    rows = []
+    with LabProgress(out, {n: p[-1] for n, p in plan.items()}, "synthetic-data lab"):
+        cfg0 = plan["g0-real"][-1]
+        ds0 = load_dataset(cfg0, log=log)
+        (out / "data").mkdir(exist_ok=True)
+        if not (out / "data" / "tokenizer.json").exists():
+            shutil.copyfile(ds0.path / "tokenizer.json", out / "data" / "tokenizer.json")
+        tok, real = load_tokenizer(out / "data" / "tokenizer.json"), _real_docs(cfg0, ds0, spec)
+        parents = {}
+        for name, (chain, k, cfg) in plan.items():
+            record = None
+            if k > 0:
+                record = {**_next_corpus(spec, out, chain, k, parents[chain], tok, real),
+                          "corpus": cfg.data.corpus}
+            ds = ds0 if k == 0 else load_dataset(cfg, log=log)
+            if ds.num_tokens("val") != ds0.num_tokens("val"):
+                raise UserError(f"{name}: its validation split differs from the real corpus's; delete {out}/data")
+            run = RunDir.under(out, name)
+            _, s = train_or_load(cfg, run, ds, log)
+            for c in (CHAINS if k == 0 else (chain,)):
+                parents[c] = run
+            ids = np.concatenate(ds0.splits["train"])[:STATS_TOKENS].tolist() if k == 0 else _synthetic_ids(ds, record)
+            rows.append({"chain": chain, "generation": k, "val_loss": s["final"]["val_loss"], "tokens": s["tokens"],
+                         "sampled_from": record and Path(record["generator"]).name, **token_stats(ids)})
+            log(f"  {name:12s} val loss on real data {rows[-1]['val_loss']:.4f}")
+    summary = {"spec": asdict(spec), "runs": rows, "collapse": collapse(rows), "seconds": time.perf_counter() - t0}
+    figs = plot(rows, out)
+    write_summary(out, summary)
+    _report(out, summary, figs)
+    return summary
+
+
+def collapse(rows: list[dict]) -> dict:
+    """Per chain: the loss on real data gained over generation 0 at each generation, and the mean gain
+    per generation (a least-squares slope through generation 0)."""
+    base = next(r["val_loss"] for r in rows if r["generation"] == 0)
+    out = {}
+    for chain in CHAINS:
+        g = sorted((r["generation"], r["val_loss"] - base) for r in rows if r["chain"] == chain)
+        ks, d = np.array([0] + [k for k, _ in g], float), np.array([0.0] + [v for _, v in g])
+        out[chain] = {"excess_loss": [v for _, v in g], "per_generation": float((ks @ d) / (ks @ ks))}
+    return out
+
+
+def plot(rows: list[dict], out: Path) -> list[Path]:
+    plt = pyplot()
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    g0 = next(r for r in rows if r["generation"] == 0)
+    for chain, style in zip(CHAINS, ("o-", "s--")):
+        g = [g0] + [r for r in rows if r["chain"] == chain]
+        a.plot([r["generation"] for r in g], [r["val_loss"] for r in g], style, label=chain)
+        b.plot([r["generation"] for r in g], [r["distinct_4gram_fraction"] for r in g], style, label=chain)
+    a.set(xlabel="generation", ylabel="validation loss on real text", title="training on a model's own samples")
+    b.set(xlabel="generation (0: real text)", ylabel="distinct 4-grams / 4-grams",
+          title="diversity of each generation's training text")
+    for ax in (a, b):
+        ax.legend(fontsize=8)
+    return [savefig(fig, out, "synthetic")]
+
+
+def _verdict(s: dict) -> str:
+    c = s["collapse"]
+    return "; ".join(f"{chain}: {', '.join(f'{v:+.3f}' for v in c[chain]['excess_loss'])} nats over real data "
+                     f"(generations 1-{len(c[chain]['excess_loss'])}, {c[chain]['per_generation']:+.3f} per generation)"
+                     for chain in CHAINS)
+
+
+def _report(out: Path, s: dict, figs: list[Path]) -> None:
+    write_report(out, "Synthetic data lab: model collapse", [
+        ("Loss on real held-out text, generation by generation", _verdict(s) + ".", figs, table_html(s["runs"]))])
+
+
+def headline(s: dict) -> str:
+    return _verdict(s)
