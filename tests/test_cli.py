@@ -82,6 +82,11 @@ def test_train_sample_export_end_to_end(tmp_path):
     assert r.returncode == 2 and "--resume" in r.stderr  # never silently overwrite a run
     r = run_cli("sample", run, "--prompt", "def ", "--max-new-tokens", "20", "--temperature", "0")
     assert r.returncode == 0 and r.stdout.startswith("def ")
+    # the run drafting for itself: the same greedy text, every draft accepted (gamma + 1 tokens per pass)
+    s = run_cli("sample", run, "--prompt", "def ", "--max-new-tokens", "20", "--temperature", "0", "--draft", run,
+                "--gamma", "4")
+    assert s.returncode == 0 and s.stdout == r.stdout, s.stderr
+    assert "acceptance rate 1.00" in s.stderr
     # (--no-cache's equal tokens: tests/test_model.py; `scalelab export` through the CLI: tests/test_hf.py)
 
 

@@ -32,6 +32,10 @@ LABS = {
                 "dedup (MinHash) + perplexity filtering vs raw data: the law's shift and compute multiplier"),
     "synthetic": ("scalelab.labs.synthetic", "SyntheticSpec",
                   "model collapse: generations trained on their predecessor's samples, with and without real data"),
+    "icl": ("scalelab.labs.icl", "ICLSpec",
+            "in-context learning appears: induction heads, their phase change, 1 vs 2+ layers, few-shot retrieval"),
+    "speculative": ("scalelab.labs.speculative", "SpeculativeSpec",
+                    "small models drafting for bigger ones: acceptance, tokens per pass, speed-up, KV cache"),
     "distill": ("scalelab.labs.distill", "DistillSpec",
                 "students distilled from a teacher vs from scratch at equal student compute (Busbridge et al.)"),
 }

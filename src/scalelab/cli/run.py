@@ -61,14 +61,42 @@ def cmd_sample(a) -> int:
         raise UserError(f"--prompt is {len(ids)} tokens; the model's context is {cfg.model.max_seq_len}")
     g = torch.Generator().manual_seed(a.seed)
     eot = tok.token_to_id("<|endoftext|>")  # a text ends there (the exported generation_config's eos)
-    out = generate(model, torch.tensor([ids] * a.num_samples), a.max_new_tokens, temperature=a.temperature,
-                   top_k=a.top_k, top_p=a.top_p, use_cache=not a.no_cache, generator=g, stop_token=eot)
-    for row in out.tolist():
+    if a.draft:
+        out = _speculative(a, model, tok, ids, g, eot)
+    else:
+        out = generate(model, torch.tensor([ids] * a.num_samples), a.max_new_tokens, temperature=a.temperature,
+                       top_k=a.top_k, top_p=a.top_p, use_cache=not a.no_cache, generator=g, stop_token=eot).tolist()
+    for row in out:
         new = row[len(ids):]
         print(tok.decode(ids + (new[:new.index(eot)] if eot in new else new)))
         if a.num_samples > 1:
             print("-" * 40)
     return 0
+
+
+def _speculative(a, target, tok, ids: list[int], g, eot) -> list[list[int]]:
+    """`sample --draft`: each sample by speculative decoding; the draft's statistics on stderr."""
+    import sys
+
+    import torch
+
+    from scalelab.model.speculative import expected_tokens_per_pass, speculative_generate
+    from scalelab.train.runner import load_run
+
+    if a.top_k is not None or a.top_p is not None or a.no_cache:
+        raise UserError("--draft samples at a temperature only; remove --top-k, --top-p and --no-cache")
+    draft, _, draft_tok = load_run(a.draft)
+    if draft_tok.to_str() != tok.to_str():
+        raise UserError(f"--draft {a.draft} uses another tokenizer than {a.run_dir}; draft with a model of its ladder")
+    rows = []
+    for _ in range(a.num_samples):
+        out, st = speculative_generate(target, draft, torch.tensor([ids]), a.max_new_tokens, gamma=a.gamma,
+                                       temperature=a.temperature, generator=g, stop_token=eot)
+        rows.append(out[0].tolist())
+        print(f"speculative (gamma={a.gamma}): {st.accepted + st.rounds} tokens in {st.rounds} target passes "
+              f"({st.tokens_per_target_pass:.2f} per pass; acceptance rate {st.acceptance_rate:.2f} predicts "
+              f"{expected_tokens_per_pass(st.acceptance_rate, a.gamma):.2f})", file=sys.stderr)
+    return rows
 
 
 def cmd_count(a) -> int:
@@ -135,6 +163,10 @@ def register(sub) -> None:
     s.add_argument("--num-samples", type=int, default=1)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--no-cache", action="store_true", help="recompute the whole prefix each token (slow)")
+    s.add_argument("--draft", default=None, metavar="RUN_DIR",
+                   help="speculative decoding: a smaller run with the same tokenizer drafts, this one verifies "
+                        "(the output is distributed as this run's own samples; at temperature 0, identical)")
+    s.add_argument("--gamma", type=int, default=4, help="tokens drafted per target pass (with --draft)")
     s.set_defaults(fn=cmd_sample)
 
     c = sub.add_parser("count", help="exact parameter, FLOP and memory counts of a model config",

@@ -123,7 +123,8 @@ def run(spec: DistillSpec, out: str | Path, log=print) -> dict:
 
 def gains(runs: pd.DataFrame) -> list[dict]:
     """Per size: L_scratch - L_distilled at each budget, and the budget where it first turns negative
-    (interpolated in log tokens; None when distillation wins, or loses, at every budget measured)."""
+    (interpolated in log tokens; None when distillation wins, or loses, at every budget measured); where
+    it wins at every budget but less at the last, the line through the last two extrapolated to zero."""
     out = []
     for size, g in runs[runs["kind"] != "teacher"].groupby("size", sort=False):
         p = g.pivot_table(index="tokens", columns="kind", values="loss").sort_index()
@@ -134,8 +135,11 @@ def gains(runs: pd.DataFrame) -> list[dict]:
             if gain[i - 1] > 0 >= gain[i]:
                 cross = float(np.exp(log_d[i - 1] + gain[i - 1] / (gain[i - 1] - gain[i]) * (log_d[i] - log_d[i - 1])))
                 break
+        slope = (gain[-1] - gain[-2]) / (log_d[-1] - log_d[-2])
+        extrapolated = float(np.exp(log_d[-1] - gain[-1] / slope)) if cross is None and gain[-1] > 0 > slope else None
         out.append({"size": size, "num_params": int(g["num_params"].iloc[0]), "tokens": p.index.tolist(),
-                    "gain": gain.tolist(), "stops_winning_at_tokens": cross})
+                    "gain": gain.tolist(), "stops_winning_at_tokens": cross,
+                    "stops_winning_extrapolated_tokens": extrapolated})
     return out
 
 
@@ -193,8 +197,10 @@ def plot(runs: pd.DataFrame, spec: DistillSpec, out: Path) -> list[Path]:
 def _verdicts(s: dict) -> list[str]:
     lines = []
     for g in s["gains"]:
+        ext = g.get("stops_winning_extrapolated_tokens")
         where = (f"stops winning near {g['stops_winning_at_tokens']:,.0f} tokens" if g["stops_winning_at_tokens"]
-                 else ("wins at every budget" if min(g["gain"]) > 0 else
+                 else (f"wins at every budget (extrapolated to stop near {ext:,.0f} tokens)" if ext else
+                       "wins at every budget" if min(g["gain"]) > 0 else
                        "wins at no budget" if max(g["gain"]) <= 0 else "gain changes sign more than once"))
         lines.append(f"{Shape.parse(g['size']).name}: gain {', '.join(f'{v:+.3f}' for v in g['gain'])} nats; {where}")
     return lines
@@ -213,8 +219,10 @@ def _report(out: Path, s: dict, figs: list[Path]) -> None:
 
 
 def headline(s: dict) -> str:
-    beats = [v for v in s["versus_larger"] if v["beats_at_student_flops"]]
-    beats_total = [v for v in s["versus_larger"] if v["beats_at_total_flops"]]
-    return ("; ".join(_verdicts(s)) + f". A distilled student beats a larger scratch model at equal student "
-            f"FLOPs in {len(beats)} of {len(s['versus_larger'])} pairs, counting teacher inference in "
-            f"{len(beats_total)}.")
+    def tally(key: str) -> str:
+        known = [v[key] for v in s["versus_larger"] if v[key] is not None]
+        return f"{sum(known)} of {len(known)}"
+
+    return ("; ".join(_verdicts(s)) + ". A distilled student beats a larger model from scratch at equal student "
+            f"FLOPs in {tally('beats_at_student_flops')} pairs, and counting the teacher's inference in "
+            f"{tally('beats_at_total_flops')} (pairs outside the larger model's runs left out).")

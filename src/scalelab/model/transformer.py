@@ -141,11 +141,13 @@ class Transformer(nn.Module):
 @torch.no_grad()
 def generate(model: Transformer, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
              top_k: int | None = None, top_p: float | None = None, use_cache: bool = True,
-             generator: torch.Generator | None = None, stop_token: int | None = None) -> torch.Tensor:
-    """Autoregressive sampling. temperature=0 is greedy. idx (B, T0) -> (B, T0 + new)."""
+             generator: torch.Generator | None = None, stop_token: int | None = None,
+             cache=None) -> torch.Tensor:
+    """Autoregressive sampling. temperature=0 is greedy. idx (B, T0) -> (B, T0 + new). ``cache``: an
+    empty cache to decode with (default a new `KVCache`; e.g. model/kvquant.py's int8 one)."""
     model.eval()
     max_new_tokens = min(max_new_tokens, model.cfg.max_seq_len - idx.shape[1])
-    cache = model.new_cache(idx.shape[0]) if use_cache else None
+    cache = (cache if cache is not None else model.new_cache(idx.shape[0])) if use_cache else None
     out = idx
     step_input = idx
     for _ in range(max_new_tokens):
