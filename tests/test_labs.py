@@ -89,7 +89,9 @@ def test_quantize_model_counts_bytes_and_agrees_with_torchao():
                                  pytest.param("repetition", marks=pytest.mark.slow),
                                  pytest.param("distill", marks=pytest.mark.slow),
                                  pytest.param("quality", marks=pytest.mark.slow),
-                                 pytest.param("synthetic", marks=pytest.mark.slow)])  # slow ones: make test-all
+                                 pytest.param("synthetic", marks=pytest.mark.slow),
+                                 pytest.param("speculative", marks=pytest.mark.slow),
+                                 pytest.param("icl", marks=pytest.mark.slow)])  # slow ones: make test-all
 def test_task_labs_quick_write_summary_figures_and_report(lab, tmp_path):
     out = tmp_path / lab
     r = _cli("lab", lab, "--quick", "--out", str(out))
@@ -128,6 +130,15 @@ def test_task_labs_quick_write_summary_figures_and_report(lab, tmp_path):
         c = s["collapse"]
         assert min(c["replace"]["excess_loss"]) > 0 and c["mix"]["excess_loss"][-1] < c["replace"]["excess_loss"][-1]
         assert all(r["sampled_from"] for r in s["runs"][1:]) and json.loads((out / "data" / "mix-g2.json").read_text())
+    elif lab == "speculative":  # one draft/target pair at gamma 1 and 4; the cache's bytes as economics says
+        assert [r["gamma"] for r in s["pairs"]] == [1, 4]
+        assert all(0 < r["alpha"] < 1 and 1 <= r["tokens_per_pass"] <= r["gamma"] + 1 for r in s["pairs"])
+        kv = s["kv_cache"][0]
+        assert kv["fp32_bytes"] == kv["fp32_bytes_formula"] and kv["int8_bytes"] < kv["fp32_bytes"] / 3
+    elif lab == "icl":  # two depths, scored at every kept checkpoint; few-shot accuracy per k
+        assert set(s["curves"]) == {"d32L1", "d32L2"} and all(len(c) >= 4 for c in s["curves"].values())
+        assert all(0 <= r["prefix_matching_max"] <= 1 for c in s["curves"].values() for r in c)
+        assert {(r["model"], r["shots"]) for r in s["few_shot"]} == {(m, k) for m in ("d32L1", "d32L2") for k in (0, 4)}
     elif lab == "attention":
         c = {(r["size"], r["variant"]): r for r in s["comparison"]}
         assert c[("64x1", "mqa")]["kv_cache_vs_mha"] == 0.25 and 0 < c[("64x1", "mla")]["kv_cache_vs_mha"] < 0.5

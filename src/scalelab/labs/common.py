@@ -18,11 +18,11 @@ import json
 import math
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from scalelab import plotting
-from scalelab.config import load_dict
+from scalelab.config import DataConfig, load_dict
 from scalelab.data.shards import TokenDataset
 from scalelab.data.tasks import CHAR_VOCAB_SIZE, TaskMix, build_task_dataset
 from scalelab.errors import UserError
@@ -71,6 +71,26 @@ def run_config(model: dict, tokens: int, lr: float, batch_size: int, seq_len: in
                       "train": {"batch_size": batch_size, "seq_len": seq_len, "max_tokens": tokens, "seed": seed,
                                 "eval_every": 10 ** 9, "eval_tokens": 16_384, "log_every": 50, "progress": False,
                                 "compile": "off", **train_extra}})
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """How the models of a lab on the offline corpus train; lab specs inherit these settings."""
+
+    vocab_size: int = 512
+    seq_len: int = 128
+    batch_size: int = 16
+    lr: float = 3e-3
+    seed: int = 0
+    eval_tokens: int = 65_536
+    data: DataConfig = field(default_factory=lambda: DataConfig(tokenizer_train_bytes=4_000_000))
+
+    def run_config(self, size: str, tokens: int, data: dict | None = None, **train_extra):
+        """A ``size`` model ('64x2') trained on ``tokens`` with these settings (``data``: another [data])."""
+        model = model_dict(Shape.parse(size), max_seq_len=self.seq_len, vocab_size=self.vocab_size)
+        return run_config(model, tokens, self.lr, self.batch_size, self.seq_len, self.seed,
+                          data=asdict(self.data) if data is None else data,
+                          **{"eval_tokens": self.eval_tokens, **train_extra})
 
 
 def task_dataset(mix: TaskMix, out: Path, train_chars: int) -> TokenDataset:

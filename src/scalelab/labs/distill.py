@@ -18,20 +18,18 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from scalelab.config import DataConfig
 from scalelab.errors import UserError
 from scalelab.labs.common import (
     Shape,
+    TrainSettings,
     begin,
-    model_dict,
     pyplot,
-    run_config,
     savefig,
     train_or_load,
     write_report,
@@ -44,7 +42,7 @@ from scalelab.train.rundir import RunDir
 
 
 @dataclass(frozen=True)
-class DistillSpec:
+class DistillSpec(TrainSettings):
     teacher: str = "96x4"
     teacher_tokens: int = 3_000_000
     sizes: tuple[str, ...] = ("32x2", "48x2", "64x2")
@@ -52,13 +50,6 @@ class DistillSpec:
     temperature: float = 1.0
     weight: float = 1.0
     """the KL term's weight (1 = pure distillation, as Busbridge et al. train their students)."""
-    vocab_size: int = 512
-    seq_len: int = 128
-    batch_size: int = 16
-    lr: float = 3e-3
-    seed: int = 0
-    eval_tokens: int = 65_536
-    data: DataConfig = field(default_factory=lambda: DataConfig(tokenizer_train_bytes=4_000_000))
 
     def validate(self) -> DistillSpec:
         teacher = Shape.parse(self.teacher)
@@ -78,9 +69,7 @@ QUICK = dict(teacher="64x2", teacher_tokens=600_000, sizes=("32x1",), tokens=(10
 
 
 def _config(spec: DistillSpec, size: str, tokens: int, teacher_dir: Path | None = None):
-    cfg = run_config(model_dict(Shape.parse(size), max_seq_len=spec.seq_len, vocab_size=spec.vocab_size), tokens,
-                     spec.lr, spec.batch_size, spec.seq_len, spec.seed, data=asdict(spec.data),
-                     eval_tokens=spec.eval_tokens)
+    cfg = spec.run_config(size, tokens)
     if teacher_dir is None:
         return cfg
     return replace(cfg, distill=replace(cfg.distill, teacher=str(teacher_dir.resolve()),

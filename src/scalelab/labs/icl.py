@@ -18,20 +18,18 @@ them; accuracy of predicting y_q, against k and depth.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from scalelab.config import DataConfig
 from scalelab.errors import UserError
 from scalelab.labs.common import (
     Shape,
+    TrainSettings,
     begin,
-    model_dict,
     pyplot,
-    run_config,
     savefig,
     train_or_load,
     write_report,
@@ -53,20 +51,15 @@ from scalelab.train.runner import load_run
 
 
 @dataclass(frozen=True)
-class ICLSpec:
+class ICLSpec(TrainSettings):
     sizes: tuple[str, ...] = ("64x1", "64x2", "64x3")
     tokens: int = 2_000_000
     checkpoints: int = 14
     """evaluation points, log-spaced over training."""
     repeat_len: int = 48
     shots: tuple[int, ...] = (0, 1, 2, 4, 8, 16)
-    vocab_size: int = 512
-    seq_len: int = 128
-    batch_size: int = 16
-    lr: float = 3e-3
-    seed: int = 0
     eval_windows: int = 64
-    data: DataConfig = field(default_factory=lambda: DataConfig(tokenizer_train_bytes=4_000_000))
+    """held-out windows every checkpoint is scored on."""
 
     def validate(self) -> ICLSpec:
         for s in self.sizes:
@@ -122,10 +115,7 @@ def few_shot_accuracy(model, spec: ICLSpec, k: int, trials: int = 200) -> float:
 
 def run(spec: ICLSpec, out: str | Path, log=print) -> dict:
     spec, out, t0 = begin(spec, out)
-    plan = {Shape.parse(s).name: run_config(model_dict(Shape.parse(s), max_seq_len=spec.seq_len,
-                                                       vocab_size=spec.vocab_size), spec.tokens, spec.lr,
-                                            spec.batch_size, spec.seq_len, spec.seed, data=asdict(spec.data),
-                                            log_every=5) for s in spec.sizes}
+    plan = {Shape.parse(s).name: spec.run_config(s, spec.tokens, log_every=5) for s in spec.sizes}
     curves, fewshot, ds = {}, [], None
     with LabProgress(out, plan, "in-context learning lab"):
         for name, cfg in plan.items():

@@ -30,7 +30,6 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from scalelab.config import DataConfig
 from scalelab.data.corpora import is_validation, iter_corpus
 from scalelab.data.quality import Noise, deduplicate, plant_noise
 from scalelab.data.tokenizer import load_tokenizer
@@ -38,10 +37,9 @@ from scalelab.errors import UserError
 from scalelab.io import atomic_write_text
 from scalelab.labs.common import (
     Shape,
+    TrainSettings,
     begin,
-    model_dict,
     pyplot,
-    run_config,
     savefig,
     train_or_load,
     write_report,
@@ -55,7 +53,7 @@ from scalelab.train.rundir import RunDir
 
 
 @dataclass(frozen=True)
-class QualitySpec:
+class QualitySpec(TrainSettings):
     corpus: str = ""
     """'' = the standard library with planted flaws; or a local corpus of raw documents to filter."""
     max_bytes: int = 20_000_000
@@ -73,12 +71,6 @@ class QualitySpec:
     """tokens of each document the reference model scores."""
     sizes: tuple[str, ...] = ("32x2", "48x2", "64x2", "80x2")
     tokens_per_param: float = 20.0
-    vocab_size: int = 512
-    seq_len: int = 128
-    batch_size: int = 16
-    lr: float = 3e-3
-    seed: int = 0
-    eval_tokens: int = 65_536
 
     def validate(self) -> QualitySpec:
         for s in (*self.sizes, self.reference):
@@ -97,15 +89,13 @@ QUICK = dict(max_bytes=3_000_000, reference="32x1", reference_tokens=200_000, si
 
 
 def _data(spec: QualitySpec, corpus: Path, tokenizer: Path | None = None) -> dict:
-    d = DataConfig(corpus=str(corpus.resolve()), tokenizer_train_bytes=4_000_000,
-                   tokenizer=str(tokenizer.resolve()) if tokenizer else "")
-    return asdict(d)
+    """The spec's [data] on one of the lab's corpora (and the shared tokenizer, once trained)."""
+    return asdict(replace(spec.data, corpus=str(corpus.resolve()),
+                          tokenizer=str(tokenizer.resolve()) if tokenizer else ""))
 
 
 def _config(spec: QualitySpec, size: str, data: dict, tokens: int | None = None):
-    model = model_dict(Shape.parse(size), max_seq_len=spec.seq_len, vocab_size=spec.vocab_size)
-    cfg = run_config(model, tokens or 1, spec.lr, spec.batch_size, spec.seq_len, spec.seed, data=data,
-                     eval_tokens=spec.eval_tokens)
+    cfg = spec.run_config(size, tokens or 1, data=data)
     if tokens is None:  # the ladder's budget: tokens_per_param x the model's parameters
         cfg = replace(cfg, train=replace(cfg.train, max_tokens=int(spec.tokens_per_param * cfg.model.num_params_total)))
     return cfg

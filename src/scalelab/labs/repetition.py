@@ -13,20 +13,18 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from scalelab.config import DataConfig
 from scalelab.errors import UserError
 from scalelab.labs.common import (
     Shape,
+    TrainSettings,
     begin,
-    model_dict,
     pyplot,
-    run_config,
     savefig,
     train_or_load,
     write_report,
@@ -41,17 +39,10 @@ from scalelab.train.rundir import RunDir
 
 
 @dataclass(frozen=True)
-class RepetitionSpec:
+class RepetitionSpec(TrainSettings):
     sizes: tuple[str, ...] = ("32x2", "48x2", "64x2")
     unique_tokens: int = 200_000
     epochs: tuple[int, ...] = (1, 2, 4, 8, 16)
-    vocab_size: int = 512
-    seq_len: int = 128
-    batch_size: int = 16
-    lr: float = 3e-3
-    seed: int = 0
-    eval_tokens: int = 65_536
-    data: DataConfig = field(default_factory=lambda: DataConfig(tokenizer_train_bytes=4_000_000))
 
     def validate(self) -> RepetitionSpec:
         for s in self.sizes:
@@ -66,11 +57,9 @@ class RepetitionSpec:
 QUICK = dict(sizes=("32x1", "48x1"), unique_tokens=40_000, epochs=(1, 2, 4, 8), eval_tokens=16_384)
 
 
-def _config(spec: RepetitionSpec, shape: Shape, epochs: int, repeated: bool):
+def _config(spec: RepetitionSpec, size: str, epochs: int, repeated: bool):
     data = {**asdict(spec.data), "unique_tokens": spec.unique_tokens if repeated else 0}
-    model = model_dict(shape, max_seq_len=spec.seq_len, vocab_size=spec.vocab_size)
-    return run_config(model, epochs * spec.unique_tokens, spec.lr, spec.batch_size, spec.seq_len, spec.seed,
-                      data=data, eval_tokens=spec.eval_tokens)
+    return spec.run_config(size, epochs * spec.unique_tokens, data=data)
 
 
 def _plan(spec: RepetitionSpec) -> dict:
@@ -82,7 +71,7 @@ def _plan(spec: RepetitionSpec) -> dict:
             for repeated in (False, True):
                 if not (repeated and e == 1):
                     out[f"{shape.name}-{'rep' if repeated else 'fresh'}{e}"] = (size, e, repeated,
-                                                                               _config(spec, shape, e, repeated))
+                                                                               _config(spec, size, e, repeated))
     return out
 
 

@@ -17,21 +17,19 @@ Then the KV cache of each target: its bytes against economics' formula, and what
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from scalelab.config import DataConfig
 from scalelab.economics.memory import kv_cache_bytes
 from scalelab.errors import UserError
 from scalelab.labs.common import (
     Shape,
+    TrainSettings,
     begin,
-    model_dict,
     pyplot,
-    run_config,
     savefig,
     train_or_load,
     write_report,
@@ -47,7 +45,7 @@ from scalelab.train.rundir import RunDir
 
 
 @dataclass(frozen=True)
-class SpeculativeSpec:
+class SpeculativeSpec(TrainSettings):
     targets: tuple[str, ...] = ("96x4",)
     drafts: tuple[str, ...] = ("16x1", "32x2", "48x2")
     target_tokens: int = 3_000_000
@@ -57,13 +55,6 @@ class SpeculativeSpec:
     prompt_tokens: int = 16
     new_tokens: int = 96
     temperature: float = 1.0
-    vocab_size: int = 512
-    seq_len: int = 128
-    batch_size: int = 16
-    lr: float = 3e-3
-    seed: int = 0
-    eval_tokens: int = 65_536
-    data: DataConfig = field(default_factory=lambda: DataConfig(tokenizer_train_bytes=4_000_000))
 
     def validate(self) -> SpeculativeSpec:
         for s in (*self.targets, *self.drafts):
@@ -84,11 +75,7 @@ def _plan(spec: SpeculativeSpec) -> dict:
     for role, sizes, tokens in (("target", spec.targets, spec.target_tokens),
                                 ("draft", spec.drafts, spec.draft_tokens)):
         for s in sizes:
-            model = model_dict(Shape.parse(s), max_seq_len=spec.seq_len, vocab_size=spec.vocab_size)
-            out[f"{role}-{Shape.parse(s).name}"] = (role, s, run_config(model, tokens, spec.lr, spec.batch_size,
-                                                                          spec.seq_len, spec.seed,
-                                                                          data=asdict(spec.data),
-                                                                          eval_tokens=spec.eval_tokens))
+            out[f"{role}-{Shape.parse(s).name}"] = (role, s, spec.run_config(s, tokens))
     return out
 
 

@@ -22,13 +22,12 @@ import math
 import shutil
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from scalelab.config import DataConfig
 from scalelab.data.corpora import is_validation
 from scalelab.data.quality import training_id
 from scalelab.data.shards import documents
@@ -37,10 +36,9 @@ from scalelab.errors import UserError
 from scalelab.io import atomic_write_text
 from scalelab.labs.common import (
     Shape,
+    TrainSettings,
     begin,
-    model_dict,
     pyplot,
-    run_config,
     savefig,
     train_or_load,
     write_report,
@@ -58,7 +56,7 @@ CHAINS = ("replace", "mix")
 
 
 @dataclass(frozen=True)
-class SyntheticSpec:
+class SyntheticSpec(TrainSettings):
     size: str = "48x2"
     tokens: int = 1_000_000
     """training tokens of every generation (and tokens sampled for the next)."""
@@ -68,13 +66,6 @@ class SyntheticSpec:
     real_fraction: float = 0.5
     """the mix chain's share of real training text."""
     max_bytes: int = 8_000_000
-    vocab_size: int = 512
-    seq_len: int = 128
-    batch_size: int = 16
-    lr: float = 3e-3
-    seed: int = 0
-    eval_tokens: int = 65_536
-    data: DataConfig = field(default_factory=lambda: DataConfig(tokenizer_train_bytes=4_000_000))
 
     def validate(self) -> SyntheticSpec:
         Shape.parse(self.size)
@@ -144,31 +135,32 @@ STATS_TOKENS = 200_000  # tokens of each corpus its diversity is measured on
 
 def _configs(spec: SyntheticSpec, out: Path) -> dict:
     """run name -> (chain, generation, config): generation 0 on real data, then each chain's generations."""
-    model = model_dict(Shape.parse(spec.size), max_seq_len=spec.seq_len, vocab_size=spec.vocab_size)
     real = {**asdict(spec.data), "max_bytes": spec.max_bytes}
-    plan = {"g0-real": ("real", 0, run_config(model, spec.tokens, spec.lr, spec.batch_size, spec.seq_len,
-                                                spec.seed, data=real, eval_tokens=spec.eval_tokens))}
+    plan = {"g0-real": ("real", 0, spec.run_config(spec.size, spec.tokens, data=real))}
     tok = (out / "data" / "tokenizer.json").resolve()
     for k in range(1, spec.generations + 1):
         for chain in CHAINS:
             data = {**asdict(spec.data), "corpus": str((out / "data" / f"{chain}-g{k}.jsonl").resolve()),
                     "tokenizer": str(tok)}
-            plan[f"{chain}-g{k}"] = (chain, k, run_config(model, spec.tokens, spec.lr, spec.batch_size, spec.seq_len,
-                                                          spec.seed, data=data, eval_tokens=spec.eval_tokens))
+            plan[f"{chain}-g{k}"] = (chain, k, spec.run_config(spec.size, spec.tokens, data=data))
     return plan
 
 
 def _real_docs(cfg, ds, spec: SyntheticSpec) -> tuple[list, list]:
-    """The real validation documents (all), and real training documents holding the mix chain's share."""
-    val, train, n = [], [], 0
-    want = spec.real_fraction * spec.tokens * 1.05 * ds.bytes_per_token("train")  # bytes
+    """The real validation documents (all), and real training documents drawn at random from the whole
+    split until they hold the mix chain's share (a prefix would be a few modules: narrower than the
+    corpus, the repetition lab's lesson)."""
+    val, train = [], []
     for doc_id, text in documents(data_spec(cfg)):
-        if is_validation(doc_id, cfg.data.val_fraction):
-            val.append((doc_id, text, "real-val"))
-        elif n < want:
-            train.append((doc_id, text, "real"))
-            n += len(text.encode("utf-8", errors="replace"))
-    return val, train
+        (val if is_validation(doc_id, cfg.data.val_fraction) else train).append((doc_id, text))
+    want = spec.real_fraction * spec.tokens * 1.05 * ds.bytes_per_token("train")  # bytes
+    chosen, n = [], 0
+    for i in np.random.default_rng(spec.seed).permutation(len(train)):
+        if n >= want:
+            break
+        chosen.append((*train[i], "real"))
+        n += len(train[i][1].encode("utf-8", errors="replace"))
+    return [(i, t, "real-val") for i, t in val], chosen
 
 
 def _next_corpus(spec: SyntheticSpec, out: Path, chain: str, k: int, parent: RunDir, tok, real: tuple) -> dict:
