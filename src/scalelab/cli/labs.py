@@ -34,6 +34,8 @@ LABS = {
                   "model collapse: generations trained on their predecessor's samples, with and without real data"),
     "icl": ("scalelab.labs.icl", "ICLSpec",
             "in-context learning appears: induction heads, their phase change, 1 vs 2+ layers, few-shot retrieval"),
+    "dpo": ("scalelab.labs.dpo", "DPOSpec",
+            "post-training: SFT, then DPO on the model's own right/wrong answers; accuracy and KL per beta"),
     "speculative": ("scalelab.labs.speculative", "SpeculativeSpec",
                     "small models drafting for bigger ones: acceptance, tokens per pass, speed-up, KV cache"),
     "distill": ("scalelab.labs.distill", "DistillSpec",
