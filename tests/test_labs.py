@@ -91,7 +91,8 @@ def test_quantize_model_counts_bytes_and_agrees_with_torchao():
                                  pytest.param("quality", marks=pytest.mark.slow),
                                  pytest.param("synthetic", marks=pytest.mark.slow),
                                  pytest.param("speculative", marks=pytest.mark.slow),
-                                 pytest.param("icl", marks=pytest.mark.slow)])  # slow ones: make test-all
+                                 pytest.param("icl", marks=pytest.mark.slow),
+                                 pytest.param("dpo", marks=pytest.mark.slow)])  # slow ones: make test-all
 def test_task_labs_quick_write_summary_figures_and_report(lab, tmp_path):
     out = tmp_path / lab
     r = _cli("lab", lab, "--quick", "--out", str(out))
@@ -139,6 +140,10 @@ def test_task_labs_quick_write_summary_figures_and_report(lab, tmp_path):
         assert set(s["curves"]) == {"d32L1", "d32L2"} and all(len(c) >= 4 for c in s["curves"].values())
         assert all(0 <= r["prefix_matching_max"] <= 1 for c in s["curves"].values() for r in c)
         assert {(r["model"], r["shots"]) for r in s["few_shot"]} == {(m, k) for m in ("d32L1", "d32L2") for k in (0, 4)}
+    elif lab == "dpo":  # pretrained, SFT, one DPO policy; KL measured from the SFT model (0 for itself)
+        r = {x["model"]: x for x in s["results"]}
+        assert set(r) == {"pretrained", "sft", "dpo"} and abs(r["sft"]["kl_from_sft"]) < 1e-6
+        assert r["dpo"]["kl_from_sft"] > 0 and s["pairs"] >= 8 and all(0 <= x["exact_match"] <= 1 for x in r.values())
     elif lab == "attention":
         c = {(r["size"], r["variant"]): r for r in s["comparison"]}
         assert c[("64x1", "mqa")]["kv_cache_vs_mha"] == 0.25 and 0 < c[("64x1", "mla")]["kv_cache_vs_mha"] < 0.5

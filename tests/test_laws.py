@@ -311,3 +311,29 @@ def test_fit_shift_recovers_a_compute_multiplier_or_an_offset(truth):
         assert len(measured) >= 3 and abs(np.median(measured) / 2.5 - 1) < 0.25, measured
     else:
         assert abs(r["offset"]["params"]["delta"] - 0.08) < 0.01
+
+
+# Muennighoff et al.'s own fitted constants and predictions, from the "Parametric Fit" section of their
+# repository's README (huggingface/datablations, README.md): a, b, e are logs of A, B, E.
+DATABLATIONS = {"E": float(np.exp(0.6254804)), "A": float(np.exp(6.255414)), "B": float(np.exp(7.3049974)),
+                "alpha": 0.3526596, "beta": 0.3526596, "R_D_star": 15.387756, "R_N_star": 5.309743}
+
+
+def test_muennighoffs_constants_reproduce_their_readmes_predictions():
+    from scalelab.laws.allocation import allocate_unique
+    from scalelab.laws.law import FittedLaw
+    from scalelab.laws.published import get_law
+
+    law = FittedLaw(form="data_constrained", params=DATABLATIONS, approach="published")
+    # "Models in Figure 1 (right)": 6.34B parameters on 242B tokens vs 8.67B on 178B, 25B unique tokens each
+    assert law.predict(6.34e9, 242e9, unique_tokens=25e9)[()] == pytest.approx(2.2256440889984477, abs=1e-9)
+    assert law.predict(8.67e9, 178e9, unique_tokens=25e9)[()] == pytest.approx(2.2269634075087867, abs=1e-9)
+    # their grid search for 8.67B x 178B's compute with 25B unique tokens: "227B tokens, 9.1 epochs, 6.8B parameters"
+    best = allocate_unique(law, 6 * 8.67e9 * 178e9, 25e9)
+    assert round(best["D_opt"] / 1e9) == 227 and round(best["epochs"], 1) == 9.1
+    assert round(best["N_opt"] / 1e9, 1) == 6.8
+    # scalelab's built-in law carries the paper's rounded constants (E 1.87, A 521, B 1488, 0.353, 15.4, 5.3):
+    # 2.2236, and the same ranking of the two models (the README's point: the smaller, longer-trained one wins)
+    built_in = get_law("muennighoff2023")
+    a, b = (built_in.predict(n, d, unique_tokens=25e9)[()] for n, d in ((6.34e9, 242e9), (8.67e9, 178e9)))
+    assert a == pytest.approx(2.2256, abs=3e-3) and a < b
