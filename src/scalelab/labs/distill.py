@@ -43,10 +43,10 @@ from scalelab.train.rundir import RunDir
 
 @dataclass(frozen=True)
 class DistillSpec(TrainSettings):
-    teacher: str = "96x4"
+    teacher: str = "96x3"
     teacher_tokens: int = 3_000_000
     sizes: tuple[str, ...] = ("32x2", "48x2", "64x2")
-    tokens: tuple[int, ...] = (250_000, 750_000, 2_500_000)
+    tokens: tuple[int, ...] = (250_000, 750_000, 2_000_000)
     temperature: float = 1.0
     weight: float = 1.0
     """the KL term's weight (1 = pure distillation, as Busbridge et al. train their students)."""
