@@ -17,14 +17,18 @@ them; accuracy of predicting y_q, against k and depth.
 
 from __future__ import annotations
 
+import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from scalelab.data.corpora import iter_corpus
+from scalelab.data.quality import training_id
 from scalelab.errors import UserError
+from scalelab.io import atomic_write_text
 from scalelab.labs.common import (
     Shape,
     TrainSettings,
@@ -53,11 +57,15 @@ from scalelab.train.runner import load_run
 @dataclass(frozen=True)
 class ICLSpec(TrainSettings):
     sizes: tuple[str, ...] = ("64x1", "64x2", "64x3")
-    tokens: int = 2_000_000
+    tokens: int = 4_000_000
     checkpoints: int = 14
     """evaluation points, log-spaced over training."""
-    repeat_len: int = 48
+    repeat_len: int = 32
     shots: tuple[int, ...] = (0, 1, 2, 4, 8, 16)
+    repeat_fraction: float = 0.5
+    """share of the training bytes in documents that repeat a span of random words six times (where copying
+    from the context pays, as in Olsson et al.'s repeated-sequence data); 0 = the corpus alone."""
+    max_bytes: int = 8_000_000
     eval_windows: int = 64
     """held-out windows every checkpoint is scored on."""
 
@@ -66,23 +74,35 @@ class ICLSpec(TrainSettings):
             Shape.parse(s)
         if 2 * self.repeat_len > self.seq_len or self.checkpoints < 3:
             raise UserError("repeat_len must be at most seq_len / 2 and checkpoints >= 3", arg="repeat_len")
+        if not 0 <= self.repeat_fraction < 0.9:
+            raise UserError("repeat_fraction must be in [0, 0.9)", arg="repeat_fraction")
         if 3 * max(self.shots) + 2 > self.seq_len:
             raise UserError(f"the largest shot count needs 3 x shots + 2 <= seq_len={self.seq_len}", arg="shots")
         return self
 
 
-QUICK = dict(sizes=("32x1", "32x2"), tokens=300_000, checkpoints=5, shots=(0, 4), eval_windows=16)
+QUICK = dict(sizes=("32x1", "32x2"), tokens=300_000, checkpoints=5, shots=(0, 4), eval_windows=16, max_bytes=2_000_000)
 
 
 def _steps(spec: ICLSpec, total: int) -> tuple[int, ...]:
     return tuple(sorted({int(round(s)) for s in np.geomspace(10, total, spec.checkpoints)} | {total}))
 
 
-def _score(model, spec: ICLSpec, val: torch.Tensor) -> dict:
+def probe_sequences(spec: ICLSpec, tokenizer, words: list[str], n: int = 16) -> torch.Tensor:
+    """(n, 2 repeat_len): spans of random corpus words never trained on (their own seed), tokenized,
+    cut to repeat_len tokens and repeated once; with no repeat data, random token ids (model/heads.py)."""
+    if not words:
+        return repeated_tokens(n, spec.repeat_len, spec.vocab_size, seed=spec.seed + 1, low=spec.vocab_size // 4)
+    rng = np.random.default_rng(spec.seed + 10_001)
+    rows = [tokenizer.encode(" ".join(rng.choice(words, spec.repeat_len))).ids[:spec.repeat_len] for _ in range(n)]
+    r = torch.tensor(rows)
+    return torch.cat([r, r], dim=1)
+
+
+def _score(model, spec: ICLSpec, val: torch.Tensor, rep: torch.Tensor) -> dict:
     """The in-context scores of one checkpoint."""
     T = spec.seq_len
     losses = position_losses(model, val)
-    rep = repeated_tokens(16, spec.repeat_len, spec.vocab_size, seed=spec.seed + 1, low=spec.vocab_size // 4)
     rep_losses = position_losses(model, torch.cat([rep, rep[:, :1]], dim=1))  # (2n,)
     n = spec.repeat_len
     pm = prefix_matching_scores(attention_patterns(model, rep), n)  # (layers, heads)
@@ -113,9 +133,40 @@ def few_shot_accuracy(model, spec: ICLSpec, k: int, trials: int = 200) -> float:
     return float((pred == ys[torch.arange(trials), q]).float().mean())
 
 
+def corpus(spec: ICLSpec, out: Path) -> Path:
+    """OUT/data/icl.jsonl: the offline corpus (its documents keep their ids, so its validation split)
+    and, on the training side, documents that repeat a span of 8 random corpus words six times."""
+    path = out / "data" / "icl.jsonl"
+    if path.exists():
+        return path
+    docs, n = [], 0
+    for doc_id, text in iter_corpus("stdlib"):
+        docs.append((doc_id, text))
+        n += len(text)
+        if n >= spec.max_bytes:
+            break
+    rng = np.random.default_rng(spec.seed)
+    words = _words(spec, docs)
+    rows = [{"id": i, "text": t} for i, t in docs]
+    n_repeat = int(len(docs) * spec.repeat_fraction / (1 - spec.repeat_fraction) * n / len(docs) / 600)
+    for k in range(n_repeat):  # ~600 characters each, so the fraction holds by bytes too
+        span = " ".join(rng.choice(words, 8))  # ~30-40 tokens: each repeat lies within one training window
+        rows.append({"id": training_id("repeat", k, 0.03), "text": "\n".join([span] * 6)})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def _words(spec: ICLSpec, docs: list | None = None) -> list[str]:
+    """The identifiers of the corpus's first 200 documents: what the repeated spans are drawn from."""
+    docs = docs or [d for _, d in zip(range(200), iter_corpus("stdlib"))]
+    return sorted({w for _, t in docs[:200] for w in t.split() if w.isidentifier()})
+
+
 def run(spec: ICLSpec, out: str | Path, log=print) -> dict:
     spec, out, t0 = begin(spec, out)
-    plan = {Shape.parse(s).name: spec.run_config(s, spec.tokens, log_every=5) for s in spec.sizes}
+    data = asdict(replace(spec.data, corpus=str(corpus(spec, out).resolve()))) if spec.repeat_fraction else None
+    plan = {Shape.parse(s).name: spec.run_config(s, spec.tokens, data=data, log_every=5) for s in spec.sizes}
     curves, fewshot, ds = {}, [], None
     with LabProgress(out, plan, "in-context learning lab"):
         for name, cfg in plan.items():
@@ -124,8 +175,10 @@ def run(spec: ICLSpec, out: str | Path, log=print) -> dict:
             steps = _steps(spec, cfg.total_steps)
             train_or_load(cfg, run, ds, log, branch_points=steps)
             val = ds.eval_windows(spec.seq_len, spec.eval_windows * (spec.seq_len + 1))
+            rep = probe_sequences(spec, ds.tokenizer(), _words(spec) if spec.repeat_fraction else [])
             curves[name] = [{"step": s, "tokens": s * cfg.train.tokens_per_step,
-                             **_score(load_run(run, checkpoint=run.branch_point(s))[0], spec, val)} for s in steps]
+                             **_score(load_run(run, checkpoint=run.branch_point(s))[0], spec, val, rep)}
+                            for s in steps]
             model = load_run(run)[0]
             fewshot += [{"model": name, "shots": k, "accuracy": few_shot_accuracy(model, spec, k)} for k in spec.shots]
             last = curves[name][-1]
@@ -145,15 +198,16 @@ def run(spec: ICLSpec, out: str | Path, log=print) -> dict:
 
 
 def phase_changes(curves: dict) -> dict:
-    """Per model: the step where the repeat's loss falls fastest per log-step, and how far it fell."""
+    """Per model: the checkpoint interval where the repeat's gain (first-pass loss minus repeated-pass
+    loss) rises fastest per e-fold of steps, the largest gain reached, and the gain at the end."""
     out = {}
     for name, c in curves.items():
         steps = np.array([r["step"] for r in c], float)
-        second = np.array([r["repeat_loss_second"] for r in c])
-        drop = -np.diff(second) / np.diff(np.log(steps))
-        i = int(np.argmax(drop))
-        out[name] = {"step": int(steps[i + 1]), "fall_per_e_fold": float(drop[i]),
-                     "repeat_gain_final": float(c[-1]["repeat_loss_first"] - c[-1]["repeat_loss_second"])}
+        gain = np.array([r["repeat_loss_first"] - r["repeat_loss_second"] for r in c])
+        rise = np.diff(gain) / np.diff(np.log(steps))
+        i = int(np.argmax(rise))
+        out[name] = {"from_step": int(steps[i]), "to_step": int(steps[i + 1]), "rise_per_e_fold": float(rise[i]),
+                     "repeat_gain_max": float(gain.max()), "repeat_gain_final": float(gain[-1])}
     return out
 
 
@@ -182,8 +236,9 @@ def headline(s: dict) -> str:
     for name, p in s["phase_change"].items():
         last = s["curves"][name][-1]
         best = max((r for r in s["few_shot"] if r["model"] == name), key=lambda r: r["shots"])
-        parts.append(f"{name}: repeat loss falls {p['repeat_gain_final']:.2f} nats below the first pass "
-                     f"(fastest near step {p['step']}), prefix matching {last['prefix_matching_max']:.2f}, "
+        parts.append(f"{name}: the repeat's loss falls up to {p['repeat_gain_max']:.2f} nats below the first "
+                     f"pass (steepest between steps {p['from_step']} and {p['to_step']}; {p['repeat_gain_final']:.2f} "
+                     f"at the end), prefix matching {last['prefix_matching_max']:.2f}, "
                      f"ICL score {last['icl_score']:+.2f}, {best['shots']}-shot accuracy {best['accuracy']:.2f}")
     return "; ".join(parts) + f". Chance in the few-shot task: {1 / (s['spec']['vocab_size'] * 3 / 4):.3f}."
 

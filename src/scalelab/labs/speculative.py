@@ -187,5 +187,5 @@ def headline(s: dict) -> str:
     return (f"best: {best['draft']} drafting for {best['target']} at gamma {best['gamma']}, "
             f"alpha {best['alpha']:.2f}, {best['speedup']:.2f}x; tokens per pass within {err:.1%} of "
             f"Leviathan et al.'s formula on average; int8 KV cache: {kv['int8_bytes'] / kv['fp32_bytes']:.2f}x "
-            f"the fp32 bytes, +{kv['int8_loss_increase']:.4f} "
+            f"the fp32 bytes, {kv['int8_loss_increase']:+.1e} "
             f"nats, decoding {kv['int8_decode_time_ratio']:.2f}x the time")
