@@ -142,7 +142,7 @@ def test_task_labs_quick_write_summary_figures_and_report(lab, tmp_path):
         assert {(r["model"], r["shots"]) for r in s["few_shot"]} == {(m, k) for m in ("d32L1", "d32L2") for k in (0, 4)}
     elif lab == "dpo":  # pretrained, SFT, one DPO policy; KL measured from the SFT model (0 for itself)
         r = {x["model"]: x for x in s["results"]}
-        assert set(r) == {"pretrained", "sft", "dpo"} and abs(r["sft"]["kl_from_sft"]) < 1e-6
+        assert set(r) == {"pretrained", "sft", "dpo", "dpo+nll1"} and abs(r["sft"]["kl_from_sft"]) < 1e-6
         assert r["dpo"]["kl_from_sft"] > 0 and s["pairs"] >= 8 and all(0 <= x["exact_match"] <= 1 for x in r.values())
     elif lab == "attention":
         c = {(r["size"], r["variant"]): r for r in s["comparison"]}
