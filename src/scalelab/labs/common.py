@@ -23,7 +23,7 @@ from pathlib import Path
 
 from scalelab import plotting
 from scalelab.config import DataConfig, load_dict
-from scalelab.data.shards import TokenDataset
+from scalelab.data.shards import DataSpec, TokenDataset, documents
 from scalelab.data.tasks import CHAR_VOCAB_SIZE, TaskMix, build_task_dataset
 from scalelab.errors import UserError
 from scalelab.io import atomic_write_text, to_plain
@@ -91,6 +91,21 @@ class TrainSettings:
         return run_config(model, tokens, self.lr, self.batch_size, self.seq_len, self.seed,
                           data=asdict(self.data) if data is None else data,
                           **{"eval_tokens": self.eval_tokens, **train_extra})
+
+
+def corpus_head(corpus: str, max_bytes: int) -> list[tuple[str, str]]:
+    """The (doc_id, text) pairs a dataset of ``corpus`` capped at ``max_bytes`` is built from."""
+    return list(documents(DataSpec(corpus=corpus, max_bytes=max_bytes)))
+
+
+def write_documents(path: Path, rows) -> None:
+    """(doc_id, text, kind) rows as a JSONL corpus (`id` names each document: data/corpora.py), atomically."""
+    atomic_write_text(path, "".join(json.dumps({"id": i, "text": t, "kind": k}) + "\n" for i, t, k in rows))
+
+
+def read_documents(path: Path) -> list[tuple[str, str, str]]:
+    with open(path, encoding="utf-8") as f:
+        return [(r["id"], r["text"], r.get("kind", "")) for r in map(json.loads, f)]
 
 
 def task_dataset(mix: TaskMix, out: Path, train_chars: int) -> TokenDataset:

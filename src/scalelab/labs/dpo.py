@@ -85,7 +85,9 @@ QUICK = dict(task="addition:digits=2,format=plain", size="32x2", pretrain_tokens
 
 
 def _pairs(problems) -> tuple[list[list[int]], list[list[int]]]:
-    return [CHARS.pair(p.prompt, p.answer)[0] for p in problems], [CHARS.pair(p.prompt, p.answer)[1] for p in problems]
+    """(contexts, answers) as token ids."""
+    pairs = [CHARS.pair(p.prompt, p.answer) for p in problems]
+    return [c for c, _ in pairs], [a for _, a in pairs]
 
 
 def _batches(n: int, batch: int, steps: int, seed: int):

@@ -17,7 +17,6 @@ them; accuracy of predicting y_q, against k and depth.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -28,14 +27,15 @@ import torch
 from scalelab.data.corpora import iter_corpus
 from scalelab.data.quality import training_id
 from scalelab.errors import UserError
-from scalelab.io import atomic_write_text
 from scalelab.labs.common import (
     Shape,
     TrainSettings,
     begin,
+    corpus_head,
     pyplot,
     savefig,
     train_or_load,
+    write_documents,
     write_report,
     write_summary,
 )
@@ -139,21 +139,17 @@ def corpus(spec: ICLSpec, out: Path) -> Path:
     path = out / "data" / "icl.jsonl"
     if path.exists():
         return path
-    docs, n = [], 0
-    for doc_id, text in iter_corpus("stdlib"):
-        docs.append((doc_id, text))
-        n += len(text)
-        if n >= spec.max_bytes:
-            break
+    docs = corpus_head("stdlib", spec.max_bytes)
+    n = sum(len(t) for _, t in docs)
     rng = np.random.default_rng(spec.seed)
     words = _words(spec, docs)
-    rows = [{"id": i, "text": t} for i, t in docs]
+    rows = [(i, t, "corpus") for i, t in docs]
     n_repeat = int(len(docs) * spec.repeat_fraction / (1 - spec.repeat_fraction) * n / len(docs) / 600)
     for k in range(n_repeat):  # ~600 characters each, so the fraction holds by bytes too
         span = " ".join(rng.choice(words, 8))  # ~30-40 tokens: each repeat lies within one training window
-        rows.append({"id": training_id("repeat", k, 0.03), "text": "\n".join([span] * 6)})
+        rows.append((training_id("repeat", k, 0.03), "\n".join([span] * 6), "repeat"))
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
+    write_documents(path, rows)
     return path
 
 

@@ -30,7 +30,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from scalelab.data.corpora import is_validation, iter_corpus
+from scalelab.data.corpora import is_validation
 from scalelab.data.quality import Noise, deduplicate, plant_noise
 from scalelab.data.tokenizer import load_tokenizer
 from scalelab.errors import UserError
@@ -39,9 +39,12 @@ from scalelab.labs.common import (
     Shape,
     TrainSettings,
     begin,
+    corpus_head,
     pyplot,
+    read_documents,
     savefig,
     train_or_load,
+    write_documents,
     write_report,
     write_summary,
 )
@@ -101,34 +104,20 @@ def _config(spec: QualitySpec, size: str, data: dict, tokens: int | None = None)
     return cfg
 
 
-def _write_jsonl(path: Path, rows) -> None:
-    atomic_write_text(path, "".join(json.dumps({"id": i, "text": t, "kind": k}) + "\n" for i, t, k in rows))
-
-
-def _read_jsonl(path: Path) -> list[tuple[str, str, str]]:
-    with open(path, encoding="utf-8") as f:
-        return [(r["id"], r["text"], r.get("kind", "raw")) for r in map(json.loads, f)]
-
-
 def raw_corpora(spec: QualitySpec, folder: Path) -> tuple[Path, Path]:
     """reference.jsonl (trusted text) and raw.jsonl (the corpus to filter), written once."""
     ref, raw = folder / "reference.jsonl", folder / "raw.jsonl"
     if ref.exists() and raw.exists():
         return ref, raw
     folder.mkdir(parents=True, exist_ok=True)
-    docs, n = [], 0
-    for doc_id, text in iter_corpus(spec.corpus or "stdlib"):
-        docs.append((doc_id, text))
-        n += len(text)
-        if n >= spec.max_bytes:
-            break
+    docs = corpus_head(spec.corpus or "stdlib", spec.max_bytes)
     trusted = [(i, t) for i, t in docs if is_validation(i + "#reference", spec.reference_fraction)]
     taken = {i for i, _ in trusted}
     rest = [(i, t) for i, t in docs if i not in taken]
     noise = Noise(spec.noise_exact, spec.noise_near, spec.noise_junk)
     rows = plant_noise(rest, noise, spec.seed) if not spec.corpus else [(i, t, "raw") for i, t in rest]
-    _write_jsonl(ref, [(i, t, "reference") for i, t in trusted])
-    _write_jsonl(raw, rows)
+    write_documents(ref, [(i, t, "reference") for i, t in trusted])
+    write_documents(raw, rows)
     return ref, raw
 
 
@@ -163,7 +152,7 @@ def filter_corpus(spec: QualitySpec, raw: Path, model, tokenizer, folder: Path) 
     out, stats_file = folder / "filtered.jsonl", folder / "filter.json"
     if out.exists() and stats_file.exists():
         return out, json.loads(stats_file.read_text())
-    rows = _read_jsonl(raw)
+    rows = read_documents(raw)
     train = [(i, t) for i, t, _ in rows if not is_validation(i, 0.03)]
     dedup = deduplicate(train, threshold=spec.dedup_threshold)
     kept = set(dedup.kept)
@@ -182,7 +171,7 @@ def filter_corpus(spec: QualitySpec, raw: Path, model, tokenizer, folder: Path) 
           "kept" if i in fluent else "perplexity"] += 1
     stats = {"threshold_nats": threshold, "by_kind": by_kind,
              "scores": {k: [float(scores[i]) for i, _, kk in rows if kk == k and i in scores] for k in by_kind}}
-    _write_jsonl(out, [(i, t, k) for i, t, k in rows if is_validation(i, 0.03) or (i in kept and i in fluent)])
+    write_documents(out, [(i, t, k) for i, t, k in rows if is_validation(i, 0.03) or (i in kept and i in fluent)])
     atomic_write_text(stats_file, json.dumps(stats))
     return out, stats
 

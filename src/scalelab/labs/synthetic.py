@@ -41,6 +41,7 @@ from scalelab.labs.common import (
     pyplot,
     savefig,
     train_or_load,
+    write_documents,
     write_report,
     write_summary,
 )
@@ -110,7 +111,7 @@ def synthesize(run: RunDir, tokenizer, path: Path, n_tokens: int, seq_len: int, 
     model, _, _ = load_run(run, checkpoint=ckpt)
     docs, sampled = sample_documents(model, tokenizer, n_tokens, seq_len, seed, temperature)
     rows = [(training_id(f"{path.stem}", i, 0.03), t, "synthetic") for i, t in enumerate(docs)] + extra_docs
-    atomic_write_text(path, "".join(json.dumps({"id": i, "text": t, "kind": k}) + "\n" for i, t, k in rows))
+    write_documents(path, rows)
     record = {"generator": str(run.path), "checkpoint": ckpt.name,
               "weights_sha256": file_sha256(ckpt / "model.safetensors"), "seed": seed, "temperature": temperature,
               "tokens_sampled": sampled, "documents": len(docs), "sequence_tokens": seq_len - 1}
