@@ -113,6 +113,7 @@ def _score(model, spec: ICLSpec, val: torch.Tensor, rep: torch.Tensor) -> dict:
             "best_head": f"L{layer}H{head}", "copying_best_head": float(copying_scores(model)[layer, head])}
 
 
+@torch.no_grad()
 def few_shot_accuracy(model, spec: ICLSpec, k: int, trials: int = 200) -> float:
     """k pairs "x y ;" of random tokens, then a query x among them: is y the argmax next token?"""
     g = torch.Generator().manual_seed(spec.seed + 7 + k)
@@ -128,8 +129,7 @@ def few_shot_accuracy(model, spec: ICLSpec, k: int, trials: int = 200) -> float:
     pairs = torch.stack([xs, ys, torch.full_like(xs, sep)], dim=-1).view(trials, 3 * k)
     q = torch.randint(0, k, (trials,), generator=g)
     prompt = torch.cat([pairs, xs[torch.arange(trials), q][:, None]], dim=1)  # (trials, 3k + 1)
-    with torch.no_grad():
-        pred = model(prompt).logits[:, -1].argmax(-1)
+    pred = model(prompt).logits[:, -1].argmax(-1)
     return float((pred == ys[torch.arange(trials), q]).float().mean())
 
 
