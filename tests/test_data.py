@@ -152,7 +152,7 @@ def test_compressed_jsonl_reads_as_plain(tmp_path):
     assert [t for _, t in iter_corpus(str(tmp_path / "z"))] == docs + docs  # a folder of compressed files
 
 
-def test_a_records_id_keeps_its_side_of_the_split_when_the_corpus_is_filtered(tmp_path):
+def test_an_id_field_keeps_a_document_on_its_side_of_the_split_when_the_corpus_is_filtered(tmp_path):
     import pandas as pd
 
     recs = [{"id": f"page-{i}", "text": f"document {i}"} for i in range(400)]
@@ -160,10 +160,14 @@ def test_a_records_id_keeps_its_side_of_the_split_when_the_corpus_is_filtered(tm
     full.write_text("".join(json.dumps(r) + "\n" for r in recs))
     kept.write_text("".join(json.dumps(r) + "\n" for r in recs[::-3]))  # a third, reversed
     pd.DataFrame(recs[::2]).to_parquet(tmp_path / "half.parquet")
-    side = {i: is_validation(i, 0.1) for i, _ in iter_corpus(str(full))}
+    side = {i: is_validation(i, 0.1) for i, _ in iter_corpus(str(full), id_field="id")}
     assert set(side) == {r["id"] for r in recs} and 20 < sum(side.values()) < 65
     for source in (kept, tmp_path / "half.parquet"):
-        assert all(is_validation(i, 0.1) == side[i] for i, _ in iter_corpus(str(source)))
+        assert all(is_validation(i, 0.1) == side[i] for i, _ in iter_corpus(str(source), id_field="id"))
+    # without data.id_field a record is FILE:LINE (an "id" that is not unique is not trusted silently)
+    assert [i for i, _ in iter_corpus(str(kept))][:2] == ["kept.jsonl:0", "kept.jsonl:1"]
+    with pytest.raises(UserError, match="no field 'doc'"):
+        list(iter_corpus(str(kept), id_field="doc"))
 
 
 def test_cache_key_reads_no_text_yet_follows_every_file(tmp_path, monkeypatch):

@@ -52,6 +52,9 @@ class DataConfig:
     """fraction of documents (by a hash of their id) held out for validation."""
     shard_tokens: int = 50_000_000
     """tokens per on-disk shard."""
+    id_field: str = ""
+    """a field of each JSONL record / Parquet row naming the document ('' = FILE:LINE): the split follows
+    it, so a document keeps its side when the corpus is filtered or reordered."""
     unique_tokens: int = 0
     """train on U tokens of the training split only (0 = all of it): U / (seq_len + 1) windows spread
     evenly over the split, in shuffled epochs, so a run of D tokens sees each D / U times: the

@@ -9,10 +9,10 @@
   the network or a local cache; it is never used on the default path.
 
 The train/validation split is by document: a document is in validation when a hash of its id falls
-under ``val_fraction``, so the split is stable whatever order or subset the documents arrive in. A
-JSONL record's or Parquet row's ``id`` field names the document where present (so a document keeps
-its side of the split when a corpus is filtered or reordered, as FineWeb's ``id`` allows); otherwise
-the id is ``FILE:LINE``.
+under ``val_fraction``, so the split is stable whatever order or subset the documents arrive in. Local
+JSONL and Parquet documents are ``FILE:LINE``, or, with ``id_field`` (`data.id_field`), the value of that
+field of each record: a document then keeps its side of the split when the corpus is filtered or
+reordered (FineWeb's ``id``; the data-wall labs' corpora).
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ def _stat_key(h, files: list[Path]) -> str:
     return h.hexdigest()[:16]
 
 
-def _iter_file(path: Path, text_field: str) -> Iterator[tuple[str, str]]:
+def _iter_file(path: Path, text_field: str, id_field: str = "") -> Iterator[tuple[str, str]]:
     suf = kind(path)
     if suf == ".jsonl":
         with open_text(path) as f:
@@ -90,7 +90,9 @@ def _iter_file(path: Path, text_field: str) -> Iterator[tuple[str, str]]:
                                     "must be one JSON object") from None
                 if text_field not in rec:
                     raise UserError(f"{path}:{i + 1} has no field {text_field!r}; set data.text_field")
-                yield (str(rec["id"]) if "id" in rec else f"{path.name}:{i}"), str(rec[text_field])
+                if id_field and id_field not in rec:
+                    raise UserError(f"{path}:{i + 1} has no field {id_field!r}; set data.id_field ('' = FILE:LINE)")
+                yield (str(rec[id_field]) if id_field else f"{path.name}:{i}"), str(rec[text_field])
     elif suf == ".parquet":
         import pyarrow.parquet as pq
 
@@ -98,7 +100,9 @@ def _iter_file(path: Path, text_field: str) -> Iterator[tuple[str, str]]:
         if text_field not in table.column_names:
             raise UserError(f"{path} has no column {text_field!r} (columns: {table.column_names}); "
                             "set data.text_field")
-        ids = table.column("id").to_pylist() if "id" in table.column_names else None
+        if id_field and id_field not in table.column_names:
+            raise UserError(f"{path} has no column {id_field!r}; set data.id_field (or '' for FILE:LINE)")
+        ids = table.column(id_field).to_pylist() if id_field else None
         for i, t in enumerate(table.column(text_field).to_pylist()):
             yield (str(ids[i]) if ids else f"{path.name}:{i}"), str(t)
     else:
@@ -133,7 +137,8 @@ def iter_hf(name: str, split: str, text_field: str, config: str | None = None,
 
 
 def iter_corpus(corpus: str, text_field: str = "text", hf_split: str = "train",
-                hf_data_files: str | None = None, hf_revision: str | None = None) -> Iterator[tuple[str, str]]:
+                hf_data_files: str | None = None, hf_revision: str | None = None,
+                id_field: str = "") -> Iterator[tuple[str, str]]:
     if corpus == "stdlib":
         yield from iter_stdlib()
         return
@@ -143,7 +148,7 @@ def iter_corpus(corpus: str, text_field: str = "text", hf_split: str = "train",
                            hf_revision)
         return
     for f in local_files(corpus):
-        yield from _iter_file(f, text_field)
+        yield from _iter_file(f, text_field, id_field)
 
 
 def local_files(corpus: str) -> list[Path]:

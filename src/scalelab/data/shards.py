@@ -52,6 +52,8 @@ class DataSpec:
     task_heldout: int = 0
     tokenizer: str = ""
     """an existing tokenizer.json to encode with ('' = train a byte-level BPE of ``vocab_size``)."""
+    id_field: str = ""
+    """the JSONL/Parquet field naming each document ('' = FILE:LINE): it decides the split."""
 
     def key(self) -> str:
         fp = corpus_fingerprint(self.corpus, self.text_field, self.max_bytes or None, self.hf_split,
@@ -60,6 +62,8 @@ class DataSpec:
                  self.tokenizer_train_bytes, self.val_fraction, self.shard_tokens]
         if self.task_fraction > 0:  # (keys of datasets without tasks are unchanged)
             parts += [_task_fingerprint(self.tasks), self.task_fraction, self.task_heldout]
+        if self.id_field:  # (keys of datasets split by FILE:LINE are unchanged)
+            parts.append(["id_field", self.id_field])
         if self.tokenizer:  # its content, not its path; the vocabulary is the tokenizer's
             parts[2] = hashlib.sha256(tokenizer_file(self.tokenizer).read_bytes()).hexdigest()[:16]
         return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
@@ -86,7 +90,7 @@ def _docs(spec: DataSpec):
 def _corpus_docs(spec: DataSpec):
     total = 0
     for doc_id, text in iter_corpus(spec.corpus, spec.text_field, spec.hf_split, spec.hf_data_files,
-                                    spec.hf_revision):
+                                    spec.hf_revision, spec.id_field):
         yield doc_id, text
         total += len(text.encode("utf-8", errors="replace"))
         if spec.max_bytes and total >= spec.max_bytes:

@@ -161,7 +161,8 @@ def _words(spec: ICLSpec, docs: list | None = None) -> list[str]:
 
 def run(spec: ICLSpec, out: str | Path, log=print) -> dict:
     spec, out, t0 = begin(spec, out)
-    data = asdict(replace(spec.data, corpus=str(corpus(spec, out).resolve()))) if spec.repeat_fraction else None
+    data = asdict(replace(spec.data, corpus=str(corpus(spec, out).resolve()), id_field="id")) \
+        if spec.repeat_fraction else None
     plan = {Shape.parse(s).name: spec.run_config(s, spec.tokens, data=data, log_every=5) for s in spec.sizes}
     curves, fewshot, ds = {}, [], None
     with LabProgress(out, plan, "in-context learning lab"):

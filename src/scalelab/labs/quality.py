@@ -93,7 +93,7 @@ QUICK = dict(max_bytes=3_000_000, reference="32x1", reference_tokens=200_000, si
 
 def _data(spec: QualitySpec, corpus: Path, tokenizer: Path | None = None) -> dict:
     """The spec's [data] on one of the lab's corpora (and the shared tokenizer, once trained)."""
-    return asdict(replace(spec.data, corpus=str(corpus.resolve()),
+    return asdict(replace(spec.data, corpus=str(corpus.resolve()), id_field="id",
                           tokenizer=str(tokenizer.resolve()) if tokenizer else ""))
 
 

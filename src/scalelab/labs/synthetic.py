@@ -142,7 +142,7 @@ def _configs(spec: SyntheticSpec, out: Path) -> dict:
     for k in range(1, spec.generations + 1):
         for chain in CHAINS:
             data = {**asdict(spec.data), "corpus": str((out / "data" / f"{chain}-g{k}.jsonl").resolve()),
-                    "tokenizer": str(tok)}
+                    "tokenizer": str(tok), "id_field": "id"}
             plan[f"{chain}-g{k}"] = (chain, k, spec.run_config(spec.size, spec.tokens, data=data))
     return plan
 

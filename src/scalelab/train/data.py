@@ -15,7 +15,7 @@ def data_spec(cfg: RunConfig) -> DataSpec:
                     hf_split=d.hf_split, hf_data_files=d.hf_data_files, hf_revision=d.hf_revision,
                     max_bytes=d.max_bytes,
                     tokenizer_train_bytes=d.tokenizer_train_bytes, val_fraction=d.val_fraction,
-                    shard_tokens=d.shard_tokens, tokenizer=d.tokenizer, **mixed)
+                    shard_tokens=d.shard_tokens, tokenizer=d.tokenizer, id_field=d.id_field, **mixed)
 
 
 def load_dataset(cfg: RunConfig, log=print) -> TokenDataset:
