@@ -86,7 +86,14 @@ def test_a_distilled_run_resumes_exactly(small_cfg, small_dataset, teacher, tmp_
 def test_a_teacher_with_another_tokenizer_or_none_is_refused(small_cfg, small_dataset, teacher, tmp_path):
     with pytest.raises(UserError, match="distill.teacher: .* not a scalelab run"):
         train(small_cfg(f"distill.teacher={tmp_path / 'nothing'}", "train.max_steps=2"), tmp_path / "n")
+    import shutil
+
+    from scalelab.data.tasks import char_tokenizer
+
+    other = tmp_path / "other"  # the same teacher with another tokenizer beside it
+    shutil.copytree(teacher, other)
+    char_tokenizer().save(str(RunDir(other).tokenizer_file))
     with pytest.raises(UserError, match="another tokenizer"):
-        train(small_cfg(f"distill.teacher={teacher}", "model.vocab_size=600", "train.max_steps=2"), tmp_path / "s")
+        train(small_cfg(f"distill.teacher={other}", "train.max_steps=2"), tmp_path / "s", dataset=small_dataset)
     with pytest.raises(UserError, match="distill.weight"):
         small_cfg("distill.weight=1.5")
