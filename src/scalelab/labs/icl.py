@@ -164,15 +164,15 @@ def run(spec: ICLSpec, out: str | Path, log=print) -> dict:
     data = asdict(replace(spec.data, corpus=str(corpus(spec, out).resolve()), id_field="id")) \
         if spec.repeat_fraction else None
     plan = {Shape.parse(s).name: spec.run_config(s, spec.tokens, data=data, log_every=5) for s in spec.sizes}
-    curves, fewshot, ds = {}, [], None
+    curves, fewshot = {}, []
+    ds = load_dataset(next(iter(plan.values())), log=log)  # one [data] for every depth
+    val = ds.eval_windows(spec.seq_len, spec.eval_windows * (spec.seq_len + 1))  # held-out windows and probes:
+    rep = probe_sequences(spec, ds.tokenizer(), _words(spec) if spec.repeat_fraction else [])  # the same for all
     with LabProgress(out, plan, "in-context learning lab"):
         for name, cfg in plan.items():
-            ds = ds or load_dataset(cfg, log=log)
             run = RunDir.under(out, name)
             steps = _steps(spec, cfg.total_steps)
             train_or_load(cfg, run, ds, log, branch_points=steps)
-            val = ds.eval_windows(spec.seq_len, spec.eval_windows * (spec.seq_len + 1))
-            rep = probe_sequences(spec, ds.tokenizer(), _words(spec) if spec.repeat_fraction else [])
             curves[name] = [{"step": s, "tokens": s * cfg.train.tokens_per_step,
                              **_score(load_run(run, checkpoint=run.branch_point(s))[0], spec, val, rep)}
                             for s in steps]

@@ -91,9 +91,11 @@ def _step_seconds(model, prompts: torch.Tensor) -> float:
     return secs / (32 * len(prompts))
 
 
-def measure_pair(target, draft, prompts: torch.Tensor, spec: SpeculativeSpec, target_s: float) -> list[dict]:
-    """One row per gamma: alpha, tokens per target pass (measured, predicted), speed-up (measured, predicted)."""
-    c = _step_seconds(draft, prompts) / _step_seconds(target, prompts)
+def measure_pair(target, draft, prompts: torch.Tensor, spec: SpeculativeSpec, target_s: float,
+                 target_step_s: float) -> list[dict]:
+    """One row per gamma: alpha, tokens per target pass (measured, predicted), speed-up (measured, predicted);
+    ``target_s``: the target's own decoding time on the prompts, ``target_step_s``: its seconds per step."""
+    c = _step_seconds(draft, prompts) / target_step_s
     rows = []
     for gamma in spec.gammas:
         g = torch.Generator().manual_seed(spec.seed)
@@ -145,9 +147,9 @@ def run(spec: SpeculativeSpec, out: str | Path, log=print) -> dict:
         for p in prompts:
             generate(target, p[None], spec.new_tokens, temperature=spec.temperature,
                      generator=torch.Generator().manual_seed(spec.seed))
-        target_s = time.perf_counter() - t1
+        target_s, target_step_s = time.perf_counter() - t1, _step_seconds(target, prompts)
         for d_name in (n for n in plan if n.startswith("draft")):
-            for r in measure_pair(target, models[d_name], prompts, spec, target_s):
+            for r in measure_pair(target, models[d_name], prompts, spec, target_s, target_step_s):
                 rows.append({"target": t_name, "draft": d_name, **r})
                 log(f"  {d_name} -> {t_name} gamma {r['gamma']}: alpha {r['alpha']:.2f}, {r['tokens_per_pass']:.2f} "
                     f"tokens/pass (predicted {r['tokens_per_pass_predicted']:.2f}), speed-up {r['speedup']:.2f}x")
