@@ -11,7 +11,8 @@ of value, each stage timed and kept even if a later one fails:
                     datasheet peak (goal >= 45%)
     4. loss_chunks  the fused loss's time at several chunk sizes (the CUDA chunk budget is a guess
                     until this runs)
-    5. demo         `scalelab demo` on the GPU, its wall time (stopped at the budget's end)
+    5. moe          one MoE layer's time per dispatch (sorted, dense reference, torch's grouped_mm)
+    6. demo         `scalelab demo` on the GPU, its wall time (stopped at the budget's end)
 
 and writes every figure into one JSON (--json). It runs against the machine's own PyTorch: on a
 machine with no package registry, put the project's src/ on PYTHONPATH and carry missing packages as
@@ -117,6 +118,78 @@ def loss_chunks(device: str) -> dict:
     return out
 
 
+def grouped_moe(moe, x):
+    """The MoE layer's function with its experts as two grouped GEMMs (torch's grouped_mm, bf16 on
+    CUDA sm>=90): the candidate dispatch for CUDA, measured here before the model adopts it."""
+    import torch
+    import torch.nn.functional as F
+
+    gmm = getattr(F, "grouped_mm", None) or torch._grouped_mm
+    _, _, top_w, top_i, keep = moe.route(x)
+    w, k = (top_w * keep).to(x.dtype), top_i.shape[1]
+    order = top_i.reshape(-1).argsort(stable=True)
+    token = order // k
+    offs = torch.bincount(top_i.reshape(-1), minlength=moe.cfg.num_experts).cumsum(0).to(torch.int32)
+    xs = x[token]  # (N*k, D) grouped by expert
+    h = F.silu(gmm(xs, moe.w1.transpose(1, 2), offs=offs)) * gmm(xs, moe.w3.transpose(1, 2), offs=offs)
+    ys = gmm(h, moe.w2.transpose(1, 2), offs=offs) * w.reshape(-1)[order, None]
+    return torch.zeros_like(x).index_add_(0, token, ys)
+
+
+def moe_dispatch(device: str) -> dict:
+    """Forward + backward time of one MoE layer (8 experts, top-2, d 768, d_expert 2048, 16k tokens,
+    bf16 on CUDA) per dispatch: sorted (the default), reference (dense), grouped_mm; and the grouped
+    output's largest difference from the sorted one."""
+    import torch
+
+    from scalelab.model.config import MoEConfig
+    from scalelab.model.moe import MoE
+
+    cuda = device == "cuda"
+    d, f, n = (768, 2048, 16384) if cuda else (64, 128, 512)
+    torch.manual_seed(0)
+    moe = MoE(d, MoEConfig(num_experts=8, top_k=2, d_expert=f))
+    for p in (moe.w1, moe.w3, moe.w2):
+        torch.nn.init.normal_(p, std=0.02)
+    moe = moe.to(device, torch.bfloat16 if cuda else torch.float32)
+    x = torch.randn(n, d, device=device, dtype=moe.w1.dtype, requires_grad=True)
+    fns = {"sorted": lambda: moe(x[None])[0][0], "reference": lambda: moe._reference(x, *_route(moe, x)),
+           "grouped_mm": lambda: grouped_moe(moe, x)}
+    out = {"tokens": n, "d_model": d, "d_expert": f, "experts": 8, "top_k": 2, "ms": {}, "errors": {}}
+    for name, fn in fns.items():
+        try:
+            out["ms"][name] = _median_ms(lambda fn=fn: fn().float().square().mean().backward(), device)
+        except Exception as e:  # grouped_mm has no CPU backward; a GPU without it says so
+            out["errors"][name] = f"{type(e).__name__}: {e}"[:300]
+    with torch.no_grad():
+        try:
+            out["grouped_max_abs_diff"] = (grouped_moe(moe, x) - fns["sorted"]()).abs().max().item()
+        except Exception as e:
+            out["errors"]["grouped_forward"] = f"{type(e).__name__}: {e}"[:300]
+    return out
+
+
+def _route(moe, x):
+    _, _, top_w, top_i, keep = moe.route(x)
+    return top_i, (top_w * keep).to(x.dtype)
+
+
+def _median_ms(step, device: str, n: int = 12, warmup: int = 2) -> float:
+    import torch
+
+    times = []
+    for i in range(n):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        step()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        if i >= warmup:
+            times.append((time.perf_counter() - t0) * 1e3)
+    return sorted(times)[len(times) // 2]
+
+
 def demo(device: str, timeout_s: float, out_dir: Path) -> dict:
     t0 = time.perf_counter()
     cmd = [sys.executable, "-m", "scalelab.cli", "demo", "--out", str(out_dir)]
@@ -151,7 +224,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", default=str(ROOT / "bench" / "results" / "gpu_check.json"))
     ap.add_argument("--budget", type=float, default=480.0, help="seconds for the whole check (the demo gets the rest)")
-    ap.add_argument("--skip", default="", help="comma-separated stages to skip: tests,throughput,loss_chunks,demo")
+    ap.add_argument("--skip", default="", help="comma-separated stages to skip: tests,throughput,loss_chunks,moe,demo")
     ap.add_argument("--dry-run", action="store_true",
                     help="run every stage on the CPU at toy sizes: checks the script itself (figures meaningless)")
     a = ap.parse_args(argv)
@@ -174,6 +247,8 @@ def main(argv=None) -> int:
         stage(results, "throughput", throughput, device, 5, 3)
     if "loss_chunks" not in skip:
         stage(results, "loss_chunks", loss_chunks, device)
+    if "moe" not in skip:
+        stage(results, "moe_dispatch", moe_dispatch, device)
     left = a.budget - (time.perf_counter() - t0)
     if "demo" not in skip and left > 10:
         stage(results, "demo", demo, device, left, Path(os.environ.get("TMPDIR", "/tmp")) / "scalelab-gpu-demo")
@@ -195,6 +270,9 @@ def summary_line(r: dict) -> str:
     c = r.get("loss_chunks", {})
     if "best_chunk" in c:
         parts.append(f"loss chunk: best {c['best_chunk']} (default {c['default_chunk']})")
+    m = r.get("moe_dispatch", {}).get("ms", {})
+    if m:
+        parts.append("MoE ms " + ", ".join(f"{k} {v:.1f}" for k, v in m.items()))
     d = r.get("demo", {})
     if d:
         parts.append("demo: " + (f"{d['wall_seconds']:.0f} s" if d.get("completed") else "not completed"))
