@@ -50,10 +50,11 @@ def environment(device: str) -> dict:
 
 def run_tests(device: str, timeout_s: float) -> dict:
     """The GPU-marked tests, in a subprocess (pytest's own summary line is kept)."""
-    cmd = [sys.executable, "-m", "pytest", "-q", "-m", "gpu", "tests/test_gpu.py", "-p", "no:cacheprovider", "-rs"]
+    cmd = [sys.executable, "-m", "pytest", "-q", "-m", "gpu", "tests/test_gpu.py", "-p", "no:cacheprovider", "-rfEs"]
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout_s)
     lines = r.stdout.strip().splitlines()
-    return {"returncode": r.returncode, "summary": lines[-1] if lines else "", "output_tail": "\n".join(lines[-40:])}
+    return {"returncode": r.returncode, "summary": lines[-1] if lines else "",
+            "failed": [ln for ln in lines if ln.startswith(("FAILED", "ERROR"))], "output": r.stdout[-30000:]}
 
 
 MODEL_125M = ("d768-L12-s1024", 768, 12, 12, 32000, 1024, 16, False)  # name, d, L, H, V, T, B, moe
@@ -88,8 +89,10 @@ def throughput(device: str, steps: int, reps: int) -> dict:
 
 def loss_chunks(device: str) -> dict:
     """Forward + backward time of the fused loss per chunk size (median of 10 after 2 warm-ups),
-    at vocab 32000, d_model 768, 16k tokens in bf16 (the 125M model's batch)."""
+    at vocab 32000, d_model 768, 16k tokens in bf16 (the 125M model's batch), and the standard path's
+    (logits materialised, F.cross_entropy) as the peer."""
     import torch
+    import torch.nn.functional as F
 
     from scalelab.model.loss import default_chunk, linear_cross_entropy
 
@@ -101,45 +104,23 @@ def loss_chunks(device: str) -> dict:
     t = torch.randint(0, vocab, (tokens,), device=device)
     out = {"vocab": vocab, "d_model": d_model, "tokens": tokens, "default_chunk": default_chunk(vocab, device),
            "ms": {}}
-    for chunk in sorted({128, 256, 512, 1024, 2048, 4096, tokens}):
-        times = []
-        for i in range(12):
-            if cuda:
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            linear_cross_entropy(h, w, t, chunk=chunk).backward()
-            if cuda:
-                torch.cuda.synchronize()
-            if i >= 2:  # warm-up
-                times.append((time.perf_counter() - t0) * 1e3)
+    def timed(loss_fn) -> float:
+        def step():
+            loss_fn().backward()
             h.grad = w.grad = None
-        out["ms"][str(chunk)] = sorted(times)[len(times) // 2]
+        return _median_ms(step, device)
+
+    out["standard_ms"] = timed(lambda: F.cross_entropy((h @ w.t()).float(), t))
+    for chunk in sorted({256, 512, 1024, 2048, 4096, 8192, tokens}):
+        out["ms"][str(chunk)] = timed(lambda c=chunk: linear_cross_entropy(h, w, t, chunk=c))
     out["best_chunk"] = int(min(out["ms"], key=out["ms"].get))
     return out
 
 
-def grouped_moe(moe, x):
-    """The MoE layer's function with its experts as two grouped GEMMs (torch's grouped_mm, bf16 on
-    CUDA sm>=90): the candidate dispatch for CUDA, measured here before the model adopts it."""
-    import torch
-    import torch.nn.functional as F
-
-    gmm = getattr(F, "grouped_mm", None) or torch._grouped_mm
-    _, _, top_w, top_i, keep = moe.route(x)
-    w, k = (top_w * keep).to(x.dtype), top_i.shape[1]
-    order = top_i.reshape(-1).argsort(stable=True)
-    token = order // k
-    offs = torch.bincount(top_i.reshape(-1), minlength=moe.cfg.num_experts).cumsum(0).to(torch.int32)
-    xs = x[token]  # (N*k, D) grouped by expert
-    h = F.silu(gmm(xs, moe.w1.transpose(1, 2), offs=offs)) * gmm(xs, moe.w3.transpose(1, 2), offs=offs)
-    ys = gmm(h, moe.w2.transpose(1, 2), offs=offs) * w.reshape(-1)[order, None]
-    return torch.zeros_like(x).index_add_(0, token, ys)
-
-
 def moe_dispatch(device: str) -> dict:
     """Forward + backward time of one MoE layer (8 experts, top-2, d 768, d_expert 2048, 16k tokens,
-    bf16 on CUDA) per dispatch: sorted (the default), reference (dense), grouped_mm; and the grouped
-    output's largest difference from the sorted one."""
+    bf16 on CUDA) per dispatch: sorted, reference (dense), grouped (torch's grouped_mm: what auto
+    picks on CUDA); and the grouped output's largest difference from the sorted one."""
     import torch
 
     from scalelab.model.config import MoEConfig
@@ -153,25 +134,24 @@ def moe_dispatch(device: str) -> dict:
         torch.nn.init.normal_(p, std=0.02)
     moe = moe.to(device, torch.bfloat16 if cuda else torch.float32)
     x = torch.randn(n, d, device=device, dtype=moe.w1.dtype, requires_grad=True)
-    fns = {"sorted": lambda: moe(x[None])[0][0], "reference": lambda: moe._reference(x, *_route(moe, x)),
-           "grouped_mm": lambda: grouped_moe(moe, x)}
+    fns = {name: (lambda d=name: _set(moe, d)(x[None])[0][0]) for name in ("sorted", "reference", "grouped")}
     out = {"tokens": n, "d_model": d, "d_expert": f, "experts": 8, "top_k": 2, "ms": {}, "errors": {}}
     for name, fn in fns.items():
         try:
             out["ms"][name] = _median_ms(lambda fn=fn: fn().float().square().mean().backward(), device)
-        except Exception as e:  # grouped_mm has no CPU backward; a GPU without it says so
+        except Exception as e:  # a GPU or torch without grouped_mm says so
             out["errors"][name] = f"{type(e).__name__}: {e}"[:300]
     with torch.no_grad():
         try:
-            out["grouped_max_abs_diff"] = (grouped_moe(moe, x) - fns["sorted"]()).abs().max().item()
+            out["grouped_max_abs_diff"] = (fns["grouped"]() - fns["sorted"]()).abs().max().item()
         except Exception as e:
             out["errors"]["grouped_forward"] = f"{type(e).__name__}: {e}"[:300]
     return out
 
 
-def _route(moe, x):
-    _, _, top_w, top_i, keep = moe.route(x)
-    return top_i, (top_w * keep).to(x.dtype)
+def _set(moe, dispatch: str):
+    moe.dispatch = dispatch
+    return moe
 
 
 def _median_ms(step, device: str, n: int = 12, warmup: int = 2) -> float:
@@ -269,7 +249,8 @@ def summary_line(r: dict) -> str:
                      f"({t['mfu']:.1%} of measured peak)")
     c = r.get("loss_chunks", {})
     if "best_chunk" in c:
-        parts.append(f"loss chunk: best {c['best_chunk']} (default {c['default_chunk']})")
+        parts.append(f"loss chunk: best {c['best_chunk']} (default {c['default_chunk']}; "
+                     f"{c['ms'][str(c['best_chunk'])]:.1f} ms vs standard {c['standard_ms']:.1f} ms)")
     m = r.get("moe_dispatch", {}).get("ms", {})
     if m:
         parts.append("MoE ms " + ", ".join(f"{k} {v:.1f}" for k, v in m.items()))

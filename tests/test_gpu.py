@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from scalelab.model import ModelConfig, MoEConfig
 from scalelab.model.loss import linear_cross_entropy
+from scalelab.model.moe import MoE, _grouped_dtype
 from scalelab.model.transformer import Transformer
 from scalelab.train.hooks import StopAt
 from scalelab.train.loop import resolve_device, train
@@ -111,8 +112,43 @@ def test_resumed_cuda_run_equals_uninterrupted(small_cfg, small_dataset, tmp_pat
     part = train(cfg, tmp_path / "part", dataset=small_dataset, resume=True)
     assert full["device"].startswith("cuda") and part["resumed_from_step"] == 12
     a = [r for r in RunDir(tmp_path / "full").read_metrics() if r.evaluated]
-    b = [r for r in RunDir(tmp_path / "part").read_metrics() if r.evaluated]
-    assert [r.step for r in a] == [r.step for r in b] == [8, 16, 24]
+    at_stop = {r.step: r for r in RunDir(tmp_path / "part").read_metrics() if r.evaluated}
+    assert [r.step for r in a] == [8, 16, 24] and sorted(at_stop) == [8, 12, 16, 24]  # 12: evaluated at the stop
+    b = [at_stop[r.step] for r in a]
     for ra, rb in zip(a, b):  # CUDA kernels may reduce in another order between runs: near, not equal
         assert abs(ra.val_loss - rb.val_loss) / ra.val_loss < 1e-3, (ra.step, ra.val_loss, rb.val_loss)
     assert full["final"]["val_loss"] < a[0].val_loss  # and it learned
+
+
+def test_moe_takes_the_grouped_gemm_on_cuda_and_matches_the_sorted_path():
+    torch.manual_seed(0)
+    cfg = MoEConfig(num_experts=8, top_k=2, d_expert=256)
+    auto, ref = MoE(128, cfg).cuda(), MoE(128, cfg, dispatch="sorted").cuda()
+    for p in auto.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    ref.load_state_dict(auto.state_dict())
+    x = torch.randn(4, 256, 128, device="cuda")
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        assert _grouped_dtype(x) == torch.bfloat16  # auto picks the grouped GEMM here
+        y1, y2 = auto(x)[0], ref(x)[0]
+    assert _rel(y1.float(), y2.float()) < 2e-2
+    y1.float().square().sum().backward()
+    y2.float().square().sum().backward()
+    for (n, p1), p2 in zip(auto.named_parameters(), ref.parameters()):
+        assert _rel(p1.grad, p2.grad) < 3e-2, n
+
+
+def test_compiled_moe_model_trains_on_cuda():
+    torch.manual_seed(0)
+    model = torch.compile(Transformer(CFGS["moe"]).cuda())
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, fused=True)
+    x = torch.randint(0, 512, (8, 128), device="cuda")
+    losses = []
+    for _ in range(8):
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            out = model(x, targets=torch.roll(x, -1, dims=1), return_logits=False)
+        (out.loss + out.aux_loss).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(float(out.loss))
+    assert all(map(torch.isfinite, torch.tensor(losses))) and losses[-1] < losses[0] - 0.5, losses

@@ -97,12 +97,16 @@ def test_moe_one_expert_top1_equals_dense_swiglu():
     torch.testing.assert_close(moe.w2.grad[0], dense.w2.weight.grad, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("dispatch", ["sorted", "grouped"])
 @pytest.mark.parametrize("capacity,idle_expert", [(None, False), (1.0, False), (0.5, False), (None, True), (0.5, True)])
-def test_sorted_dispatch_matches_reference(capacity, idle_expert):
-    """An idle expert gets no tokens at all: an empty slice, zero gradients."""
+def test_fast_dispatch_matches_reference(capacity, idle_expert, dispatch):
+    """An idle expert gets no tokens at all: an empty slice (an empty group), zero gradients. The
+    grouped path computes in bf16 (what it is for, on CUDA): its tolerance is bf16's, 8 bits."""
+    if dispatch == "grouped" and not hasattr(torch, "_grouped_mm"):
+        pytest.skip("this torch has no grouped_mm")
     torch.manual_seed(1)
     cfg = MoEConfig(num_experts=6, top_k=2, d_expert=40, num_shared_experts=1, capacity_factor=capacity)
-    fast = MoE(32, cfg, dispatch="sorted")
+    fast = MoE(32, cfg, dispatch=dispatch)
     for p in fast.parameters():
         torch.nn.init.normal_(p, std=0.3)
     x = torch.randn(4, 9, 32)
@@ -117,7 +121,8 @@ def test_sorted_dispatch_matches_reference(capacity, idle_expert):
         assert 5 not in fast.route(x.reshape(-1, 32))[3]
     y1, a1 = fast(x)
     y2, a2 = ref(x)
-    torch.testing.assert_close(y1, y2, rtol=1e-5, atol=1e-5)
+    bf16 = dispatch == "grouped"
+    torch.testing.assert_close(y1, y2, rtol=2e-2 if bf16 else 1e-5, atol=3e-2 * y2.abs().max().item() if bf16 else 1e-5)
     torch.testing.assert_close(a1.lb_loss, a2.lb_loss)
     if capacity is not None and capacity < 1:
         assert float(a1.dropped_frac) > 0  # the capacity limit really dropped something
@@ -127,8 +132,8 @@ def test_sorted_dispatch_matches_reference(capacity, idle_expert):
     for (n, p1), p2 in zip(fast.named_parameters(), ref.parameters()):
         # gradients reach ~1e3 here: the absolute tolerance follows the tensor's scale (fp32 sums in
         # another order differ by ~1e-7 of it; a wrong dispatch would differ by O(1))
-        atol = 1e-6 * max(1.0, p2.grad.abs().max().item())
-        torch.testing.assert_close(p1.grad, p2.grad, rtol=1e-4, atol=atol, msg=n)
+        atol = (3e-2 if bf16 else 1e-6) * max(1.0, p2.grad.abs().max().item())
+        torch.testing.assert_close(p1.grad, p2.grad, rtol=3e-2 if bf16 else 1e-4, atol=atol, msg=n)
 
 
 def test_load_balancing_loss_analytic_values():
@@ -279,7 +284,7 @@ def test_loss_chunk_sizes():
     from scalelab.model.loss import default_chunk, linear_cross_entropy
 
     assert [default_chunk(v, "cpu") for v in (512, 4096, 32000, 128256)] == [1024, 256, 64, 64]
-    assert [default_chunk(v, "cuda") for v in (4096, 32000, 128256)] == [1024, 512, 128]
+    assert [default_chunk(v, "cuda") for v in (4096, 32000, 128256)] == [8192, 4096, 1024]
     torch.manual_seed(0)
     h, w = torch.randn(37, 16, requires_grad=True), torch.randn(50, 16, requires_grad=True)
     t = torch.randint(0, 50, (37,))

@@ -26,8 +26,22 @@ import torch.nn.functional as F
 def _accumulate_mm(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
     """acc += a @ b in place. An opaque custom op, so that torch.compile keeps it in place: traced,
     `addmm_` is functionalised into an out-of-place addmm that first copies the whole (V, D)
-    accumulator, once per chunk (~3.5 ms a chunk at vocab 4096 x d_model 256 here)."""
-    acc.addmm_(a, b)
+    accumulator, once per chunk (~3.5 ms a chunk at vocab 4096 x d_model 256 here). With bf16
+    operands the product runs in bf16 (fp32 accumulation inside the GEMM, as autocast's own
+    weight gradient does) and is added to the fp32 accumulator."""
+    if a.dtype == acc.dtype:
+        acc.addmm_(a, b)
+    else:
+        acc.add_(a @ b)
+
+
+def _matmul_dtype(h: torch.Tensor) -> torch.dtype:
+    """The dtype of the weight gradient's product: bf16/fp16 on CUDA when the step computes in it
+    (the tensors' dtype or autocast's), else fp32."""
+    if h.device.type != "cuda":
+        return torch.float32
+    low = torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else h.dtype
+    return low if low in (torch.bfloat16, torch.float16) else torch.float32
 
 
 class _FusedLinearCrossEntropy(torch.autograd.Function):
@@ -37,6 +51,7 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
         grad_h = torch.empty_like(h)
         grad_w = torch.zeros_like(weight, dtype=torch.float32)
         total = torch.zeros((), dtype=torch.float32, device=h.device)
+        mm = _matmul_dtype(h)  # fp32 on CPU; bf16 on CUDA in bf16 (an fp32 product there ran 7x slower)
         for s in range(0, n, chunk):
             hc, tc = h[s:s + chunk], targets[s:s + chunk]
             logp = torch.log_softmax((hc @ weight.t()).float(), dim=-1)  # (c, V), one pass
@@ -44,7 +59,7 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
             probs = logp.exp_()  # softmax, in place
             probs[torch.arange(len(tc), device=h.device), tc] -= 1.0  # d(sum of losses) / d logits
             grad_h[s:s + chunk] = probs.to(weight.dtype) @ weight
-            _accumulate_mm(grad_w, probs.t(), hc.float())  # grad_w += probs^T h_c
+            _accumulate_mm(grad_w, probs.t().to(mm), hc.to(mm))  # grad_w += probs^T h_c
         # the 1/n of the mean is applied in backward, on (N, D) and (V, D) rather than on every chunk
         ctx.save_for_backward(grad_h, grad_w.to(weight.dtype))
         ctx.n = n
@@ -60,9 +75,12 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
 def default_chunk(vocab_size: int, device_type: str) -> int:
     """Tokens per chunk so that one chunk's logits stay near 4 MB on CPU (about one core's L2
     here): 256 tokens at vocab 4096, 64 at 32000. Against a fixed 512 that made the loss 20-35%
-    faster at vocab 4096 (docs/LOG.md). On GPUs the budget is 64 MB (not measured: no GPU here)."""
-    budget = 2 ** 24 if device_type == "cuda" else 2 ** 20  # elements of one (chunk, V) fp32 tensor
-    return int(min(1024, max(64, 2 ** round(math.log2(budget / vocab_size)))))
+    faster at vocab 4096 (docs/LOG.md). On CUDA the budget is 512 MB, 4096 tokens at vocab 32000:
+    on an H200 (bf16, d_model 768, 16k tokens) larger chunks ran faster up to no chunking at all,
+    and the budget caps the memory one chunk's logits take (docs/LOG.md, 2026-11-30)."""
+    if device_type == "cuda":
+        return int(min(8192, max(256, 2 ** round(math.log2(2 ** 27 / vocab_size)))))
+    return int(min(1024, max(64, 2 ** round(math.log2(2 ** 20 / vocab_size)))))  # elements of one fp32 chunk
 
 
 def linear_cross_entropy(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,

@@ -1,10 +1,15 @@
 """Mixture-of-Experts feed-forward layer: softmax top-k router, load-balancing loss, router z-loss.
 
-Two dispatch paths compute the same function:
+Three dispatch paths compute the same function:
 
 * ``dispatch="sorted"`` (default): the (token, slot) assignments are sorted by expert so each expert
   runs one dense matmul on a contiguous slice, then results are scattered back with ``index_add_``.
   There is no Python loop over tokens, only over experts (as in MegaBlocks' grouped path).
+* ``dispatch="grouped"``: the same sorted assignments, with each expert matmul of the layer done as
+  one grouped GEMM (torch's ``grouped_mm``: bf16 on CUDA, compute capability >= 9.0). On an H200 it
+  ran one layer's forward + backward (8 experts, top-2, d 768, d_expert 2048, 16k tokens) in 3.55 ms
+  against the sorted path's 4.88 ms (docs/LOG.md, 2026-11-30). ``dispatch="auto"`` (the default)
+  takes it where it runs (CUDA, bf16 compute) and the sorted path elsewhere.
 * ``dispatch="reference"``: every expert runs on every token and the outputs are mixed with a dense
   (tokens x experts) gate matrix. Slow, obviously correct, used by the tests.
 """
@@ -21,6 +26,17 @@ import torch.nn.functional as F
 from scalelab.model.config import MoEConfig
 from scalelab.model.layers import SwiGLU
 
+_GROUPED_MM = getattr(F, "grouped_mm", None) or getattr(torch, "_grouped_mm", None)
+
+
+def _grouped_dtype(x: torch.Tensor) -> torch.dtype | None:
+    """bf16 when a grouped GEMM runs here (CUDA, sm >= 9.0, bf16 compute: the tensor's dtype or
+    autocast's), else None."""
+    if _GROUPED_MM is None or x.device.type != "cuda" or torch.cuda.get_device_capability(x.device)[0] < 9:
+        return None
+    dtype = torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else x.dtype
+    return dtype if dtype == torch.bfloat16 else None
+
 
 @dataclass
 class MoEAux:
@@ -33,7 +49,7 @@ class MoEAux:
 
 
 class MoE(nn.Module):
-    def __init__(self, d_model: int, cfg: MoEConfig, dispatch: str = "sorted"):
+    def __init__(self, d_model: int, cfg: MoEConfig, dispatch: str = "auto"):
         super().__init__()
         self.cfg = cfg
         self.dispatch = dispatch
@@ -84,7 +100,10 @@ class MoE(nn.Module):
         xf = x.reshape(-1, D)  # (N, D)
         logits, probs, top_w, top_i, keep = self.route(xf)
         w = (top_w * keep).to(x.dtype)  # dropped assignments contribute nothing
-        if self.dispatch == "sorted":
+        dispatch = self.dispatch if self.dispatch != "auto" else ("grouped" if _grouped_dtype(xf) else "sorted")
+        if dispatch == "grouped":
+            y = self._grouped(xf, top_i, w)
+        elif dispatch == "sorted":
             y = self._sorted(xf, top_i, w)
         else:
             y = self._reference(xf, top_i, w)
@@ -104,6 +123,21 @@ class MoE(nn.Module):
         outs = [self._expert(ws[e], chunk) for e, chunk in enumerate(xs.split(counts)) if counts[e]]
         ys = torch.cat(outs) * w.reshape(-1)[order, None]  # (N*k, D) weighted
         return torch.zeros_like(xf).index_add_(0, token, ys)
+
+    def _grouped(self, xf: torch.Tensor, top_i: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """The sorted path with each of the three expert products as one grouped GEMM, in bf16."""
+        dtype = _grouped_dtype(xf) or torch.bfloat16
+        N, k = top_i.shape
+        flat_e = top_i.reshape(-1)
+        order = flat_e.argsort(stable=True)
+        token = order // k
+        # offs[e] = end of expert e's rows; no host sync (the sorted path's .tolist() is one)
+        offs = torch.bincount(flat_e, minlength=self.cfg.num_experts).cumsum(0).to(torch.int32)
+        xs = xf[token].to(dtype)  # (N*k, D)
+        w1, w3, w2 = (p.to(dtype).transpose(1, 2) for p in (self.w1, self.w3, self.w2))  # (E, D, F), (E, F, D)
+        h = F.silu(_GROUPED_MM(xs, w1, offs=offs)) * _GROUPED_MM(xs, w3, offs=offs)  # (N*k, F)
+        ys = _GROUPED_MM(h, w2, offs=offs) * w.reshape(-1)[order, None].to(dtype)  # (N*k, D)
+        return torch.zeros_like(xf).index_add_(0, token, ys.to(xf.dtype))
 
     def _reference(self, xf: torch.Tensor, top_i: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         gates = torch.zeros(xf.shape[0], self.cfg.num_experts, dtype=xf.dtype, device=xf.device)

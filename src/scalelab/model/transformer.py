@@ -30,7 +30,7 @@ class ModelOutput:
 
 
 class Block(nn.Module):
-    def __init__(self, cfg: ModelConfig, layer_idx: int, moe_dispatch: str = "sorted"):
+    def __init__(self, cfg: ModelConfig, layer_idx: int, moe_dispatch: str = "auto"):
         super().__init__()
         self.attn_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
         if cfg.mla is not None:
@@ -55,7 +55,7 @@ class Block(nn.Module):
 
 
 class Transformer(nn.Module):
-    def __init__(self, cfg: ModelConfig, moe_dispatch: str = "sorted"):
+    def __init__(self, cfg: ModelConfig, moe_dispatch: str = "auto"):
         super().__init__()
         self.cfg = cfg.validate()
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.d_model)
