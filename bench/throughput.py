@@ -37,6 +37,7 @@ CONFIGS = [  # name, d_model, n_layers, n_heads, vocab, seq, batch, moe
     ("d128-v32k", 128, 4, 4, 32000, 256, 16, False),
     ("d256-v4k-s512", 256, 6, 4, 4096, 512, 8, False),
     ("moe-d256-e8k2", 256, 4, 4, 4096, 256, 16, True),
+    ("moe-d768-e8k2-s1024", 768, 12, 12, 32000, 1024, 8, True),  # GPU only: 8 experts of the 125M's d_ff
 ]
 QUICK = ["d64-v4k", "d128-v4k", "d256-v4k"]
 
