@@ -68,14 +68,15 @@ def resolve_device(cfg: RunConfig) -> tuple[str, torch.dtype | None, bool]:
     return dev, amp, compile_
 
 
-# On CPU, torch.compile (inductor) speeds a training step up 1.3-1.4x for d_model 64-256 but costs
-# 15-30 s to compile (docs/LOG.md), so `compile=auto` compiles only runs expected to take longer
-# than this, estimated at 30% MFU of the measured matmul peak.
-CPU_COMPILE_MIN_SECONDS = 120.0
+# `compile=auto` compiles only runs expected to take longer than this, estimated at 30% MFU of the
+# peak. CPU: inductor speeds a step up 1.3-1.4x for d_model 64-256 but costs 15-30 s to compile.
+# CUDA (H200): 1.81x at 125M (519k vs 286k tokens/s) for 25-30 s of compiling, so it pays from ~60 s
+# of eager training; the demo's 13 tiny runs took 143 s compiled each (docs/LOG.md, 2026-11-30).
+COMPILE_MIN_SECONDS = {"cpu": 120.0, "cuda": 60.0}
 
 
-def compile_pays_off(total_tokens: float, flops_per_token: float, peak_flops: float) -> bool:
-    return total_tokens * flops_per_token / (0.3 * peak_flops) > CPU_COMPILE_MIN_SECONDS
+def compile_pays_off(total_tokens: float, flops_per_token: float, peak_flops: float, device: str = "cpu") -> bool:
+    return total_tokens * flops_per_token / (0.3 * peak_flops) > COMPILE_MIN_SECONDS[device]
 
 
 @torch.no_grad()
@@ -151,8 +152,9 @@ def setup(cfg: RunConfig, run: RunDir, resume: bool, dataset: TokenDataset | Non
     sheet = datasheet_peak(device, amp) * dist.world
     peak = sheet or measured
     flops_per_token = cfg.model.flops_per_token_exact(t.seq_len)
-    if t.compile == "auto" and device == "cpu" and cfg.model.moe is None:
-        compile_ = compile_pays_off(cfg.total_steps * t.tokens_per_step, flops_per_token, peak)
+    kind = device.split(":")[0]
+    if t.compile == "auto" and kind in COMPILE_MIN_SECONDS and cfg.model.moe is None:
+        compile_ = compile_pays_off(cfg.total_steps * t.tokens_per_step, flops_per_token, peak, kind)
 
     torch.manual_seed(t.seed)
     model = Transformer(cfg.model).to(device)
