@@ -117,6 +117,18 @@ class ModelConfig:
     sliding_window: int = 0
     """0 = full causal attention; w = each token attends the last w positions, itself included
     (Mistral 7B: 4096). The KV cache keeps every position; the attention masks the older ones."""
+    parametrization: str = "sp"
+    """sp (standard) | mup: the maximal-update parametrization for Adam (Yang et al. 2022, "Tensor
+    Programs V", Table 3; microsoft/mup's MuReadout and MuAdamW). With width multiplier m = d_model /
+    mup_base_width, the hidden matrices (attention, MLP) start at std init_std / sqrt(m) and train
+    at lr / m; embeddings and norm gains keep init_std and lr; the logits are multiplied by 1 / m; the
+    attention scores by sqrt(mup_base_head_dim) / head_dim (1/d, not 1/sqrt(d)). At the base width
+    muP is SP exactly, so an lr tuned there transfers to wider models. Dense models only."""
+    mup_base_width: int = 0
+    """muP: the d_model where muP equals SP (where the lr was tuned); 0 = this model's d_model."""
+    mup_base_head_dim: int = 0
+    """muP: the head_dim of the base model; 0 = this model's head_dim (a family that adds heads and
+    keeps head_dim, as `ladder plan` does, needs no other)."""
     init_from: str = ""
     """a Hugging Face checkpoint folder to start from (Llama, Mistral, Mixtral, Qwen2/3, Qwen3-MoE, OLMoE,
     DeepSeek-V2: `model/hf.py` SUPPORTED): its config.json sets the
@@ -136,6 +148,10 @@ class ModelConfig:
             object.__setattr__(self, "moe", replace(self.moe, d_expert=self.d_ff))
         if self.mla is not None and self.mla.rope_head_dim == 0:
             object.__setattr__(self, "mla", replace(self.mla, rope_head_dim=self.head_dim // 2))
+        if self.mup_base_width == 0:
+            object.__setattr__(self, "mup_base_width", self.d_model)
+        if self.mup_base_head_dim == 0:
+            object.__setattr__(self, "mup_base_head_dim", self.head_dim)
 
     def validate(self) -> ModelConfig:
         for name in ("d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim", "d_ff", "vocab_size",
@@ -161,11 +177,27 @@ class ModelConfig:
             if self.n_kv_heads != self.n_heads or self.qkv_bias or self.qk_norm or self.sliding_window:
                 raise UserError("model.mla replaces the attention: leave n_kv_heads = n_heads and qkv_bias, qk_norm "
                                 "and sliding_window unset")
+        if self.parametrization not in ("sp", "mup"):
+            raise UserError(f"model.parametrization must be sp or mup, got {self.parametrization!r}")
+        if self.parametrization == "mup" and (self.moe is not None or self.mla is not None):
+            raise UserError("model.parametrization=mup is for dense models here: drop model.moe/model.mla or use sp")
+        if self.mup_base_width < 1 or self.mup_base_head_dim < 1:
+            raise UserError("model.mup_base_width and model.mup_base_head_dim must be >= 1 (0 = this model's)")
         if self.qk_norm not in ("", "head", "full"):
             raise UserError(f"model.qk_norm must be '', 'head' or 'full', got {self.qk_norm!r}")
         if self.sliding_window < 0:
             raise UserError(f"model.sliding_window must be >= 0 (0 = full attention), got {self.sliding_window}")
         return self
+
+    @property
+    def width_mult(self) -> float:
+        """muP's m = d_model / mup_base_width (1 under SP)."""
+        return self.d_model / self.mup_base_width if self.parametrization == "mup" else 1.0
+
+    @property
+    def attn_scale(self) -> float | None:
+        """The attention-score scale: None = 1/sqrt(head_dim) (SP); muP: sqrt(base head_dim) / head_dim."""
+        return self.mup_base_head_dim ** 0.5 / self.head_dim if self.parametrization == "mup" else None
 
     def is_moe_layer(self, i: int) -> bool:
         return self.moe is not None and i >= self.moe.first_dense_layers

@@ -71,9 +71,10 @@ class Attention(nn.Module):
     window (Mistral)."""
 
     def __init__(self, d_model: int, n_heads: int, n_kv_heads: int, head_dim: int, layer_idx: int,
-                 qkv_bias: bool = False, qk_norm: str = "", sliding_window: int = 0, eps: float = 1e-5):
+                 qkv_bias: bool = False, qk_norm: str = "", sliding_window: int = 0, eps: float = 1e-5,
+                 scale: float | None = None):
         super().__init__()
-        self.n_heads, self.n_kv_heads, self.head_dim = n_heads, n_kv_heads, head_dim
+        self.n_heads, self.n_kv_heads, self.head_dim, self.scale = n_heads, n_kv_heads, head_dim, scale
         self.layer_idx, self.window, self.qk_norm = layer_idx, sliding_window, qk_norm
         self.wq = nn.Linear(d_model, n_heads * head_dim, bias=qkv_bias)
         self.wk = nn.Linear(d_model, n_kv_heads * head_dim, bias=qkv_bias)
@@ -108,9 +109,9 @@ class Attention(nn.Module):
         gqa = self.n_kv_heads != self.n_heads
         mask = attention_mask(start, T, k.shape[2], self.window, x.device)
         if mask is None and start == 0:
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa, scale=self.scale)
         else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa, scale=self.scale)
         y = y.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)  # (B, T, H*hd)
         return self.wo(y)
 

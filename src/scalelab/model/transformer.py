@@ -40,7 +40,7 @@ class Block(nn.Module):
         else:
             self.attn = Attention(cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, layer_idx,
                                   qkv_bias=cfg.qkv_bias, qk_norm=cfg.qk_norm, sliding_window=cfg.sliding_window,
-                                  eps=cfg.norm_eps)
+                                  eps=cfg.norm_eps, scale=cfg.attn_scale)
         self.mlp_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
         moe = cfg.is_moe_layer(layer_idx)
         self.mlp = MoE(cfg.d_model, cfg.moe, moe_dispatch) if moe else SwiGLU(cfg.d_model, cfg.d_ff)
@@ -74,18 +74,25 @@ class Transformer(nn.Module):
     def reset_parameters(self) -> None:
         """GPT-2 / OLMo style init: N(0, std) everywhere, residual-branch outputs (wo, w2) scaled by
         1/sqrt(2 n_layers) so the residual stream's variance does not grow with depth. Small logits
-        at init make the step-0 loss close to ln(vocab)."""
+        at init make the step-0 loss close to ln(vocab). muP: the hidden matrices' std / sqrt(m)."""
         std = self.cfg.init_std
-        out_std = std / math.sqrt(2 * self.cfg.n_layers)
+        hidden = {id(p) for p in self.hidden_matrices()}
         for name, p in self.named_parameters():
+            s = std / math.sqrt(self.cfg.width_mult) if id(p) in hidden else std
             if name.endswith(".bias"):
                 nn.init.zeros_(p)
             elif p.dim() == 1:  # norm gains
                 nn.init.ones_(p)
             elif name.endswith(("wo.weight", "w2.weight", ".w2")):
-                nn.init.normal_(p, 0.0, out_std)
+                nn.init.normal_(p, 0.0, s / math.sqrt(2 * self.cfg.n_layers))
             else:
-                nn.init.normal_(p, 0.0, std)
+                nn.init.normal_(p, 0.0, s)
+
+    def hidden_matrices(self) -> list[nn.Parameter]:
+        """The weights whose fan-in and fan-out both grow with width (muP's "hidden" weights: every
+        matrix but the embedding and the output projection)."""
+        edge = {id(self.tok_emb.weight), id(self.lm_head.weight)}
+        return [p for p in self.parameters() if p.dim() >= 2 and id(p) not in edge]
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())  # shared (tied) tensors are counted once
@@ -107,6 +114,8 @@ class Transformer(nn.Module):
         if cache is not None:
             cache.pos += T
         x = self.norm(x)
+        if self.cfg.width_mult != 1.0:  # muP's output multiplier 1/m (MuReadout), on x: the same logits
+            x = x / self.cfg.width_mult
         if targets is not None and not return_logits:
             # training / evaluation: never materialise the (B*T, V) logits (see model/loss.py)
             out = ModelOutput(logits=None)

@@ -224,7 +224,7 @@ def train_step(s: TrainState, step: int, window: Window) -> tuple[float, torch.T
     t, dist = s.cfg.train, s.dist
     lr = lr_at(step, s.cfg.total_steps, s.cfg.optim.lr, s.cfg.schedule)
     for g in s.optimizer.param_groups:
-        g["lr"] = lr
+        g["lr"] = lr * g.get("lr_mult", 1.0)  # muP's hidden matrices: lr / m (train/optim.py)
     for micro in range(t.grad_accum):
         # the global batch a single process would draw; each rank trains on its slice of it
         x, y = (parallel.shard(b, dist) for b in s.dataset.sample(t.batch_size, t.seq_len, t.seed, step, micro,
