@@ -38,6 +38,8 @@ LABS = {
             "post-training: SFT, then DPO on the model's own right/wrong answers; accuracy and KL per beta"),
     "speculative": ("scalelab.labs.speculative", "SpeculativeSpec",
                     "small models drafting for bigger ones: acceptance, tokens per pass, speed-up, KV cache"),
+    "lr-transfer": ("scalelab.labs.lrtransfer", "LRTransferSpec",
+                    "the best learning rate across widths under SP and muP; lr*(N, D) vs DeepSeek and StepLaw"),
     "distill": ("scalelab.labs.distill", "DistillSpec",
                 "students distilled from a teacher vs from scratch at equal student compute (Busbridge et al.)"),
 }

@@ -20,10 +20,10 @@ def _parse_budgets(text: str) -> tuple[float, ...]:
 
 
 def plan_table(rungs, title: str) -> None:
-    table(title, ["name", "N", "non-emb N", "D", "C=6ND", "D/N", "steps", "batch", "lr", "warmup"],
+    table(title, ["name", "N", "non-emb N", "D", "C=6ND", "D/N", "steps", "batch", "lr", "warmup", "lr/batch rule"],
           [(r.name, f"{r.N:,}", f"{r.N_non_embedding:,}", f"{r.D:,}", f"{r.C:.3g}", f"{r.D / r.N:.1f}", str(r.steps),
-            str(r.config.train.batch_size), f"{r.config.optim.lr:.4f}", str(r.config.schedule.warmup_steps))
-           for r in rungs])
+            str(r.config.train.batch_size), f"{r.config.optim.lr:.4f}", str(r.config.schedule.warmup_steps),
+            r.rule + (f", seed {r.config.train.seed}" if r.replica_of else "")) for r in rungs])
 
 
 def cmd_plan(a) -> int:
@@ -35,7 +35,7 @@ def cmd_plan(a) -> int:
 
     spec = LadderSpec(budgets=_parse_budgets(a.budgets), sizes_per_budget=a.sizes_per_budget, strategy=a.strategy,
                       vocab_size=a.vocab_size, seq_len=a.seq_len, tokens_per_param=a.tokens_per_param, span=a.span,
-                      min_width=a.min_width)
+                      min_width=a.min_width, heuristics=a.heuristics, mup_base_lr=a.mup_base_lr, seeds=a.seeds)
     if a.corpus:
         spec = replace(spec, data=DataConfig(corpus=a.corpus, tokenizer_train_bytes=spec.data.tokenizer_train_bytes))
     if a.task:
@@ -49,7 +49,7 @@ def cmd_plan(a) -> int:
     else:
         plan_table(rungs, f"IsoFLOP ladder: {len(rungs)} runs, C = 6 N D with N = total parameters")
         total = sum(r.C for r in rungs)
-        print(f"total compute {total:.3g} FLOPs; strategy {spec.strategy}")
+        print(f"total compute {total:.3g} FLOPs; strategy {spec.strategy}; {spec.rules().describe()}")
     if a.out:
         atomic_write_text(Path(a.out), spec_to_toml(spec))
         if not a.json:
@@ -115,13 +115,15 @@ def _run(a, spec, say) -> int:
 
 
 def cmd_status(a) -> int:
-    from scalelab.ladder.results import open_store
+    from scalelab.ladder.results import open_store, rung_quality
 
     store = open_store(a.dir)
     runs, prog, claims = store.runs(), store.progress(), store.claims()
+    quality = dict(zip(*(lambda q: (q["run"], q["quality"]))(rung_quality(store))))
     store.close()
     if a.json:
-        print_json([{**{k: v for k, v in r.items() if k != "spec"}, "step": prog.get(r["name"], 0)} for r in runs])
+        print_json([{**{k: v for k, v in r.items() if k != "spec"}, "step": prog.get(r["name"], 0),
+                     "quality": quality.get(r["name"], "")} for r in runs])
         return 0
     for c in claims:  # `ladder run --share`: which process trains which unit (named by its first run)
         ago = time.time() - c["heartbeat"]
@@ -131,6 +133,12 @@ def cmd_status(a) -> int:
           [(r["name"], r["status"], f"{prog.get(r['name'], 0)}/{r['steps']}", f"{r['N']:,}", f"{r['D']:,}",
             f"{r['final_loss']:.4f}" if r["final_loss"] else "", str(r["attempts"]),
             f"{r['wall_seconds']:.0f}" if r["wall_seconds"] else "") for r in runs], right=())
+    flagged = {n: q for n, q in quality.items() if q}
+    for name, why in flagged.items():
+        print(f"check {name}: {why}")
+    if quality:
+        print(f"rung-quality checks: {len(flagged)} of {len(quality)} finished rungs flagged"
+              + ("; `scalelab fit runs.csv --exclude-flagged` leaves them out" if flagged else ""))
     return 0
 
 
@@ -226,6 +234,16 @@ def _register_plan(ls) -> None:
     p.add_argument("--tokens-per-param", type=float, default=40.0, help="centre of the sizes (D/N at the guess)")
     p.add_argument("--span", type=float, default=16.0, help="largest/smallest size ratio per budget")
     p.add_argument("--min-width", type=int, default=16)
+    p.add_argument("--heuristics", default="deepseek", metavar="RULE",
+                   help="how each rung's lr and batch are set: deepseek (DeepSeek LLM's fits in C), steplaw "
+                        "(StepLaw's in N and D), mup (muP at every width, one lr tuned at the smallest), or "
+                        "fitted:FILE (the lr_law.json of `scalelab lab lr-transfer`)")
+    p.add_argument("--mup-base-lr", type=float, default=0.0,
+                   help="with --heuristics mup: the lr tuned at --min-width "
+                        "(default: DeepSeek's at the smallest budget)")
+    p.add_argument("--seeds", type=int, default=1, metavar="K",
+                   help="train each budget's centre rung K times (seeds seed..seed+K-1): the seed noise the "
+                        "rung-quality checks of `ladder status` measure against")
     p.add_argument("--task", action="append", default=None, metavar="SPEC",
                    help="evaluate every rung on this task at each evaluation (repeatable): a spec such as "
                         "addition:digits=2, or a .jsonl file of prompt/answer pairs")

@@ -31,7 +31,8 @@ def _load_fit_table(a):
         src = resources.files("scalelab") / "examples" / fname
         return load_table(str(src), params=a.params, drop_highest_loss=drop)
     if a.table:
-        return load_table(a.table, params=a.params, drop_highest_loss=a.drop_highest_loss)
+        return load_table(a.table, params=a.params, drop_highest_loss=a.drop_highest_loss,
+                          exclude_flagged=a.exclude_flagged)
     raise UserError("give a TABLE.csv to fit, or --example chinchilla")
 
 
@@ -104,6 +105,9 @@ def cmd_fit(a) -> int:
         return 0
     for w in sorted({str(w.message) for w in caught}):
         print(f"warning: {w}")
+    for note in table.notes:
+        if note.startswith("excluded "):
+            print(note)
     how = f"method {law.info['method']}" if "method" in law.info and law.approach == "3" and not _custom(a) \
         else f"{law.form}"
     _table(f"approach {law.approach} fit ({how}, N = {table.param_convention} params)",
@@ -259,6 +263,9 @@ def register(sub) -> None:
     f.add_argument("--params", default=None, choices=["total", "non_embedding"],
                    help="which parameter count is N when the table has both")
     f.add_argument("--drop-highest-loss", type=int, default=0, metavar="K")
+    f.add_argument("--exclude-flagged", action="store_true",
+                   help="leave out the rungs the ladder's quality checks flagged (the exported table's quality "
+                        "column; `scalelab ladder status` says why); each one left out is printed")
     f.add_argument("--example", default=None, help="fit a shipped table: chinchilla (or pythia-tasks with --metric)")
     f.add_argument("--metric", default=None, metavar="COL",
                    help="forecast this task metric column (accuracy, exact match ...: fractions in [0, 1]); "

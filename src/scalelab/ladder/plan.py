@@ -22,7 +22,7 @@ from scalelab.config import DataConfig, OptimConfig, RunConfig, ScheduleConfig, 
 from scalelab.economics.flops import train_flops_6nd
 from scalelab.errors import UserError
 from scalelab.io import read_config_file
-from scalelab.ladder.heuristics import HEURISTICS, Recipe
+from scalelab.ladder.heuristics import Recipe, heuristics_for
 from scalelab.model.config import ModelConfig
 from scalelab.typed import build
 
@@ -46,6 +46,12 @@ class LadderSpec:
     min_width: int = 32
     max_width: int = 1024
     heuristics: str = "deepseek"
+    """how each rung's lr and batch are set (ladder/heuristics.py): deepseek | steplaw | mup | fitted:FILE."""
+    mup_base_lr: float = 0.0
+    """heuristics=mup: the lr tuned at the smallest width (0 = DeepSeek's lr at the smallest budget)."""
+    seeds: int = 1
+    """runs of each budget's centre rung (seeds seed .. seed+seeds-1): their spread is the seed noise the
+    rung-quality checks (ladder/quality.py) measure "off the trend" against."""
     seed: int = 0
     threads: int = 1
     """torch threads per run."""
@@ -67,12 +73,17 @@ class LadderSpec:
             raise UserError(f"ladder.strategy must be cosine or wsd, got {self.strategy!r}")
         if self.span < 1 or self.tokens_per_param <= 0:
             raise UserError("ladder.span must be >= 1 and ladder.tokens_per_param > 0")
-        if self.heuristics not in HEURISTICS:
-            raise UserError(f"ladder.heuristics must be one of {sorted(HEURISTICS)}")
+        self.rules()  # an unknown name or an unreadable fitted file is a UserError
+        if self.seeds < 1 or (self.seeds > 1 and self.strategy == "wsd"):
+            raise UserError("ladder.seeds must be >= 1, and 1 with strategy wsd (its rungs share runs)")
         if self.min_width % self.head_dim or self.width_step % self.head_dim:
             raise UserError("ladder.min_width and ladder.width_step must be multiples of ladder.head_dim")
         self.tasks.validate()
         return self
+
+    def rules(self):
+        """The heuristics object this spec names."""
+        return heuristics_for(self.heuristics, self.budgets, self.min_width, self.mup_base_lr)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -89,6 +100,10 @@ class Rung:
     config: RunConfig
     group: str = ""
     """WSD: the shape group whose largest run this point branches from."""
+    rule: str = ""
+    """which heuristics set this rung's lr and batch."""
+    replica_of: str = ""
+    """`--seeds k`: the rung this one repeats with another seed."""
 
     @property
     def model(self) -> ModelConfig:
@@ -129,7 +144,8 @@ class Rung:
                 "N_non_embedding": self.N_non_embedding, "D": self.D, "C": self.C, "steps": self.steps,
                 "d_model": self.model.d_model, "n_layers": self.model.n_layers, "n_heads": self.model.n_heads,
                 "batch_size": c.train.batch_size, "lr": c.optim.lr, "warmup_steps": c.schedule.warmup_steps,
-                "decay_start": self.decay_start, "config": c.to_dict()}
+                "decay_start": self.decay_start, "lr_rule": self.rule, "replica_of": self.replica_of,
+                "parametrization": self.model.parametrization, "seed": c.train.seed, "config": c.to_dict()}
 
 
 def shape(spec: LadderSpec, d_model: int) -> ModelConfig:
@@ -165,7 +181,9 @@ def plan(spec: LadderSpec) -> list[Rung]:
                     continue
                 c = bigger[0]
             chosen.append(c)
-        rungs += [make_rung(spec, c, C, smallest=smallest) for c in chosen]
+        budget_rungs = [make_rung(spec, c, C, smallest=smallest) for c in chosen]
+        centre = min(budget_rungs, key=lambda r: abs(math.log(r.N / n_guess)))
+        rungs += budget_rungs + [replicate(centre, spec.seed + j) for j in range(1, spec.seeds)]
     if spec.strategy == "wsd":
         rungs = _wsd(spec, rungs)
     names = [r.name for r in rungs]
@@ -174,10 +192,18 @@ def plan(spec: LadderSpec) -> list[Rung]:
     return rungs
 
 
+def replicate(r: Rung, seed: int) -> Rung:
+    """The same rung with another seed (its data order and initialisation)."""
+    cfg = replace(r.config, train=replace(r.config.train, seed=seed))
+    return replace(r, name=f"{r.name}-seed{seed}", config=cfg, replica_of=r.name)
+
+
 def make_rung(spec: LadderSpec, c: ModelConfig, C: float, prefix: str = "", smallest: int | None = None) -> Rung:
     """Shape ``c`` trained on budget C: D = C / (6N) rounded to whole steps, batch, lr and warmup
-    from the spec's heuristics. A budget that buys too few steps is a UserError."""
-    heur = HEURISTICS[spec.heuristics]()
+    from the spec's heuristics (which may also set the parametrization). A budget that buys too few
+    steps is a UserError."""
+    heur = spec.rules()
+    c = heur.model(c)
     N = c.num_params_total
     D = int(C / (6.0 * N))
     if D < heur.min_tokens(spec.seq_len):
@@ -187,7 +213,8 @@ def make_rung(spec: LadderSpec, c: ModelConfig, C: float, prefix: str = "", smal
             f"raise the budget or lower ladder.tokens_per_param/min_width "
             f"(smallest shape: {smallest or N:,} parameters)")
     name = f"{prefix}C{C:.0e}-N{N / 1e3:.0f}k".replace("+", "")
-    return Rung(name=name, budget=C, config=run_config(spec, c, heur.recipe(C, N, D, spec.seq_len)))
+    recipe = heur.recipe(C, c, D, spec.seq_len)
+    return Rung(name=name, budget=C, config=run_config(spec, c, recipe), rule=recipe.rule)
 
 
 def run_config(spec: LadderSpec, model: ModelConfig, r: Recipe, decay_start: int = -1) -> RunConfig:
@@ -223,9 +250,9 @@ def _wsd(spec: LadderSpec, rungs: list[Rung]) -> list[Rung]:
         for r in sorted(rs, key=lambda r: r.D):
             steps = max(1, round(r.D / (b * spec.seq_len)))
             decay = steps - max(1, round(spec.wsd_decay_frac * steps))
-            recipe = Recipe(batch_size=b, steps=steps, lr=lr, warmup_steps=min(warm, max(1, decay)))
+            recipe = Recipe(batch_size=b, steps=steps, lr=lr, warmup_steps=min(warm, max(1, decay)), rule=top.rule)
             cfg = run_config(spec, r.model, recipe, decay_start=max(decay, min(warm, decay)))
-            out.append(Rung(name=r.name, budget=r.budget, config=cfg, group=f"wsd-d{d}"))
+            out.append(Rung(name=r.name, budget=r.budget, config=cfg, group=f"wsd-d{d}", rule=top.rule))
     return out
 
 
@@ -247,6 +274,11 @@ def spec_from_dict(raw: dict) -> LadderSpec:
             lad[section] = raw[section]
     spec = build(LadderSpec, lad, "ladder")
     return spec.validate()
+
+
+def spec_from_stored(d: dict) -> LadderSpec:
+    """The spec a ladder's store keeps (`LadderSpec.to_dict`), rebuilt."""
+    return build(LadderSpec, dict(d), "ladder").validate()
 
 
 def spec_to_toml(spec: LadderSpec) -> str:

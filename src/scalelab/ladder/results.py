@@ -15,6 +15,8 @@ import pandas as pd
 from scalelab.economics.flops import train_flops_6nd
 from scalelab.errors import UserError
 from scalelab.io import atomic_write_text
+from scalelab.ladder.plan import plan, spec_from_stored
+from scalelab.ladder.quality import check_rungs
 from scalelab.ladder.store import Store
 from scalelab.laws.fitting import fit_approach2, fit_approach3
 from scalelab.laws.methods import DEFAULT_METHOD, get_method
@@ -60,8 +62,37 @@ def _points(store: Store, include_holdout: bool) -> list[tuple[dict, MetricsReco
     return out
 
 
-def results_table(store: Store, include_holdout: bool = True) -> pd.DataFrame:
-    return pd.DataFrame([row for row, _ in _points(store, include_holdout)])
+def results_table(store: Store, include_holdout: bool = True, quality: bool = False) -> pd.DataFrame:
+    """The loss table; with ``quality``, each row also carries its run's rung-quality reasons."""
+    df = pd.DataFrame([row for row, _ in _points(store, include_holdout)])
+    if quality and not df.empty:
+        q = rung_quality(store)
+        df["quality"] = df["run"].map(dict(zip(q["run"], q["quality"]))).fillna("")
+    return df
+
+
+def rung_quality(store: Store) -> pd.DataFrame:
+    """The rung-quality checks (ladder/quality.py) of a ladder's finished rungs (held-out runs apart):
+    off-trend residuals, loss curves, and each rung's lr against the rule it was planned with."""
+    runs = {r["name"]: r for r in store.runs()}
+    df = results_table(store, include_holdout=False)
+    if df.empty:
+        return pd.DataFrame(columns=["run", "quality"])
+    finals = df[df["final"]].copy()
+    finals["steps"] = finals["run"].map(lambda n: runs[n]["steps"])
+    finals["replica_of"] = finals["run"].map(lambda n: json.loads(runs[n]["spec"]).get("replica_of", ""))
+    curves: dict = {}
+    for name, rec in store.records():
+        curves.setdefault(name, []).append((rec.step, rec.train_loss, rec.val_loss))
+    return check_rungs(finals, curves, _rule_lrs(store))
+
+
+def _rule_lrs(store: Store) -> dict | None:
+    """Each planned rung's lr under the ladder's own heuristics (None if the spec cannot be rebuilt)."""
+    try:
+        return {r.name: r.config.optim.lr for r in plan(spec_from_stored(store.get_meta("spec")))}
+    except (UserError, TypeError, KeyError):
+        return None
 
 
 def task_table(store: Store, include_holdout: bool = True) -> pd.DataFrame:
@@ -75,7 +106,7 @@ def task_table(store: Store, include_holdout: bool = True) -> pd.DataFrame:
 def export(out_dir: str | Path, dest: str | Path, tasks: bool = False) -> pd.DataFrame:
     """Write the loss table (or with ``tasks`` the task table) to ``dest`` (.csv or .parquet)."""
     store = open_store(out_dir)
-    df = task_table(store) if tasks else results_table(store)
+    df = task_table(store) if tasks else results_table(store, quality=True)
     store.close()
     if df.empty:
         raise UserError(f"{out_dir} has no evaluated runs yet" if not tasks else

@@ -104,8 +104,21 @@ def read_frame(path) -> pd.DataFrame:
         raise UserError(f"cannot read table {p}: {e}".splitlines()[0]) from None
 
 
-def load_table(src, params: str | None = None, drop_highest_loss: int = 0) -> RunTable:
+def _drop_flagged(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    if "quality" not in df.columns:
+        raise UserError("exclude-flagged needs the table's quality column: export the ladder again with "
+                        "`scalelab ladder export DIR --out runs.csv`")
+    flagged = df["quality"].fillna("").astype(str).str.len() > 0
+    runs = df.loc[flagged, "run"].unique() if "run" in df.columns else []
+    notes = [f"excluded {r}: {df.loc[df['run'] == r, 'quality'].iloc[0]}" for r in runs]
+    return df[~flagged].reset_index(drop=True), notes
+
+
+def load_table(src, params: str | None = None, drop_highest_loss: int = 0, exclude_flagged: bool = False) -> RunTable:
     """Read a CSV / Parquet path or a DataFrame into a validated `RunTable`.
+
+    ``exclude_flagged`` drops the runs whose ``quality`` column (`ladder export`: the rung-quality
+    checks of ladder/quality.py) names a reason, and says which in the table's notes.
 
     ``params`` picks the parameter column when a table has several (e.g. the ladder exports ``N``
     (total) and ``N_non_embedding``): "total" or "non_embedding". ``drop_highest_loss`` removes the
@@ -115,7 +128,9 @@ def load_table(src, params: str | None = None, drop_highest_loss: int = 0) -> Ru
         df, source = src.copy(), "DataFrame"
     else:
         df, source = read_frame(src), str(src)
-    convention = "total"
+    convention, notes = "total", []
+    if exclude_flagged:
+        df, notes = _drop_flagged(df)
     if params == "non_embedding":
         col = next((c for c in ("N_non_embedding", "params_non_embedding") if c in df.columns), None)
         if col is None:
@@ -150,7 +165,6 @@ def load_table(src, params: str | None = None, drop_highest_loss: int = 0) -> Ru
             i = int(np.flatnonzero(bad)[0])
             raise UserError(f"table row {i + 1}: column {c} must be a positive finite number, got "
                             f"{df.iloc[i][cols.get(c) or c] if (cols.get(c) or c) in df.columns else out[c].iloc[i]!r}")
-    notes = []
     if drop_highest_loss > 0:
         keep = out["loss"].rank(method="first", ascending=False) > drop_highest_loss
         out = out[keep.to_numpy()].reset_index(drop=True)
