@@ -5,8 +5,8 @@ import math
 
 import numpy as np
 import pytest
-from conftest import run_cli
 
+from conftest import run_cli
 from scalelab.errors import UserError
 from scalelab.ladder.plan import LadderSpec, plan
 from scalelab.laws.hyper import STEPLAW_BATCH, STEPLAW_LR, fit_power_law, grid_optimum, load_steplaw, refit_steplaw
