@@ -92,7 +92,8 @@ def test_quantize_model_counts_bytes_and_agrees_with_torchao():
                                  pytest.param("synthetic", marks=pytest.mark.slow),
                                  pytest.param("speculative", marks=pytest.mark.slow),
                                  pytest.param("icl", marks=pytest.mark.slow),
-                                 pytest.param("dpo", marks=pytest.mark.slow)])  # slow ones: make test-all
+                                 pytest.param("dpo", marks=pytest.mark.slow),
+                                 pytest.param("lr-transfer", marks=pytest.mark.slow)])  # slow ones: make test-all
 def test_task_labs_quick_write_summary_figures_and_report(lab, tmp_path):
     out = tmp_path / lab
     r = _cli("lab", lab, "--quick", "--out", str(out))
@@ -144,6 +145,13 @@ def test_task_labs_quick_write_summary_figures_and_report(lab, tmp_path):
         r = {x["model"]: x for x in s["results"]}
         assert set(r) == {"pretrained", "sft", "dpo", "dpo+nll1"} and abs(r["sft"]["kl_from_sft"]) < 1e-6
         assert r["dpo"]["kl_from_sft"] > 0 and s["pairs"] >= 8 and all(0 <= x["exact_match"] <= 1 for x in r.values())
+    elif lab == "lr-transfer":  # 2 widths x 3 lrs x (sp, mup) + one more token count; muP = SP at the base width
+        runs = {(r["parametrization"], r["width"], r["planned_tokens"], r["lr"]): r["val_loss"] for r in s["runs"]}
+        assert len(runs) == 15 and all(runs[("sp", 32, 60_000, lr)] == runs[("mup", 32, 60_000, lr)]
+                                       for lr in s["spec"]["lrs"])
+        assert set(s["drift"]) == {"sp", "mup"}
+        law = out / "lr_law.json"  # written when SP has enough interior optima to fit lr*(N, D)
+        assert json.loads(law.read_text())["lr_law"]["coef"] > 0 if s["fitted_lr_law"] else not law.exists()
     elif lab == "attention":
         c = {(r["size"], r["variant"]): r for r in s["comparison"]}
         assert c[("64x1", "mqa")]["kv_cache_vs_mha"] == 0.25 and 0 < c[("64x1", "mla")]["kv_cache_vs_mha"] < 0.5

@@ -103,8 +103,9 @@ def run(spec: LRTransferSpec, out: str | Path, log=print) -> dict:
     summary = {"spec": asdict(spec), "runs": rows, "optima": optima.to_dict("records"),
                "drift": _drift(optima, spec.tokens), **_laws(optima, spec)}
     summary["seconds"] = time.perf_counter() - t0
-    atomic_write_text(out / "lr_law.json", json.dumps({"lr_law": summary["fitted_lr_law"],
-                                                       "source": str(out / "summary.json")}, indent=2))
+    if summary["fitted_lr_law"]:  # what `ladder plan --heuristics fitted:FILE` reads
+        atomic_write_text(out / "lr_law.json", json.dumps({"lr_law": summary["fitted_lr_law"],
+                                                           "source": str(out / "summary.json")}, indent=2))
     write_summary(out, summary)
     figs = plot(runs, optima, summary, out)
     write_report(out, "Learning-rate transfer lab", [
@@ -189,8 +190,8 @@ def plot(runs: pd.DataFrame, optima: pd.DataFrame, s: dict, out: Path) -> list[P
     if pts:
         n = np.array([p["N_non_embedding"] for p in pts])
         ax.plot(n, [p["lr_opt"] for p in pts], "ko", label="measured optimum (SP)")
-        for key, style in (("fitted", "-"), ("deepseek", "--"), ("steplaw", ":")):
-            ax.plot(n, [p[key] for p in pts], style, marker=".", label=key)
+        for key, marker in (("fitted", "x"), ("deepseek", "s"), ("steplaw", "^")):
+            ax.plot(n, [p[key] for p in pts], marker, ls="none", mfc="none", label=f"{key}'s lr* at the same (N, D)")
     ax.set(xscale="log", yscale="log", xlabel="non-embedding parameters", ylabel="lr*", title="lr* laws")
     ax.legend(fontsize=7)
     return [savefig(fig, out, "lr_transfer")]

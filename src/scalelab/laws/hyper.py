@@ -8,9 +8,9 @@ Published fits this module compares against (N non-embedding parameters, D train
   B* = 0.58 D^0.571 tokens; 3,700 models, 215M-1B non-embedding parameters in the released grid.
 - DeepSeek LLM (Bi et al. 2024, eq. 1): lr* = 0.3118 C^-0.125, B* = 0.2920 C^0.3271 tokens.
 
-An optimum on a grid of learning rates is the vertex of a parabola through the grid minimum and its
-two neighbours in log lr (a loss that is convex near its optimum: StepLaw's section 3 observation); at
-the grid's edge it is the edge, flagged, since the true optimum lies beyond it.
+An optimum on a grid of learning rates is the vertex of a least-squares parabola in log lr through
+the grid minimum and up to two points each side (a loss that is convex near its optimum: StepLaw's
+section 3 observation); at the grid's edge it is the edge, flagged, since the true optimum lies beyond.
 """
 
 from __future__ import annotations
@@ -36,10 +36,12 @@ def deepseek_lr(compute_flops: float) -> float:
     return DEEPSEEK_LR["coef"] * compute_flops ** DEEPSEEK_LR["c_exp"]
 
 
-def grid_optimum(values, losses) -> dict:
+def grid_optimum(values, losses, window: int = 2) -> dict:
     """-> {"value", "loss", "at_edge", "index"}: the optimum of ``losses`` over a grid of positive
-    ``values`` (learning rates), interpolated in log value. Non-finite losses (diverged runs) count as
-    worse than any finite one."""
+    ``values`` (learning rates), interpolated in log value: the vertex of a least-squares parabola
+    through the grid minimum and up to ``window`` points each side (single short runs are noisy: three
+    points put the vertex wherever the noise does). Non-finite losses (diverged runs) count as worse
+    than any finite one."""
     x = np.log(np.asarray(values, dtype=float))
     y = np.asarray(losses, dtype=float)
     order = np.argsort(x)
@@ -49,7 +51,12 @@ def grid_optimum(values, losses) -> dict:
         return {"value": math.nan, "loss": math.nan, "at_edge": True, "index": i}
     if i == 0 or i == len(x) - 1 or not np.isfinite(y[i - 1:i + 2]).all():
         return {"value": float(np.exp(x[i])), "loss": float(y[i]), "at_edge": i in (0, len(x) - 1), "index": i}
-    a, b, c = np.polyfit(x[i - 1:i + 2], y[i - 1:i + 2], 2)
+    lo, hi = i - 1, i + 2  # the minimum and a neighbour each side, widened to `window` each side where finite
+    while lo > max(0, i - window) and np.isfinite(y[lo - 1]):
+        lo -= 1
+    while hi < min(len(x), i + window + 1) and np.isfinite(y[hi]):
+        hi += 1
+    a, b, c = np.polyfit(x[lo:hi], y[lo:hi], 2)
     v = -b / (2 * a) if a > 0 else x[i]
     v = float(np.clip(v, x[i - 1], x[i + 1]))
     return {"value": float(np.exp(v)), "loss": float(a * v * v + b * v + c), "at_edge": False, "index": i}

@@ -17,7 +17,7 @@ import pandas as pd
 
 from scalelab.economics.published import models_table
 from scalelab.errors import UserError
-from scalelab.ladder.results import FIT_FILES, ladder_dir, open_store, results_table, task_table
+from scalelab.ladder.results import FIT_FILES, ladder_dir, open_store, results_table, rung_quality, task_table
 from scalelab.laws.law import FittedLaw
 from scalelab.laws.published import PUBLISHED
 
@@ -146,6 +146,7 @@ def gather(src: str | Path) -> ReportData:
     df, tasks = results_table(store), task_table(store)
     spec = store.get_meta("spec", {}) or {}
     specs = {r["name"]: json.loads(r["spec"]) for r in store.runs()}
+    quality = rung_quality(store)
     store.close()
     if df.empty:
         raise UserError(f"{src} has no evaluated runs to report on")
@@ -166,11 +167,22 @@ def gather(src: str | Path) -> ReportData:
         "loss": "validation cross-entropy, nats per token",
         "runs": f"{len(finals)} ladder runs, {len(holdouts)} held out",
         "prediction law": f"{law.form} (approach {law.approach})" if law else "none",
+        "rung checks": _quality_line(quality),
         "fit files": ", ".join(FIT_FILES) if law3 is not None else
         f"missing {', '.join(missing)}: laws are not drawn; run `scalelab report {src} --fit` to fit them",
     }
     return ReportData(title=f"scalelab report: {root.name}", curves=df, finals=finals, holdouts=holdouts,
                       law3=law3, law2=law2, law=law, header=header, specs=specs, missing_fits=missing, tasks=tasks)
+
+
+def _quality_line(q: pd.DataFrame) -> str:
+    """The rung-quality checks (ladder/quality.py) in one line: which rungs are flagged and why."""
+    if q.empty:
+        return "no finished rungs"
+    flagged = q[q["quality"] != ""]
+    head = f"{len(flagged)} of {len(q)} rungs flagged (noise scale {q['noise'].iloc[0]:.3f} in ln loss, " \
+           f"{q['noise_source'].iloc[0]})"
+    return head + "".join(f"; {r['run']}: {r['quality']}" for _, r in flagged.iterrows())
 
 
 def hover(d: ReportData, row) -> str:
