@@ -3,13 +3,14 @@
 A scaling law is only as good as its rungs (Porian et al. 2024 traced most of the Kaplan-Chinchilla
 gap to untuned learning rates and schedules). Three checks, each a stated rule:
 
-1. **off the trend**: the rung's final loss against a smooth trend of the other rungs. The trend is a
-   quadratic surface in (ln N, ln D) fitted to ln loss by least squares (6 coefficients: local and
-   fast, where the Chinchilla form would take seconds per fit); each rung's leave-one-out residual
-   e_i / (1 - h_ii) comes from the hat matrix in one solve. Its noise scale is the seed noise when
-   the ladder repeats rungs (`ladder plan --seeds k`: the pooled standard deviation of ln loss among
-   replicas), else a robust one (1.4826 x the median absolute leave-one-out residual), never below
-   ``FLOOR`` (0.5% of the loss). Flagged beyond ``Z_MAX`` = 3.5 scales.
+1. **off the trend**: the rung's final loss against the Chinchilla law L = E + A/N^alpha + B/D^beta
+   fitted to every rung with the Huber loss of Hoffmann et al. (nearly L1 in ln loss, so one bad rung
+   barely moves it; variable projection: ~0.1 s), as the residual of ln loss. Its scale is the seed
+   noise when the ladder repeats rungs (`ladder plan --seeds k`: the pooled standard deviation of
+   ln loss among replicas), else the residuals' own robust scale (1.4826 x their median absolute
+   value), never below ``FLOOR`` (0.5%). Flagged beyond ``Z_MAX`` = 3.5 scales: Iglewicz and Hoaglin's
+   cut-off for the modified z-score. (A leave-one-out variant was tried first: each fit then keeps
+   the bad rung for the others, whose inflated residuals hid it; docs/LOG.md 2026-11-30.)
 2. **the curve**: a training-loss spike (a logged train loss above ``SPIKE`` = 1.25x its running minimum
    after the first 10% of steps), a late divergence (final validation loss above its minimum over the
    run by more than 2%), or a non-finite loss.
@@ -22,25 +23,28 @@ gap to untuned learning rates and schedules). Three checks, each a stated rule:
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pandas as pd
+
+from scalelab.laws.fitting import fit_approach3
+from scalelab.laws.table import load_table
 
 Z_MAX = 3.5
 FLOOR = 0.005
 SPIKE = 1.25
 LR_RATIO = 3.0
+MIN_RUNGS = 7  # the law has 5 parameters: fewer rungs leave no residual to judge by
 
 
-def trend_residuals(N, D, loss) -> tuple[np.ndarray, np.ndarray]:
-    """-> (leave-one-out residuals of ln loss, their leverage h_ii) under the quadratic trend surface;
-    fewer than 8 rungs: a plane in (ln N, ln D) (3 coefficients)."""
-    n, d, y = np.log(np.asarray(N, float)), np.log(np.asarray(D, float)), np.log(np.asarray(loss, float))
-    cols = [np.ones_like(n), n, d] + ([n * n, d * d, n * d] if len(y) >= 8 else [])
-    X = np.column_stack(cols)
-    H = X @ np.linalg.pinv(X)  # (R, R) hat matrix
-    h = np.clip(np.diag(H), 0.0, 1.0 - 1e-9)
-    return (y - H @ y) / (1.0 - h), h
+def trend_residuals(N, D, loss) -> np.ndarray:
+    """Residuals of ln loss under a robust Chinchilla fit of all the points (see the module docstring)."""
+    n, d, y = (np.asarray(v, float) for v in (N, D, loss))
+    with warnings.catch_warnings():  # an exponent at its bound is a fact about the ladder, not an error here
+        warnings.simplefilter("ignore")
+        law = fit_approach3(load_table(pd.DataFrame({"N": n, "D": d, "loss": y})), method="varpro")
+    return np.log(y) - np.log(np.asarray(law.predict(n, d), float))
 
 
 def seed_noise(finals: pd.DataFrame) -> float | None:
@@ -75,12 +79,13 @@ def check_rungs(finals: pd.DataFrame, curves: dict | None = None, rule_lr: dict 
     df = finals.reset_index(drop=True).copy()
     base = ~df.get("replica_of", pd.Series([""] * len(df))).astype(bool)
     resid = np.full(len(df), np.nan)
-    if base.sum() >= 5:
-        resid[base.to_numpy()] = trend_residuals(df.loc[base, "N"], df.loc[base, "D"], df.loc[base, "loss"])[0]
+    if base.sum() >= MIN_RUNGS:
+        resid[base.to_numpy()] = trend_residuals(df.loc[base, "N"], df.loc[base, "D"], df.loc[base, "loss"])
     noise = seed_noise(df)
     source = "seed replicas"
     if noise is None:
-        noise, source = 1.4826 * float(np.nanmedian(np.abs(resid))) if base.sum() >= 5 else math.nan, "robust"
+        noise, source = 1.4826 * float(np.nanmedian(np.abs(resid))) if base.sum() >= MIN_RUNGS else math.nan, \
+            "robust"
     noise = max(noise, FLOOR) if math.isfinite(noise) else noise
     df["residual"], df["noise"], df["noise_source"] = resid, noise, source
     df["z"] = resid / noise
