@@ -102,6 +102,10 @@ def run(spec: LRTransferSpec, out: str | Path, log=print) -> dict:
     optima = _optima(runs)
     summary = {"spec": asdict(spec), "runs": rows, "optima": optima.to_dict("records"),
                "drift": _drift(optima, spec.tokens), **_laws(optima, spec)}
+    for o in summary["optima"]:
+        log(f"  {o['parametrization']:3s} d_model {o['width']:3d}, {o['tokens']:>9,} tokens: lr* {o['lr_opt']:.2e} "
+            f"(loss {o['loss_opt']:.3f}{', at the grid edge' if o['at_edge'] else ''})")
+    log(_law_text(summary))
     summary["seconds"] = time.perf_counter() - t0
     if summary["fitted_lr_law"]:  # what `ladder plan --heuristics fitted:FILE` reads
         atomic_write_text(out / "lr_law.json", json.dumps({"lr_law": summary["fitted_lr_law"],

@@ -57,8 +57,9 @@ def grid_optimum(values, losses, window: int = 2) -> dict:
     while hi < min(len(x), i + window + 1) and np.isfinite(y[hi]):
         hi += 1
     a, b, c = np.polyfit(x[lo:hi], y[lo:hi], 2)
-    v = -b / (2 * a) if a > 0 else x[i]
-    v = float(np.clip(v, x[i - 1], x[i + 1]))
+    if a <= 0:  # no valley in the window (noise): the grid's own minimum
+        return {"value": float(np.exp(x[i])), "loss": float(y[i]), "at_edge": False, "index": i}
+    v = float(np.clip(-b / (2 * a), x[i - 1], x[i + 1]))
     return {"value": float(np.exp(v)), "loss": float(a * v * v + b * v + c), "at_edge": False, "index": i}
 
 
