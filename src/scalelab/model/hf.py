@@ -114,7 +114,7 @@ def hf_model_type(cfg: ModelConfig) -> str:
 
 def config_to_hf(cfg: ModelConfig, eot_id: int | None = None) -> dict:
     """Our config as a ``config.json`` of `hf_model_type`; with ``eot_id``, its bos/eos/pad ids too."""
-    if cfg.width_mult != 1.0 or cfg.mup_base_head_dim != cfg.head_dim:
+    if cfg.parametrization == "mup" and (cfg.width_mult != 1.0 or cfg.mup_base_head_dim != cfg.head_dim):
         raise UserError(f"model.parametrization=mup at width multiplier {cfg.width_mult:g}: its logit multiplier "
                         "and attention scale have no field in a Llama config.json; export a model trained with sp")
     mtype, m = hf_model_type(cfg), cfg.moe

@@ -71,7 +71,7 @@ def resolve_device(cfg: RunConfig) -> tuple[str, torch.dtype | None, bool]:
 # `compile=auto` compiles only runs expected to take longer than this, estimated at 30% MFU of the
 # peak. CPU: inductor speeds a step up 1.3-1.4x for d_model 64-256 but costs 15-30 s to compile.
 # CUDA (H200): 1.81x at 125M (519k vs 286k tokens/s) for 25-30 s of compiling, so it pays from ~60 s
-# of eager training; the demo's 13 tiny runs took 143 s compiled each (docs/LOG.md, 2026-11-30).
+# of eager training; the demo's 13 tiny runs, each compiled, took 143 s in all, 80 s not (docs/LOG.md, 2026-11-30).
 COMPILE_MIN_SECONDS = {"cpu": 120.0, "cuda": 60.0}
 
 
