@@ -1,7 +1,7 @@
 """Learning-rate transfer: does the best learning rate move with width, and does muP hold it still?
 
-The same family (2 layers, head_dim 16, the offline corpus) at several widths is trained at every
-learning rate of a grid, once in the standard parametrization (SP) and once in muP
+The same family (2 layers, head_dim 16, untied embeddings, the offline corpus) at several widths is
+trained at every learning rate of a grid, once in the standard parametrization (SP) and once in muP
 (model.parametrization=mup, base width = the narrowest: Yang et al. 2022). Per (parametrization,
 width) the optimum is the vertex of a parabola in log lr (laws/hyper.py). Under SP with Adam the
 optimum is expected to fall roughly like 1/width; under muP to stay put.
@@ -55,6 +55,9 @@ class LRTransferSpec(TrainSettings):
     """extra token counts for SP at ``sweep_width``: the D in lr*(N, D)."""
     sweep_width: int = 64
     parametrizations: tuple[str, ...] = ("sp", "mup")
+    tie_embeddings: bool = False
+    """untied by default: with one matrix for the embedding and the readout, muP's optimum did not
+    transfer here (docs/LOG.md 2026-11-30), with two it did."""
 
     def validate(self) -> LRTransferSpec:
         if len(self.widths) < 2 or any(w % 16 or w < 16 for w in self.widths):
@@ -79,11 +82,12 @@ def _plan(spec: LRTransferSpec) -> dict:
     out = {}
     for p, w, d in points:
         mup = {"parametrization": "mup", "mup_base_width": min(spec.widths)} if p == "mup" else {}
-        model = model_dict(Shape(w, spec.n_layers), max_seq_len=spec.seq_len, vocab_size=spec.vocab_size, **mup)
+        model = model_dict(Shape(w, spec.n_layers), max_seq_len=spec.seq_len, vocab_size=spec.vocab_size,
+                           tie_embeddings=spec.tie_embeddings, **mup)
         for lr in spec.lrs:
             cfg = run_config(model, d, lr, spec.batch_size, spec.seq_len, spec.seed, data=asdict(spec.data),
                              eval_tokens=spec.eval_tokens)
-            out[f"{p}-d{w}-D{d // 1000}k-lr{lr:.2e}"] = (p, w, d, lr, cfg)
+            out[f"{p}-d{w}-D{d // 1000}k-lr{lr:.2e}{'-tied' if spec.tie_embeddings else ''}"] = (p, w, d, lr, cfg)
     return out
 
 

@@ -8,9 +8,10 @@
   per batch, which is what small models train well with.
 - ``steplaw``: StepLaw (Li et al. 2025), N non-embedding parameters, D tokens:
       eta_opt = 1.79 N^-0.713 D^0.307,  B_opt = 0.58 D^0.571 tokens.
-- ``mup``: every rung in muP (model.parametrization=mup, base width = ladder.min_width) at one lr,
-  ``ladder.mup_base_lr`` (tuned once at the smallest width; 0 = DeepSeek's lr at the smallest budget);
-  batch as deepseek.
+- ``mup``: every rung in muP (model.parametrization=mup, base width = ladder.min_width, untied
+  embeddings) at one lr, ``ladder.mup_base_lr`` (tuned once at the smallest width; 0 = DeepSeek's lr
+  at the smallest budget); batch as deepseek. Untying adds a vocab x d_model readout to every rung,
+  so its N (and the D its budget buys) differs from the other rule sets' at the same width.
 - ``fitted:FILE``: lr = coef N^n_exp D^d_exp from a JSON file ({"lr_law": {coef, n_exp, d_exp, n}},
   what `scalelab lab lr-transfer` writes as lr_law.json); batch as deepseek.
 
@@ -121,11 +122,14 @@ class MuPHeuristics(DeepSeekHeuristics):
         return self.base_lr  # muP moves the per-layer rates (lr / m on hidden matrices), not this one
 
     def model(self, c: ModelConfig) -> ModelConfig:
-        return replace(c, parametrization="mup", mup_base_width=self.base_width).validate()
+        # untied: with one matrix as embedding and readout, muP's optimum did not transfer across widths
+        # in the lr-transfer lab, with two it did (docs/LOG.md 2026-11-30)
+        return replace(c, parametrization="mup", mup_base_width=self.base_width, tie_embeddings=False).validate()
 
     def describe(self) -> str:
         return (f"mup: lr {self.base_lr:.4g} at every width (hidden matrices lr / m, m = d_model / "
-                f"{self.base_width}), batch = deepseek's {self.batch_coef:g} C^{self.batch_exp:g} tokens")
+                f"{self.base_width}; untied embeddings), batch = deepseek's {self.batch_coef:g} C^{self.batch_exp:g} "
+                "tokens")
 
 
 @dataclass(frozen=True)
