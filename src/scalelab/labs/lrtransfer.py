@@ -201,6 +201,8 @@ def plot(runs: pd.DataFrame, optima: pd.DataFrame, s: dict, out: Path) -> list[P
         for key, marker in (("fitted", "x"), ("deepseek", "s"), ("steplaw", "^")):
             ax.plot(n, [p[key] for p in pts], marker, ls="none", mfc="none", label=f"{key}'s lr* at the same (N, D)")
     ax.set(xscale="log", yscale="log", xlabel="non-embedding parameters", ylabel="lr*", title="lr* laws")
+    ax.tick_params(axis="x", which="minor", labelbottom=False)
+    fig.tight_layout()
     ax.legend(fontsize=7)
     return [savefig(fig, out, "lr_transfer")]
 
