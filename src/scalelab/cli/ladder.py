@@ -119,7 +119,8 @@ def cmd_status(a) -> int:
 
     store = open_store(a.dir)
     runs, prog, claims = store.runs(), store.progress(), store.claims()
-    quality = dict(zip(*(lambda q: (q["run"], q["quality"]))(rung_quality(store))))
+    checks = rung_quality(store)
+    quality = dict(zip(checks["run"], checks["quality"]))
     store.close()
     if a.json:
         print_json([{**{k: v for k, v in r.items() if k != "spec"}, "step": prog.get(r["name"], 0),
