@@ -165,7 +165,7 @@ def nearest_shape(fam: list[ModelConfig], n: float) -> ModelConfig:
 
 def plan(spec: LadderSpec) -> list[Rung]:
     spec = spec.validate()
-    fam = family(spec)
+    fam, heur = family(spec), spec.rules()
     rungs: list[Rung] = []
     smallest = fam[0].num_params_total
     for C in sorted(spec.budgets):
@@ -181,7 +181,7 @@ def plan(spec: LadderSpec) -> list[Rung]:
                     continue
                 c = bigger[0]
             chosen.append(c)
-        budget_rungs = [make_rung(spec, c, C, smallest=smallest) for c in chosen]
+        budget_rungs = [make_rung(spec, c, C, smallest=smallest, heur=heur) for c in chosen]
         centre = min(budget_rungs, key=lambda r: abs(math.log(r.N / n_guess)))
         rungs += budget_rungs + [replicate(centre, spec.seed + j) for j in range(1, spec.seeds)]
     if spec.strategy == "wsd":
@@ -198,11 +198,12 @@ def replicate(r: Rung, seed: int) -> Rung:
     return replace(r, name=f"{r.name}-seed{seed}", config=cfg, replica_of=r.name)
 
 
-def make_rung(spec: LadderSpec, c: ModelConfig, C: float, prefix: str = "", smallest: int | None = None) -> Rung:
+def make_rung(spec: LadderSpec, c: ModelConfig, C: float, prefix: str = "", smallest: int | None = None,
+              heur=None) -> Rung:
     """Shape ``c`` trained on budget C: D = C / (6N) rounded to whole steps, batch, lr and warmup
     from the spec's heuristics (which may also set the parametrization). A budget that buys too few
     steps is a UserError."""
-    heur = spec.rules()
+    heur = heur or spec.rules()  # `plan` builds it once (a fitted rule reads its file)
     c = heur.model(c)
     N = c.num_params_total
     D = int(C / (6.0 * N))

@@ -66,16 +66,17 @@ def results_table(store: Store, include_holdout: bool = True, quality: bool = Fa
     """The loss table; with ``quality``, each row also carries its run's rung-quality reasons."""
     df = pd.DataFrame([row for row, _ in _points(store, include_holdout)])
     if quality and not df.empty:
-        q = rung_quality(store)
+        q = rung_quality(store, df)
         df["quality"] = df["run"].map(dict(zip(q["run"], q["quality"]))).fillna("")
     return df
 
 
-def rung_quality(store: Store) -> pd.DataFrame:
+def rung_quality(store: Store, table: pd.DataFrame | None = None) -> pd.DataFrame:
     """The rung-quality checks (ladder/quality.py) of a ladder's finished rungs (held-out runs apart):
-    off-trend residuals, loss curves, and each rung's lr against the rule it was planned with."""
+    off-trend residuals, loss curves, and each rung's lr against the rule it was planned with.
+    ``table``: the ladder's `results_table`, when the caller has read it already."""
     runs = {r["name"]: r for r in store.runs()}
-    df = results_table(store, include_holdout=False)
+    df = results_table(store, include_holdout=False) if table is None else table[~table["holdout"]]
     if df.empty:
         return pd.DataFrame(columns=["run", "quality"])
     finals = df[df["final"]].copy()
