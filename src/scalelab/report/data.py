@@ -35,6 +35,7 @@ class ReportData:
     specs: dict = field(default_factory=dict)  # run name -> planned rung (for hover text)
     missing_fits: list = field(default_factory=list)  # fit files absent beside the store
     tasks: pd.DataFrame = field(default_factory=pd.DataFrame)  # ladders with [tasks]: `task_table`
+    quality: dict = field(default_factory=dict)  # run name -> the rung checks' reasons ('' = none)
 
     @property
     def optima(self) -> list[dict]:
@@ -172,7 +173,8 @@ def gather(src: str | Path) -> ReportData:
         f"missing {', '.join(missing)}: laws are not drawn; run `scalelab report {src} --fit` to fit them",
     }
     return ReportData(title=f"scalelab report: {root.name}", curves=df, finals=finals, holdouts=holdouts,
-                      law3=law3, law2=law2, law=law, header=header, specs=specs, missing_fits=missing, tasks=tasks)
+                      law3=law3, law2=law2, law=law, header=header, specs=specs, missing_fits=missing, tasks=tasks,
+                      quality=dict(zip(quality["run"], quality["quality"])))
 
 
 def _quality_line(q: pd.DataFrame) -> str:
@@ -190,7 +192,7 @@ def hover(d: ReportData, row) -> str:
     return (f"{row['run']}<br>N = {int(row['N']):,} (non-emb {int(row['N_non_embedding']):,})<br>"
             f"D = {int(row['D']):,} tokens, C = {row['C']:.3g}<br>d_model {s.get('d_model')}, "
             f"{s.get('n_layers')} layers, batch {s.get('batch_size')}, lr {s.get('lr', float('nan')):.4g}<br>"
-            f"loss {row['loss']:.4f}")
+            f"loss {row['loss']:.4f}" + (f"<br>flagged: {d.quality[row['run']]}" if d.quality.get(row["run"]) else ""))
 
 
 def interval(law: FittedLaw | None, values_fn, level=0.9):

@@ -159,8 +159,11 @@ def prediction(d: ReportData) -> go.Figure:
         fig.add_trace(go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", line=dict(color="gray", dash="dot"),
                                  name="y = x"), row=1, col=1)
     f = d.finals
+    flagged = [bool(d.quality.get(r)) for r in f["run"]]  # the rung checks' (ladder/quality.py): ringed red
     fig.add_trace(go.Scatter(x=f["C"], y=chk.residual * 100, mode="markers", name="ladder runs",
-                             marker=dict(color=np.log10(f["N"]), colorscale="Viridis", size=8),
+                             marker=dict(color=np.log10(f["N"]), colorscale="Viridis", size=8,
+                                         line=dict(color=["red" if x else "rgba(0,0,0,0)" for x in flagged],
+                                                   width=[2.5 if x else 0 for x in flagged])),
                              text=[hover(d, r) for _, r in f.iterrows()], hovertemplate="%{text}<extra></extra>"),
                   row=1, col=2)
     fig.update_xaxes(title="predicted loss", row=1, col=1)

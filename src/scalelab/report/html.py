@@ -22,7 +22,8 @@ NOTES = {
               "point; WSD cooldown branches are dashed.",
     "prediction": "Left: runs held out of the fit, predicted before they were trained (error bars: the 90% forecast "
                   "interval, calibrated when the prediction law is the default method). "
-                  "Right: how far each ladder run sits from the fitted law.",
+                  "Right: how far each ladder run sits from the fitted law (ringed red: a rung the quality "
+                  "checks flag; the header and its hover text say why).",
     "fit_table": "",
     "tasks": "Held-out problems of each task, scored at every evaluation with the run's own tokenizer. Left: the "
              "task loss falls with compute as the loss does; right: the metric as a function of the task loss, "
