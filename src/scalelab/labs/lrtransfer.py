@@ -39,7 +39,8 @@ from scalelab.labs.common import (
     write_summary,
 )
 from scalelab.labs.progress import LabProgress
-from scalelab.laws.hyper import deepseek_lr, fit_power_law, grid_optimum, load_steplaw, refit_steplaw, steplaw_lr
+from scalelab.ladder.heuristics import DeepSeekHeuristics
+from scalelab.laws.hyper import fit_power_law, grid_optimum, load_steplaw, refit_steplaw, steplaw_lr
 from scalelab.report.page import table_html
 from scalelab.train.loop import load_dataset
 from scalelab.train.rundir import RunDir
@@ -109,7 +110,8 @@ def run(spec: LRTransferSpec, out: str | Path, log=print) -> dict:
     for o in summary["optima"]:
         log(f"  {o['parametrization']:3s} d_model {o['width']:3d}, {o['tokens']:>9,} tokens: lr* {o['lr_opt']:.2e} "
             f"(loss {o['loss_opt']:.3f}{', at the grid edge' if o['at_edge'] else ''})")
-    log(_law_text(summary))
+    law_text = _law_text(summary)
+    log(law_text)
     summary["seconds"] = time.perf_counter() - t0
     if summary["fitted_lr_law"]:  # what `ladder plan --heuristics fitted:FILE` reads
         atomic_write_text(out / "lr_law.json", json.dumps({"lr_law": summary["fitted_lr_law"],
@@ -118,7 +120,7 @@ def run(spec: LRTransferSpec, out: str | Path, log=print) -> dict:
     figs = plot(runs, optima, summary, out)
     write_report(out, "Learning-rate transfer lab", [
         ("The optimum across widths: SP vs muP", headline(summary), figs, table_html(summary["optima"])),
-        ("The lr law against DeepSeek's and StepLaw's", _law_text(summary), [], table_html(summary["law_points"]))])
+        ("The lr law against DeepSeek's and StepLaw's", law_text, [], table_html(summary["law_points"]))])
     return summary
 
 
@@ -155,7 +157,7 @@ def _laws(optima: pd.DataFrame, spec: LRTransferSpec) -> dict:
         C = 6.0 * r["N"] * r["tokens"]
         points.append({"width": r["width"], "N_non_embedding": r["N_non_embedding"], "tokens": r["tokens"],
                        "lr_opt": r["lr_opt"], "fitted": law.predict(N=r["N_non_embedding"], D=r["tokens"]) if law
-                       else math.nan, "deepseek": deepseek_lr(C),
+                       else math.nan, "deepseek": DeepSeekHeuristics().lr(C),
                        "steplaw": steplaw_lr(r["N_non_embedding"], r["tokens"])})
     fitted = {"coef": law.coef, "n_exp": law.exps["N"], "d_exp": law.exps["D"], "n": "non_embedding",
               "rmse_log": law.rmse_log, "points": law.n_points} if law else None

@@ -32,10 +32,6 @@ def steplaw_lr(n_non_embedding: float, tokens: float) -> float:
     return STEPLAW_LR["coef"] * n_non_embedding ** STEPLAW_LR["n_exp"] * tokens ** STEPLAW_LR["d_exp"]
 
 
-def deepseek_lr(compute_flops: float) -> float:
-    return DEEPSEEK_LR["coef"] * compute_flops ** DEEPSEEK_LR["c_exp"]
-
-
 def grid_optimum(values, losses, window: int = 2) -> dict:
     """-> {"value", "loss", "at_edge", "index"}: the optimum of ``losses`` over a grid of positive
     ``values`` (learning rates), interpolated in log value: the vertex of a least-squares parabola
