@@ -7,6 +7,12 @@ import torch
 
 FIXTURES = Path(__file__).parent / "fixtures"
 ZOO = Path(__file__).parents[1] / "src" / "scalelab" / "model" / "zoo"  # published HF configs (SOURCES.md)
+# ../shared/fixtures beside the checkout (CI lays it there): `raw/` mirrors the public files scalelab downloads,
+# laid out as OWNER/REPO/COMMIT/PATH, and the tidy tables beside it are what the dataset builders must give.
+SHARED_FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+MIRROR = SHARED_FIXTURES / "raw"
+if MIRROR.is_dir():  # the tests (and every `scalelab` they start) read public data from the mirror, offline
+    os.environ.setdefault("SCALELAB_DATA_DIR", str(MIRROR))
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -21,6 +27,32 @@ def _isolated_cache(tmp_path_factory):
         os.environ.pop("SCALELAB_CACHE", None)
     else:
         os.environ["SCALELAB_CACHE"] = old
+
+
+_UNAVAILABLE: dict[str, str] = {}
+
+
+@pytest.fixture(scope="session")
+def public(_isolated_cache):
+    """``public(name, ...)`` -> the tidy tables' paths, fetched (from the mirror) into this session's cache;
+    a test that needs a dataset and has neither a mirror nor a network is skipped, saying so."""
+    from scalelab import datasets
+    from scalelab.errors import UserError
+
+    def get(*names):
+        paths = []
+        for name in names:
+            if name not in _UNAVAILABLE:
+                try:
+                    paths.append(datasets.table_path(name))
+                    continue
+                except UserError as e:
+                    _UNAVAILABLE[name] = str(e)
+            pytest.skip(f"needs the public dataset {name}, and there is no mirror (SCALELAB_DATA_DIR or "
+                        f"{MIRROR}) and no download: {_UNAVAILABLE[name]}")
+        return paths[0] if len(paths) == 1 else paths
+
+    return get
 
 
 # A small slice of the default corpus: fast to tokenize (~2 s), big enough to learn from.

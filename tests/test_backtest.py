@@ -19,7 +19,9 @@ TRUTH = FittedLaw(form="chinchilla", params={"E": 1.8, "A": 400.0, "B": 1500.0, 
 
 
 @pytest.mark.parametrize("name", list(DATASETS))
-def test_no_held_out_point_ever_enters_a_fit(name):
+def test_no_held_out_point_ever_enters_a_fit(name, public):
+    if DATASETS[name].sources:
+        public(*DATASETS[name].sources)
     d = load_backtest(name)
     assert len(d) and (d[["N", "D", "loss"]] > 0).all().all()
     ss = splits(name)

@@ -57,7 +57,8 @@ def test_bad_table_exit_2(tmp_path):
     assert r.returncode == 2 and "row 2: column N" in r.stderr
 
 
-def test_fit_example_and_predict_json(tmp_path):
+def test_fit_example_and_predict_json(tmp_path, public):
+    public("chinchilla-epoch")
     out = tmp_path / "fit.json"
     r = run_cli("fit", "--example", "chinchilla", "--form", "chinchilla", "--bootstrap", "50", "--json", "--out", out)
     assert r.returncode == 0, r.stderr

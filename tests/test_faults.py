@@ -171,12 +171,13 @@ def test_a_torn_last_metrics_line_is_skipped_and_a_damaged_one_named(tmp_path):
         read_records(p)
 
 
-def test_a_full_disk_writing_a_result_keeps_the_old_one(tmp_path, capsys, monkeypatch):
+def test_a_full_disk_writing_a_result_keeps_the_old_one(tmp_path, capsys, monkeypatch, public):
     """ENOSPC while writing a fit: one line naming the file, the previous fit intact, no temporary left."""
     import os
 
     import scalelab.io
 
+    public("chinchilla-epoch")
     out = tmp_path / "fit.json"
     assert _cli(capsys, "fit", "--example", "chinchilla", "--out", out, "--bootstrap", "0")[0] == 0
     before = out.read_bytes()

@@ -34,9 +34,10 @@ def test_power_law_fit_recovers_known_exponents():
     assert law.coef == pytest.approx(2.0, rel=0.5) and law.rmse_log == pytest.approx(0.05, abs=0.02)
 
 
-def test_the_public_steplaw_grid_refits_near_its_published_exponents():
+def test_the_public_steplaw_grid_refits_near_its_published_exponents(public):
     """StepLaw's released grid (17 cells once the D_suspect rows are out): each cell's argmin, refitted,
     lands within 0.15 of the published exponents (-0.713, +0.307; batch +0.571)."""
+    public("steplaw-grid")
     r = refit_steplaw(load_steplaw())
     assert r["cells"] == 17
     assert r["lr"]["exps"]["N"] == pytest.approx(STEPLAW_LR["n_exp"], abs=0.15)

@@ -40,8 +40,9 @@ CORE = [
 ]
 
 
-def test_core_commands_need_no_torch_and_no_report_libraries():
+def test_core_commands_need_no_torch_and_no_report_libraries(public):
     """Every core command, in one interpreter where the extras' libraries cannot be imported."""
+    public("chinchilla-epoch", "gpt3-curves", "pythia-evals-curves")  # fetched already, or skipped saying why
     code = WITHOUT_EXTRAS.replace("sys.exit(main(sys.argv[1:]))", (
         "import contextlib, io, json\n"
         "codes = []\n"
@@ -64,13 +65,19 @@ def test_a_command_needing_an_extra_names_it():
 
 
 @pytest.mark.slow
-def test_wheel_installs_into_a_fresh_venv_and_fits(tmp_path):
-    """`python -m build` -> a wheel; a new venv with only the core's dependencies (from PyPI or pip's
-    cache) runs `scalelab fit --example chinchilla` from it."""
+def test_wheel_installs_into_a_fresh_venv_and_fits(tmp_path, public):
+    """`python -m build` -> a wheel with no third-party data; a new venv with only the core's dependencies
+    (from PyPI or pip's cache) runs `scalelab fit --example chinchilla` from it (its data fetched, here from
+    the test mirror)."""
+    public("chinchilla-epoch")  # skips, saying why, with neither a mirror nor a network
     root = Path(__file__).resolve().parents[1]
     subprocess.run([sys.executable, "-m", "build", "--wheel", "--outdir", tmp_path / "dist", root], check=True,
                    capture_output=True, timeout=600)
     wheel = next((tmp_path / "dist").glob("scalelab-*.whl"))
+    import zipfile
+
+    data = {n for n in zipfile.ZipFile(wheel).namelist() if n.endswith((".csv", ".parquet", ".jsonl", ".xlsx", ".pkl"))}
+    assert data == {"scalelab/datasets/files.csv", "scalelab/examples/scalelab_demo_2026-11-29.csv"}, data
     subprocess.run([sys.executable, "-m", "venv", tmp_path / "venv"], check=True, timeout=300)
     py = tmp_path / "venv" / "bin" / "python"
     subprocess.run([py, "-m", "pip", "install", "-q", str(wheel)], check=True, capture_output=True, timeout=900)

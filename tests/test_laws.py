@@ -1,8 +1,6 @@
 """Scaling laws: published reproduction, synthetic recovery with bootstrap coverage, approaches 1-2,
 allocation, inference-aware sizing, selection, bad tables."""
 
-from importlib import resources
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -16,7 +14,12 @@ from scalelab.laws.selection import choose_form, holdout
 from scalelab.laws.synthetic import isoflop_table
 from scalelab.laws.table import load_table
 
-CHIN = str(resources.files("scalelab") / "examples" / "chinchilla_besiroglu2024.csv")
+
+@pytest.fixture(scope="module")
+def chinchilla_csv(public):
+    """Epoch's digitised Chinchilla points, fetched through the dataset registry (from the test mirror)."""
+    return str(public("chinchilla-epoch"))
+
 TRUTH = FittedLaw(form="chinchilla", params={"E": 1.8, "A": 400.0, "B": 1500.0, "alpha": 0.34, "beta": 0.37})
 
 
@@ -24,8 +27,8 @@ def _rel(a, b):
     return abs(a - b) / abs(b)
 
 
-def test_reproduces_besiroglu_plain_huber():
-    table = load_table(CHIN, drop_highest_loss=5)
+def test_reproduces_besiroglu_plain_huber(chinchilla_csv):
+    table = load_table(chinchilla_csv, drop_highest_loss=5)
     assert len(table) == 240
     law = fit_approach3(table)
     want = {"E": 1.817, "A": 478, "B": 2144, "alpha": 0.347, "beta": 0.367}
@@ -33,15 +36,15 @@ def test_reproduces_besiroglu_plain_huber():
         assert _rel(law.params[k], v) < 0.02, (k, law.params[k], v)
 
 
-def test_reproduces_besiroglu_huber_likelihood_fit():
-    law = fit_approach3(load_table(CHIN, drop_highest_loss=5), objective="huber-likelihood")
+def test_reproduces_besiroglu_huber_likelihood_fit(chinchilla_csv):
+    law = fit_approach3(load_table(chinchilla_csv, drop_highest_loss=5), objective="huber-likelihood")
     want = {"E": 1.817, "A": 482, "B": 2085, "alpha": 0.348, "beta": 0.366}
     for k, v in want.items():
         assert _rel(law.params[k], v) < 0.02, (k, law.params[k], v)
 
 
-def test_varpro_agrees_with_grid_lbfgs():
-    table = load_table(CHIN, drop_highest_loss=5)
+def test_varpro_agrees_with_grid_lbfgs(chinchilla_csv):
+    table = load_table(chinchilla_csv, drop_highest_loss=5)
     a, b = fit_approach3(table), fit_approach3(table, method="varpro")
     for k in a.params:
         assert _rel(a.params[k], b.params[k]) < 1e-3
@@ -177,8 +180,8 @@ def test_inference_aware_sizing_is_smaller_and_monotone():
         inference_aware(law, 1.0, 1e12)
 
 
-def test_fit_file_round_trip(tmp_path):
-    table = load_table(CHIN, drop_highest_loss=5)
+def test_fit_file_round_trip(tmp_path, chinchilla_csv):
+    table = load_table(chinchilla_csv, drop_highest_loss=5)
     law = fit_approach3(table, bootstrap=20)
     law.save(tmp_path / "fit.json")
     back = get_law(str(tmp_path / "fit.json"))

@@ -152,3 +152,17 @@ def test_law_form_contract(form):
         np.testing.assert_allclose(jac, fd, rtol=1e-5, atol=1e-7)
         # predict is exp of the log prediction, through the public parameters
         np.testing.assert_allclose(form.predict(params, N, D), np.exp(pred), rtol=1e-10)
+
+
+# Data files the package may carry: its own (the demo ladder it trained, the registry of public files it
+# fetches) and the shape keys of published model configs (`count`'s zoo; no weights, no data).
+OWN_DATA = {"examples/scalelab_demo_2026-11-29.csv", "datasets/files.csv"}
+DATA_SUFFIXES = {".csv", ".tsv", ".parquet", ".jsonl", ".xlsx", ".pkl", ".npz", ".npy", ".txt"}
+
+
+def test_the_package_ships_no_third_party_data_and_never_reads_shared():
+    """Public data is fetched from its pinned source (scalelab.datasets); ../shared is for tests alone."""
+    data = {str(p.relative_to(SRC)) for p in SRC.rglob("*") if p.suffix in DATA_SUFFIXES}
+    assert data == OWN_DATA, sorted(data - OWN_DATA)
+    readers = [str(p.relative_to(SRC)) for p in SRC.rglob("*.py") if "shared/" in p.read_text()]
+    assert readers == [], readers

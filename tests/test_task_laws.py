@@ -78,7 +78,8 @@ def test_the_task_forecast_file_round_trips_through_the_cli(tmp_path, capsys):
     assert {"acc", "task_loss", "N", "D"} == set(json.loads(capsys.readouterr().out))
 
 
-def test_the_task_backtest_never_fits_a_held_out_model():
+def test_the_task_backtest_never_fits_a_held_out_model(public):
+    public("pythia-evals-curves")
     from scalelab.laws.task_backtest import pythia_tasks, split
 
     df = pythia_tasks()
@@ -116,11 +117,12 @@ def test_bad_task_tables_are_one_line(tmp_path, capsys, case):
 
 
 @pytest.mark.slow
-def test_pythia_task_backtest_meets_its_target(tmp_path, capsys):
+def test_pythia_task_backtest_meets_its_target(tmp_path, capsys, public):
     """#20's acceptance on the developers' set: mean error under 2.5 points, intervals covering >= 80%;
     the page draws both steps for each of the 8 tasks."""
     from scalelab.cli import main
 
+    public("pythia-evals-curves")
     page = tmp_path / "tasks.html"
     assert main(["backtest", "--tasks", "--methods", "chained", "--json", "--html", str(page)]) == 0
     s = json.loads(capsys.readouterr().out)["summary"][0]

@@ -27,6 +27,11 @@ def _umask() -> int:
 FILE_MODE = 0o666 & ~_umask()  # what open() would give a new file (mkstemp's own files are 0600)
 
 
+def cache_dir() -> Path:
+    """scalelab's cache: tokenized datasets, tokenizers and public data (``$SCALELAB_CACHE``)."""
+    return Path(os.environ.get("SCALELAB_CACHE", Path.home() / ".cache" / "scalelab"))
+
+
 class WriteError(OSError):
     """A result file could not be written (full disk, read-only or missing place); names the file."""
 

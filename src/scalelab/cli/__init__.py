@@ -6,6 +6,7 @@
     econ.py    plan, models
     labs.py    lab, tasks
     evaluate.py  eval (lm-evaluation-harness)
+    data.py    data list|fetch|path (public datasets, fetched on first use)
 
 Every user error ends with one line on stderr and exit code 2 (a diverged run: exit code 3). Library
 errors name their argument (``UserError.arg``); `main` rewrites it as the flag that sets it.
@@ -31,12 +32,15 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 def build_parser() -> argparse.ArgumentParser:
     from scalelab import __version__
-    from scalelab.cli import econ, evaluate, labs, ladder, laws, run
+    from scalelab.cli import data, econ, evaluate, labs, ladder, laws, run
 
     p = argparse.ArgumentParser(prog="scalelab", description="A laboratory for language-model scaling.")
     p.add_argument("--version", action="version", version=f"scalelab {__version__}")
+    p.add_argument("--data-dir", default=None, metavar="DIR",
+                   help="a local mirror of public data laid out as OWNER/REPO/COMMIT/PATH, read instead of the "
+                        "network (same as $SCALELAB_DATA_DIR)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (run, laws, ladder, econ, labs, evaluate):
+    for module in (run, laws, ladder, econ, labs, evaluate, data):
         module.register(sub)
     return p
 
@@ -128,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
         bad = non_finite(parser, args)
         if bad:
             raise bad
+        if args.data_dir:  # read by scalelab.datasets, in this process and in any it starts
+            os.environ["SCALELAB_DATA_DIR"] = args.data_dir
         code = args.fn(args) or 0
         sys.stdout.flush()
         return code

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import warnings
-from importlib import resources
 
 import numpy as np
 
 from scalelab.cli.output import print_json, table
 from scalelab.errors import UserError
 
-EXAMPLES = {"chinchilla": ("chinchilla_besiroglu2024.csv", 5)}
+# --example NAME: a public dataset (fetched on first use) and how many highest-loss points its paper drops
+EXAMPLES = {"chinchilla": ("chinchilla-epoch", 5)}
 
 
 def _table(title: str, rows: list[tuple]) -> None:
@@ -27,9 +27,10 @@ def _load_fit_table(a):
     if a.example:
         if a.example not in EXAMPLES:
             raise UserError(f"--example must be one of {sorted(EXAMPLES)}")
-        fname, drop = EXAMPLES[a.example]
-        src = resources.files("scalelab") / "examples" / fname
-        return load_table(str(src), params=a.params, drop_highest_loss=drop)
+        from scalelab import datasets
+
+        name, drop = EXAMPLES[a.example]
+        return load_table(str(datasets.table_path(name)), params=a.params, drop_highest_loss=drop)
     if a.table:
         return load_table(a.table, params=a.params, drop_highest_loss=a.drop_highest_loss,
                           exclude_flagged=a.exclude_flagged)
@@ -293,8 +294,8 @@ def register(sub) -> None:
                        description="Each dataset's runs are cut by compute; every method is fitted below a cut and "
                                    "predicts the final loss of the runs above it (extrapolation ratios near 4x, 16x, "
                                    "64x). Datasets: chinchilla, misfitting, misfitting-curves, opt, scalelab-demo; "
-                                   "untouched (never tuned on): gpt3, datablations. "
-                                   "Sources: scalelab/examples/backtest/SOURCES.md.")
+                                   "untouched (never tuned on): gpt3, datablations. The public ones are "
+                                   "fetched on first use from their pinned sources: `scalelab data list`.")
     b.add_argument("--datasets", default=None, help="comma-separated (default: all)")
     b.add_argument("--methods", default=None, help="comma-separated (default: all registered)")
     b.add_argument("--level", type=float, default=0.9, help="interval level (default 0.9)")

@@ -23,9 +23,9 @@ import torch
 
 from scalelab.data.corpora import COMPRESSED, corpus_fingerprint, is_validation, iter_corpus, local_files
 from scalelab.data.tasks import mix_documents
-from scalelab.data.tokenizer import cache_dir, end_of_text, load_tokenizer, save_atomic, tokenizer_file, train_bpe
+from scalelab.data.tokenizer import end_of_text, load_tokenizer, save_atomic, tokenizer_file, train_bpe
 from scalelab.errors import UserError
-from scalelab.io import build_atomically
+from scalelab.io import build_atomically, cache_dir
 from scalelab.ui import ByteProgress
 
 FORMAT_VERSION = 1

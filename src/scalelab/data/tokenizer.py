@@ -19,10 +19,6 @@ EOT = "<|endoftext|>"
 END_OF_TEXT = (EOT, "<|end_of_text|>", "</s>", "<eos>")
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("SCALELAB_CACHE", Path.home() / ".cache" / "scalelab"))
-
-
 def train_bpe(texts: Iterable[str], vocab_size: int):
     """A byte-level BPE of ``vocab_size`` tokens (a `tokenizers.Tokenizer`), ``<|endoftext|>`` first."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers  # the [train] extra

@@ -9,7 +9,7 @@ optimum is expected to fall roughly like 1/width; under muP to stay put.
 SP's optima at several widths, and at one width for several token counts, then give a fitted law
 lr* = c N^a D^b (N non-embedding), compared with DeepSeek LLM's lr*(C) and StepLaw's lr*(N, D) at our
 points (an extrapolation of theirs by 3-4 orders of magnitude in N, said so), and the StepLaw grid
-itself refitted (scalelab/examples/backtest/steplaw_lr_bs.csv, D_suspect rows left out). The fitted
+itself refitted (the public dataset steplaw-grid, fetched on first use; D_suspect rows left out). The fitted
 law is written to lr_law.json, which `ladder plan --heuristics fitted:lr_law.json` reads.
 """
 

@@ -10,8 +10,9 @@ loss of every run above it. Cut-offs are chosen so that the extrapolation ratio 
 largest fitted C) lands near 4x, 16x and 64x where the data reach. No held-out point ever enters a fit
 (tested).
 
-Datasets ship in scalelab/examples/backtest/ (sources, commits and licenses in its SOURCES.md). Two are
-kept "untouched": no method choice may be tuned on them, and they are reported apart.
+Public ladders are fetched on first use from their pinned sources (`scalelab.datasets`; `scalelab data
+list` gives each one's source, licence and citation); this project's own demo ladder ships with it. Two
+are kept "untouched": no method choice may be tuned on them, and they are reported apart.
 """
 
 from __future__ import annotations
@@ -26,25 +27,22 @@ from importlib import resources
 import numpy as np
 import pandas as pd
 
+from scalelab import datasets
 from scalelab.economics.flops import train_flops_6nd
 from scalelab.errors import UserError
 from scalelab.laws.methods import Method
 from scalelab.laws.table import load_table
 
 
-def _csv(name: str) -> pd.DataFrame:
-    return pd.read_csv(resources.files("scalelab") / "examples" / name)
-
-
 def _chinchilla() -> pd.DataFrame:
-    d = _csv("chinchilla_besiroglu2024.csv")
+    d = datasets.load("chinchilla-epoch")
     d = d[d["loss"].rank(method="first", ascending=False) > 5]  # the replication drops 5 outliers
     N, C = d["Model Size"].to_numpy(float), d["Training FLOP"].to_numpy(float)
     return pd.DataFrame({"run": np.arange(len(d)).astype(str), "N": N, "D": C / (6 * N), "loss": d["loss"]})
 
 
 def _misfitting() -> pd.DataFrame:
-    d = _csv("backtest/misfitting_open_lm_final.csv")
+    d = datasets.load("misfitting-final")
     best = d.loc[d.groupby(["N", "D"])["loss"].idxmin()]  # each (N, D) at its best peak learning rate
     return pd.DataFrame({"run": best["model"] + "@" + best["D"].astype(str), "N": best["N"], "D": best["D"],
                          "loss": best["loss"]})
@@ -53,7 +51,7 @@ def _misfitting() -> pd.DataFrame:
 def _misfitting_curves() -> pd.DataFrame:
     """Every checkpoint (D = its tokens) of the run at the best peak learning rate of each (N, final D).
     Cosine schedules: only a run's last point is a model trained to its D."""
-    d = _csv("backtest/misfitting_open_lm_curves.csv")
+    d = datasets.load("misfitting-curves")
     d["run"] = d["model"] + "@" + d["total_steps"].astype(str) + "@" + d["peak_lr"].astype(str) + "@" + d["sweep"]
     fin = d[d["step"] == d.groupby("run")["step"].transform("max")]
     best = fin.loc[fin.groupby(["N", "D"])["loss"].idxmin(), "run"]
@@ -66,22 +64,22 @@ def _curves(d: pd.DataFrame) -> pd.DataFrame:
 
 
 def _opt() -> pd.DataFrame:
-    return _curves(_csv("backtest/colpret_opt.csv"))
+    return _curves(datasets.load("opt-curves"))
 
 
 def _gpt3() -> pd.DataFrame:
-    d = _csv("backtest/colpret_gpt3.csv")
+    d = datasets.load("gpt3-curves")
     return _curves(d[d["curve"] == "val"])
 
 
 def _datablations() -> pd.DataFrame:
-    d = _csv("backtest/datablations_constrained.csv")
+    d = datasets.load("datablations-final")
     d = d[d["epochs"] <= 1.0]  # single-epoch runs: no repetition, so any loss form applies
     return pd.DataFrame({"run": d["run"], "N": d["N"], "D": d["D"], "loss": d["loss"]})
 
 
 def _demo() -> pd.DataFrame:
-    d = _csv("backtest/scalelab_demo_2026-11-29.csv")
+    d = pd.read_csv(resources.files("scalelab") / "examples" / "scalelab_demo_2026-11-29.csv")
     return d[["run", "N", "D", "loss"]]
 
 
@@ -92,17 +90,22 @@ class Dataset:
     curves: bool  # runs are training curves (else one point per run)
     untouched: bool  # kept out of every tuning decision; reported apart
     about: str
+    sources: tuple[str, ...] = ()  # the public datasets it is built from (`scalelab data list`); () = shipped
 
 
 DATASETS = {d.name: d for d in (
-    Dataset("chinchilla", _chinchilla, False, False, "Hoffmann et al. 2022 IsoFLOP points (Epoch's digitisation)"),
-    Dataset("misfitting", _misfitting, False, False, "(Mis)Fitting open_lm sweep, 12M-1B, best lr per (N, D)"),
+    Dataset("chinchilla", _chinchilla, False, False, "Hoffmann et al. 2022 IsoFLOP points (Epoch's digitisation)",
+            ("chinchilla-epoch",)),
+    Dataset("misfitting", _misfitting, False, False, "(Mis)Fitting open_lm sweep, 12M-1B, best lr per (N, D)",
+            ("misfitting-final",)),
     Dataset("misfitting-curves", _misfitting_curves, True, False,
-            "the same runs with every checkpoint (Choshen et al.: use, or not, the early ones)"),
-    Dataset("opt", _opt, True, False, "OPT 125M-175B training curves (ColPret)"),
+            "the same runs with every checkpoint (Choshen et al.: use, or not, the early ones)",
+            ("misfitting-curves",)),
+    Dataset("opt", _opt, True, False, "OPT 125M-175B training curves (ColPret)", ("opt-curves",)),
     Dataset("scalelab-demo", _demo, False, False, "this project's CPU demo ladder and its 4x held-out run"),
-    Dataset("gpt3", _gpt3, True, True, "GPT-3 125M-175B validation curves, digitised (ColPret)"),
-    Dataset("datablations", _datablations, False, True, "Muennighoff et al. 2023 single-epoch runs, 7M-8.7B"),
+    Dataset("gpt3", _gpt3, True, True, "GPT-3 125M-175B validation curves, digitised (ColPret)", ("gpt3-curves",)),
+    Dataset("datablations", _datablations, False, True, "Muennighoff et al. 2023 single-epoch runs, 7M-8.7B",
+            ("datablations-final",)),
 )}
 
 

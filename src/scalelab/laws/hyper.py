@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from importlib import resources
 
 import numpy as np
 import pandas as pd
+
+from scalelab import datasets
 
 STEPLAW_LR = {"coef": 1.79, "n_exp": -0.713, "d_exp": 0.307}
 STEPLAW_BATCH = {"coef": 0.58, "d_exp": 0.571}
@@ -93,8 +94,8 @@ def fit_power_law(y, **xs) -> PowerLaw:
 
 
 def load_steplaw() -> pd.DataFrame:
-    """The public StepLaw grid shipped with scalelab (examples/backtest/SOURCES.md says where from)."""
-    return pd.read_csv(resources.files("scalelab") / "examples" / "backtest" / "steplaw_lr_bs.csv")
+    """StepFun's public lr x batch grid, fetched on first use (`scalelab data list`: steplaw-grid)."""
+    return datasets.load("steplaw-grid")
 
 
 def steplaw_optima(table: pd.DataFrame, loss: str = "smooth_loss") -> pd.DataFrame:

@@ -1,6 +1,6 @@
 """The task back-test: forecast the zero-shot accuracies of Pythia 2.8B, 6.9B and 12B (standard and
-deduped) from the 70M-1.4B models (Biderman et al. 2023; data in scalelab/examples/backtest/, with
-its source and derivation in SOURCES.md).
+deduped) from the 70M-1.4B models (Biderman et al. 2023; the evaluations are fetched from
+EleutherAI/pythia at a pinned commit: `scalelab data list`, dataset pythia-evals-curves).
 
 Every Pythia model saw the same 300B tokens, so the held-out models extrapolate in N alone: 2x, 4.9x
 and 8.4x the largest fitted model. The evaluations hold no per-task loss; LAMBADA's per-token NLL of
@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from importlib import resources
 
 import numpy as np
 import pandas as pd
 
+from scalelab import datasets
 from scalelab.laws.tasks import fit_tasks, sigmoid
 
 HELD_OUT_MIN_PARAMS = 2e9  # 2.8B and up are predicted; 70M-1.4B are fitted
@@ -47,7 +47,7 @@ DEFAULT_TASK_METHOD = "chained"
 
 def pythia_tasks() -> pd.DataFrame:
     """One row per (model, checkpoint, task): N, D (tokens seen), acc, acc_stderr, lambada_nll, final."""
-    d = pd.read_csv(resources.files("scalelab") / "examples" / "backtest" / "pythia_downstream_curves.csv")
+    d = datasets.load("pythia-evals-curves")
     lam = d[(d["task"] == "lambada_openai") & (d["metric"] == "ppl")][["model", "step", "value"]]
     acc = d[d["metric"] == "acc"].rename(columns={"value": "acc", "stderr": "acc_stderr"})
     out = acc.merge(lam.rename(columns={"value": "ppl"}), on=["model", "step"], how="inner")

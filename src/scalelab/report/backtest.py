@@ -78,8 +78,8 @@ def write_backtest_page(res: dict, out: str | Path) -> Path:
     rows = [{k: r[k] for k in ("method", "data", "points", "median_abs_error", "worst_abs_error", "coverage",
                                "median_rel_width", "median_ratio")} for r in res["summary"]]
     sections.append("<section><h2>Summary</h2>" + table_html(rows) + '<p class="note">' + html.escape(
-        "Errors and widths are fractions of the loss; ratio = held-out compute / largest fitted compute. Datasets "
-        "and their sources: scalelab/examples/backtest/SOURCES.md.") + "</p></section>")
+        "Errors and widths are fractions of the loss; ratio = held-out compute / largest fitted compute. Datasets, "
+        "their sources, licences and citations: `scalelab data list`.") + "</p></section>")
     header = {"level": f"{res['level']:.0%}", "datasets": sorted({r["dataset"] for r in res["by_dataset"]}),
               "methods": list(dict.fromkeys(r["method"] for r in res["summary"]))}
     return write_page(out, "scalelab back-test: forecasts of held-out runs on public ladders", "\n".join(sections),
