@@ -52,10 +52,13 @@ def _fit_law(a, table):
     if a.approach != 3:
         return fit(table, approach=a.approach, bootstrap=a.bootstrap or 0, seed=a.seed), None
     if not _custom(a):
+        from scalelab.laws.alloc_methods import attach_allocation
+
         method = get_method(a.method or DEFAULT_METHOD, arg="method")
         if a.bootstrap is not None:
             method = replace(method, bootstrap=a.bootstrap)
-        return replace(method, seed=a.seed).fit(table), None
+        law = replace(method, seed=a.seed).fit(table)
+        return attach_allocation(law, table, seed=a.seed, bootstrap=a.bootstrap), None
     if a.method:
         raise UserError("--method picks a back-tested method; leave out --form/--objective/--optimizer/--all-starts "
                         "with it", arg="method")
@@ -118,6 +121,10 @@ def cmd_fit(a) -> int:
         print(f"forecast intervals: bootstrap ({len(law.samples)} resamples) widened by "
               f"{c['sigma_per_decade']:.4f} in log loss per decade of compute past the largest fitted run "
               f"(C = {c['C_max_fitted']:.3g}); calibrated on the back-test")
+    alloc = law.info.get("allocation")
+    if alloc:
+        print(f"N* and D* (`predict --compute`): allocation method {alloc['method']}, the allocation back-test's "
+              f"choice; the loss method is {law.info['method']}")
     if ranking:
         print("form ranking by leave-largest-out error: " +
               ", ".join(f"{r['form']} {r['mean_abs_relative_error']:.2%}" for r in ranking))
@@ -141,11 +148,7 @@ def cmd_predict(a) -> int:
     if a.compute is not None:
         if a.compute <= 0:
             raise UserError("--compute must be a positive number of FLOPs")
-        r = law.allocate_with_interval(a.compute, level=a.level)
-        out = {k: (float(np.atleast_1d(v)[0]) if v is not None else None) for k, v in r.items() if k != "C"}
-        out["C"] = a.compute
-        if out.get("loss") is None:
-            out.pop("loss", None)
+        out = _allocation(law, a.compute, a.level)
     else:
         if a.params is None or a.tokens is None:
             raise UserError("give --params N and --tokens D, or --compute C")
@@ -162,10 +165,12 @@ def cmd_predict(a) -> int:
     c_fit = law.info.get("C_max_fitted")
     if c_fit:
         out["extrapolation_ratio"] = (a.compute or 6.0 * a.params * a.tokens) / c_fit
-    if "loss_lo" in out:
+    if "loss_lo" in out or "N_opt_lo" in out:
         out["level"] = a.level
+    if "loss_lo" in out:
         cal = law.info.get("calibration")
-        out["interval"] = "bootstrap + extrapolation (calibrated)" if cal else "bootstrap only (not calibrated)"
+        out["loss_interval"] = ("bootstrap + extrapolation (calibrated on the loss back-test)" if cal
+                                else "bootstrap only (not calibrated)")
     out["law"] = a.law
     if a.json:
         print_json(out)
@@ -178,7 +183,37 @@ def cmd_predict(a) -> int:
         what = f"C = {a.compute:.3g} FLOPs" if a.compute else f"N = {a.params:.3g}, D = {a.tokens:.3g}"
         title = f"{a.law}: {what}"
         _table(title, rows)
+        for what, key in (("loss", "loss_interval"), (f"N*, D* ({out.get('allocation_method')})",
+                                                       "allocation_interval")):
+            if key in out:
+                print(f"{a.level:.0%} interval of {what}: {out[key]}")
+        if out.get("extrapolation_ratio"):
+            print(f"extrapolation: {out['extrapolation_ratio']:.3g}x the largest fitted compute")
     return 0
+
+
+def _allocation(law, C: float, level: float) -> dict:
+    """N*, D*, tokens per parameter (from the allocation fit kept beside the loss fit, if any) and the
+    loss there, each with its interval and a line saying which interval it is."""
+    from scalelab.laws.alloc_methods import allocation_law
+
+    alloc = allocation_law(law)
+    r = alloc.allocate_with_interval(C, level=level)
+    out = {k: (float(np.atleast_1d(v)[0]) if v is not None else None) for k, v in r.items() if k != "C"}
+    out["C"] = C
+    if alloc is not law:  # the loss at that optimum, from the loss fit with its own interval
+        loss, lo, hi = law.predict_interval(out["N_opt"], out["D_opt"], level)
+        out.pop("loss_lo", None), out.pop("loss_hi", None)
+        out["loss"] = float(loss[0])
+        if lo is not None:
+            out.update(loss_lo=float(lo[0]), loss_hi=float(hi[0]))
+    if out.get("loss") is None:
+        out.pop("loss", None)
+    if "N_opt_lo" in out:
+        out["allocation_method"] = alloc.info.get("allocation_method") or alloc.form
+        out["allocation_interval"] = ("bootstrap + extrapolation (calibrated on the allocation back-test)"
+                                      if "allocation_calibration" in alloc.info else "bootstrap only (not calibrated)")
+    return out
 
 
 def _dataset_table(res: dict, pct) -> None:
@@ -195,6 +230,10 @@ def _dataset_table(res: dict, pct) -> None:
 
 
 def cmd_backtest(a) -> int:
+    if a.allocation:
+        from scalelab.cli.allocation import cmd_backtest_allocation
+
+        return cmd_backtest_allocation(a)
     if a.tasks:
         from scalelab.cli.tasks import cmd_backtest_tasks
 
@@ -303,6 +342,11 @@ def register(sub) -> None:
     b.add_argument("--by-split", action="store_true", help="also print every cut-off of every dataset")
     b.add_argument("--tasks", action="store_true",
                    help="back-test task-accuracy forecasts instead (Pythia 2.8B-12B from 70M-1.4B)")
+    b.add_argument("--allocation", action="store_true",
+                   help="back-test compute-optimal allocation instead: N* and D* at held-out budgets of public "
+                        "IsoFLOP sweeps and of synthetic ladders drawn from known laws")
+    b.add_argument("--synthetic", type=int, default=24, metavar="N",
+                   help="with --allocation: synthetic ladders (default 24; seeds 16 and up are untouched)")
     b.add_argument("--json", action="store_true", help="print the summary, per-dataset and per-split tables as JSON")
     b.add_argument("--out", default=None, help="write everything, every held-out point included, as JSON")
     b.add_argument("--html", default=None, help="write a page with the back-test's figures (offline HTML)")

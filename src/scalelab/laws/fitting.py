@@ -241,12 +241,24 @@ def isoflop_groups(table: RunTable, gap_dex: float = 0.1) -> np.ndarray:
     return labels
 
 
-def _parabola_optima(table: RunTable, labels: np.ndarray, w: np.ndarray | None = None):
+def near_valley(logN: np.ndarray, loss: np.ndarray, window_dex: float | None, at_least: int = 3) -> np.ndarray:
+    """Mask of the points within ``window_dex`` decades of the lowest-loss size (at least the ``at_least``
+    nearest): a parabola through the valley alone, where its Taylor approximation holds. Open-Athena
+    2026 (arXiv 2603.22339) shows approach 2's parabola biased by wide and off-centre IsoFLOP grids."""
+    if window_dex is None:
+        return np.ones(len(logN), bool)
+    dist = np.abs(logN - logN[np.argmin(loss)]) / np.log(10)
+    return (dist <= window_dex) | (dist <= np.sort(dist)[min(at_least, len(dist)) - 1])
+
+
+def _parabola_optima(table: RunTable, labels: np.ndarray, w: np.ndarray | None = None,
+                     window_dex: float | None = None):
     rows, warns = [], []
     for c in np.unique(labels):
         m = labels == c
         if m.sum() < 3:
             continue
+        m[m] = near_valley(np.log(table.N[m]), table.loss[m], window_dex)
         x, L = np.log(table.N[m]), table.loss[m]
         ww = None if w is None else w[m]
         if ww is not None and (ww > 0).sum() < 3:
@@ -278,9 +290,12 @@ def _power_fit(C: np.ndarray, N: np.ndarray) -> tuple[float, float]:
     return float(a), float(np.exp(lnk))
 
 
-def fit_approach2(table: RunTable, bootstrap: int = 0, seed: int = 0, warn=True) -> FittedLaw:
+def fit_approach2(table: RunTable, bootstrap: int = 0, seed: int = 0, warn=True,
+                  window_dex: float | None = None) -> FittedLaw:
+    """Chinchilla's approach 2: each budget's optimum from a parabola in ln N, then N_opt = k C^a.
+    ``window_dex``: fit each parabola to the points within that many decades of its lowest loss only."""
     labels = isoflop_groups(table)
-    rows, warns = _parabola_optima(table, labels)
+    rows, warns = _parabola_optima(table, labels, window_dex=window_dex)
     if len(rows) < 2:
         why = f" ({warns[0]})" if warns else ""
         raise UserError("approach 2 needs at least 2 compute budgets with >= 3 model sizes and a valley each "
@@ -291,7 +306,8 @@ def fit_approach2(table: RunTable, bootstrap: int = 0, seed: int = 0, warn=True)
     C = np.array([r["C"] for r in rows])
     a, k = _power_fit(C, np.array([r["N_opt"] for r in rows]))
     law = FittedLaw(form="allocation", params={"a": a, "b": 1.0 - a, "k": k}, approach="2",
-                    info={"optima": rows, "warnings": warns, "n_points": len(table),
+                    info={"optima": rows, "warnings": warns, "n_points": len(table), "window_dex": window_dex,
+                          "C_max_fitted": float(C.max()),
                           "param_convention": table.param_convention, "flops_convention": "C = 6 N D"})
     if bootstrap:
         rng = np.random.default_rng(seed)
@@ -301,7 +317,7 @@ def fit_approach2(table: RunTable, bootstrap: int = 0, seed: int = 0, warn=True)
             for c in np.unique(labels):  # stratified: resample runs within each budget
                 idx = np.flatnonzero(labels == c)
                 np.add.at(w, rng.choice(idx, len(idx)), 1.0)
-            rws, _ = _parabola_optima(table, labels, w)
+            rws, _ = _parabola_optima(table, labels, w, window_dex)
             if len(rws) >= 2:
                 aa, kk = _power_fit(np.array([r["C"] for r in rws]), np.array([r["N_opt"] for r in rws]))
                 samples.append({"a": aa, "b": 1.0 - aa, "k": kk})

@@ -84,9 +84,11 @@ class FittedLaw:
         """Compute-optimal N*, D* for budget(s) C; ``flops_per_token(N)`` defaults to 6N."""
         return allocate(self, np.asarray(C, float), flops_per_token, params)
 
-    def allocate_with_interval(self, C, level: float = 0.9, flops_per_token=None) -> dict:
-        """N*, D*, tokens/param and the loss at the optimum, with bootstrap intervals; the loss's
-        interval is widened for extrapolation when the fit is calibrated (see `widen`)."""
+    def allocate_with_interval(self, C, level: float = 0.9, flops_per_token=None, calibrated: bool = True) -> dict:
+        """N*, D*, tokens/param and the loss at the optimum, with bootstrap intervals. With ``calibrated``,
+        the loss's interval is widened for extrapolation when the fit carries a loss calibration, and
+        N*'s when it carries an allocation calibration (laws/intervals.py eq. 1; D* = C / 6N* and
+        tokens per parameter follow N*'s bounds)."""
         out = self.allocate(C, flops_per_token)
         if self.samples:
             draws = [self.allocate(C, flops_per_token, s) for s in self.samples]
@@ -95,11 +97,17 @@ class FittedLaw:
                     vals = np.array([d[key] for d in draws], float)
                     lo, hi = self.interval(vals, level)
                     out[key + "_lo"], out[key + "_hi"] = lo, hi
-        if out.get("loss") is not None:
+        if out.get("loss") is not None and calibrated:
             iv = (out["loss_lo"], out["loss_hi"]) if "loss_lo" in out else None
             iv = self.widen(out["loss"], iv, out["C"], level)
             if iv is not None:
                 out["loss_lo"], out["loss_hi"] = iv
+        cal = self.info.get("allocation_calibration")
+        if cal and calibrated and flops_per_token is None:
+            lo, hi = widen(out["N_opt"], out.get("N_opt_lo"), out.get("N_opt_hi"), out["C"] / cal["C_max_fitted"],
+                           cal["sigma_per_decade"], level)
+            out.update(N_opt_lo=lo, N_opt_hi=hi, D_opt_lo=out["C"] / (6 * hi), D_opt_hi=out["C"] / (6 * lo),
+                       tokens_per_param_lo=out["C"] / (6 * hi**2), tokens_per_param_hi=out["C"] / (6 * lo**2))
         return out
 
     def ci(self, level: float = 0.9) -> dict:
