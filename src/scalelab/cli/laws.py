@@ -148,7 +148,9 @@ def cmd_predict(a) -> int:
     if a.compute is not None:
         if a.compute <= 0:
             raise UserError("--compute must be a positive number of FLOPs")
-        out = _allocation(law, a.compute, a.level)
+        from scalelab.laws.alloc_methods import allocation_forecast
+
+        out = allocation_forecast(law, a.compute, a.level)
     else:
         if a.params is None or a.tokens is None:
             raise UserError("give --params N and --tokens D, or --compute C")
@@ -190,30 +192,6 @@ def cmd_predict(a) -> int:
         if out.get("extrapolation_ratio"):
             print(f"extrapolation: {out['extrapolation_ratio']:.3g}x the largest fitted compute")
     return 0
-
-
-def _allocation(law, C: float, level: float) -> dict:
-    """N*, D*, tokens per parameter (from the allocation fit kept beside the loss fit, if any) and the
-    loss there, each with its interval and a line saying which interval it is."""
-    from scalelab.laws.alloc_methods import allocation_law
-
-    alloc = allocation_law(law)
-    r = alloc.allocate_with_interval(C, level=level)
-    out = {k: (float(np.atleast_1d(v)[0]) if v is not None else None) for k, v in r.items() if k != "C"}
-    out["C"] = C
-    if alloc is not law:  # the loss at that optimum, from the loss fit with its own interval
-        loss, lo, hi = law.predict_interval(out["N_opt"], out["D_opt"], level)
-        out.pop("loss_lo", None), out.pop("loss_hi", None)
-        out["loss"] = float(loss[0])
-        if lo is not None:
-            out.update(loss_lo=float(lo[0]), loss_hi=float(hi[0]))
-    if out.get("loss") is None:
-        out.pop("loss", None)
-    if "N_opt_lo" in out:
-        out["allocation_method"] = alloc.info.get("allocation_method") or alloc.form
-        out["allocation_interval"] = ("bootstrap + extrapolation (calibrated on the allocation back-test)"
-                                      if "allocation_calibration" in alloc.info else "bootstrap only (not calibrated)")
-    return out
 
 
 def _dataset_table(res: dict, pct) -> None:

@@ -7,6 +7,7 @@ import numpy as np
 from scalelab.economics.cost import training_cost
 from scalelab.economics.hardware import get_hardware
 from scalelab.errors import UserError
+from scalelab.laws.alloc_methods import allocation_forecast
 from scalelab.laws.allocation import allocate_unique, inference_aware
 from scalelab.laws.published import get_law
 
@@ -33,7 +34,7 @@ def plan_run(C: float, law_name: str = "besiroglu2024", gpu: str = "h100-sxm", g
         out["predicted_loss"] = out.pop("loss")
         out.update(training_cost(C, hw, gpus, mfu, price))
         return out
-    a = law.allocate_with_interval(C)
+    a = allocation_forecast(law, C)  # N*, D* from the allocation method a fit file keeps, if any
     out = {"C": C, "law": law_name, "N_opt": _one(a["N_opt"]), "D_opt": _one(a["D_opt"]),
            "tokens_per_param": _one(a["tokens_per_param"]), "predicted_loss": _one(a.get("loss"))}
     for k in ("N_opt", "D_opt", "loss"):

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
 
+import numpy as np
+
 from scalelab.errors import UserError
 from scalelab.laws.fitting import fit_approach2
 from scalelab.laws.law import FittedLaw
@@ -110,3 +112,25 @@ def allocation_law(law: FittedLaw) -> FittedLaw:
     """The law that answers N*, D* for ``law``: the allocation fit kept beside it, or the law itself."""
     kept = law.info.get("allocation")
     return FittedLaw(**kept["law"]) if kept else law
+
+
+def allocation_forecast(law: FittedLaw, C: float, level: float = 0.9) -> dict:
+    """N*, D*, tokens per parameter at budget ``C`` (from the allocation fit kept beside ``law``, if any)
+    and the loss there (from ``law``), each with its interval and a line saying which interval it is."""
+    alloc = allocation_law(law)
+    r = alloc.allocate_with_interval(C, level=level)
+    out = {k: (float(np.atleast_1d(v)[0]) if v is not None else None) for k, v in r.items() if k != "C"}
+    out["C"] = C
+    if alloc is not law:  # the loss at that optimum, from the loss fit with its own interval
+        loss, lo, hi = law.predict_interval(out["N_opt"], out["D_opt"], level)
+        out.pop("loss_lo", None), out.pop("loss_hi", None)
+        out["loss"] = float(loss[0])
+        if lo is not None:
+            out.update(loss_lo=float(lo[0]), loss_hi=float(hi[0]))
+    if out.get("loss") is None:
+        out.pop("loss", None)
+    if "N_opt_lo" in out:
+        out["allocation_method"] = alloc.info.get("allocation_method") or alloc.form
+        out["allocation_interval"] = ("bootstrap + extrapolation (calibrated on the allocation back-test)"
+                                      if "allocation_calibration" in alloc.info else "bootstrap only (not calibrated)")
+    return out
