@@ -101,6 +101,18 @@ def test_published_figures():
     assert round(scout["num_params_with_other_towers"] / 1e9) == 109 and round(scout["num_params_active"] / 1e9) == 17
 
 
+def test_shipped_tower_counts_are_transformers_own():
+    """The vision towers recorded for shipped multimodal configs (so `count` needs no torch) equal what
+    transformers counts on the meta device today."""
+    pytest.importorskip("transformers")
+    from scalelab.model import hf_meta, zoo
+    from scalelab.model.hf_arch import arch_from_hf
+
+    for name, towers in zoo.OTHER_TOWERS.items():
+        d = zoo.load(name)
+        assert hf_meta.meta_counts(d)["num_params_total"] - arch_from_hf(d).num_params_total == towers, name
+
+
 def test_attention_context_against_masks():
     """The keys a query attends, averaged over the sequence, counted from explicit masks."""
     t = 50

@@ -34,7 +34,7 @@ def test_count_llama_and_mixtral_json():
     (["predict", "hoffmann2022", "--params", "-5", "--tokens", "1e9"], "positive"),
     (["sample", "nowhere"], "not a scalelab run directory"),
     # library errors name the argument; the CLI names the flag that sets it
-    (["plan", "--compute", "1e20", "--mfu", "2"], "--mfu must be in (0, 1]"),
+    (["plan", "--compute", "1e20", "--mfu", "2"], "--mfu must be a fraction in (0, 1], got 2"),
     (["plan", "--compute", "1e20", "--gpu", "h900"], "--gpu 'h900' is unknown"),
     # lab settings are parsed as strictly as train overrides: a mistyped bool is an error, not False
     (["lab", "moe", "--set", "ablation=flase"], "--set ablation expects bool"),
@@ -42,12 +42,44 @@ def test_count_llama_and_mixtral_json():
     # non-finite numbers on any numeric flag
     (["predict", "hoffmann2022", "--compute", "nan"], "--compute must be a finite number"),
     (["plan", "--compute", "inf"], "--compute must be a finite number"),
+    # every numeric option has a domain, checked before any work (each of these once ended in a traceback,
+    # a negative memory or cost, or silently used another value)
+    (["count", "deepseek-v3", "--seq-len", "0"], "--seq-len must be an integer >= 1, got 0"),
+    (["count", "deepseek-v3", "--seq-len=-4"], "--seq-len must be an integer >= 1, got -4"),
+    (["ladder", "plan", "--budgets", "1e12", "--seq-len", "0"], "--seq-len must be an integer >= 1"),
+    (["plan", "--compute", "1e24", "--price=-3"], "--price must be a positive number, got -3"),
+    (["plan", "--compute", "1e24", "--inference-tokens=-1e12"], "--inference-tokens must be a positive number"),
+    (["predict", "muennighoff2023", "--params", "1e9", "--tokens", "1e10", "--unique-tokens", "-5"],
+     "--unique-tokens must be a positive number"),
+    (["count", "llama-2-7b", "--memory", "--batch", "0"], "--batch must be an integer >= 1"),
+    (["tasks", "show", "add", "-n", "-3"], "-n must be an integer >= 1"),
+    (["predict", "hoffmann2022", "--params", "1e9", "--tokens", "1e10", "--compute", "1e21"], "not both"),
+    (["plan"], "the following arguments are required: --compute"),  # argparse's own errors: one line too
+    (["count", "qwen3-8"], "did you mean qwen3-8b?"),
 ])
 def test_user_errors_are_one_line_exit_2(args, msg, tmp_path):
     r = run_cli(*args)
     assert r.returncode == 2, (r.stdout, r.stderr)
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and msg in lines[0] and "Traceback" not in r.stderr
+
+
+def test_a_bad_table_value_prints_as_the_user_wrote_it(tmp_path):
+    p = tmp_path / "t.csv"
+    p.write_text("N,D,loss\n1e6,1e9,3.0\n2e6,1e9,nan\n")
+    r = run_cli("fit", p)
+    assert r.returncode == 2 and r.stderr.strip().endswith("got nan") and "np." not in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("args,says", [
+    (["predict", "hoffmann2022", "--compute", "1e300", "--json"], "far past any training run to date"),
+    (["plan", "--compute", "1e22", "--unique-tokens", "1", "--json"], "1 unique tokens is far outside"),
+])
+def test_questions_far_outside_the_data_answer_with_a_warning(args, says):
+    r = run_cli(*args)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.strip().splitlines() == [f"scalelab: warning: {json.loads(r.stdout)['warnings'][0]}"]
+    assert says in r.stderr
 
 
 def test_bad_table_exit_2(tmp_path):

@@ -13,6 +13,7 @@ Unknown keys and wrong types are errors (exit code 2) that name the key and what
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import typing
@@ -247,6 +248,42 @@ class RunConfig:
         return dataclasses.asdict(self)
 
 
+# ---- a run's identity -----------------------------------------------------------------------------
+
+# keys that change how a run is carried out, watched or kept, not what it computes: a run may be resumed
+# or reused with other values of these; any other key makes it another run
+NOT_IDENTITY = {f"train.{k}" for k in ("threads", "progress", "loggers", "log_every", "checkpoint_every",
+                                       "keep_checkpoints", "device", "compile", "parallel")}
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def identity(cfg: RunConfig) -> dict:
+    """Every key that determines a run's results (model, data, optim, schedule, seed, tasks, distill),
+    flattened: ``{"optim.lr": 0.003, ...}``."""
+    return {k: v for k, v in _flatten(json.loads(json.dumps(cfg.to_dict()))).items() if k not in NOT_IDENTITY}
+
+
+def fingerprint(cfg: RunConfig) -> str:
+    """A short hash of `identity`: equal for two configs exactly when they train the same run."""
+    return hashlib.sha256(json.dumps(identity(cfg), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def identity_diff(old: RunConfig, new: RunConfig) -> list[str]:
+    """``key: old -> new`` for each identity key the two configs set differently."""
+    a, b = identity(old), identity(new)
+    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+
 # ---- loading --------------------------------------------------------------------------------------
 
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
@@ -328,4 +365,5 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
 
 
 __all__ = ["RunConfig", "ModelConfig", "MoEConfig", "DataConfig", "OptimConfig", "ScheduleConfig",
-           "TrainConfig", "TasksConfig", "DistillConfig", "load_config", "load_dict", "apply_overrides"]
+           "TrainConfig", "TasksConfig", "DistillConfig", "load_config", "load_dict", "apply_overrides", "identity",
+           "fingerprint", "identity_diff"]

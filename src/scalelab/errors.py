@@ -4,6 +4,11 @@ Every mistake a user can make (a bad config value, a missing file, a corrupt sha
 raises `UserError`; the CLI prints its message as one line and exits with code 2, no traceback.
 """
 
+import re
+
+# numpy's scalar reprs (numpy >= 2: "np.float64(nan)") as the plain numbers a user typed
+_NUMPY_REPR = re.compile(r"np\.(?:float|int|uint|bool_?)\d*\(([^()]*)\)")
+
 
 class UserError(Exception):
     """A problem with the user's input. The message names the field and the fix.
@@ -14,7 +19,7 @@ class UserError(Exception):
     exit_code = 2
 
     def __init__(self, message: str, arg: str | None = None):
-        super().__init__(message)
+        super().__init__(_NUMPY_REPR.sub(r"\1", message))
         self.arg = arg
 
 

@@ -33,8 +33,9 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 def build_parser() -> argparse.ArgumentParser:
     from scalelab import __version__
     from scalelab.cli import data, econ, evaluate, labs, ladder, laws, run
+    from scalelab.cli.args import Parser
 
-    p = argparse.ArgumentParser(prog="scalelab", description="A laboratory for language-model scaling.")
+    p = Parser(prog="scalelab", description="A laboratory for language-model scaling.")
     p.add_argument("--version", action="version", version=f"scalelab {__version__}")
     p.add_argument("--data-dir", default=None, metavar="DIR",
                    help="a local mirror of public data laid out as OWNER/REPO/COMMIT/PATH, read instead of the "

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from scalelab.cli.output import print_json
+from scalelab.cli.args import fraction, positive, positive_int
+from scalelab.cli.output import print_json, warn
 
 
 def cmd_plan(a) -> int:
@@ -10,6 +11,7 @@ def cmd_plan(a) -> int:
     from scalelab.ui import console
 
     out = plan_run(a.compute, a.law, a.gpu, a.gpus, a.mfu, a.price, a.inference_tokens, a.unique_tokens)
+    warn(out["warnings"])
     if a.json:
         print_json(out)
         return 0
@@ -103,14 +105,14 @@ def register(sub) -> None:
                        description="N*, D*, predicted loss and the cost of training them; with --inference-tokens, "
                                    "the smaller, longer-trained model that minimises training + inference FLOPs at "
                                    "the same loss (Sardana & Frankle 2023).")
-    p.add_argument("--compute", type=float, required=True, help="training FLOPs")
+    p.add_argument("--compute", type=positive, required=True, help="training FLOPs")
     p.add_argument("--law", default="besiroglu2024", help="built-in law name or a fit file")
     p.add_argument("--gpu", default="h100-sxm")
-    p.add_argument("--gpus", type=int, default=1024)
-    p.add_argument("--mfu", type=float, default=0.4)
-    p.add_argument("--price", type=float, default=None, help="USD per GPU-hour (default: the hardware table's)")
-    p.add_argument("--inference-tokens", type=float, default=None)
-    p.add_argument("--unique-tokens", type=float, default=None,
+    p.add_argument("--gpus", type=positive_int, default=1024)
+    p.add_argument("--mfu", type=fraction, default=0.4)
+    p.add_argument("--price", type=positive, default=None, help="USD per GPU-hour (default: the hardware table's)")
+    p.add_argument("--inference-tokens", type=positive, default=None)
+    p.add_argument("--unique-tokens", type=positive, default=None,
                    help="cap on distinct training tokens: the data-constrained allocation (Muennighoff et al. "
                         "2023), repeats past it, beside the unconstrained answer")
     p.add_argument("--json", action="store_true")

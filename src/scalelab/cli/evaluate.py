@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from scalelab.cli.args import non_negative_int, positive, positive_int
 from scalelab.cli.output import print_json, table
 from scalelab.errors import UserError
 
@@ -44,8 +45,8 @@ def register(sub) -> None:
     e.add_argument("src", help="a run directory or a ladder directory")
     e.add_argument("--tasks", required=True, help="comma-separated harness tasks, e.g. lambada_openai,hellaswag")
     e.add_argument("--include-path", default=None, help="a folder of your own YAML task definitions")
-    e.add_argument("--limit", type=float, default=None, help="documents per task (a number, or a fraction < 1)")
-    e.add_argument("--num-fewshot", type=int, default=None)
-    e.add_argument("--batch-size", type=int, default=16)
+    e.add_argument("--limit", type=positive, default=None, help="documents per task (a number, or a fraction < 1)")
+    e.add_argument("--num-fewshot", type=non_negative_int, default=None)
+    e.add_argument("--batch-size", type=positive_int, default=16)
     e.add_argument("--json", action="store_true")
     e.set_defaults(fn=cmd_eval)

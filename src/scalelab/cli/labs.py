@@ -6,6 +6,7 @@ import dataclasses
 import typing
 from pathlib import Path
 
+from scalelab.cli.args import fraction, non_negative_int, positive_int
 from scalelab.cli.output import print_json
 from scalelab.errors import UserError
 from scalelab.typed import parse_text, section_type
@@ -117,15 +118,15 @@ def register(sub) -> None:
     p.add_argument("--quick", action="store_true", help="a small, fast version (about a minute) to try it out")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="change a setting, e.g. --set sizes=16x1,32x2,64x2 --set tokens=2e6 (repeatable)")
-    p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
+    p.add_argument("--threads", type=non_negative_int, default=0, help="torch threads (default: torch's choice)")
     p.set_defaults(fn=cmd_lab, setting_flag="--set")
 
     t = sub.add_parser("tasks", help="show synthetic task problems or write a task corpus")
     ts = t.add_subparsers(dest="tasks_cmd", required=True)
     s = ts.add_parser("show", help="print problems of a task, e.g. addition:digits=3,format=scratchpad")
     s.add_argument("task")
-    s.add_argument("-n", type=int, default=5)
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("-n", type=positive_int, default=5)
+    s.add_argument("--seed", type=non_negative_int, default=0)
     s.add_argument("--difficulty", action="store_true", help="print each problem's difficulty (carries)")
     s.set_defaults(fn=cmd_tasks_show)
     w = ts.add_parser("write", help="write a .jsonl corpus of task documents, optionally mixed into another corpus",
@@ -133,9 +134,9 @@ def register(sub) -> None:
                                   "problems (seed, test size) never appear in it.")
     w.add_argument("--task", action="append", required=True, help="a task spec (repeatable)")
     w.add_argument("--out", required=True)
-    w.add_argument("--docs", type=int, default=10_000, help="documents to write")
+    w.add_argument("--docs", type=positive_int, default=10_000, help="documents to write")
     w.add_argument("--mix-with", default=None, help="a corpus (stdlib, a path) whose documents fill the rest")
-    w.add_argument("--fraction", type=float, default=1.0, help="fraction of documents that are task documents")
-    w.add_argument("--seed", type=int, default=0)
-    w.add_argument("--test-size", type=int, default=200)
+    w.add_argument("--fraction", type=fraction, default=1.0, help="fraction of documents that are task documents")
+    w.add_argument("--seed", type=non_negative_int, default=0)
+    w.add_argument("--test-size", type=positive_int, default=200)
     w.set_defaults(fn=cmd_tasks_write)

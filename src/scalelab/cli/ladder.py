@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from scalelab.cli.args import non_negative, non_negative_int, positive, positive_int, unit_interval
 from scalelab.cli.output import print_json, table
 from scalelab.errors import UserError
 
@@ -227,30 +228,30 @@ def cmd_suggest(a) -> int:
 def _register_plan(ls) -> None:
     p = ls.add_parser("plan", help="plan an IsoFLOP grid from compute budgets (no training)")
     p.add_argument("--budgets", required=True, help="FLOP budgets, e.g. 1e12,3e12,1e13")
-    p.add_argument("--sizes-per-budget", type=int, default=4)
+    p.add_argument("--sizes-per-budget", type=positive_int, default=4)
     p.add_argument("--strategy", choices=["cosine", "wsd"], default="cosine")
     p.add_argument("--corpus", default=None, help="stdlib (default), a local path, or hf:NAME")
-    p.add_argument("--vocab-size", type=int, default=512)
-    p.add_argument("--seq-len", type=int, default=128)
-    p.add_argument("--tokens-per-param", type=float, default=40.0, help="centre of the sizes (D/N at the guess)")
-    p.add_argument("--span", type=float, default=16.0, help="largest/smallest size ratio per budget")
-    p.add_argument("--min-width", type=int, default=16)
+    p.add_argument("--vocab-size", type=positive_int, default=512)
+    p.add_argument("--seq-len", type=positive_int, default=128)
+    p.add_argument("--tokens-per-param", type=positive, default=40.0, help="centre of the sizes (D/N at the guess)")
+    p.add_argument("--span", type=positive, default=16.0, help="largest/smallest size ratio per budget")
+    p.add_argument("--min-width", type=positive_int, default=16)
     p.add_argument("--heuristics", default="deepseek", metavar="RULE",
                    help="how each rung's lr and batch are set: deepseek (DeepSeek LLM's fits in C), steplaw "
                         "(StepLaw's in N and D), mup (muP at every width, one lr tuned at the smallest), or "
                         "fitted:FILE (the lr_law.json of `scalelab lab lr-transfer`)")
-    p.add_argument("--mup-base-lr", type=float, default=0.0,
+    p.add_argument("--mup-base-lr", type=non_negative, default=0.0,
                    help="with --heuristics mup: the lr tuned at --min-width "
                         "(default: DeepSeek's at the smallest budget)")
-    p.add_argument("--seeds", type=int, default=1, metavar="K",
+    p.add_argument("--seeds", type=positive_int, default=1, metavar="K",
                    help="train each budget's centre rung K times (seeds seed..seed+K-1): the seed noise the "
                         "rung-quality checks of `ladder status` measure against")
     p.add_argument("--task", action="append", default=None, metavar="SPEC",
                    help="evaluate every rung on this task at each evaluation (repeatable): a spec such as "
                         "addition:digits=2, or a .jsonl file of prompt/answer pairs")
-    p.add_argument("--task-fraction", type=float, default=0.0,
+    p.add_argument("--task-fraction", type=unit_interval, default=0.0,
                    help="mix the tasks' problems into the training text at this fraction (held-out ones never)")
-    p.add_argument("--task-problems", type=int, default=200, help="held-out problems per task")
+    p.add_argument("--task-problems", type=positive_int, default=200, help="held-out problems per task")
     p.add_argument("--json", action="store_true")
     p.add_argument("--out", default=None, help="write the ladder file (TOML)")
     p.set_defaults(fn=cmd_plan)
@@ -263,12 +264,12 @@ def register(sub) -> None:
     r = ls.add_parser("run", help="run or resume a ladder")
     r.add_argument("ladder", help="LADDER.toml from `scalelab ladder plan --out`")
     r.add_argument("--out", required=True)
-    r.add_argument("--parallel", type=int, default=1, help="runs at a time (processes)")
+    r.add_argument("--parallel", type=positive_int, default=1, help="runs at a time (processes)")
     r.add_argument("--share", action="store_true",
                    help="let other `ladder run --share` processes (here or on machines sharing OUT's "
                         "filesystem) run the same ladder: each unit is claimed through the store, none trained "
                         "twice")
-    r.add_argument("--threads", type=int, default=None, help="torch threads per run")
+    r.add_argument("--threads", type=positive_int, default=None, help="torch threads per run")
     r.add_argument("--executor", choices=("local", "ray"), default="local",
                    help="local processes, or a Ray cluster (pip install 'scalelab[ray]')")
     r.add_argument("--address", default=None,
@@ -276,7 +277,7 @@ def register(sub) -> None:
                         "default: start a local Ray instance")
     r.add_argument("--shared-dir", default=None,
                    help="Ray: where run directories and checkpoints go, a path every worker sees (default --out)")
-    r.add_argument("--max-retries", type=int, default=3, help="Ray: retries of a run whose worker dies")
+    r.add_argument("--max-retries", type=non_negative_int, default=3, help="Ray: retries of a run whose worker dies")
     r.set_defaults(fn=cmd_run)
     s = ls.add_parser("status", help="progress of a ladder")
     s.add_argument("dir")
@@ -295,11 +296,11 @@ def register(sub) -> None:
                                   "`scalelab fit --out`. Candidates are sizes between the smallest fitted one and "
                                   "the target's, at 5-160 tokens per parameter, up to --max-flops.")
     g.add_argument("src", help="TABLE.csv|.parquet, or FIT.json")
-    g.add_argument("--params", type=float, default=None, help="target N")
-    g.add_argument("--tokens", type=float, default=None, help="target D")
-    g.add_argument("--compute", type=float, default=None, help="target C: at the law's compute-optimal N*, D*")
-    g.add_argument("-k", type=int, default=3, help="runs to suggest (default 3)")
-    g.add_argument("--max-flops", type=float, default=None,
+    g.add_argument("--params", type=positive, default=None, help="target N")
+    g.add_argument("--tokens", type=positive, default=None, help="target D")
+    g.add_argument("--compute", type=positive, default=None, help="target C: at the law's compute-optimal N*, D*")
+    g.add_argument("-k", type=positive_int, default=3, help="runs to suggest (default 3)")
+    g.add_argument("--max-flops", type=positive, default=None,
                    help="largest run to consider (default: 10x the largest fitted run, below the target)")
     g.add_argument("--json", action="store_true")
     g.set_defaults(fn=cmd_suggest)
@@ -314,6 +315,6 @@ def register(sub) -> None:
 
     d = sub.add_parser("demo", help="the end-to-end demo: ladder -> laws -> a predicted, then trained, bigger run")
     d.add_argument("--out", default="runs/demo")
-    d.add_argument("--parallel", type=int, default=2)
+    d.add_argument("--parallel", type=positive_int, default=2)
     d.add_argument("--quick", action="store_true", help="a smaller ladder (for a first look; ~1 min)")
     d.set_defaults(fn=cmd_demo)

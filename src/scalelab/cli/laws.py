@@ -6,7 +6,8 @@ import warnings
 
 import numpy as np
 
-from scalelab.cli.output import print_json, table
+from scalelab.cli.args import level, non_negative_int, positive, positive_int
+from scalelab.cli.output import print_json, table, warn
 from scalelab.errors import UserError
 
 # --example NAME: a public dataset (fetched on first use) and how many highest-loss points its paper drops
@@ -33,7 +34,7 @@ def _load_fit_table(a):
         return load_table(str(datasets.table_path(name)), params=a.params, drop_highest_loss=drop)
     if a.table:
         return load_table(a.table, params=a.params, drop_highest_loss=a.drop_highest_loss,
-                          exclude_flagged=a.exclude_flagged)
+                          exclude_flagged=a.exclude_flagged, include_holdout=a.include_holdout)
     raise UserError("give a TABLE.csv to fit, or --example chinchilla")
 
 
@@ -110,7 +111,7 @@ def cmd_fit(a) -> int:
     for w in sorted({str(w.message) for w in caught}):
         print(f"warning: {w}")
     for note in table.notes:
-        if note.startswith("excluded "):
+        if note.startswith(("excluded ", "left out ")):
             print(note)
     how = f"method {law.info['method']}" if "method" in law.info and law.approach == "3" and not _custom(a) \
         else f"{law.form}"
@@ -135,28 +136,28 @@ def cmd_fit(a) -> int:
 
 def cmd_predict(a) -> int:
     from scalelab.laws.published import get_law
-
-    if not 0 < a.level < 1:
-        raise UserError(f"--level must be in (0, 1), e.g. 0.9; got {a.level}")
     from scalelab.laws.tasks import is_task_file
 
     if is_task_file(a.law):
         from scalelab.cli.tasks import cmd_predict_tasks
 
         return cmd_predict_tasks(a)
+    from scalelab.laws.ranges import compute_warning, unique_tokens_warning
+
     law = get_law(a.law)
+    if a.compute is not None and (a.params is not None or a.tokens is not None or a.unique_tokens is not None):
+        raise UserError("give --compute C (for N*, D*) or --params N --tokens D [--unique-tokens U] (for a loss), "
+                        "not both; a capped allocation is `scalelab plan --compute C --unique-tokens U`")
+    warnings_ = [compute_warning(law, a.compute or 6.0 * (a.params or 0) * (a.tokens or 0))]
     if a.compute is not None:
-        if a.compute <= 0:
-            raise UserError("--compute must be a positive number of FLOPs")
         from scalelab.laws.alloc_methods import allocation_forecast
 
         out = allocation_forecast(law, a.compute, a.level)
     else:
         if a.params is None or a.tokens is None:
             raise UserError("give --params N and --tokens D, or --compute C")
-        if a.params <= 0 or a.tokens <= 0:
-            raise UserError("--params and --tokens must be positive")
         if a.unique_tokens:
+            warnings_.append(unique_tokens_warning(a.unique_tokens))
             loss = law.predict(a.params, a.tokens, unique_tokens=a.unique_tokens)
             out = {"N": a.params, "D": a.tokens, "loss": float(np.atleast_1d(loss)[0])}
         else:
@@ -174,6 +175,8 @@ def cmd_predict(a) -> int:
         out["loss_interval"] = ("bootstrap + extrapolation (calibrated on the loss back-test)" if cal
                                 else "bootstrap only (not calibrated)")
     out["law"] = a.law
+    out["warnings"] = [w for w in warnings_ if w]
+    warn(out["warnings"])
     if a.json:
         print_json(out)
     else:
@@ -274,17 +277,21 @@ def register(sub) -> None:
                    help="with --form (default huber)")
     f.add_argument("--all-starts", action="store_true",
                    help="run L-BFGS from every grid start (exactly as published; slower)")
-    f.add_argument("--bootstrap", type=int, default=None, metavar="K",
+    f.add_argument("--bootstrap", type=non_negative_int, default=None, metavar="K",
                    help="bootstrap resamples for intervals (default: the method's, 50; 0 with --form)")
-    f.add_argument("--level", type=float, default=0.9, help="interval level (default 0.9)")
-    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--level", type=level, default=0.9, help="interval level (default 0.9)")
+    f.add_argument("--seed", type=non_negative_int, default=0)
     f.add_argument("--params", default=None, choices=["total", "non_embedding"],
                    help="which parameter count is N when the table has both")
-    f.add_argument("--drop-highest-loss", type=int, default=0, metavar="K")
+    f.add_argument("--drop-highest-loss", type=non_negative_int, default=0, metavar="K")
     f.add_argument("--exclude-flagged", action="store_true",
                    help="leave out the rungs the ladder's quality checks flagged (the exported table's quality "
                         "column; `scalelab ladder status` says why); each one left out is printed")
-    f.add_argument("--example", default=None, help="fit a shipped table: chinchilla (or pythia-tasks with --metric)")
+    f.add_argument("--include-holdout", action="store_true",
+                   help="fit the rows a holdout column marks too (left out by default: `ladder export` marks the "
+                        "runs kept to check the forecast)")
+    f.add_argument("--example", default=None,
+                   help="fit a public example (fetched on first use): chinchilla (or pythia-tasks with --metric)")
     f.add_argument("--metric", default=None, metavar="COL",
                    help="forecast this task metric column (accuracy, exact match ...: fractions in [0, 1]); "
                         "one fit per value of a `task` column")
@@ -299,11 +306,11 @@ def register(sub) -> None:
                        description="LAW is a fit file from `scalelab fit --out` or a built-in: kaplan2020, "
                                    "hoffmann2022, hoffmann2022-unrounded, besiroglu2024, muennighoff2023.")
     p.add_argument("law")
-    p.add_argument("--params", type=float, default=None, help="N, parameters")
-    p.add_argument("--tokens", type=float, default=None, help="D, training tokens")
-    p.add_argument("--unique-tokens", type=float, default=None, help="unique tokens (muennighoff2023)")
-    p.add_argument("--compute", type=float, default=None, help="C, training FLOPs: gives N*, D*")
-    p.add_argument("--level", type=float, default=0.9)
+    p.add_argument("--params", type=positive, default=None, help="N, parameters")
+    p.add_argument("--tokens", type=positive, default=None, help="D, training tokens")
+    p.add_argument("--unique-tokens", type=positive, default=None, help="unique tokens (muennighoff2023)")
+    p.add_argument("--compute", type=positive, default=None, help="C, training FLOPs: gives N*, D*")
+    p.add_argument("--level", type=level, default=0.9)
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_predict)
 
@@ -315,15 +322,15 @@ def register(sub) -> None:
                                    "fetched on first use from their pinned sources: `scalelab data list`.")
     b.add_argument("--datasets", default=None, help="comma-separated (default: all)")
     b.add_argument("--methods", default=None, help="comma-separated (default: all registered)")
-    b.add_argument("--level", type=float, default=0.9, help="interval level (default 0.9)")
-    b.add_argument("--workers", type=int, default=2, help="processes (default 2)")
+    b.add_argument("--level", type=level, default=0.9, help="interval level (default 0.9)")
+    b.add_argument("--workers", type=positive_int, default=2, help="processes (default 2)")
     b.add_argument("--by-split", action="store_true", help="also print every cut-off of every dataset")
     b.add_argument("--tasks", action="store_true",
                    help="back-test task-accuracy forecasts instead (Pythia 2.8B-12B from 70M-1.4B)")
     b.add_argument("--allocation", action="store_true",
                    help="back-test compute-optimal allocation instead: N* and D* at held-out budgets of public "
                         "IsoFLOP sweeps and of synthetic ladders drawn from known laws")
-    b.add_argument("--synthetic", type=int, default=24, metavar="N",
+    b.add_argument("--synthetic", type=non_negative_int, default=24, metavar="N",
                    help="with --allocation: synthetic ladders (default 24; seeds 16 and up are untouched)")
     b.add_argument("--json", action="store_true", help="print the summary, per-dataset and per-split tables as JSON")
     b.add_argument("--out", default=None, help="write everything, every held-out point included, as JSON")

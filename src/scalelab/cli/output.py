@@ -33,3 +33,11 @@ def table(title: str, columns: list[str], rows: list[tuple], right: tuple[str, .
     for r in rows:
         t.add_row(*[str(x) for x in r])
     console().print(t)
+
+
+def warn(lines) -> None:
+    """Each warning as one line on stderr (results stay on stdout)."""
+    import sys
+
+    for line in lines or ():
+        print(f"scalelab: warning: {line}", file=sys.stderr)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from scalelab.cli.args import fraction, non_negative, non_negative_int, positive_int
 from scalelab.cli.output import emit, table
 from scalelab.errors import UserError
 
@@ -28,12 +29,26 @@ def cmd_train(a) -> int:
     config, overrides = a.config, list(a.overrides)
     if config is not None and "=" in config and not Path(config).exists():  # no file: all overrides
         config, overrides = None, [config, *overrides]
-    cfg = load_config(config, overrides)
     out = Path(a.out)
-    if not a.resume and RunDir(out).has_checkpoint():
-        raise UserError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    run = RunDir(out)
+    if a.resume and a.restart:
+        raise UserError("--resume continues the run and --restart starts it over; give one")
+    if a.resume and config is None and run.config_file.exists():
+        # the run's own config; overrides may only change how it runs (threads, loggers, ...): the loop
+        # refuses any that would make it another run (config.py `identity`)
+        from scalelab.config import apply_overrides, load_dict
+        from scalelab.io import read_json
+
+        cfg = load_dict(apply_overrides(read_json(run.config_file, "run config"), overrides))
+    else:
+        cfg = load_config(config, overrides)
+    if a.restart:
+        run.clear()
+    if not a.resume and (run.has_checkpoint() or run.is_complete()):
+        raise UserError(f"{out} already holds a run; pass --resume to continue it, --restart to train it again "
+                        "from scratch, or choose another --out")
     if a.resume:
-        RunDir(out).latest_checkpoint(report=lambda m: None, full=False)  # all corrupt: say so before any work
+        run.latest_checkpoint(report=lambda m: None, full=False)  # all corrupt: say so before any work
     summary = train(cfg, out, resume=a.resume)
     if summary.get("world_size", 1) > 1:  # under torchrun: leave the process group; rank 0 reports
         import torch.distributed as dist
@@ -150,23 +165,27 @@ def register(sub) -> None:
     t.add_argument("config", nargs="?", help="run config (.toml or .json)")
     t.add_argument("overrides", nargs="*", help="section.key=value overrides")
     t.add_argument("--out", default="runs/train", help="run directory (default runs/train)")
-    t.add_argument("--resume", action="store_true", help="continue from the run directory's last checkpoint")
+    t.add_argument("--resume", action="store_true",
+                   help="continue from the run directory's last checkpoint, with the run's own config (overrides "
+                        "may change only how it runs: train.threads, train.loggers, ...)")
+    t.add_argument("--restart", action="store_true",
+                   help="delete the run in --out (its checkpoints, metrics and summary) and train it from scratch")
     t.set_defaults(fn=cmd_train)
 
     s = sub.add_parser("sample", help="generate text from a trained run")
     s.add_argument("run_dir")
     s.add_argument("--prompt", default="def ")
-    s.add_argument("--max-new-tokens", type=int, default=64)
-    s.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
-    s.add_argument("--top-k", type=int, default=None)
-    s.add_argument("--top-p", type=float, default=None)
-    s.add_argument("--num-samples", type=int, default=1)
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--max-new-tokens", type=positive_int, default=64)
+    s.add_argument("--temperature", type=non_negative, default=0.8, help="0 = greedy")
+    s.add_argument("--top-k", type=positive_int, default=None)
+    s.add_argument("--top-p", type=fraction, default=None)
+    s.add_argument("--num-samples", type=positive_int, default=1)
+    s.add_argument("--seed", type=non_negative_int, default=0)
     s.add_argument("--no-cache", action="store_true", help="recompute the whole prefix each token (slow)")
     s.add_argument("--draft", default=None, metavar="RUN_DIR",
                    help="speculative decoding: a smaller run with the same tokenizer drafts, this one verifies "
                         "(the output is distributed as this run's own samples; at temperature 0, identical)")
-    s.add_argument("--gamma", type=int, default=4, help="tokens drafted per target pass (with --draft)")
+    s.add_argument("--gamma", type=positive_int, default=4, help="tokens drafted per target pass (with --draft)")
     s.set_defaults(fn=cmd_sample)
 
     c = sub.add_parser("count", help="exact parameter, FLOP and memory counts of a model config",
@@ -175,12 +194,13 @@ def register(sub) -> None:
                    "Gemma 2/3, Phi-3, OLMo-2, OLMoE, GPT-2, GPT-NeoX, Llama 4; others through transformers), a "
                    "scalelab run config or run directory, or a shipped model's name: " + ", ".join(_zoo_names()))
     c.add_argument("--json", action="store_true")
-    c.add_argument("--seq-len", type=int, default=None, help="context for the attention FLOPs (default max_seq_len)")
-    c.add_argument("--batch", type=int, default=None, help="micro-batch for activation / KV-cache memory")
+    c.add_argument("--seq-len", type=positive_int, default=None,
+                   help="context for the attention FLOPs (default max_seq_len)")
+    c.add_argument("--batch", type=positive_int, default=None, help="micro-batch for activation / KV-cache memory")
     c.add_argument("--gpu", default=None, help="hardware name for memory fit (see `scalelab plan --help`)")
     c.add_argument("--dtype", default=None, help="weights dtype for serving: fp32, bf16, int8, int4")
     c.add_argument("--zero", type=int, default=None, choices=[0, 1, 2, 3], help="ZeRO stage for training memory")
-    c.add_argument("--dp", type=int, default=1, help="data-parallel ranks for ZeRO sharding")
+    c.add_argument("--dp", type=positive_int, default=1, help="data-parallel ranks for ZeRO sharding")
     c.add_argument("--regime", default="mixed",
                    help="training precision: fp32, mixed, mixed-fp32-grads, adam8bit, bf16")
     c.add_argument("--recompute", default="none", choices=["none", "selective", "full"])

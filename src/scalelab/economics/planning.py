@@ -10,6 +10,7 @@ from scalelab.errors import UserError
 from scalelab.laws.alloc_methods import allocation_forecast
 from scalelab.laws.allocation import allocate_unique, inference_aware
 from scalelab.laws.published import get_law
+from scalelab.laws.ranges import compute_warning, unique_tokens_warning
 
 
 def _one(x):
@@ -27,12 +28,13 @@ def plan_run(C: float, law_name: str = "besiroglu2024", gpu: str = "h100-sxm", g
         raise UserError(f"compute must be a positive number of FLOPs, got {C}", arg="compute")
     law = get_law(law_name)
     hw = get_hardware(gpu)
+    warnings = [w for w in (compute_warning(law, C), unique_tokens and unique_tokens_warning(unique_tokens)) if w]
     if unique_tokens is not None:
         if inference_tokens:
             raise UserError("--unique-tokens and --inference-tokens answer different questions; give one")
         out = {"law": law_name, **allocate_unique(law, C, unique_tokens)}
         out["predicted_loss"] = out.pop("loss")
-        out.update(training_cost(C, hw, gpus, mfu, price))
+        out.update(training_cost(C, hw, gpus, mfu, price), warnings=warnings)
         return out
     a = allocation_forecast(law, C)  # N*, D* from the allocation method a fit file keeps, if any
     out = {"C": C, "law": law_name, "N_opt": _one(a["N_opt"]), "D_opt": _one(a["D_opt"]),
@@ -40,7 +42,7 @@ def plan_run(C: float, law_name: str = "besiroglu2024", gpu: str = "h100-sxm", g
     for k in ("N_opt", "D_opt", "loss"):
         if k + "_lo" in a:
             out[k + "_interval"] = [_one(a[k + "_lo"]), _one(a[k + "_hi"])]
-    out.update(training_cost(C, hw, gpus, mfu, price))
+    out.update(training_cost(C, hw, gpus, mfu, price), warnings=warnings)
     if inference_tokens:
         if out["predicted_loss"] is None:
             raise UserError("inference_tokens needs a law with a loss surface (not an approach-2 fit)",

@@ -114,8 +114,25 @@ def _drop_flagged(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     return df[~flagged].reset_index(drop=True), notes
 
 
-def load_table(src, params: str | None = None, drop_highest_loss: int = 0, exclude_flagged: bool = False) -> RunTable:
+def _drop_holdouts(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """Rows a ``holdout`` column marks (`ladder export`: runs kept to check a forecast) are not fitted."""
+    if "holdout" not in df.columns:
+        return df, []
+    held = df["holdout"].astype(str).str.strip().str.lower().isin(("true", "1", "yes"))
+    if not held.any():
+        return df, []
+    names = sorted(set(df.loc[held, "run"].astype(str))) if "run" in df.columns else []
+    what = f" ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''})" if names else ""
+    return df[~held].reset_index(drop=True), [f"left out {int(held.sum())} held-out row(s){what}: they check the "
+                                               "forecast; --include-holdout fits them too"]
+
+
+def load_table(src, params: str | None = None, drop_highest_loss: int = 0, exclude_flagged: bool = False,
+               include_holdout: bool = False) -> RunTable:
     """Read a CSV / Parquet path or a DataFrame into a validated `RunTable`.
+
+    Rows a ``holdout`` column marks true are left out (and said so in the notes) unless
+    ``include_holdout``: a ladder's held-out run is what its fit is meant to predict.
 
     ``exclude_flagged`` drops the runs whose ``quality`` column (`ladder export`: the rung-quality
     checks of ladder/quality.py) names a reason, and says which in the table's notes.
@@ -129,8 +146,11 @@ def load_table(src, params: str | None = None, drop_highest_loss: int = 0, exclu
     else:
         df, source = read_frame(src), str(src)
     convention, notes = "total", []
+    if not include_holdout:
+        df, notes = _drop_holdouts(df)
     if exclude_flagged:
-        df, notes = _drop_flagged(df)
+        df, flagged = _drop_flagged(df)
+        notes += flagged
     if params == "non_embedding":
         col = next((c for c in ("N_non_embedding", "params_non_embedding") if c in df.columns), None)
         if col is None:

@@ -43,14 +43,16 @@ def model_counts(source: str, seq_len: int | None = None) -> tuple[Arch | None, 
     arch = arch_from_hf(d)
     counts = arch.counts(seq_len)
     if isinstance(d.get("text_config"), dict):
-        counts.update(_towers(d, arch))
+        counts.update(_towers(d, arch, zoo.OTHER_TOWERS.get(str(source).lower())))
     return arch, counts
 
 
-def _towers(d: dict, arch: Arch) -> dict:
-    """A multimodal model's other towers (vision encoder, projector), counted by transformers if installed."""
-    try:
-        whole = hf_meta.meta_counts(d)["num_params_total"]
-    except UserError as e:
-        return {"other_towers": f"not counted ({e})"}
-    return {"num_params_other_towers": whole - arch.num_params_total, "num_params_with_other_towers": whole}
+def _towers(d: dict, arch: Arch, known: int | None = None) -> dict:
+    """A multimodal model's other towers (vision encoder, projector): a shipped model's recorded count, else
+    counted by transformers on the meta device (if installed; slow: it imports torch)."""
+    if known is None:
+        try:
+            known = hf_meta.meta_counts(d)["num_params_total"] - arch.num_params_total
+        except UserError as e:
+            return {"other_towers": f"not counted ({e})"}
+    return {"num_params_other_towers": known, "num_params_with_other_towers": arch.num_params_total + known}

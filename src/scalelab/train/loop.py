@@ -140,6 +140,9 @@ def setup(cfg: RunConfig, run: RunDir, resume: bool, dataset: TokenDataset | Non
     dist = parallel.init(device)  # torchrun: join the process group (see train/distributed.py)
     device = parallel.local_device(device, dist)
     local_batch = parallel.check_batch(t.batch_size, dist)
+    if resume:
+        run.check_same_run(cfg, fix=f"resume it with its own config (scalelab train --out {run.path} --resume), "
+                                    "or train this config into another --out")
     if dist.is_main:
         run.path.mkdir(parents=True, exist_ok=True)
     ds = dataset or (load_dataset(cfg, log=log) if dist.is_main else None)

@@ -20,7 +20,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from scalelab.config import load_dict
+from scalelab.config import identity_diff, load_dict
 from scalelab.errors import UserError
 from scalelab.io import atomic_write_json, read_json
 from scalelab.train.records import read_records
@@ -168,6 +168,26 @@ class RunDir:
 
     def write_config(self, cfg) -> None:
         atomic_write_json(self.config_file, cfg.to_dict())
+
+    def clear(self) -> None:
+        """Delete what a run wrote here (checkpoints, branch points, metrics, summary, config, tokenizer);
+        anything else in the folder is left alone."""
+        import shutil
+
+        for d in (self.checkpoints, self.path / "branch_points"):
+            shutil.rmtree(d, ignore_errors=True)
+        for f in (self.summary_file, self.metrics_file, self.config_file, self.tokenizer_file):
+            f.unlink(missing_ok=True)
+
+    def check_same_run(self, cfg, fix: str) -> None:
+        """Refuse to reuse or resume this run for ``cfg`` if it was started with another identity
+        (config.py `identity`): one line naming the keys that differ and ``fix``, the way out."""
+        if not self.config_file.exists() or not (self.has_checkpoint() or self.is_complete()):
+            return
+        diff = identity_diff(self.read_config(), cfg)
+        if diff:
+            more = f" and {len(diff) - 4} more" if len(diff) > 4 else ""
+            raise UserError(f"{self.path} holds a run of another config ({'; '.join(diff[:4])}{more}); {fix}")
 
     def read_summary(self) -> dict:
         return read_json(self.summary_file, "run summary")

@@ -34,6 +34,7 @@ def ensure_trained(cfg: RunConfig, run_dir: str | Path | RunDir, *, dataset=None
 
     ``branch_points``: steps whose checkpoints are kept under branch_points/ for later branches."""
     run = RunDir.of(run_dir)
+    run.check_same_run(cfg, fix="give it another --out, or delete that run to train it again")
     summary = run.summary_or_none()
     if summary is not None:
         return summary
