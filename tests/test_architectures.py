@@ -157,7 +157,9 @@ def test_unknown_model_type_falls_back_to_transformers_and_says_what_it_lacks(tm
 
 
 @pytest.mark.parametrize("hf,msg", [
-    ({"model_type": "qwen3", "hidden_size": 64}, "lacks the field 'num_hidden_layers' that a qwen3"),
+    # a key set to null has no value (an absent one takes transformers' default, noted: see below)
+    ({"model_type": "qwen3", "hidden_size": 64, "num_hidden_layers": None},
+     "lacks the field 'num_hidden_layers' that a qwen3"),
     ({"model_type": "nonesuch"}, "known neither to scalelab's readers nor to transformers"),
     ({"model_type": "gemma2", "hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 2,
       "num_hidden_layers": 2, "vocab_size": 10, "layer_types": ["full_attention"]}, "layer_types has 1 entries"),
@@ -177,3 +179,29 @@ def test_count_reads_shipped_names_and_memory_for_any_architecture():
                            "--gpu", "h100-sxm").stdout)
     assert d["num_params_total"] == arch_from_hf(json.loads((ZOO / "deepseek-v3.json").read_text())).num_params_total
     assert d["kv_cache_bytes"] == 61 * 576 * 2 * 4096 and d["fits_serving"] is False
+
+
+def test_the_defaults_table_is_transformers_own():
+    """Every default scalelab applies to a key a config leaves out is the installed transformers' own."""
+    import inspect
+
+    transformers = pytest.importorskip("transformers")
+    from scalelab.model.hf_defaults import TRANSFORMERS_DEFAULTS
+
+    for mtype, table in TRANSFORMERS_DEFAULTS.items():
+        sig = inspect.signature(transformers.CONFIG_MAPPING[mtype].__init__).parameters
+        assert {k: sig[k].default for k in table} == table, mtype
+
+
+def test_a_config_that_leaves_keys_to_transformers_is_counted_with_its_defaults_and_says_so():
+    """google/gemma-3-4b-it's text_config leaves num_attention_heads, max_position_embeddings and more to
+    transformers: they take its defaults (131072 positions, not 2048) and the notes list them."""
+    from scalelab.model import zoo
+    from scalelab.model.hf_arch import arch_from_hf
+
+    d = zoo.load("gemma-3-4b")
+    sparse = {**d, "text_config": {k: v for k, v in d["text_config"].items()
+                                   if k not in ("num_attention_heads", "max_position_embeddings", "head_dim")}}
+    full, arch = arch_from_hf(d), arch_from_hf(sparse)
+    assert arch.max_seq_len == 131072 and arch.num_params_total == full.num_params_total
+    assert any("num_attention_heads=8" in n and "max_position_embeddings=131072" in n for n in arch.notes)

@@ -108,7 +108,7 @@ def cmd_fit(a) -> int:
     if a.json:
         print_json(summary)
         return 0
-    for w in sorted({str(w.message) for w in caught}):
+    for w in sorted({str(w.message) for w in caught if issubclass(w.category, UserWarning)}):  # not numpy's noise
         print(f"warning: {w}")
     for note in table.notes:
         if note.startswith(("excluded ", "left out ")):
@@ -127,8 +127,9 @@ def cmd_fit(a) -> int:
         print(f"N* and D* (`predict --compute`): allocation method {alloc['method']}, the allocation back-test's "
               f"choice; the loss method is {law.info['method']}")
     if ranking:
+        err = lambda v: "too few runs below the held-out budgets to fit" if np.isnan(v) else f"{v:.2%}"  # noqa: E731
         print("form ranking by leave-largest-out error: " +
-              ", ".join(f"{r['form']} {r['mean_abs_relative_error']:.2%}" for r in ranking))
+              ", ".join(f"{r['form']} {err(r['mean_abs_relative_error'])}" for r in ranking))
     if a.out:
         print(f"wrote {a.out}")
     return 0

@@ -15,24 +15,11 @@ from dataclasses import replace
 
 from scalelab.errors import UserError
 from scalelab.model.arch import MLP, Arch, Attention, Experts, Layer
+from scalelab.model.hf_defaults import TRANSFORMERS_DEFAULTS
 
-_SW = {"sliding_window": 4096}
-DEFAULTS = {
-    "mistral": {**_SW, "num_key_value_heads": 8}, "mixtral": {"num_key_value_heads": 8, "num_experts_per_tok": 2},
-    "qwen2": {**_SW, "num_key_value_heads": 32}, "qwen3": {**_SW, "num_key_value_heads": 32, "head_dim": 128},
-    "qwen2_moe": {**_SW, "num_key_value_heads": 16, "num_experts_per_tok": 4},
-    "qwen3_moe": {**_SW, "num_key_value_heads": 4, "num_experts_per_tok": 8},
-    "gemma2": {**_SW, "num_key_value_heads": 4, "head_dim": 256, "tie_word_embeddings": True},
-    "gemma3_text": {**_SW, "num_key_value_heads": 4, "head_dim": 256, "tie_word_embeddings": True},
-    "olmoe": {"num_experts_per_tok": 8}, "gpt2": {"tie_word_embeddings": True}, "gpt_neox": {"attention_bias": True},
-    "deepseek_v2": {"q_lora_rank": 1536, "n_shared_experts": 2, "first_k_dense_replace": 0},
-    "deepseek_v3": {"num_key_value_heads": 128, "q_lora_rank": 1536, "n_shared_experts": 1, "first_k_dense_replace": 3,
-                    "num_experts_per_tok": 8},
-    "llama4_text": {"num_key_value_heads": 8, "head_dim": 128, "attention_chunk_size": 8192, "num_experts_per_tok": 1,
-                    "intermediate_size_mlp": 16384},
-}
-"""transformers' defaults (5.x config classes) for keys a config.json may leave out, where they are not
-what the key's absence would suggest; a reader that uses one says so in the notes."""
+DEFAULTS = TRANSFORMERS_DEFAULTS
+"""transformers' defaults for keys a config.json may leave out (model/hf_defaults.py); a reader that uses
+one says so in the notes."""
 
 
 class _Cfg:
