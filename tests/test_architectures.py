@@ -1,6 +1,7 @@
 """The analytic accounting of every supported architecture against transformers' own modules (built on
 the meta device from the same config.json: no weights, no download) and against published figures."""
 
+import importlib.util
 import json
 import re
 
@@ -15,7 +16,9 @@ from scalelab.model.hf_arch import DEFAULTS, READERS, arch_from_hf
 from scalelab.model.hf_meta import build_on_meta
 from scalelab.model.sources import model_counts
 
-pytest.importorskip("transformers")
+# the tests against transformers' own modules need it (the [hf] extra); the analytic ones do not
+needs_transformers = pytest.mark.skipif(importlib.util.find_spec("transformers") is None,
+                                        reason="needs transformers: pip install 'scalelab[hf]'")
 TOWERS = re.compile(r"vision|multi_modal_projector")
 
 
@@ -24,6 +27,7 @@ def _language_model_params(model) -> dict[str, int]:
     return {n: p.numel() for n, p in model.named_parameters() if not TOWERS.search(n)}
 
 
+@needs_transformers
 @pytest.mark.parametrize("name", zoo.names())
 def test_analytic_counts_equal_transformers_modules(name):
     """Total, embedding and (MoE) active parameters, each from transformers' module shapes."""
@@ -44,6 +48,7 @@ def test_analytic_counts_equal_transformers_modules(name):
         assert arch.num_params_active == arch.num_params_total - routed * (e.num_experts - e.top_k) // e.num_experts
 
 
+@needs_transformers
 @pytest.mark.parametrize("name", ["qwen3-8b", "qwen3-30b-a3b", "gemma-2-9b", "gemma-3-1b", "mistral-shrunk",
                                   "deepseek-v3", "llama-4-scout"])
 def test_keys_left_out_take_transformers_defaults(name):
@@ -61,8 +66,10 @@ def test_keys_left_out_take_transformers_defaults(name):
         assert any("transformers' defaults used" in n for n in arch.notes)
 
 
+@needs_transformers
 def test_defaults_table_is_transformers_own():
-
+    """Every default scalelab applies to a key a config leaves out (model/hf_defaults.py) is the installed
+    transformers' own."""
     import transformers
 
     for mtype, table in DEFAULTS.items():
@@ -101,10 +108,10 @@ def test_published_figures():
     assert round(scout["num_params_with_other_towers"] / 1e9) == 109 and round(scout["num_params_active"] / 1e9) == 17
 
 
+@needs_transformers
 def test_shipped_tower_counts_are_transformers_own():
     """The vision towers recorded for shipped multimodal configs (so `count` needs no torch) equal what
     transformers counts on the meta device today."""
-    pytest.importorskip("transformers")
     from scalelab.model import hf_meta, zoo
     from scalelab.model.hf_arch import arch_from_hf
 
@@ -124,6 +131,7 @@ def test_attention_context_against_masks():
     assert Layer(window=8).context(t, causal=False) == 8 and Layer(window=64).context(t, causal=False) == t
 
 
+@needs_transformers
 def test_sliding_window_cache_matches_transformers(tmp_path):
     """The KV cache a sliding-window model keeps, from transformers' own cache after a forward pass."""
     import torch
@@ -144,6 +152,7 @@ def test_sliding_window_cache_matches_transformers(tmp_path):
         assert 0 <= arch.kv_cache_elements(t) - cached <= 4 * 32 * (t > 8), t
 
 
+@needs_transformers
 def test_unknown_model_type_falls_back_to_transformers_and_says_what_it_lacks(tmp_path):
     hf = {"model_type": "starcoder2", "architectures": ["Starcoder2ForCausalLM"], "hidden_size": 64,
           "intermediate_size": 128, "num_attention_heads": 4, "num_key_value_heads": 2, "num_hidden_layers": 2,
@@ -156,6 +165,7 @@ def test_unknown_model_type_falls_back_to_transformers_and_says_what_it_lacks(tm
     assert "not derived: num_params_active" in d["notes"][0] and "num_params_active" not in d
 
 
+@needs_transformers
 @pytest.mark.parametrize("hf,msg", [
     # a key set to null has no value (an absent one takes transformers' default, noted: see below)
     ({"model_type": "qwen3", "hidden_size": 64, "num_hidden_layers": None},
@@ -179,18 +189,6 @@ def test_count_reads_shipped_names_and_memory_for_any_architecture():
                            "--gpu", "h100-sxm").stdout)
     assert d["num_params_total"] == arch_from_hf(json.loads((ZOO / "deepseek-v3.json").read_text())).num_params_total
     assert d["kv_cache_bytes"] == 61 * 576 * 2 * 4096 and d["fits_serving"] is False
-
-
-def test_the_defaults_table_is_transformers_own():
-    """Every default scalelab applies to a key a config leaves out is the installed transformers' own."""
-    import inspect
-
-    transformers = pytest.importorskip("transformers")
-    from scalelab.model.hf_defaults import TRANSFORMERS_DEFAULTS
-
-    for mtype, table in TRANSFORMERS_DEFAULTS.items():
-        sig = inspect.signature(transformers.CONFIG_MAPPING[mtype].__init__).parameters
-        assert {k: sig[k].default for k in table} == table, mtype
 
 
 def test_a_config_that_leaves_keys_to_transformers_is_counted_with_its_defaults_and_says_so():

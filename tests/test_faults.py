@@ -249,7 +249,9 @@ def test_a_store_writer_killed_mid_write_loses_nothing_committed(tmp_path):
     db = tmp_path / "ladder.sqlite"
     p = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(db)], cwd=Path(__file__).parent,
                          env={**__import__("os").environ, "PYTHONPATH": str(Path(__file__).parent)})
+    deadline = time.monotonic() + 120
     while not db.exists() or Store(db).progress().get("r", 0) < 50:
+        assert p.poll() is None and time.monotonic() < deadline, "the writer died or never reached 50 points"
         time.sleep(0.05)
     p.kill()
     p.wait()

@@ -1,5 +1,6 @@
 """Scale-out: the Ray executor against the local one, a killed Ray worker, and torchrun data parallelism."""
 
+import importlib.util
 import json
 import os
 import shutil
@@ -19,7 +20,8 @@ from scalelab.ladder.results import open_store
 from scalelab.train.rundir import RunDir
 from test_ladder import TINY, tiny_spec
 
-ray = pytest.importorskip("ray")
+# the Ray tests need ray (the [ray] extra, `make test-all`); the torchrun tests below do not
+needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="needs ray: pip install 'scalelab[ray]'")
 
 
 def _finals(out):
@@ -30,6 +32,7 @@ def _finals(out):
 
 
 @pytest.mark.slow  # 27 s; `make test-all` (keeps `make test` under 10 minutes with installs)
+@needs_ray
 def test_ray_executor_matches_the_local_executor(tmp_path):
     spec_file = tiny_spec(tmp_path)
     local, remote = tmp_path / "local", tmp_path / "ray"
@@ -48,6 +51,7 @@ def test_ray_executor_matches_the_local_executor(tmp_path):
 
 
 @pytest.mark.slow  # 19 s here; resume after a kill is also covered by the local executor's SIGKILL test
+@needs_ray
 def test_killed_ray_worker_is_retried_and_resumes_from_its_checkpoint(tmp_path):
     from scalelab.ladder.ray_executor import worker_pids_of
 
