@@ -40,6 +40,14 @@ CONFIGS = [  # name, d_model, n_layers, n_heads, vocab, seq, batch, moe
     ("moe-d768-e8k2-s1024", 768, 12, 12, 32000, 1024, 8, True),  # GPU only: 8 experts of the 125M's d_ff
 ]
 QUICK = ["d64-v4k", "d128-v4k", "d256-v4k"]
+GPU_ONLY = {"moe-d768-e8k2-s1024"}  # on a CPU: over 20 minutes and 17 GB before it was stopped (#36)
+
+
+def default_configs(device: str, quick: bool) -> list[str]:
+    """The configs meant for ``device``: the GPU-sized ones only on a GPU."""
+    if quick:
+        return QUICK
+    return [c[0] for c in CONFIGS if device == "cuda" or c[0] not in GPU_ONLY]
 
 
 def model_config(d, L, H, V, T, moe) -> ModelConfig:
@@ -160,7 +168,12 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile measurement")
     a = ap.parse_args(argv)
-    names = a.configs.split(",") if a.configs else (QUICK if a.quick else [c[0] for c in CONFIGS])
+    names = a.configs.split(",") if a.configs else default_configs(a.device, a.quick)
+    unknown = set(names) - {c[0] for c in CONFIGS}
+    if unknown or (a.device != "cuda" and GPU_ONLY & set(names)):
+        what = f"unknown config(s) {sorted(unknown)}" if unknown else f"{sorted(GPU_ONLY & set(names))} is for a GPU"
+        print(f"throughput: error: --configs: {what}; choose from {[c[0] for c in CONFIGS]}", file=sys.stderr)
+        return 2
     specs = [c for c in CONFIGS if c[0] in names]
     amp = a.device == "cuda"
     peak = matmul_peak_flops(a.device, "bf16" if amp else "fp32", n=2048 if a.device == "cuda" else 1024)

@@ -4,6 +4,8 @@ the meta device from the same config.json: no weights, no download) and against 
 import importlib.util
 import json
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -203,3 +205,17 @@ def test_a_config_that_leaves_keys_to_transformers_is_counted_with_its_defaults_
     full, arch = arch_from_hf(d), arch_from_hf(sparse)
     assert arch.max_seq_len == 131072 and arch.num_params_total == full.num_params_total
     assert any("num_attention_heads=8" in n and "max_position_embeddings=131072" in n for n in arch.notes)
+
+
+def test_count_is_quiet_and_torch_free_for_a_shipped_config_and_quiet_through_transformers(tmp_path):
+    """A shipped multimodal name is counted without torch; the same config given as a file goes through
+    transformers (its vision tower), still without a line of library noise."""
+    code = ("import sys; from scalelab.cli import main; rc = main(['count', 'gemma-3-4b', '--json']); "
+            "assert 'torch' not in sys.modules, 'torch imported'; sys.exit(rc)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    (tmp_path / "g.json").write_text(json.dumps(zoo.load("gemma-3-4b")))
+    if importlib.util.find_spec("transformers") is not None:
+        r = run_cli("count", tmp_path / "g.json", "--json")
+        assert r.returncode == 0 and r.stderr == "", r.stderr
+        assert json.loads(r.stdout)["num_params_other_towers"] == zoo.OTHER_TOWERS["gemma-3-4b"]

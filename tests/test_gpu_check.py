@@ -35,3 +35,18 @@ def test_dry_run_exercises_every_stage(tmp_path):
     assert out["tests"]["returncode"] == 0 and skipped and int(skipped.group(1)) >= 5, out["tests"]["summary"]
     assert out["throughput"]["tokens_per_s"] > 0 and out["throughput"]["hf_tokens_per_s"] > 0
     assert set(out["loss_chunks"]["ms"]) and out["loss_chunks"]["best_chunk"] > 0
+
+
+def test_the_throughput_bench_runs_only_the_configs_meant_for_the_device():
+    """With no arguments on a CPU it leaves out the GPU-sized MoE config (over 20 minutes and 17 GB there);
+    asked for it on a CPU, it refuses in one line."""
+    r = subprocess.run([sys.executable, str(ROOT / "bench" / "throughput.py"), "--configs", "moe-d768-e8k2-s1024",
+                        "--device", "cpu"], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert r.returncode == 2 and "is for a GPU" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import throughput
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    assert "moe-d768-e8k2-s1024" not in throughput.default_configs("cpu", quick=False)
+    assert "moe-d768-e8k2-s1024" in throughput.default_configs("cuda", quick=False)

@@ -56,7 +56,8 @@ def text_config(hf: dict) -> tuple[dict, list[str]]:
         text["tie_word_embeddings"] = hf["tie_word_embeddings"]
     left = [k for k in hf if k.endswith("vision_config") or k.endswith("audio_config")]
     notes = [f"{hf.get('model_type')}: counts are the language model's ({text.get('model_type')}); "
-             f"{', '.join(left) or 'other towers'} and the projector are counted apart (through transformers)"]
+             f"{', '.join(left) or 'other towers'} and the projector are counted apart (by transformers: recorded "
+             "for a shipped config, else on the meta device)"]
     return text, notes
 
 

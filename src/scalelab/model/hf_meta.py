@@ -6,16 +6,21 @@ multimodal models (vision encoders, projectors) that the analytic reader leaves 
 
 from __future__ import annotations
 
+import logging
 import warnings
 
 from scalelab.errors import UserError
 
+# loggers that speak while transformers imports: torchao's optional kernels, torch's pytree deprecations
+QUIET = ("torchao", "torch.utils._pytree")
 NOT_DERIVED = ("num_params_active", "flops_per_token_exact", "kv_cache_bytes_per_token", "memory")
 
 
 def build_on_meta(hf: dict):
     """The transformers model of a config dict, on the meta device (the class its ``architectures`` names,
     else AutoModelForCausalLM)."""
+    for name in QUIET:  # their import-time warnings are not the user's business
+        logging.getLogger(name).setLevel(logging.ERROR)
     try:
         import torch
         import transformers
