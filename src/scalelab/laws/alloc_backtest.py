@@ -28,7 +28,7 @@ from scipy.optimize import brentq
 from scalelab import datasets
 from scalelab.errors import UserError
 from scalelab.laws.alloc_methods import AllocationMethod
-from scalelab.laws.backtest import worker_pool
+from scalelab.laws.backtest import map_tasks
 from scalelab.laws.fitting import near_valley
 from scalelab.laws.intervals import widen, z_of
 from scalelab.laws.law import FittedLaw
@@ -222,19 +222,7 @@ def run_alloc_backtest(methods: list[AllocationMethod], n_synthetic: int = 24, l
         m.validate()
     z_of(level)
     splits = (public_splits() if public else []) + synthetic_splits(n_synthetic)
-    tasks = [(m, s, level) for s in splits for m in methods]
-    out = []
-    if workers > 1:
-        with worker_pool(workers) as pool:
-            for i, rows in enumerate(pool.imap(_score_task, tasks)):
-                out += rows
-                if progress:
-                    progress(i + 1, len(tasks))
-    else:
-        for i, t in enumerate(tasks):
-            out += _score_task(t)
-            if progress:
-                progress(i + 1, len(tasks))
+    out = map_tasks(_score_task, [(m, s, level) for s in splits for m in methods], workers, progress)
     failed = [r for r in out if "error" in r]
     df = pd.DataFrame([r for r in out if "error" not in r])
     sigma = {m: fit_sigma(g[~g["untouched"]].reset_index(drop=True), level) for m, g in df.groupby("method")}

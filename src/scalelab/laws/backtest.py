@@ -221,6 +221,24 @@ def worker_pool(workers: int):
                 os.environ[k] = v
 
 
+def map_tasks(fn, tasks: list, workers: int = 1, progress=None) -> list:
+    """``fn`` (a module-level function returning a list of rows) over ``tasks``, in ``workers`` processes
+    (`worker_pool`) or in this one; the rows concatenated in task order; ``progress(done, total)``."""
+    out = []
+    with worker_pool(workers) if workers > 1 else _nothing() as pool:
+        results = pool.imap(fn, tasks) if pool is not None else map(fn, tasks)
+        for i, rows in enumerate(results):
+            out += rows
+            if progress:
+                progress(i + 1, len(tasks))
+    return out
+
+
+@contextmanager
+def _nothing():
+    yield None
+
+
 def run_backtest(methods: list[Method], datasets: list[str], level: float = 0.9, workers: int = 1,
                  progress=None) -> dict:
     """Score every method on every split of every dataset -> {"points": [...], "summary": [...],
@@ -230,18 +248,7 @@ def run_backtest(methods: list[Method], datasets: list[str], level: float = 0.9,
     if not 0 < level < 1:
         raise UserError(f"level must be in (0, 1), got {level}", arg="level")
     tasks = [(m, s, level) for name in datasets for s in splits(name) for m in methods]
-    points = []
-    if workers > 1:
-        with worker_pool(workers) as pool:
-            for i, rows in enumerate(pool.imap(_score_task, tasks)):
-                points += rows
-                if progress:
-                    progress(i + 1, len(tasks))
-    else:
-        for i, t in enumerate(tasks):
-            points += _score_task(t)
-            if progress:
-                progress(i + 1, len(tasks))
+    points = map_tasks(_score_task, tasks, workers, progress)
     df = pd.DataFrame([p for p in points if "error" not in p])
     return {"level": level, "points": points, "summary": summarize(df), "by_dataset": by_dataset(df),
             "by_split": by_split(df)}
