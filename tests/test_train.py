@@ -105,9 +105,11 @@ def test_resume_equals_uninterrupted(small_cfg, small_dataset, tmp_path, moe):
 def test_divergence_stops_and_keeps_last_good_checkpoint(small_cfg, small_dataset, tmp_path):
     good = small_cfg("train.max_steps=60", "train.eval_every=10", "train.log_every=5")
     train(good, tmp_path, dataset=small_dataset, hooks=StopAt(10))
-    # continue the same run with an absurd learning rate: it must stop, naming the good checkpoint
+    # continue it with an absurd learning rate (its config.json edited by hand: a changed config is otherwise
+    # refused on resume, tests/test_identity.py): it must stop, naming the good checkpoint
     bad = small_cfg("train.max_steps=60", "train.eval_every=10", "train.log_every=5", "optim.lr=30",
                     "optim.grad_clip=0")
+    RunDir(tmp_path).write_config(bad)
     with pytest.raises(Diverged, match="step_00000010"):
         train(bad, tmp_path, dataset=small_dataset, resume=True)
     ck = RunDir(tmp_path).latest_checkpoint()
