@@ -28,10 +28,10 @@ __all__ = ["DATASETS", "PublicDataset", "Status", "fetch", "get", "load", "statu
 def fetch(name: str) -> dict[str, Path]:
     """The dataset's raw files (path inside its repository -> verified local file), fetched where missing."""
     ds = get(name)
-    keys = list(ds.files())
-    paths = fetch_files(ds.files(), f"{ds.name} ({ds.source.repo}@{ds.source.commit[:7]})")
+    files = ds.files()
+    paths = fetch_files(files, f"{ds.name} ({ds.source.repo}@{ds.source.commit[:7]})")
     prefix = f"{ds.source.repo}/{ds.source.commit}/"
-    return {k.removeprefix(prefix): p for k, p in zip(keys, paths)}
+    return {k.removeprefix(prefix): p for k, p in zip(files, paths)}
 
 
 def _table_file(ds: PublicDataset) -> Path:
