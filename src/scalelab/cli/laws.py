@@ -216,6 +216,10 @@ def cmd_backtest(a) -> int:
         from scalelab.cli.allocation import cmd_backtest_allocation
 
         return cmd_backtest_allocation(a)
+    if a.curves:
+        from scalelab.cli.curves import cmd_backtest_curves
+
+        return cmd_backtest_curves(a)
     if a.tasks:
         from scalelab.cli.tasks import cmd_backtest_tasks
 
@@ -331,6 +335,9 @@ def register(sub) -> None:
     b.add_argument("--allocation", action="store_true",
                    help="back-test compute-optimal allocation instead: N* and D* at held-out budgets of public "
                         "IsoFLOP sweeps and of synthetic ladders drawn from known laws")
+    b.add_argument("--curves", action="store_true",
+                   help="back-test loss-curve laws instead (Multi-Power Law, annealing momentum): fitted on three "
+                        "schedules of the Multi-Power Law's public curves, scored on six others")
     b.add_argument("--synthetic", type=non_negative_int, default=24, metavar="N",
                    help="with --allocation: synthetic ladders (default 24; seeds 16 and up are untouched)")
     b.add_argument("--json", action="store_true", help="print the summary, per-dataset and per-split tables as JSON")

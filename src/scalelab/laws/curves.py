@@ -1,0 +1,192 @@
+"""Loss-curve laws: the loss at every step of a run under its learning-rate schedule (#37, first part).
+
+Two published forms, each fitted to whole curves given the exact per-step learning rate:
+
+1. **Multi-Power Law** (Luo et al. 2025, arXiv 2503.12811, eq. 3): with eta_0 the peak rate at the end of
+   warmup, eta_k the rate of step k after it, S_k(t) = sum_{tau=k..t} eta_tau and S_W the warmup's area,
+
+       L(t) = L0 + A (S_1(t) + S_W)^(-alpha) - LD(t),
+       LD(t) = B sum_{k=1..t} (eta_{k-1} - eta_k) G(eta_k^(-gamma) S_k(t)),   G(x) = 1 - (C x + 1)^(-beta).
+
+2. **Annealing-momentum law** (Tissue et al. 2024, arXiv 2408.11029, eq. 5):
+
+       L(s) = L0 + A S1^(-alpha) - C S2,   S1 = sum_{i<=s} eta_i,   S2 = sum_{i<=s} m_i,
+       m_i = lam m_{i-1} + (eta_{i-1} - eta_i).
+
+Both are fitted by least squares on relative residuals (scipy's trust-region `least_squares`, from a few
+starts). `mpl_schedule` rebuilds the Multi-Power Law repository's per-step schedules from their names.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.optimize import least_squares
+from scipy.signal import lfilter
+
+from scalelab import datasets
+from scalelab.errors import UserError
+
+
+@dataclass
+class Curve:
+    """One run: ``lr[s]`` the learning rate of step s (s = 0..T, warmup included), the loss at ``steps``."""
+
+    name: str
+    lr: np.ndarray
+    steps: np.ndarray
+    loss: np.ndarray
+    warmup_steps: int = 0
+
+    def __post_init__(self):
+        self.lr, self.steps, self.loss = (np.asarray(x, float) for x in (self.lr, self.steps, self.loss))
+        self.steps = self.steps.astype(int)
+        if len(self.steps) != len(self.loss) or len(self.steps) == 0:
+            raise UserError(f"curve {self.name}: steps and losses must be non-empty and of one length")
+        if self.steps.max() >= len(self.lr) or self.steps.min() < self.warmup_steps:
+            raise UserError(f"curve {self.name}: its steps must lie after warmup ({self.warmup_steps}) and within "
+                            f"its {len(self.lr)}-step schedule")
+        if not np.all(np.isfinite(self.loss)) or np.any(self.loss <= 0):
+            raise UserError(f"curve {self.name}: losses must be positive finite numbers")
+
+
+# ---- the Multi-Power Law's public schedules -----------------------------------------------------------
+
+MPL_PEAK, MPL_MIN, MPL_WARMUP = 3e-4, 3e-5, 2160
+
+
+def mpl_schedule(name: str, last_step: int) -> np.ndarray:
+    """The per-step learning rate of the Multi-Power Law repository's schedule ``name`` (its
+    src/lr_schedules.py, as the dataset's SOURCES describe it): linear warmup to 3e-4 over 2,160 steps, then
+    cosine_T (to 3e-5 at T), constant_T, wsd_D_T (geometric decay from D to 3e-5 at T), wsdld_D_T (linear),
+    wsdcon_X (3e-4 to step 8,000, then X e-5)."""
+    s = np.arange(last_step + 1, dtype=float)
+    lr = np.full(len(s), MPL_PEAK)
+    if m := re.fullmatch(r"cosine_(\d+)", name):
+        x = np.clip((s - MPL_WARMUP) / (int(m.group(1)) - MPL_WARMUP), 0, 1)
+        lr = MPL_MIN + (MPL_PEAK - MPL_MIN) * 0.5 * (1 + np.cos(np.pi * x))
+    elif m := re.fullmatch(r"wsd(ld)?_(\d+)_(\d+)", name):
+        x = np.clip((s - int(m.group(2))) / (int(m.group(3)) - int(m.group(2))), 0, 1)
+        lr = MPL_PEAK + (MPL_MIN - MPL_PEAK) * x if m.group(1) else MPL_PEAK ** (1 - x) * MPL_MIN ** x
+    elif m := re.fullmatch(r"wsdcon_(\d+)", name):
+        lr = np.where(s < 8000, MPL_PEAK, int(m.group(1)) * 1e-5)
+    elif not re.fullmatch(r"constant_\d+", name):
+        raise UserError(f"unknown Multi-Power Law schedule {name!r}")
+    return np.where(s < MPL_WARMUP, MPL_PEAK * s / MPL_WARMUP, lr)
+
+
+# ---- the laws ----------------------------------------------------------------------------------------------
+
+def _mpl_predict(p: np.ndarray, c: Curve, chunk: int = 64) -> np.ndarray:
+    L0, A, alpha, B, C, beta, gamma = p
+    e = c.lr[c.warmup_steps:]  # e[0] = the peak, e[k] = step k after warmup
+    s_w = c.lr[:c.warmup_steps].sum()
+    cs = np.concatenate([[0.0], np.cumsum(e[1:])])  # cs[j] = sum_{i=1..j} e[i]
+    d = e[:-1] - e[1:]  # d[k-1] = e[k-1] - e[k], k = 1..n
+    ks = np.flatnonzero(d) + 1  # only the steps where the rate changes contribute
+    t = c.steps - c.warmup_steps
+    out = L0 + A * (cs[t] + s_w) ** (-alpha)
+    for i in range(0, len(t), chunk):
+        tt = t[i:i + chunk, None]
+        mask = ks[None, :] <= tt
+        sk = np.where(mask, cs[tt] - cs[ks - 1][None, :], 0.0)
+        g = 1.0 - (C * e[ks][None, :] ** (-gamma) * sk + 1.0) ** (-beta)
+        out[i:i + chunk] -= B * (np.where(mask, g, 0.0) * d[ks - 1][None, :]).sum(1)
+    return out
+
+
+def _momentum_predict(p: np.ndarray, c: Curve) -> np.ndarray:
+    L0, A, alpha, C, lam = p
+    s1 = np.cumsum(c.lr)
+    m = lfilter([1.0], [1.0, -lam], np.concatenate([[0.0], c.lr[:-1] - c.lr[1:]]))
+    s2 = np.cumsum(m)
+    return L0 + A * s1[c.steps] ** (-alpha) - C * s2[c.steps]
+
+
+@dataclass(frozen=True)
+class CurveForm:
+    name: str
+    params: tuple[str, ...]
+    predict: object  # (params, Curve) -> losses at its steps
+    starts: tuple[tuple[float, ...], ...]
+    lower: tuple[float, ...]
+    upper: tuple[float, ...]
+
+
+FORMS = {f.name: f for f in (
+    CurveForm("multi-power", ("L0", "A", "alpha", "B", "C", "beta", "gamma"), _mpl_predict,
+              starts=((2.5, 0.5, 0.5, 400.0, 2.0, 0.5, 0.5), (3.0, 1.0, 0.3, 100.0, 1.0, 0.6, 0.6),
+                      (2.0, 2.0, 0.2, 1000.0, 5.0, 0.4, 0.4)),
+              lower=(0.0, 1e-6, 1e-3, 1e-3, 1e-6, 1e-3, 0.0), upper=(10.0, 1e3, 3.0, 1e5, 1e4, 5.0, 2.0)),
+    CurveForm("momentum", ("L0", "A", "alpha", "C", "lam"), _momentum_predict,
+              starts=((2.5, 1.0, 0.5, 300.0, 0.999), (3.0, 0.5, 0.3, 1000.0, 0.99), (2.0, 2.0, 0.2, 100.0, 0.9995)),
+              lower=(0.0, 1e-6, 1e-3, 0.0, 0.0), upper=(10.0, 1e3, 3.0, 1e6, 0.99999)),
+)}
+
+
+@dataclass
+class FittedCurveLaw:
+    form: str
+    params: dict
+    info: dict = field(default_factory=dict)
+
+    def predict(self, curve: Curve) -> np.ndarray:
+        f = FORMS[self.form]
+        return f.predict(np.array([self.params[k] for k in f.params]), curve)
+
+
+def fit_curves(curves: list[Curve], form: str = "multi-power") -> FittedCurveLaw:
+    """Least squares on the relative residuals of every point of every curve, from each of the form's
+    starts; the best fit wins."""
+    if form not in FORMS:
+        raise UserError(f"curve form must be one of {sorted(FORMS)}, got {form!r}")
+    f = FORMS[form]
+    if sum(len(c.steps) for c in curves) <= len(f.params):
+        raise UserError(f"the {form} law has {len(f.params)} parameters; give more curve points than that")
+
+    def residuals(p):
+        return np.concatenate([f.predict(p, c) / c.loss - 1.0 for c in curves])
+
+    best = None
+    for x0 in f.starts:
+        r = least_squares(residuals, x0, bounds=(f.lower, f.upper), x_scale="jac", max_nfev=400)
+        if best is None or r.cost < best.cost:
+            best = r
+    rmse = float(np.sqrt(np.mean(best.fun ** 2)))
+    return FittedCurveLaw(form, dict(zip(f.params, map(float, best.x))),
+                          {"rmse_relative": rmse, "curves": [c.name for c in curves],
+                           "points": int(sum(len(c.steps) for c in curves))})
+
+
+# ---- the back-test on the Multi-Power Law's public curves ------------------------------------------------
+
+MPL_TRAIN = ("cosine_24000", "constant_24000", "wsdcon_9")  # the authors' fitting schedules (src/config.py)
+MPL_TEST = ("constant_72000", "cosine_72000", "wsd_20000_24000", "wsdld_20000_24000", "wsdcon_3", "wsdcon_18")
+
+
+def mpl_curves() -> dict[str, dict[str, Curve]]:
+    """model size -> schedule -> `Curve` of the public dataset mpl-curves (fetched on first use)."""
+    d = datasets.load("mpl-curves")
+    out: dict[str, dict[str, Curve]] = {}
+    for (model, name), g in d.groupby(["model", "schedule"]):
+        g = g.sort_values("step")
+        out.setdefault(model, {})[name] = Curve(name, mpl_schedule(name, int(g["step"].max())),
+                                                g["step"].to_numpy(), g["loss"].to_numpy(), MPL_WARMUP)
+    return out
+
+
+def score_curve_law(task) -> list[dict]:
+    """(form, model size, its curves): fit the training schedules, score every schedule (a task of
+    `laws.backtest.map_tasks`)."""
+    form, model, curves = task
+    law = fit_curves([curves[s] for s in MPL_TRAIN], form)
+    rows = []
+    for s in (*MPL_TRAIN, *MPL_TEST):
+        c = curves[s]
+        rel = law.predict(c) / c.loss - 1.0
+        rows.append({"form": form, "model": model, "schedule": s, "split": "fitted" if s in MPL_TRAIN else "unseen",
+                     "mean_abs_error": float(np.mean(np.abs(rel))), "final_error": float(rel[-1]),
+                     "final_loss": float(c.loss[-1]), "params": law.params})
+    return rows
