@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from scalelab.cli.output import print_json, table
+from scalelab.cli.output import save_and_print_json, table
 from scalelab.errors import UserError
 
 
@@ -19,12 +19,7 @@ def cmd_backtest_allocation(a) -> int:
         else list(ALLOCATION_METHODS.values())
     res = run_alloc_backtest(methods, n_synthetic=a.synthetic, level=a.level, workers=a.workers)
     res["default"] = DEFAULT_ALLOCATION
-    if a.out:
-        from scalelab.io import atomic_write_json
-
-        atomic_write_json(a.out, res)
-    if a.json:
-        print_json({k: v for k, v in res.items() if k != "rows"})
+    if save_and_print_json(res, a.out, a.json):
         return 0
     dex = lambda v: f"{v:.3f}"  # noqa: E731
     pct = lambda v: f"{v:.0%}"  # noqa: E731

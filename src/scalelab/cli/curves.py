@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from scalelab.cli.output import print_json, table
+from scalelab.cli.output import save_and_print_json, table
 from scalelab.errors import UserError
 
 
@@ -22,12 +22,7 @@ def cmd_backtest_curves(a) -> int:
     summary = summarize(rows)
     res = {"data": "Multi-Power Law public curves (Luo et al. 2025): fitted on cosine_24000, constant_24000, "
                    "wsdcon_9; scored on the 6 other schedules", "summary": summary, "rows": rows}
-    if a.out:
-        from scalelab.io import atomic_write_json
-
-        atomic_write_json(a.out, res)
-    if a.json:
-        print_json({k: v for k, v in res.items() if k != "rows"})
+    if save_and_print_json(res, a.out, a.json):
         return 0
     pct = lambda v: f"{v:.2%}"  # noqa: E731
     table("curve back-test: the 6 unseen schedules of each size (errors relative to the loss)",

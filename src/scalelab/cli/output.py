@@ -41,3 +41,15 @@ def warn(lines) -> None:
 
     for line in lines or ():
         print(f"scalelab: warning: {line}", file=sys.stderr)
+
+
+def save_and_print_json(res: dict, out: str | None, as_json: bool, detail: str = "rows") -> bool:
+    """Write ``res`` whole to ``out`` (atomically) if given; with ``as_json`` print it without its long
+    ``detail`` list and return True (the caller is done)."""
+    if out:
+        from scalelab.io import atomic_write_json
+
+        atomic_write_json(out, res)
+    if as_json:
+        print_json({k: v for k, v in res.items() if k != detail})
+    return as_json
