@@ -190,3 +190,39 @@ def score_curve_law(task) -> list[dict]:
                      "mean_abs_error": float(np.mean(np.abs(rel))), "final_error": float(rel[-1]),
                      "final_loss": float(c.loss[-1]), "params": law.params})
     return rows
+
+
+# ---- across sizes -------------------------------------------------------------------------------------------
+
+MPL_SIZES = {"25M": 25e6, "100M": 100e6, "400M": 400e6}  # the models' nominal sizes
+
+
+def trend_params(params_by_n: dict[float, dict], n_target: float) -> dict:
+    """Each parameter's trend in N, extrapolated to ``n_target``: a least-squares line in log N through
+    the fitted sizes, of the parameter itself for L0 (a loss), of log(1 - lam) for the momentum decay,
+    and of its logarithm for every other (positive) parameter."""
+    ns = np.log(np.array(sorted(params_by_n)))
+    out = {}
+    for k in params_by_n[min(params_by_n)]:
+        v = np.array([params_by_n[n][k] for n in sorted(params_by_n)], float)
+        to, back = {"L0": (lambda x: x, lambda y: y), "lam": (lambda x: np.log1p(-x), lambda y: -np.expm1(y))}.get(
+            k, (np.log, np.exp))
+        slope, icpt = np.polyfit(ns, to(np.maximum(v, 1e-300) if k not in ("L0", "lam") else v), 1)
+        out[k] = float(back(icpt + slope * np.log(n_target)))
+    return out
+
+
+def score_across_sizes(form: str, params_by_model: dict[str, dict], target: str,
+                       curves: dict[str, Curve]) -> list[dict]:
+    """The law at ``target`` from the other sizes' fitted parameters (`trend_params`), scored on every
+    schedule of the target size (none of which it saw)."""
+    law = FittedCurveLaw(form, trend_params({MPL_SIZES[m]: p for m, p in params_by_model.items()},
+                                            MPL_SIZES[target]))
+    rows = []
+    for s in (*MPL_TRAIN, *MPL_TEST):
+        c = curves[s]
+        rel = law.predict(c) / c.loss - 1.0
+        rows.append({"form": form, "model": f"{target} from {'+'.join(params_by_model)}", "schedule": s,
+                     "split": "unseen", "mean_abs_error": float(np.mean(np.abs(rel))), "final_error": float(rel[-1]),
+                     "final_loss": float(c.loss[-1]), "params": law.params})
+    return rows
