@@ -163,7 +163,7 @@ def test_ladder_suggest_command(synthetic_csv, default_fit, tmp_path):
     assert last["loss_hi_after"] - last["loss_lo_after"] < t["loss_hi"] - t["loss_lo"]
     fit = default_fit
     for args, msg in (([], "give the target"), (["--compute", 1e18], "inside the fitted runs"),
-                      (["--params", -1, "--tokens", 1e9], "--params must be positive"),
+                      (["--params", -1, "--tokens", 1e9], "--params must be a positive number, got -1"),
                       (["--compute", 1e22, "--max-flops", 1.0], "no candidate run fits")):
         r = run_cli("ladder", "suggest", fit, *args)
         assert r.returncode == 2 and msg in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr

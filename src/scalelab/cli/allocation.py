@@ -13,8 +13,6 @@ def cmd_backtest_allocation(a) -> int:
     if a.datasets:
         raise UserError("--datasets is for the loss back-test; --allocation reads the public IsoFLOP sweeps "
                         "and --synthetic N ladders")
-    if a.synthetic < 0:
-        raise UserError(f"--synthetic must be >= 0, got {a.synthetic}")
     methods = [get_allocation_method(m.strip()) for m in a.methods.split(",")] if a.methods \
         else list(ALLOCATION_METHODS.values())
     res = run_alloc_backtest(methods, n_synthetic=a.synthetic, level=a.level, workers=a.workers)

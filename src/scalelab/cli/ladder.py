@@ -208,9 +208,6 @@ def cmd_suggest(a) -> int:
         target = {"N": a.params, "D": a.tokens}
     else:
         raise UserError("give the target: --params N --tokens D, or --compute C")
-    for flag, v in (("--params", a.params), ("--tokens", a.tokens), ("--compute", a.compute), ("-k", a.k)):
-        if v is not None and v <= 0:
-            raise UserError(f"{flag} must be positive, got {v}")
     res = suggest_for_target(_suggest_law(a.src), target, k=a.k, max_flops=a.max_flops)
     if a.json:
         print_json(res)

@@ -94,8 +94,6 @@ def cmd_fit(a) -> int:
 
         return cmd_fit_tasks(a)
     table = _load_fit_table(a)
-    if a.bootstrap is not None and a.bootstrap < 0:
-        raise UserError("--bootstrap must be >= 0")
     table = table.finals() if a.approach != 1 else table
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -149,7 +147,8 @@ def cmd_predict(a) -> int:
     if a.compute is not None and (a.params is not None or a.tokens is not None or a.unique_tokens is not None):
         raise UserError("give --compute C (for N*, D*) or --params N --tokens D [--unique-tokens U] (for a loss), "
                         "not both; a capped allocation is `scalelab plan --compute C --unique-tokens U`")
-    warnings_ = [compute_warning(law, a.compute or 6.0 * (a.params or 0) * (a.tokens or 0))]
+    C = a.compute or 6.0 * (a.params or 0) * (a.tokens or 0)  # the compute the question is about
+    warnings_ = [compute_warning(law, C)]
     if a.compute is not None:
         from scalelab.laws.alloc_methods import allocation_forecast
 
@@ -168,7 +167,7 @@ def cmd_predict(a) -> int:
                 out.update(loss_lo=float(lo[0]), loss_hi=float(hi[0]))
     c_fit = law.info.get("C_max_fitted")
     if c_fit:
-        out["extrapolation_ratio"] = (a.compute or 6.0 * a.params * a.tokens) / c_fit
+        out["extrapolation_ratio"] = C / c_fit
     if "loss_lo" in out or "N_opt_lo" in out:
         out["level"] = a.level
     if "loss_lo" in out:

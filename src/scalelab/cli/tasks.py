@@ -65,8 +65,6 @@ def cmd_predict_tasks(a) -> int:
         raise UserError("a task forecast takes --params N and --tokens D", arg="compute")
     if a.params is None or a.tokens is None:
         raise UserError("give --params N and --tokens D")
-    if a.params <= 0 or a.tokens <= 0:
-        raise UserError("--params and --tokens must be positive")
     fc = TaskForecast.load(a.law)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -4,6 +4,8 @@ the law produces, not one anything has checked."""
 
 from __future__ import annotations
 
+import math
+
 MAX_EXTRAPOLATION = 1e3  # 3 decades of compute past the largest fitted run
 LARGEST_RUN_FLOPS = 5e26  # about the largest training runs reported by 2025 (Epoch AI's database)
 # Muennighoff et al. 2023's runs (the public dataset datablations-final): unique tokens 1e8 to 1.78e11
@@ -13,10 +15,8 @@ UNIQUE_TOKENS_MEASURED = (1e8, 1.78e11)
 def compute_warning(law, C: float) -> str | None:
     """A warning when ``C`` lies more than 3 decades past the law's fitted compute (or, for a law that
     does not record its range, past the largest training runs to date)."""
-    c_fit = law.info.get("C_max_fitted") if hasattr(law, "info") else None
+    c_fit = law.info.get("C_max_fitted")
     if c_fit and C / c_fit > MAX_EXTRAPOLATION:
-        import math
-
         return (f"C = {C:.3g} FLOPs is {math.log10(C / c_fit):.0f} decades past the largest compute this law was "
                 f"fitted to ({c_fit:.3g}): what it gives there is extrapolation, not measurement")
     if not c_fit and C > 20 * LARGEST_RUN_FLOPS:
