@@ -23,14 +23,14 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import brentq
 
 from scalelab import datasets
 from scalelab.errors import UserError
+from scalelab.laws import intervals
 from scalelab.laws.alloc_methods import AllocationMethod
 from scalelab.laws.backtest import map_tasks
 from scalelab.laws.fitting import near_valley
-from scalelab.laws.intervals import widen, z_of
+from scalelab.laws.intervals import inside, z_of
 from scalelab.laws.law import FittedLaw
 from scalelab.laws.synthetic import isoflop_table
 from scalelab.laws.table import load_table
@@ -173,14 +173,17 @@ def score(method: AllocationMethod, split: AllocSplit, level: float = 0.9) -> li
     return rows
 
 
+def _points(rows: pd.DataFrame) -> dict:
+    """The rows as laws/intervals.py's held-out points (N* in place of the loss, the truth's own error)."""
+    get = lambda k: rows[k].to_numpy(float)  # noqa: E731
+    return {"pred": get("N_pred"), "lo": get("boot_lo"), "hi": get("boot_hi"), "ratio": get("ratio"),
+            "actual": get("N_true"), "sd": get("sd_ln")}
+
+
 def covered(rows: pd.DataFrame, sigma_dec: float, level: float = 0.9) -> np.ndarray:
     """Whether each truth lies in the stated interval (eq. 1 of laws/intervals.py on the bootstrap's),
     widened in quadrature by the truth's own error at the same level."""
-    lo, hi = widen(rows["N_pred"], rows["boot_lo"], rows["boot_hi"], rows["ratio"], sigma_dec, level)
-    pred, t = rows["N_pred"].to_numpy(float), z_of(level) * rows["sd_ln"].to_numpy(float)
-    half_lo, half_hi = np.sqrt(np.log(pred / lo) ** 2 + t**2), np.sqrt(np.log(hi / pred) ** 2 + t**2)
-    err = np.log(rows["N_true"].to_numpy(float) / pred)
-    return np.where(err >= 0, err <= half_hi, -err <= half_lo)
+    return inside(sigma_dec, _points(rows), level)
 
 
 def weights(rows: pd.DataFrame) -> np.ndarray:
@@ -194,14 +197,11 @@ def weights(rows: pd.DataFrame) -> np.ndarray:
 
 def fit_sigma(rows: pd.DataFrame, level: float = 0.9, hi: float = 2.0) -> float:
     """The smallest sigma_dec (ln N* per decade of extrapolation) whose intervals cover ``level`` of the
-    weighted rows."""
-    w = weights(rows)
-    cov = lambda s: float((w * covered(rows, s, level)).sum())  # noqa: E731
-    if cov(0.0) >= level:
-        return 0.0
-    if cov(hi) < level:
+    weighted rows (laws/intervals.py `fit_sigma`); ``hi`` when even that does not reach it."""
+    try:
+        return intervals.fit_sigma({**_points(rows), "weight": weights(rows)}, level, hi)
+    except UserError:
         return hi
-    return float(brentq(lambda s: cov(s) - level, 0.0, hi, xtol=1e-5))
 
 
 # ---- the suite -------------------------------------------------------------------------------------------

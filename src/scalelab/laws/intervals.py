@@ -40,12 +40,21 @@ def widen(pred, lo, hi, ratio, sigma_dec: float, level: float = 0.9):
     return pred * np.exp(-np.sqrt(b_lo**2 + t**2)), pred * np.exp(np.sqrt(b_hi**2 + t**2))
 
 
-def coverage(sigma_dec: float, pts: dict, level: float = 0.9) -> float:
-    """Weighted fraction of held-out points inside eq. (1)'s interval. ``pts`` holds arrays
-    pred, lo, hi (bootstrap), ratio, actual and weight."""
+def inside(sigma_dec: float, pts: dict, level: float = 0.9) -> np.ndarray:
+    """Whether each held-out point lies in eq. (1)'s interval. ``pts`` holds arrays pred, lo, hi (bootstrap),
+    ratio, actual, and optionally sd: the truth's own standard error in log space, added in quadrature (a
+    truth that is itself measured, such as an IsoFLOP curve's fitted optimum)."""
     lo, hi = widen(pts["pred"], pts["lo"], pts["hi"], pts["ratio"], sigma_dec, level)
-    inside = (lo <= pts["actual"]) & (pts["actual"] <= hi)
-    return float((pts["weight"] * inside).sum() / pts["weight"].sum())
+    if "sd" in pts:
+        pred, t = np.asarray(pts["pred"], float), z_of(level) * np.asarray(pts["sd"], float)
+        lo, hi = pred * np.exp(-np.sqrt(np.log(pred / lo) ** 2 + t**2)), pred * np.exp(np.sqrt(np.log(hi / pred) ** 2
+                                                                                                 + t**2))
+    return (lo <= pts["actual"]) & (pts["actual"] <= hi)
+
+
+def coverage(sigma_dec: float, pts: dict, level: float = 0.9) -> float:
+    """Weighted fraction of held-out points inside eq. (1)'s interval (`inside`); ``pts`` adds a weight."""
+    return float((pts["weight"] * inside(sigma_dec, pts, level)).sum() / pts["weight"].sum())
 
 
 def fit_sigma(pts: dict, level: float = 0.9, hi: float = 1.0) -> float:
