@@ -205,6 +205,18 @@ def test_wsd_branches_equal_direct_runs_and_export_fits(tmp_path):
     r = run_cli("ladder", "status", out)
     assert r.returncode == 0 and f"{len(rungs)}/{len(rungs)} done" in r.stdout
 
+    r = run_cli("ladder", "export", out, "--curves", "--out", tmp_path / "curves.csv")  # what `fit --curves` reads
+    assert r.returncode == 0, r.stderr
+    from scalelab.laws.curve_table import read_curves
+
+    curves = {c.name: c for c in read_curves(tmp_path / "curves.csv").curves}
+    assert set(curves) == {r.name for r in rungs}
+    for r in rungs:  # every run, branches included, carries its whole schedule: warmup, peak, its own cooldown
+        c, cfg = curves[r.name], r.config
+        assert len(c.lr) == r.steps + 1 and c.lr.max() == pytest.approx(cfg.optim.lr)
+        assert c.lr[-1] == pytest.approx(cfg.optim.lr * cfg.schedule.min_lr_ratio, rel=1e-6)
+        assert c.steps.max() == r.steps
+
 
 def test_rerun_with_another_ladder_is_refused(tmp_path):
     spec_file = tiny_spec(tmp_path)

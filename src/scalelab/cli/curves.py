@@ -1,10 +1,11 @@
-"""`scalelab backtest --curves`: loss-curve laws fitted on three schedules, scored on six they never saw."""
+"""Loss curves: `scalelab fit --curves`, `scalelab predict CURVEFIT --schedule`, and `scalelab backtest --curves`
+(curve laws fitted on three public schedules, scored on six they never saw)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from scalelab.cli.output import save_and_print_json, table
+from scalelab.cli.output import print_json, save_and_print_json, table
 from scalelab.errors import UserError
 
 
@@ -17,26 +18,34 @@ def cmd_backtest_curves(a) -> int:
         if f not in FORMS:
             raise UserError(f"--methods: unknown curve law {f!r}; choose from {', '.join(FORMS)}")
     curves = mpl_curves()
-    rows = map_tasks(score_curve_law, [(f, m, curves[m]) for f in forms for m in sorted(curves, key=_size)],
+    rows = map_tasks(score_curve_law, [(f, m, curves[m], a.level) for f in forms for m in sorted(curves, key=_size)],
                      a.workers)
     for f in forms:  # across sizes: 25M and 100M's laws, each parameter's trend in N, scored at 400M
         fitted = {r["model"]: r["params"] for r in rows if r["form"] == f and r["model"] in ("25M", "100M")}
-        rows += score_across_sizes(f, fitted, "400M", curves["400M"])
+        rows += score_across_sizes(f, fitted, "400M", curves["400M"], a.level)
     summary = summarize(rows)
     res = {"data": "Multi-Power Law public curves (Luo et al. 2025): fitted on cosine_24000, constant_24000, "
-                   "wsdcon_9; scored on the 6 other schedules", "summary": summary, "rows": rows}
+                   "wsdcon_9; scored on the 6 other schedules",
+           "calibration": "interval sigmas (laws.curves.CALIBRATION) from the 25M and 100M unseen schedules and "
+                          "the 400M size extrapolation; 400M's own unseen schedules are held out from it",
+           "level": a.level, "summary": summary, "rows": rows}
     if save_and_print_json(res, a.out, a.json):
         return 0
     pct = lambda v: f"{v:.2%}"  # noqa: E731
-    table("curve back-test: unseen schedules of each size, and 400M from the 25M and 100M laws (errors relative "
-          "to the loss)",
-          ["law", "size", "fitted: mean |err|", "unseen: mean |err|", "unseen: mean |final err|", "worst final err"],
-          [(r["form"], r["model"], pct(r["fitted_mean_abs_error"]) if r["fitted_mean_abs_error"] is not None else "-",
-            pct(r["unseen_mean_abs_error"]),
-            pct(r["unseen_mean_abs_final_error"]), f"{r['worst_final_error']:+.2%}") for r in summary])
+    table(f"curve back-test: unseen schedules of each size, and 400M from the 25M and 100M laws (errors relative "
+          f"to the loss; {a.level:.0%} intervals)",
+          ["law", "size", "fitted: mean |err|", "unseen: mean |err|", "unseen: mean |final err|", "worst final err",
+           "final covered", "curve coverage"],
+          [(r["form"], r["model"] + (" *" if r["model"] == "400M" else ""),
+            pct(r["fitted_mean_abs_error"]) if r["fitted_mean_abs_error"] is not None else "-",
+            pct(r["unseen_mean_abs_error"]), pct(r["unseen_mean_abs_final_error"]), f"{r['worst_final_error']:+.2%}",
+            f"{r['final_covered']}/{r['unseen']}", f"{r['curve_coverage']:.0%}") for r in summary])
+    print("* held out from the interval's calibration (sigma_schedule comes from 25M and 100M; sigma_size from the "
+          "400M extrapolation itself, so that row's coverage is in-sample)")
     if a.by_split:
-        table("per schedule", ["law", "size", "schedule", "split", "mean |err|", "final err"],
-              [(r["form"], r["model"], r["schedule"], r["split"], pct(r["mean_abs_error"]), f"{r['final_error']:+.2%}")
+        table("per schedule", ["law", "size", "schedule", "split", "mean |err|", "final err", "final covered"],
+              [(r["form"], r["model"], r["schedule"], r["split"], pct(r["mean_abs_error"]), f"{r['final_error']:+.2%}",
+                "yes" if r["final_covered"] else "no")
                for r in rows])
     if a.out:
         print(f"wrote {a.out}")
@@ -57,5 +66,73 @@ def summarize(rows: list[dict]) -> list[dict]:
                     "fitted_mean_abs_error": float(np.mean([r["mean_abs_error"] for r in fit])) if fit else None,
                     "unseen_mean_abs_error": float(np.mean([r["mean_abs_error"] for r in unseen])),
                     "unseen_mean_abs_final_error": float(np.mean(np.abs(finals))),
-                    "worst_final_error": float(max(finals, key=abs))})
+                    "worst_final_error": float(max(finals, key=abs)), "unseen": len(unseen),
+                    "final_covered": sum(r["final_covered"] for r in unseen),
+                    "curve_coverage": float(np.mean([r["curve_coverage"] for r in unseen]))})
     return out
+
+
+def cmd_fit_curves(a) -> int:
+    """`scalelab fit CURVES.csv --curves [--schedules FILE] [--method multi-power|momentum] --out fit.json`."""
+    from scalelab.laws.curve_law import CurveMethod
+    from scalelab.laws.curve_table import read_curves
+
+    if not a.table:
+        raise UserError("give a curve table: `scalelab fit CURVES.csv --curves` (columns run, N, step, tokens, lr, "
+                        "loss; `scalelab ladder export LADDER --curves --out CURVES.csv` writes one)")
+    fitted = CurveMethod(a.method or "multi-power").fit(read_curves(a.table, a.schedules))
+    if a.out:
+        fitted.save(a.out)
+    out = {"form": fitted.form, "sizes": [{"N": n, "runs": fitted.info["runs"][n], "rmse_relative":
+                                            fitted.info["rmse_relative"][n], "params": p}
+                                           for n, p in fitted.sizes.items()],
+           "points": fitted.info["points"], "peak_lr": fitted.info["peak_lr"],
+           "warmup_steps": fitted.info["warmup_steps"], "tokens_per_step": fitted.info["tokens_per_step"],
+           "notes": fitted.info["notes"]}
+    if a.json:
+        print_json(out)
+        return 0
+    for note in fitted.info["notes"]:
+        print(note)
+    names = list(next(iter(fitted.sizes.values())))
+    table(f"{fitted.form} curve law per size ({out['points']} points after warmup)",
+          ["N", "runs", "rel. rmse", *names],
+          [(f"{n:.4g}", len(fitted.info["runs"][n]), f"{fitted.info['rmse_relative'][n]:.3%}",
+            *[f"{p[k]:.4g}" for k in names]) for n, p in fitted.sizes.items()])
+    print(f"forecast any schedule: scalelab predict {a.out or 'FIT.json'} --params N --schedule wsd:decay=0.2 "
+          f"--steps T --tokens-per-step B" + ("" if a.out else "  (write the fit with --out)"))
+    if a.out:
+        print(f"wrote {a.out}")
+    return 0
+
+
+def cmd_predict_curves(a) -> int:
+    """`scalelab predict CURVEFIT.json --params N --schedule SPEC --steps T [--tokens-per-step B] [--lr PEAK]`."""
+    from scalelab.laws.curve_law import FittedCurves
+    from scalelab.laws.schedule_spec import schedule_lr
+
+    fitted = FittedCurves.load(a.law)
+    if a.params is None or a.steps is None:
+        raise UserError("a curve fit forecasts a run: give --params N --steps T [--schedule SPEC] "
+                        "[--tokens-per-step B]", arg="params")
+    tps = a.tokens_per_step or fitted.info.get("tokens_per_step")
+    if not tps:
+        raise UserError("the fitted curves had no tokens column; give --tokens-per-step B", arg="tokens-per-step")
+    peak = a.lr or fitted.info["peak_lr"]
+    a.schedule = a.schedule or "cosine"
+    lr = schedule_lr(a.schedule, a.steps, peak, fitted.info.get("warmup_steps", 0))
+    out = fitted.forecast(a.params, lr, tps, a.level)
+    out.update(schedule=a.schedule, peak_lr=float(lr.max()), law=a.law,
+               interval="calibrated on the Multi-Power Law public curves (scalelab backtest --curves)")
+    if a.json:
+        print_json(out)
+        return 0
+    f = out["final"]
+    table(f"{a.law}: N = {a.params:.4g}, {a.schedule}, {a.steps} steps x {tps:.4g} tokens",
+          ["step", "tokens", "loss", f"{a.level:.0%} interval"],
+          [(p["step"], f"{p['tokens']:.4g}", f"{p['loss']:.4f}", f"[{p['loss_lo']:.4f}, {p['loss_hi']:.4f}]")
+           for p in out["curve"][:: max(1, len(out["curve"]) // 10)]] +
+          [("final", f"{out['tokens']:.4g}", f"{f['loss']:.4f}", f"[{f['loss_lo']:.4f}, {f['loss_hi']:.4f}]")])
+    print(f"{a.level:.0%} interval: {out['interval']}; {out['size_extrapolation_decades']:.2f} decades of N past "
+          f"the fitted sizes, {out['step_extrapolation_ratio']:.2g}x the longest fitted run's steps")
+    return 0

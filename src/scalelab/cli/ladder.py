@@ -147,7 +147,13 @@ def cmd_status(a) -> int:
 def cmd_export(a) -> int:
     from scalelab.ladder.results import export
 
-    df = export(a.dir, a.out, tasks=a.tasks)
+    if a.tasks and a.curves:
+        raise UserError("give --tasks or --curves, not both", arg="curves")
+    df = export(a.dir, a.out, tasks=a.tasks, curves=a.curves)
+    if a.curves:
+        print(f"wrote {len(df)} rows ({df['run'].nunique()} runs, {int(df['loss'].notna().sum())} evaluated points) "
+              f"to {a.out}; fit them with `scalelab fit {a.out} --curves --out curvefit.json`")
+        return 0
     what = f"{df['task'].nunique()} tasks, " if a.tasks else ""
     print(f"wrote {len(df)} rows ({what}{int(df['final'].sum())} final points) to {a.out}")
     return 0
@@ -286,6 +292,9 @@ def register(sub) -> None:
     e.add_argument("--tasks", action="store_true",
                    help="the task table instead: one row per run, evaluation and task, with its metrics "
                         "(for `scalelab fit TABLE --metric exact_match --via answer_bpb`)")
+    e.add_argument("--curves", action="store_true",
+                   help="the curve table instead: every record of every run with its learning rate (run, N, step, "
+                        "tokens, lr, loss), for `scalelab fit CURVES.csv --curves`")
     e.set_defaults(fn=cmd_export)
 
     g = ls.add_parser("suggest", help="which runs to train next to narrow the forecast at a target most per FLOP",

@@ -89,6 +89,12 @@ def _fit_rows(law, summary: dict, table) -> list[tuple]:
 
 
 def cmd_fit(a) -> int:
+    if a.curves:
+        from scalelab.cli.curves import cmd_fit_curves
+
+        return cmd_fit_curves(a)
+    if a.schedules:
+        raise UserError("--schedules goes with --curves (a curve table's per-step learning rates)", arg="schedules")
     if a.metric is not None or a.via is not None:
         from scalelab.cli.tasks import cmd_fit_tasks
 
@@ -141,6 +147,15 @@ def cmd_predict(a) -> int:
         from scalelab.cli.tasks import cmd_predict_tasks
 
         return cmd_predict_tasks(a)
+    from scalelab.laws.curve_law import is_curve_fit
+
+    if is_curve_fit(a.law):
+        from scalelab.cli.curves import cmd_predict_curves
+
+        return cmd_predict_curves(a)
+    if a.schedule or a.steps:
+        raise UserError(f"--schedule and --steps forecast a curve; {a.law} is not a curve fit (`scalelab fit "
+                        f"CURVES.csv --curves --out FIT.json` writes one)", arg="schedule")
     from scalelab.laws.ranges import compute_warning, unique_tokens_warning
 
     law = get_law(a.law)
@@ -272,7 +287,8 @@ def register(sub) -> None:
     f.add_argument("table", nargs="?")
     f.add_argument("--approach", type=int, default=3, choices=[1, 2, 3])
     f.add_argument("--method", default=None,
-                   help="a back-tested method (`scalelab backtest`); default: the suite's winner, 'ensemble'")
+                   help="a back-tested method (`scalelab backtest`); default: the suite's winner, 'ensemble'; with "
+                        "--curves: multi-power (default) or momentum")
     f.add_argument("--form", default=None,
                    choices=["chinchilla", "kaplan", "overtraining", "compute", "auto"],
                    help="fit one law form instead (approach 3 as published); auto = best by leave-largest-out")
@@ -302,6 +318,11 @@ def register(sub) -> None:
     f.add_argument("--via", default=None, metavar="COL",
                    help="with --metric: the intermediate task-loss column (bpb or NLL of the answer); "
                         "without it the metric is fitted directly")
+    f.add_argument("--curves", action="store_true",
+                   help="TABLE is a curve table (run, N, step, tokens, lr, loss: every logged point with its learning "
+                        "rate); fit a curve law per size (--method multi-power (default) or momentum)")
+    f.add_argument("--schedules", default=None, metavar="FILE",
+                   help="with --curves: each run's learning rate at every step (columns run, step, lr)")
     f.add_argument("--json", action="store_true")
     f.add_argument("--out", default=None, help="write the fit (with bootstrap samples) as JSON")
     f.set_defaults(fn=cmd_fit)
@@ -314,6 +335,16 @@ def register(sub) -> None:
     p.add_argument("--tokens", type=positive, default=None, help="D, training tokens")
     p.add_argument("--unique-tokens", type=positive, default=None, help="unique tokens (muennighoff2023)")
     p.add_argument("--compute", type=positive, default=None, help="C, training FLOPs: gives N*, D*")
+    p.add_argument("--schedule", default=None, metavar="SPEC",
+                   help="curve fits: the learning-rate schedule (default cosine), KIND[:key=value,...] (constant; "
+                        "cosine:min=0.1; wsd:decay=0.2,shape=linear|cosine|sqrt|exp,min=0.1 or decay_start=STEP; "
+                        "two-stage:at=0.8,ratio=0.1; every kind takes warmup=STEPS) or a CSV of per-step rates "
+                        "(columns step, lr)")
+    p.add_argument("--steps", type=positive_int, default=None, help="curve fits: the run's optimizer steps")
+    p.add_argument("--tokens-per-step", type=positive, default=None,
+                   help="curve fits: tokens per optimizer step (default: the fitted runs')")
+    p.add_argument("--lr", type=positive, default=None, help="curve fits: the peak learning rate (default: the "
+                                                             "fitted runs' peak)")
     p.add_argument("--level", type=level, default=0.9)
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_predict)

@@ -104,10 +104,43 @@ def task_table(store: Store, include_holdout: bool = True) -> pd.DataFrame:
                          for task, m in rec.tasks.items()])
 
 
-def export(out_dir: str | Path, dest: str | Path, tasks: bool = False) -> pd.DataFrame:
-    """Write the loss table (or with ``tasks`` the task table) to ``dest`` (.csv or .parquet)."""
+def curve_table(store: Store) -> pd.DataFrame:
+    """Every record of every run with its learning rate: the curve table `scalelab fit --curves` reads
+    (``loss`` is the validation loss, empty on records that were not evaluated; ``holdout`` marks the
+    ladder's held-out runs, which the curve fit leaves out). A WSD branch's records start at its branch
+    point, so its group's trunk records before that point come first, with their learning rates and no
+    loss: the branch's schedule is whole, and no loss is counted twice."""
+    runs = {r["name"]: r for r in store.runs()}
+    holdouts = set(store.get_meta("holdouts", []))
+    recs: dict[str, list[MetricsRecord]] = {}
+    for name, rec in store.records():
+        recs.setdefault(name, []).append(rec)
+    rows = []
+    for name, rs in recs.items():
+        spec = json.loads(runs[name]["spec"])
+        trunk = _trunk(spec, runs, name)
+        first = rs[0].step
+        lead = [r for r in recs.get(trunk, []) if r.step < first] if trunk else []
+        rows += [{"run": name, "N": runs[name]["N"], "step": r.step, "tokens": r.tokens, "lr": r.lr,
+                  "loss": r.val_loss if r in rs else None, "train_loss": r.train_loss if r in rs else None,
+                  "holdout": name in holdouts} for r in (*lead, *rs)]
+    return pd.DataFrame(rows)
+
+
+def _trunk(spec: dict, runs: dict, name: str) -> str | None:
+    """A WSD branch's trunk: the longest run of its group (None for a run that is not a branch)."""
+    if not spec.get("group") or not spec.get("decay_start"):
+        return None
+    group = [n for n, r in runs.items() if json.loads(r["spec"]).get("group") == spec["group"]]
+    trunk = max(group, key=lambda n: runs[n]["steps"])
+    return None if trunk == name else trunk
+
+
+def export(out_dir: str | Path, dest: str | Path, tasks: bool = False, curves: bool = False) -> pd.DataFrame:
+    """Write the loss table (or with ``tasks`` the task table, with ``curves`` the curve table) to ``dest``
+    (.csv or .parquet)."""
     store = open_store(out_dir)
-    df = task_table(store) if tasks else results_table(store, quality=True)
+    df = curve_table(store) if curves else task_table(store) if tasks else results_table(store, quality=True)
     store.close()
     if df.empty:
         raise UserError(f"{out_dir} has no evaluated runs yet" if not tasks else
