@@ -325,3 +325,26 @@ def test_a_synthetic_corpus_is_sampled_from_the_model_it_names(small_cfg, small_
 
     assert nll(runs["a"]) < nll(runs["b"]) - 0.1  # 5.69 vs 5.94 here
 
+
+
+@pytest.mark.slow
+def test_schedules_lab_forecasts_unseen_schedules_before_training_them(tmp_path):
+    """#37 item 5, quick settings: the law fitted on cosine and constant forecasts WSD and its own best schedule,
+    written to forecast.json before those runs train; a rerun reads the forecast back."""
+    out = tmp_path / "schedules"
+    r = _cli("lab", "schedules", "--quick", "--out", str(out))
+    assert r.returncode == 0, r.stderr[-2000:]
+    s = json.loads((out / "summary.json").read_text())
+    fc = out / "forecast.json"
+    for target in ("wsd", "law-best"):
+        run = out / "runs" / f"d32L1-{target}-s0"
+        assert fc.stat().st_mtime < min(p.stat().st_mtime for p in run.rglob("*") if p.is_file())
+    z = s["sizes"][0]
+    best = min(z["candidates"], key=lambda c: c["forecast_final_loss"])
+    assert {f["schedule"]: f["spec"] for f in z["forecasts"]}["law-best"] == best["schedule"]
+    for f in z["forecasts"]:  # a forecast of a trained model's loss: finite, in the curve's range, scored
+        c = z["curves"][f"d32L1-{f['schedule']}-s0"]
+        assert c["loss"][-1] < c["loss"][0] and f["measured_final"] == c["loss"][-1]
+        assert abs(f["final_error"]) < 0.2 and 0 < f["curve_mean_abs_error"] < 0.2
+    before = fc.read_bytes()
+    assert _cli("lab", "schedules", "--quick", "--out", str(out)).returncode == 0 and fc.read_bytes() == before

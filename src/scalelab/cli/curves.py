@@ -114,10 +114,10 @@ def cmd_predict_curves(a) -> int:
     fitted = FittedCurves.load(a.law)
     if a.params is None or a.steps is None:
         raise UserError("a curve fit forecasts a run: give --params N --steps T [--schedule SPEC] "
-                        "[--tokens-per-step B]", arg="params")
+                        "[--tokens-per-step B]")
     tps = a.tokens_per_step or fitted.info.get("tokens_per_step")
     if not tps:
-        raise UserError("the fitted curves had no tokens column; give --tokens-per-step B", arg="tokens-per-step")
+        raise UserError("the fitted curves had no tokens column; give --tokens-per-step B")
     peak = a.lr or fitted.info["peak_lr"]
     a.schedule = a.schedule or "cosine"
     lr = schedule_lr(a.schedule, a.steps, peak, fitted.info.get("warmup_steps", 0))

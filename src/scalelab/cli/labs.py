@@ -41,6 +41,8 @@ LABS = {
                     "small models drafting for bigger ones: acceptance, tokens per pass, speed-up, KV cache"),
     "lr-transfer": ("scalelab.labs.lrtransfer", "LRTransferSpec",
                     "the best learning rate across widths under SP and muP; lr*(N, D) vs DeepSeek and StepLaw"),
+    "schedules": ("scalelab.labs.schedules", "SchedulesSpec",
+                  "cosine, constant, WSD and the law's best schedule: forecast before training, then trained"),
     "distill": ("scalelab.labs.distill", "DistillSpec",
                 "students distilled from a teacher vs from scratch at equal student compute (Busbridge et al.)"),
 }

@@ -296,6 +296,9 @@ def register(sub) -> None:
                    help="the curve table instead: every record of every run with its learning rate (run, N, step, "
                         "tokens, lr, loss), for `scalelab fit CURVES.csv --curves`")
     e.set_defaults(fn=cmd_export)
+    from scalelab.cli import importing
+
+    importing.register(ls)
 
     g = ls.add_parser("suggest", help="which runs to train next to narrow the forecast at a target most per FLOP",
                       description="SRC is a run table (fitted with the default method) or a fit file from "

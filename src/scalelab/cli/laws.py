@@ -94,7 +94,7 @@ def cmd_fit(a) -> int:
 
         return cmd_fit_curves(a)
     if a.schedules:
-        raise UserError("--schedules goes with --curves (a curve table's per-step learning rates)", arg="schedules")
+        raise UserError("--schedules goes with --curves (a curve table's per-step learning rates)")
     if a.metric is not None or a.via is not None:
         from scalelab.cli.tasks import cmd_fit_tasks
 
@@ -155,7 +155,7 @@ def cmd_predict(a) -> int:
         return cmd_predict_curves(a)
     if a.schedule or a.steps:
         raise UserError(f"--schedule and --steps forecast a curve; {a.law} is not a curve fit (`scalelab fit "
-                        f"CURVES.csv --curves --out FIT.json` writes one)", arg="schedule")
+                        f"CURVES.csv --curves --out FIT.json` writes one)")
     from scalelab.laws.ranges import compute_warning, unique_tokens_warning
 
     law = get_law(a.law)

@@ -129,16 +129,25 @@ class Store:
             c.execute("UPDATE runs SET status='failed', error=? WHERE name=?", (error[:2000], name))
 
     def add_point(self, name: str, rec: MetricsRecord) -> None:
+        self.add_points(name, [rec])
+
+    def add_points(self, name: str, recs: list[MetricsRecord]) -> None:
+        """Several records of one run in one transaction."""
+        with self.tx() as c:
+            for rec in recs:
+                self._insert_point(c, name, rec)
+
+    @staticmethod
+    def _insert_point(c, name: str, rec: MetricsRecord) -> None:
         row = rec.to_dict()
         tasks = row.pop("tasks", {})
         if "expert_load" in row:
             row["expert_load"] = json.dumps(row["expert_load"])
         cols = ", ".join(["run", *row])
-        with self.tx() as c:
-            c.execute(f"INSERT OR REPLACE INTO points ({cols}) VALUES ({', '.join('?' * (len(row) + 1))})",
-                      (name, *row.values()))
-            c.executemany("INSERT OR REPLACE INTO task_points VALUES (?, ?, ?, ?, ?)",
-                          [(name, rec.step, task, k, v) for task, m in tasks.items() for k, v in m.items()])
+        c.execute(f"INSERT OR REPLACE INTO points ({cols}) VALUES ({', '.join('?' * (len(row) + 1))})",
+                  (name, *row.values()))
+        c.executemany("INSERT OR REPLACE INTO task_points VALUES (?, ?, ?, ?, ?)",
+                      [(name, rec.step, task, k, v) for task, m in tasks.items() for k, v in m.items()])
 
     def runs(self, status: str | None = None) -> list[dict]:
         q = "SELECT * FROM runs" + (" WHERE status = ?" if status else "") + " ORDER BY budget, N"

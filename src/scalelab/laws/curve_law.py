@@ -37,7 +37,7 @@ class CurveMethod:
 
     def __post_init__(self):
         if self.form not in FORMS:
-            raise UserError(f"curve law must be one of {', '.join(FORMS)}, got {self.form!r}", arg="method")
+            raise UserError(f"curve law must be one of {', '.join(FORMS)}, got {self.form!r}")
 
     def fit(self, table: CurveTable) -> FittedCurves:
         sizes, rmse = {}, {}
@@ -46,7 +46,7 @@ class CurveMethod:
             if (pts := sum(len(c.steps) for c in cs)) < need:
                 raise UserError(f"size N = {n:.4g} has {pts} loss point(s) after warmup; the {self.form} law needs "
                                 f"{need} or more per size: log more evaluations (a ladder's evals_per_run) "
-                                f"or use --method momentum (5 parameters)", arg="curves")
+                                f"or use --method momentum (5 parameters)")
             law = fit_curves(cs, self.form)
             sizes[n], rmse[n] = law.params, law.info["rmse_relative"]
         warm = [c.warmup_steps for c in table.curves]
@@ -74,7 +74,7 @@ class FittedCurves:
             return FittedCurveLaw(self.form, self.sizes[near]), self.info["rmse_relative"][near], 0.0
         if len(ns) < 2:
             raise UserError(f"the curves were fitted at one size (N = {near:.4g}); forecasting N = {n:.4g} needs "
-                            f"curves of two sizes or more", arg="params")
+                            f"curves of two sizes or more")
         decades = max(0.0, np.log10(n / ns.max()), np.log10(ns.min() / n))
         rmse = float(np.sqrt(np.mean([v ** 2 for v in self.info["rmse_relative"].values()])))
         return FittedCurveLaw(self.form, trend_params(self.sizes, n)), rmse, float(decades)
@@ -90,7 +90,7 @@ class FittedCurves:
         law, rmse, decades = self.law_at(n)
         lr = np.asarray(lr, float)
         if lr.max() <= 0:
-            raise UserError("the schedule's learning rates are all zero", arg="schedule")
+            raise UserError("the schedule's learning rates are all zero")
         warmup = int(np.argmax(lr >= lr.max() * (1 - 1e-9)))
         last = len(lr) - 1
         steps = np.unique(np.linspace(max(warmup, 1), last, min(max_points, last - warmup + 1)).round().astype(int))

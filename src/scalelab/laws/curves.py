@@ -109,7 +109,7 @@ def _mpl_predict(p: np.ndarray, c: Curve, chunk: int = 64, max_blocks: int | Non
     k, drop = _change_blocks(c, max_blocks)  # only the steps where the rate changes contribute
     grid = np.arange(len(cs), dtype=float)
     cs_before = np.interp(k - 1, grid, cs)  # S_k(t) = cs[t] - cs[k-1]
-    eta_k = np.interp(k, np.arange(len(e), dtype=float), e)
+    eta_k = np.maximum(np.interp(k, np.arange(len(e), dtype=float), e), 1e-12)  # a rate of 0: G = 1, the drop whole
     t = c.steps - c.warmup_steps
     out = L0 + A * (cs[t] + s_w) ** (-alpha)
     for i in range(0, len(t), chunk):

@@ -32,13 +32,12 @@ def _parse(spec: str) -> tuple[str, dict[str, str]]:
     kind, _, rest = spec.partition(":")
     if kind not in KEYS:
         raise UserError(f"--schedule: unknown kind {kind!r}; use {', '.join(KEYS)} (e.g. wsd:decay=0.2) or a CSV "
-                        f"of per-step rates (columns step, lr)", arg="schedule")
+                        f"of per-step rates (columns step, lr)")
     opts = {}
     for item in filter(None, rest.split(",")):
         k, eq, v = item.partition("=")
         if not eq or k not in KEYS[kind]:
-            raise UserError(f"--schedule: {kind} takes {', '.join(sorted(KEYS[kind]))} as key=value; got {item!r}",
-                            arg="schedule")
+            raise UserError(f"--schedule: {kind} takes {', '.join(sorted(KEYS[kind]))} as key=value; got {item!r}")
         opts[k] = v
     return kind, opts
 
@@ -47,9 +46,9 @@ def _num(opts: dict, key: str, default: float) -> float:
     try:
         v = float(opts.get(key, default))
     except ValueError:
-        raise UserError(f"--schedule: {key} must be a number, got {opts[key]!r}", arg="schedule") from None
+        raise UserError(f"--schedule: {key} must be a number, got {opts[key]!r}") from None
     if not np.isfinite(v) or v < 0:
-        raise UserError(f"--schedule: {key} must be a non-negative number, got {opts[key]!r}", arg="schedule")
+        raise UserError(f"--schedule: {key} must be a non-negative number, got {opts[key]!r}")
     return v
 
 
@@ -72,7 +71,7 @@ def schedule_lr(spec: str, total_steps: int, peak_lr: float, warmup_steps: int =
     """The learning rate of updates 0..total_steps (index s = the rate of update s; one extra entry so that
     the curve laws can read the loss after the last update)."""
     if total_steps < 1:
-        raise UserError("--steps must be at least 1", arg="steps")
+        raise UserError("--steps must be at least 1")
     if spec.endswith(".csv") or Path(spec).is_file():
         return _from_csv(spec, total_steps)
     kind, opts = _parse(spec)
@@ -87,8 +86,7 @@ def schedule_lr(spec: str, total_steps: int, peak_lr: float, warmup_steps: int =
     elif kind == "wsd":
         shape = opts.get("shape", "linear")
         if shape not in SHAPES:
-            raise UserError(f"--schedule: wsd shape must be one of {', '.join(SHAPES)}, got {shape!r}",
-                            arg="schedule")
+            raise UserError(f"--schedule: wsd shape must be one of {', '.join(SHAPES)}, got {shape!r}")
         start = _steps(_num(opts, "decay_start", -1), T) if "decay_start" in opts else \
             T - int(round(_num(opts, "decay", 0.2) * T))
         start = max(start, w)
@@ -104,12 +102,12 @@ def schedule_lr(spec: str, total_steps: int, peak_lr: float, warmup_steps: int =
 def _from_csv(path: str, total_steps: int) -> np.ndarray:
     p = Path(path)
     if not p.is_file():
-        raise UserError(f"--schedule: {p} does not exist (a schedule CSV has columns step, lr)", arg="schedule")
+        raise UserError(f"--schedule: {p} does not exist (a schedule CSV has columns step, lr)")
     df = pd.read_csv(p)
     if not {"step", "lr"} <= set(df.columns):
-        raise UserError(f"--schedule: {p} needs columns step, lr (has {', '.join(df.columns)})", arg="schedule")
+        raise UserError(f"--schedule: {p} needs columns step, lr (has {', '.join(df.columns)})")
     st, lr = pd.to_numeric(df["step"], errors="coerce"), pd.to_numeric(df["lr"], errors="coerce")
     if st.isna().any() or lr.isna().any() or (lr < 0).any():
-        raise UserError(f"--schedule: {p} has a missing, non-numeric or negative step or lr", arg="schedule")
+        raise UserError(f"--schedule: {p} has a missing, non-numeric or negative step or lr")
     order = np.argsort(st.to_numpy())
     return np.interp(np.arange(total_steps + 1), st.to_numpy(float)[order], lr.to_numpy(float)[order])

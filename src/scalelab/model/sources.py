@@ -31,7 +31,11 @@ def is_hf(d: dict) -> bool:
 
 def model_counts(source: str, seq_len: int | None = None) -> tuple[Arch | None, dict]:
     """(the Arch, or None when only transformers could count it; every count `scalelab count` prints)."""
-    d = read_source(source)
+    return config_counts(read_source(source), seq_len, name=str(source))
+
+
+def config_counts(d: dict, seq_len: int | None = None, name: str = "") -> tuple[Arch | None, dict]:
+    """`model_counts` of a config already read: a Hugging Face config.json or a scalelab run config."""
     if not is_hf(d):
         arch = run_config.load_dict(d).model.arch()
         return arch, arch.counts(seq_len)
@@ -43,7 +47,7 @@ def model_counts(source: str, seq_len: int | None = None) -> tuple[Arch | None, 
     arch = arch_from_hf(d)
     counts = arch.counts(seq_len)
     if isinstance(d.get("text_config"), dict):
-        counts.update(_towers(d, arch, zoo.OTHER_TOWERS.get(str(source).lower())))
+        counts.update(_towers(d, arch, zoo.OTHER_TOWERS.get(name.lower())))
     return arch, counts
 
 
