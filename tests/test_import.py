@@ -138,3 +138,57 @@ def test_a_csv_log_with_a_column_map(tmp_path):
     assert r.returncode == 0, r.stderr
     got = [(x["run"], x["N"], x["points"]) for x in json.loads(r.stdout)]
     assert got == [("a", 10 ** 6, 50), ("b", 4 * 10 ** 6, 50)]
+
+
+@pytest.mark.slow  # a ladder run with trackers (~50 s): `make test-all`
+def test_a_scalelab_ladder_logged_to_tensorboard_and_mlflow_imports_back_to_the_same_fit(tmp_path):
+    from test_ladder import tiny_spec
+
+    spec = tiny_spec(tmp_path, sizes=3)
+    spec.write_text(spec.read_text().replace("evals_per_run = 4", 'evals_per_run = 4\nloggers = ["tensorboard", '
+                                                                                        '"mlflow"]'))
+    out = tmp_path / "lad"
+    r = run_cli("ladder", "run", spec, "--out", out, "--parallel", "2")
+    assert r.returncode == 0, r.stderr
+    assert run_cli("ladder", "export", out, "--out", tmp_path / "own.csv").returncode == 0
+    own = pd.read_csv(tmp_path / "own.csv").set_index(["run", "step"])
+    for name, args in (("tb", (out / "runs", "--source", "tensorboard")), ("mlflow", (out,))):
+        r = run_cli("ladder", "import", *args, "--out", tmp_path / name)
+        assert r.returncode == 0, r.stderr
+        assert run_cli("ladder", "export", tmp_path / name, "--out", tmp_path / f"{name}.csv").returncode == 0
+        got = pd.read_csv(tmp_path / f"{name}.csv").set_index(["run", "step"]).loc[own.index]
+        assert (got["N"] == own["N"]).all() and (got["D"] == own["D"]).all() and (got["final"] == own["final"]).all()
+        assert np.allclose(got["loss"], own["loss"], rtol=1e-6)  # TensorBoard keeps float32
+        preds = []  # the same forecast from either table (a 5-parameter fit to 6 points: compare what it predicts)
+        for f in ("own", name):
+            assert run_cli("fit", tmp_path / f"{f}.csv", "--form", "chinchilla", "--out", tmp_path / f"{f}.json"
+                           ).returncode == 0
+            r = run_cli("predict", tmp_path / f"{f}.json", "--params", 4 * own["N"].max(), "--tokens",
+                        4 * own["D"].max(), "--json")
+            preds.append(json.loads(r.stdout)["loss"])
+        assert preds[1] == pytest.approx(preds[0], rel=1e-3), name
+
+
+@pytest.mark.slow  # trains four Hugging Face Trainer runs (~30 s): `make test-all`
+def test_hugging_face_trainer_runs_import_from_their_state_and_their_tensorboard_logs(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    example = Path(__file__).parents[1] / "examples" / "hf_trainer_ladder.py"
+    r = subprocess.run([sys.executable, str(example), "--out", str(tmp_path / "hf"), "--steps", "20,40",
+                        "--hidden", "32,48"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    got = {}
+    for source in ("hf", "tensorboard"):
+        r = run_cli("ladder", "import", tmp_path / "hf", "--source", source, "--out", tmp_path / f"imported-{source}",
+                    "--json")
+        assert r.returncode == 0, r.stderr
+        got[source] = {x["run"]: x for x in json.loads(r.stdout)}
+    assert set(got["hf"]) == {f"llama-h{h}-s{s}" for h in (32, 48) for s in (20, 40)}
+    for name, x in got["hf"].items():
+        t = got["tensorboard"][name]
+        assert x["loss_key"] == "eval_loss" and t["loss_key"] == "eval/loss"
+        assert x["tokens"] == t["tokens"] == int(name.rsplit("-s", 1)[1]) * 8 * 64  # num_input_tokens_seen
+        assert x["N"] == t["N"] and x["final_loss"] == pytest.approx(t["final_loss"], rel=1e-6)
+    assert got["hf"]["llama-h48-s40"]["final_loss"] < got["hf"]["llama-h48-s20"]["final_loss"]  # it learned

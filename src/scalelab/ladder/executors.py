@@ -161,6 +161,10 @@ def ladder_lock(out: Path, shared: bool = False):
 def _run_ladder(spec: LadderSpec, out: Path, parallel: int, rungs, progress, only, owner=None) -> Store:
     store, rungs = prepare(spec, out, rungs)
     load_dataset(rungs[0].config, log=lambda *a: None)  # tokenize once, before any worker starts
+    if "mlflow" in spec.loggers and parallel > 1:  # MLflow's SQLite migrations race: make the store first
+        from scalelab.train.tracking import prepare_mlflow
+
+        prepare_mlflow(out)
     done = {r["name"] for r in store.runs("done")}
     todo = rungs if only is None else [r for r in rungs if r.name in only]
     units = [u for u in work_units(todo, spec.strategy) if any(r.name not in done for r in u)]

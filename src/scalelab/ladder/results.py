@@ -7,6 +7,7 @@ Built from the store's `MetricsRecord`s and planned rungs; C = 6 N D is computed
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -83,8 +84,10 @@ def rung_quality(store: Store, table: pd.DataFrame | None = None) -> pd.DataFram
     finals["steps"] = finals["run"].map(lambda n: runs[n]["steps"])
     finals["replica_of"] = finals["run"].map(lambda n: json.loads(runs[n]["spec"]).get("replica_of", ""))
     curves: dict = {}
+    imported = store.get_meta("imported") is not None  # a missing train loss there is one not logged at that step
     for name, rec in store.records():
-        curves.setdefault(name, []).append((rec.step, rec.train_loss, rec.val_loss))
+        if not (imported and math.isnan(rec.train_loss)):
+            curves.setdefault(name, []).append((rec.step, rec.train_loss, rec.val_loss))
     return check_rungs(finals, curves, _rule_lrs(store))
 
 

@@ -59,6 +59,8 @@ class MetricsRecord:
     def from_dict(cls, d: dict) -> MetricsRecord:
         known = {f.name for f in dataclasses.fields(cls)}
         kw = {k: v for k, v in d.items() if k in known and v is not None}
+        for k in ("lr", "train_loss"):  # not logged at that step (an imported run's evaluation-only point)
+            kw.setdefault(k, math.nan)
         if kw.get("expert_load") is not None:
             kw["expert_load"] = tuple(kw["expert_load"])
         return cls(**kw)

@@ -76,19 +76,26 @@ class TensorBoard(Hooks):
         self.writer.close()
 
 
+def prepare_mlflow(home: Path, name: str | None = None):
+    """Point MLflow at its store for ``home`` (a ladder or run folder; $MLFLOW_TRACKING_URI wins) and make the
+    experiment: the store's schema is made here, once (a ladder does it before its parallel workers start,
+    whose simultaneous SQLite migrations would collide). Returns the mlflow module."""
+    import mlflow
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # its store migrations talk at INFO
+    own = os.environ.get("MLFLOW_TRACKING_URI") is None
+    mlflow.set_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home.resolve() / 'mlflow.db'}")
+    name = name or home.name
+    if own and mlflow.get_experiment_by_name(name) is None:  # artifacts beside the store, not in the cwd
+        mlflow.create_experiment(name, artifact_location=(home.resolve() / "mlartifacts").as_uri())
+    mlflow.set_experiment(name)
+    return mlflow
+
+
 class MLflow(Hooks):
     def __init__(self, cfg: RunConfig, run: RunDir, resumed: bool):
-        import mlflow
-
-        logging.getLogger("mlflow").setLevel(logging.WARNING)  # its store migrations talk at INFO
         ladder = ladder_of(run)
-        home = ladder or run.path
-        own = os.environ.get("MLFLOW_TRACKING_URI") is None
-        mlflow.set_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home.resolve() / 'mlflow.db'}")
-        name = ladder.name if ladder else "scalelab"
-        if own and mlflow.get_experiment_by_name(name) is None:  # artifacts beside the store, not in the cwd
-            mlflow.create_experiment(name, artifact_location=(home.resolve() / "mlartifacts").as_uri())
-        mlflow.set_experiment(name)
+        mlflow = prepare_mlflow(ladder or run.path, ladder.name if ladder else "scalelab")
         self.mlflow = mlflow
         known = _ids(run).get("mlflow_run_id") if resumed else None
         self.active = mlflow.start_run(run_id=known) if known else mlflow.start_run(run_name=run.path.name)

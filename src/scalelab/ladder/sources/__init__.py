@@ -73,11 +73,11 @@ def discover(paths: list[str], source: str | None = None) -> list[tuple[str, str
         path = Path(p)
         if not path.exists():
             raise UserError(f"{p} does not exist")
-        kind = source or kind_of(path)
-        if kind:
-            out.append((kind, p))
+        kind = kind_of(path)
+        if kind:  # one run (or a store): read it as --source says, else as what it holds
+            out.append((source or kind, p))
             continue
-        inner = [(kind_of(c), str(c)) for c in sorted(path.iterdir()) if c.is_dir() and kind_of(c)]
+        inner = [(source or kind_of(c), str(c)) for c in sorted(path.iterdir()) if c.is_dir() and kind_of(c)]
         if not inner:
             raise UserError(f"{p}: no run found (no trainer_state.json, TensorBoard events, W&B run, MLflow store, "
                             f"nor folders of them); name the kind with --source {'|'.join(SOURCES)}")

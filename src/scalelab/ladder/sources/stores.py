@@ -145,6 +145,17 @@ def _mlflow_uri(path: str) -> str:
     return p.as_uri()  # an mlruns folder (MLflow's file store)
 
 
+def _logged_config(client, run_id: str) -> dict | None:
+    """A config.json the run logged as an artifact (scalelab's MLflow logger does), if any."""
+    try:
+        names = {a.path for a in client.list_artifacts(run_id)}
+        if "config.json" not in names:
+            return None
+        return _model_config(json.loads(Path(client.download_artifacts(run_id, "config.json")).read_text()))
+    except Exception:  # noqa: BLE001  (an unreachable artifact store: fall back to the parameters)
+        return None
+
+
 def read_mlflow(path: str) -> list[RunLog]:
     import logging
 
@@ -160,7 +171,7 @@ def read_mlflow(path: str) -> list[RunLog]:
                 for m in client.get_metric_history(run.info.run_id, key):
                     _add(series, key, m.step, m.value)
             params = dict(run.data.params)
-            cfg = _model_config(_unflat(params)) or _model_config(params)
+            cfg = _logged_config(client, run.info.run_id) or _model_config(_unflat(params)) or _model_config(params)
             name = run.info.run_name or run.info.run_id
             out.append(RunLog(name, "mlflow", f"{path}#{run.info.run_id}", series, cfg, params))
     if not out:
