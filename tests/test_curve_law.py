@@ -113,3 +113,30 @@ def test_fit_curves_then_predict_a_schedule_from_the_command_line(tmp_path):
     assert out["final"]["loss"] == pytest.approx(true, rel=0.005)
     r = run_cli("predict", fit, "--params", "4e6", "--schedule", "wsd:shape=cubic", "--steps", "10")
     assert r.returncode == 2 and "shape must be" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_joint_law_recovers_its_loss_floor_in_n_and_forecasts_a_bigger_model():
+    """Curves of three sizes drawn from a joint momentum law (L0(N) = E + A_N N^-alpha_N, the rest shared): the
+    joint fit finds E, alpha_N and forecasts a 4x bigger model's unseen schedule."""
+    from scalelab.laws.curves import JointCurveLaw, fit_joint
+
+    truth = JointCurveLaw("momentum", {"E": 1.9, "log_A_N": np.log(40.0), "alpha_N": 0.3, "A": 0.4, "alpha": 0.5,
+                                       "C": 5.0, "lam": 0.99})
+    rng = np.random.default_rng(1)
+    by_size = {}
+    for n in (1e6, 3e6, 1e7):
+        law = FittedCurveLaw("momentum", truth.at(n))
+        for spec in ("cosine:warmup=50", "wsd:decay=0.3,warmup=50"):
+            lr = schedule_lr(spec, 800, PEAK)
+            steps = np.arange(60, 801, 20)
+            clean = law.predict(Curve(spec, lr, steps, np.ones(len(steps)), 49))
+            by_size.setdefault(n, []).append(Curve(spec, lr, steps, clean * np.exp(5e-4 * rng.standard_normal(
+                len(steps))), 49))
+    got = fit_joint(by_size, "momentum")
+    assert got.params["E"] == pytest.approx(1.9, abs=0.1) and got.params["alpha_N"] == pytest.approx(0.3, rel=0.25)
+    lr = schedule_lr("wsd:decay=0.2,shape=sqrt,warmup=50", 1600, PEAK)
+    c = Curve("t", lr, np.array([1600]), np.ones(1), 49)
+    want = FittedCurveLaw("momentum", truth.at(4e7)).predict(c)[0]
+    assert FittedCurveLaw("momentum", got.at(4e7)).predict(c)[0] == pytest.approx(want, rel=0.01)
+    with pytest.raises(UserError, match="3 sizes or more"):
+        CurveMethod("momentum", "joint").fit(read_curves(synthetic_table()))

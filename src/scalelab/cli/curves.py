@@ -80,7 +80,7 @@ def cmd_fit_curves(a) -> int:
     if not a.table:
         raise UserError("give a curve table: `scalelab fit CURVES.csv --curves` (columns run, N, step, tokens, lr, "
                         "loss; `scalelab ladder export LADDER --curves --out CURVES.csv` writes one)")
-    fitted = CurveMethod(a.method or "multi-power").fit(read_curves(a.table, a.schedules))
+    fitted = CurveMethod(a.method or "multi-power", a.across).fit(read_curves(a.table, a.schedules))
     if a.out:
         fitted.save(a.out)
     out = {"form": fitted.form, "sizes": [{"N": n, "runs": fitted.info["runs"][n], "rmse_relative":
@@ -95,7 +95,9 @@ def cmd_fit_curves(a) -> int:
     for note in fitted.info["notes"]:
         print(note)
     names = list(next(iter(fitted.sizes.values())))
-    table(f"{fitted.form} curve law per size ({out['points']} points after warmup)",
+    if fitted.info.get("joint"):
+        print("joint law: " + ", ".join(f"{k} = {v:.4g}" for k, v in fitted.info["joint"].items()))
+    table(f"{fitted.form} curve law per size ({out['points']} points after warmup; across sizes: {a.across})",
           ["N", "runs", "rel. rmse", *names],
           [(f"{n:.4g}", len(fitted.info["runs"][n]), f"{fitted.info['rmse_relative'][n]:.3%}",
             *[f"{p[k]:.4g}" for k in names]) for n, p in fitted.sizes.items()])

@@ -321,6 +321,9 @@ def register(sub) -> None:
     f.add_argument("--curves", action="store_true",
                    help="TABLE is a curve table (run, N, step, tokens, lr, loss: every logged point with its learning "
                         "rate); fit a curve law per size (--method multi-power (default) or momentum)")
+    f.add_argument("--across", default="trend", choices=["trend", "joint"],
+                   help="with --curves: how the law reaches another size: each parameter's trend in log N "
+                        "(default), or one joint fit with the loss floor E + A_N/N^alpha_N (3 sizes or more)")
     f.add_argument("--schedules", default=None, metavar="FILE",
                    help="with --curves: each run's learning rate at every step (columns run, step, lr)")
     f.add_argument("--json", action="store_true")

@@ -23,23 +23,43 @@ from scipy.stats import norm
 from scalelab.errors import UserError
 from scalelab.io import atomic_write_json, read_json
 from scalelab.laws.curve_table import CurveTable
-from scalelab.laws.curves import CALIBRATION, FORMS, Curve, FittedCurveLaw, fit_curves, trend_params
+from scalelab.laws.curves import (
+    CALIBRATION,
+    FORMS,
+    Curve,
+    FittedCurveLaw,
+    JointCurveLaw,
+    fit_curves,
+    fit_joint,
+    trend_params,
+)
 
 SAME_SIZE_RTOL = 0.01  # a requested N within 1% of a fitted size uses that size's own law
 MAX_CURVE_POINTS = 200
 
 
+ACROSS = ("trend", "joint")
+
+
 @dataclass(frozen=True)
 class CurveMethod:
-    """Fit a curve law to every size of a `CurveTable` (``form``: multi-power or momentum)."""
+    """Fit a curve law to every size of a `CurveTable` (``form``: multi-power or momentum). ``across``: how a
+    new size is reached: "trend" (each parameter's line in log N through the per-size fits) or "joint" (one fit
+    of every curve of every size, the loss floor L0(N) = E + A_N N^-alpha_N and the other parameters shared:
+    `laws.curves.fit_joint`)."""
 
     form: str = "multi-power"
+    across: str = "trend"
 
     def __post_init__(self):
         if self.form not in FORMS:
             raise UserError(f"curve law must be one of {', '.join(FORMS)}, got {self.form!r}")
+        if self.across not in ACROSS:
+            raise UserError(f"--across must be one of {', '.join(ACROSS)}, got {self.across!r}")
 
     def fit(self, table: CurveTable) -> FittedCurves:
+        if self.across == "joint":
+            return self._fit_joint(table)
         sizes, rmse = {}, {}
         need = len(FORMS[self.form].params) + 1
         for n, cs in table.by_size.items():
@@ -49,13 +69,26 @@ class CurveMethod:
                                 f"or use --method momentum (5 parameters)")
             law = fit_curves(cs, self.form)
             sizes[n], rmse[n] = law.params, law.info["rmse_relative"]
+        return FittedCurves(self.form, sizes, self._info(table, rmse))
+
+    def _info(self, table: CurveTable, rmse: dict) -> dict:
         warm = [c.warmup_steps for c in table.curves]
         tps = list(table.tokens_per_step.values())
-        info = {"runs": {n: [c.name for c in cs] for n, cs in table.by_size.items()}, "rmse_relative": rmse,
+        return {"runs": {n: [c.name for c in cs] for n, cs in table.by_size.items()}, "rmse_relative": rmse,
                 "points": sum(len(c.steps) for c in table.curves), "peak_lr": table.peak_lr,
                 "warmup_steps": int(np.median(warm)), "tokens_per_step": float(np.median(tps)) if tps else None,
-                "max_steps": int(max(c.steps.max() for c in table.curves)),
+                "max_steps": int(max(c.steps.max() for c in table.curves)), "across": self.across,
                 "calibration": CALIBRATION[self.form], "notes": table.notes}
+
+    def _fit_joint(self, table: CurveTable) -> FittedCurves:
+        if len(table.by_size) < 3:
+            raise UserError(f"--across joint fits L0(N) = E + A_N N^-alpha_N: it needs curves of 3 sizes or more, "
+                            f"the table has {len(table.by_size)}")
+        joint = fit_joint(table.by_size, self.form)
+        sizes = {n: joint.at(n) for n in table.by_size}
+        rmse = {n: joint.info["rmse_relative"] for n in table.by_size}
+        info = self._info(table, rmse)
+        info["joint"] = joint.params
         return FittedCurves(self.form, sizes, info)
 
 
@@ -70,6 +103,10 @@ class FittedCurves:
         """The law at N, the fit's relative rmse there, and the decades of N past the fitted sizes."""
         ns = np.array(sorted(self.sizes))
         near = ns[np.argmin(np.abs(np.log(ns / n)))]
+        if self.info.get("joint"):
+            decades = max(0.0, np.log10(n / ns.max()), np.log10(ns.min() / n))
+            joint = JointCurveLaw(self.form, self.info["joint"])
+            return FittedCurveLaw(self.form, joint.at(n)), self.info["rmse_relative"][near], float(decades)
         if abs(near / n - 1) <= SAME_SIZE_RTOL:
             return FittedCurveLaw(self.form, self.sizes[near]), self.info["rmse_relative"][near], 0.0
         if len(ns) < 2:

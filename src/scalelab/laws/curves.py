@@ -184,6 +184,57 @@ def fit_curves(curves: list[Curve], form: str = "multi-power") -> FittedCurveLaw
                            "points": int(sum(len(c.steps) for c in curves))})
 
 
+# ---- one law for every size -------------------------------------------------------------------------------
+
+@dataclass
+class JointCurveLaw:
+    """A curve law whose loss floor follows N, L0(N) = E + A_N N^-alpha_N, every other parameter shared by
+    all sizes (as Chinchilla's data term B / D^beta is): the schedule's effect is measured once on every
+    curve, and the size's effect once, on the floors."""
+
+    form: str
+    params: dict
+    info: dict = field(default_factory=dict)
+
+    def at(self, n: float) -> dict:
+        p = dict(self.params)
+        e, log_an, alpha_n = p.pop("E"), p.pop("log_A_N"), p.pop("alpha_N")
+        return {"L0": e + float(np.exp(log_an - alpha_n * np.log(n))), **p}
+
+
+def fit_joint(by_size: dict[float, list[Curve]], form: str = "multi-power") -> JointCurveLaw:
+    """Least squares on the relative residuals of every point of every size at once (from a per-size
+    start where one fits, else the form's starts)."""
+    f = FORMS[form]
+    shared = [k for k in f.params if k != "L0"]
+    ns = np.array(sorted(by_size))
+    lmin = min(float(c.loss.min()) for cs in by_size.values() for c in cs)
+
+    def law(theta):
+        return JointCurveLaw(form, dict(zip(("E", "log_A_N", "alpha_N", *shared), theta)))
+
+    def residuals(theta):
+        j = law(theta)
+        return np.concatenate([f.predict(np.array([j.at(n)[k] for k in f.params]), c) / c.loss - 1.0
+                               for n in ns for c in by_size[n]])
+
+    lower = (0.0, -20.0, 1e-3, *[f.lower[f.params.index(k)] for k in shared])
+    upper = (10.0, 40.0, 2.0, *[f.upper[f.params.index(k)] for k in shared])
+    best = None
+    for x0 in f.starts:
+        for e_frac, alpha_n in ((0.6, 0.3), (0.9, 0.6)):
+            theta0 = (e_frac * lmin, np.log(0.5 * lmin) + alpha_n * np.log(ns.min()), alpha_n,
+                      *[x0[f.params.index(k)] for k in shared])
+            r = least_squares(residuals, np.clip(theta0, lower, upper), bounds=(lower, upper), x_scale="jac",
+                              max_nfev=600)
+            if best is None or r.cost < best.cost:
+                best = r
+    j = law(best.x)
+    j.params = {k: float(v) for k, v in j.params.items()}
+    j.info = {"rmse_relative": float(np.sqrt(np.mean(best.fun ** 2))), "sizes": [float(n) for n in ns]}
+    return j
+
+
 # ---- the back-test on the Multi-Power Law's public curves ------------------------------------------------
 
 # relative (log-loss) sigmas of a forecast from `scalelab backtest --curves` on 2026-12-06 (LOG; `curve_law.calibrate`
