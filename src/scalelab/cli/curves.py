@@ -97,7 +97,7 @@ def cmd_fit_curves(a) -> int:
     names = list(next(iter(fitted.sizes.values())))
     if fitted.info.get("joint"):
         print("joint law: " + ", ".join(f"{k} = {v:.4g}" for k, v in fitted.info["joint"].items()))
-    table(f"{fitted.form} curve law per size ({out['points']} points after warmup; across sizes: {a.across})",
+    table(f"{fitted.form} law per size ({a.across} across sizes)",
           ["N", "runs", "rel. rmse", *names],
           [(f"{n:.4g}", len(fitted.info["runs"][n]), f"{fitted.info['rmse_relative'][n]:.3%}",
             *[f"{p[k]:.4g}" for k in names]) for n, p in fitted.sizes.items()])
@@ -130,7 +130,7 @@ def cmd_predict_curves(a) -> int:
         print_json(out)
         return 0
     f = out["final"]
-    table(f"{a.law}: N = {a.params:.4g}, {a.schedule}, {a.steps} steps x {tps:.4g} tokens",
+    table(f"N = {a.params:.4g}: {a.schedule}, {a.steps} steps",
           ["step", "tokens", "loss", f"{a.level:.0%} interval"],
           [(p["step"], f"{p['tokens']:.4g}", f"{p['loss']:.4f}", f"[{p['loss_lo']:.4f}, {p['loss_hi']:.4f}]")
            for p in out["curve"][:: max(1, len(out["curve"]) // 10)]] +

@@ -54,10 +54,10 @@ def kind_of(d: Path) -> str | None:
         return None
     if (d / "trainer_state.json").exists() or any(d.glob("checkpoint-*/trainer_state.json")):
         return "hf"
-    if _wandb(d):
-        return "wandb"
     if _events(d):
         return "tensorboard"
+    if _wandb(d):
+        return "wandb"
     if (d / "mlflow.db").exists():
         return "mlflow"
     return None

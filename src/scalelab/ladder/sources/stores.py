@@ -147,6 +147,7 @@ def _mlflow_uri(path: str) -> str:
 
 def _logged_config(client, run_id: str) -> dict | None:
     """A config.json the run logged as an artifact (scalelab's MLflow logger does), if any."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no tqdm bar per run
     try:
         names = {a.path for a in client.list_artifacts(run_id)}
         if "config.json" not in names:
