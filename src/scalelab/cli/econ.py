@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
-from scalelab.cli.args import fraction, positive, positive_int
+from scalelab.cli.args import fraction, level, positive, positive_int
 from scalelab.cli.output import print_json, warn
 
 
 def cmd_plan(a) -> int:
+    if a.mixture:
+        from scalelab.cli.mixture import cmd_plan_mixture
+
+        return cmd_plan_mixture(a)
+    if a.compute is None:
+        from scalelab.errors import UserError
+
+        raise UserError("give --compute C (training FLOPs), or --mixture FIT for a data mixture")
     from scalelab.economics.planning import plan_run
     from scalelab.ui import console
 
@@ -105,7 +113,7 @@ def register(sub) -> None:
                        description="N*, D*, predicted loss and the cost of training them; with --inference-tokens, "
                                    "the smaller, longer-trained model that minimises training + inference FLOPs at "
                                    "the same loss (Sardana & Frankle 2023).")
-    p.add_argument("--compute", type=positive, required=True, help="training FLOPs")
+    p.add_argument("--compute", type=positive, default=None, help="training FLOPs (required unless --mixture)")
     p.add_argument("--law", default="besiroglu2024", help="built-in law name or a fit file")
     p.add_argument("--gpu", default="h100-sxm")
     p.add_argument("--gpus", type=positive_int, default=1024)
@@ -115,6 +123,18 @@ def register(sub) -> None:
     p.add_argument("--unique-tokens", type=positive, default=None,
                    help="cap on distinct training tokens: the data-constrained allocation (Muennighoff et al. "
                         "2023), repeats past it, beside the unconstrained answer")
+    p.add_argument("--mixture", default=None, metavar="FIT",
+                   help="propose the data mixture a mixture fit (`fit --mixture --out`) says minimises --target")
+    p.add_argument("--target", default=None, help="with --mixture: mean (default), a domain, or DOMAIN=WEIGHT pairs")
+    p.add_argument("--supply", default=None, metavar="D=TOKENS,...",
+                   help="with --mixture: tokens available per domain (repetition costed by Muennighoff's law)")
+    p.add_argument("--tokens", type=positive, default=None, help="with --mixture --supply: the run's tokens")
+    p.add_argument("--max-epochs", type=positive, default=4.0,
+                   help="with --mixture --supply: the most any domain may repeat (default 4)")
+    p.add_argument("--params", type=positive, default=None, help="with --mixture: N, for laws fitted with N, D")
+    p.add_argument("--natural", default=None, metavar="D=P,...",
+                   help="with --mixture: the mixture to compare with (default: supply-proportional)")
+    p.add_argument("--level", type=level, default=0.9)
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_plan)
     m = sub.add_parser("models", help="published models, their compute, and distance from compute-optimal")

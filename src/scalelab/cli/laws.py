@@ -89,6 +89,10 @@ def _fit_rows(law, summary: dict, table) -> list[tuple]:
 
 
 def cmd_fit(a) -> int:
+    if a.mixture:
+        from scalelab.cli.mixture import cmd_fit_mixture
+
+        return cmd_fit_mixture(a)
     if a.curves:
         from scalelab.cli.curves import cmd_fit_curves
 
@@ -153,6 +157,15 @@ def cmd_predict(a) -> int:
         from scalelab.cli.curves import cmd_predict_curves
 
         return cmd_predict_curves(a)
+    from scalelab.laws.mixture import is_mixture_fit
+
+    if is_mixture_fit(a.law):
+        from scalelab.cli.mixture import cmd_predict_mixture
+
+        return cmd_predict_mixture(a)
+    if a.mixture or a.target:
+        raise UserError(f"--mixture and --target forecast a mixture; {a.law} is not a mixture fit (`scalelab fit "
+                        f"RUNS.csv --mixture --out FIT.json` writes one)")
     if a.schedule or a.steps:
         raise UserError(f"--schedule and --steps forecast a curve; {a.law} is not a curve fit (`scalelab fit "
                         f"CURVES.csv --curves --out FIT.json` writes one)")
@@ -230,6 +243,10 @@ def cmd_backtest(a) -> int:
         from scalelab.cli.allocation import cmd_backtest_allocation
 
         return cmd_backtest_allocation(a)
+    if a.mixtures:
+        from scalelab.cli.mixture import cmd_backtest_mixtures
+
+        return cmd_backtest_mixtures(a)
     if a.curves:
         from scalelab.cli.curves import cmd_backtest_curves
 
@@ -280,6 +297,12 @@ def cmd_backtest(a) -> int:
 
 
 def register(sub) -> None:
+    _register_fit(sub)
+    _register_predict(sub)
+    _register_backtest(sub)
+
+
+def _register_fit(sub) -> None:
     f = sub.add_parser("fit", help="fit a scaling law to a table of runs", description=(
         "Fit a scaling law. TABLE has columns N, D (or C), loss; aliases params, tokens, flops. "
         "Approach 3 fits L = E + A/N^alpha + B/D^beta (Huber in log space, L-BFGS from the "
@@ -321,6 +344,9 @@ def register(sub) -> None:
     f.add_argument("--curves", action="store_true",
                    help="TABLE is a curve table (run, N, step, tokens, lr, loss: every logged point with its learning "
                         "rate); fit a curve law per size (--method multi-power (default) or momentum)")
+    f.add_argument("--mixture", action="store_true",
+                   help="TABLE is a mixture table (w_<domain> proportions, loss_<domain> losses, optionally N, D); "
+                        "fit a mixture law (--method regmix (default), dml, bimix or linear)")
     f.add_argument("--across", default="trend", choices=["trend", "joint"],
                    help="with --curves: how the law reaches another size: each parameter's trend in log N "
                         "(default), or one joint fit with the loss floor E + A_N/N^alpha_N (3 sizes or more)")
@@ -330,6 +356,9 @@ def register(sub) -> None:
     f.add_argument("--out", default=None, help="write the fit (with bootstrap samples) as JSON")
     f.set_defaults(fn=cmd_fit)
 
+
+
+def _register_predict(sub) -> None:
     p = sub.add_parser("predict", help="predict loss or the compute-optimal allocation from a law",
                        description="LAW is a fit file from `scalelab fit --out` or a built-in: kaplan2020, "
                                    "hoffmann2022, hoffmann2022-unrounded, besiroglu2024, muennighoff2023.")
@@ -348,10 +377,18 @@ def register(sub) -> None:
                    help="curve fits: tokens per optimizer step (default: the fitted runs')")
     p.add_argument("--lr", type=positive, default=None, help="curve fits: the peak learning rate (default: the "
                                                              "fitted runs' peak)")
+    p.add_argument("--mixture", default=None, metavar="D=P,...",
+                   help="mixture fits: the proportions to forecast, e.g. web=0.6,code=0.4")
+    p.add_argument("--target", default=None, metavar="T",
+                   help="mixture fits: the target, the mean of the domain losses (default), a domain, or "
+                        "DOMAIN=WEIGHT pairs")
     p.add_argument("--level", type=level, default=0.9)
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_predict)
 
+
+
+def _register_backtest(sub) -> None:
     b = sub.add_parser("backtest", help="score fitting methods by predicting the largest runs of public ladders",
                        description="Each dataset's runs are cut by compute; every method is fitted below a cut and "
                                    "predicts the final loss of the runs above it (extrapolation ratios near 4x, 16x, "
@@ -368,6 +405,9 @@ def register(sub) -> None:
     b.add_argument("--allocation", action="store_true",
                    help="back-test compute-optimal allocation instead: N* and D* at held-out budgets of public "
                         "IsoFLOP sweeps and of synthetic ladders drawn from known laws")
+    b.add_argument("--mixtures", action="store_true",
+                   help="score the mixture laws on RegMix's public runs (and BiMix's): rank correlation at 60M and "
+                        "1B, error and coverage at 1M and with 16 target-size runs")
     b.add_argument("--curves", action="store_true",
                    help="back-test loss-curve laws instead (Multi-Power Law, annealing momentum): fitted on three "
                         "schedules of the Multi-Power Law's public curves, scored on six others")

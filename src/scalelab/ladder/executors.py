@@ -33,6 +33,7 @@ from scalelab.train.data import load_dataset
 from scalelab.train.hooks import Hooks
 from scalelab.train.rundir import RunDir
 from scalelab.train.runner import ensure_trained
+from scalelab.train.tracking import prepare_mlflow
 
 
 def store_path(out_dir: Path) -> Path:
@@ -162,8 +163,6 @@ def _run_ladder(spec: LadderSpec, out: Path, parallel: int, rungs, progress, onl
     store, rungs = prepare(spec, out, rungs)
     load_dataset(rungs[0].config, log=lambda *a: None)  # tokenize once, before any worker starts
     if "mlflow" in spec.loggers and parallel > 1:  # MLflow's SQLite migrations race: make the store first
-        from scalelab.train.tracking import prepare_mlflow
-
         prepare_mlflow(out)
     done = {r["name"] for r in store.runs("done")}
     todo = rungs if only is None else [r for r in rungs if r.name in only]

@@ -22,6 +22,7 @@ import numpy as np
 from scalelab.errors import UserError
 from scalelab.ladder.sources import RunLog, discover, read
 from scalelab.ladder.store import Store
+from scalelab.model.sources import config_counts
 from scalelab.train.records import MetricsRecord
 
 VAL_KEYS = ("val_loss", "eval_loss", "eval/loss", "val/loss", "validation/loss", "valid/loss", "loss/val",
@@ -72,8 +73,6 @@ def run_size(log: RunLog, opts: ImportOptions) -> tuple[int, int]:
     if opts.params:
         return int(opts.params), int(opts.params)
     if log.config:
-        from scalelab.model.sources import config_counts
-
         try:
             _, c = config_counts(log.config)
         except (UserError, KeyError, TypeError, ValueError) as e:

@@ -13,25 +13,14 @@ reader a path needs is found from what it holds (`discover`), or named with ``--
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from scalelab.errors import UserError
+from scalelab.ladder.sources import readers, stores
+from scalelab.ladder.sources.runlog import RunLog
 
 SOURCES = ("hf", "tensorboard", "wandb", "mlflow", "table")
-
-
-@dataclass
-class RunLog:
-    name: str
-    source: str
-    path: str
-    series: dict[str, dict[int, float]]
-    """metric key -> {step: value}."""
-    config: dict | None = None
-    """the model's config (Hugging Face config.json or a scalelab run config), when one was found."""
-    params: dict = field(default_factory=dict)
-    """flat hyperparameters the tracker logged."""
+__all__ = ["SOURCES", "RunLog", "discover", "kind_of", "read"]
 
 
 def _events(d: Path) -> bool:
@@ -86,8 +75,6 @@ def discover(paths: list[str], source: str | None = None) -> list[tuple[str, str
 
 
 def read(kind: str, path: str, mapping: dict[str, str] | None = None) -> list[RunLog]:
-    from scalelab.ladder.sources import readers, stores
-
     fn = {"hf": readers.read_hf, "tensorboard": readers.read_tensorboard, "table": readers.read_table,
           "wandb": stores.read_wandb, "mlflow": stores.read_mlflow}.get(kind)
     if fn is None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from scalelab.errors import UserError
-from scalelab.ladder.sources import RunLog
+from scalelab.ladder.sources.runlog import RunLog
 
 # a Trainer's end-of-training entry averages the whole run: not a point of the curve
 HF_SUMMARY_KEYS = ("train_runtime", "total_flos")

@@ -7,8 +7,8 @@ import os
 from pathlib import Path
 
 from scalelab.errors import UserError
-from scalelab.ladder.sources import RunLog
 from scalelab.ladder.sources.readers import _add, find_config
+from scalelab.ladder.sources.runlog import RunLog
 
 BLOCK = 32768  # a .wandb file is a LevelDB-format log of protobuf records, in 32 KiB blocks
 FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
