@@ -28,7 +28,9 @@ def _effective(W: np.ndarray, supply: np.ndarray, tokens: float) -> tuple[np.nda
     """(effective mixtures, effective total tokens, epochs) of mixtures ``W`` trained on ``tokens``."""
     want = W * tokens
     epochs = want / supply
-    eff = effective_data(want, np.broadcast_to(supply, want.shape), MUENNIGHOFF_REPETITION["R_D_star"])
+    with np.errstate(invalid="ignore", divide="ignore"):  # a domain left out (0 tokens wanted) is 0 effective
+        eff = np.nan_to_num(effective_data(want, np.broadcast_to(supply, want.shape),
+                                           MUENNIGHOFF_REPETITION["R_D_star"]))
     total = eff.sum(1)
     return eff / total[:, None], total, epochs
 
