@@ -143,3 +143,27 @@ def test_version():
 
     r = run_cli("--version")
     assert r.returncode == 0 and r.stdout.strip() == f"scalelab {__version__}"
+
+
+def test_bare_scalelab_prints_the_command_map_and_every_option_has_help():
+    import argparse
+
+    from scalelab.cli import GROUPS, build_parser
+
+    r = run_cli()
+    assert r.returncode == 0 and "start here" in r.stdout
+    for title, names in GROUPS:  # every command, under its workflow
+        assert f"{title}:" in r.stdout and all(f"  {n} " in r.stdout for n in names)
+    missing = []
+
+    def walk(parser, prefix):
+        for a in parser._actions:
+            if isinstance(a, argparse._SubParsersAction):
+                for name, sp in a.choices.items():
+                    assert sp.description, f"`scalelab {' '.join(prefix + [name])}` has no description"
+                    walk(sp, prefix + [name])
+            elif not a.help and a.dest != "help":
+                missing.append(f"{' '.join(prefix)} {a.option_strings or a.dest}")
+
+    walk(build_parser(), [])
+    assert missing == []

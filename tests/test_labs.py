@@ -348,3 +348,23 @@ def test_schedules_lab_forecasts_unseen_schedules_before_training_them(tmp_path)
         assert abs(f["final_error"]) < 0.2 and 0 < f["curve_mean_abs_error"] < 0.2
     before = fc.read_bytes()
     assert _cli("lab", "schedules", "--quick", "--out", str(out)).returncode == 0 and fc.read_bytes() == before
+
+
+@pytest.mark.slow
+def test_mixture_lab_forecasts_its_three_mixes_before_training_them(tmp_path):
+    """#39 item 4, quick settings: proxies at random mixtures, the law's choice and the natural and uniform mixes
+    forecast to forecast.json before the 4x models train, then measured; a rerun reads the forecast back."""
+    out = tmp_path / "mixture"
+    r = _cli("lab", "mixture", "--quick", "--out", str(out))
+    assert r.returncode == 0, r.stderr[-2000:]
+    s = json.loads((out / "summary.json").read_text())
+    fc = out / "forecast.json"
+    for mix in ("chosen", "natural", "uniform"):
+        run = out / "runs" / f"d32L2-{mix}"
+        assert fc.stat().st_mtime < min(p.stat().st_mtime for p in run.rglob("*") if p.is_file())
+    assert len(s["proxies"]) == 10 and all(3 < p["loss_code"] < 8 for p in s["proxies"])
+    v = s["verdict"]
+    assert sorted(v["measured_order"]) == ["chosen", "natural", "uniform"]
+    assert all(math.isfinite(r["measured_target"]) and r["measured_target"] < 7 for r in s["mixes"])
+    before = fc.read_bytes()
+    assert _cli("lab", "mixture", "--quick", "--out", str(out)).returncode == 0 and fc.read_bytes() == before

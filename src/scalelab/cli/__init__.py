@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     from scalelab.cli import data, econ, evaluate, labs, ladder, laws, run
     from scalelab.cli.args import Parser
 
-    p = Parser(prog="scalelab", description="A laboratory for language-model scaling.")
+    p = Parser(prog="scalelab", formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"scalelab {__version__}")
     p.add_argument("--data-dir", default=None, metavar="DIR",
                    help="a local mirror of public data laid out as OWNER/REPO/COMMIT/PATH, read instead of the "
@@ -43,7 +43,51 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in (run, laws, ladder, econ, labs, evaluate, data):
         module.register(sub)
+    helps = {a.dest: a.help for a in sub._choices_actions}
+    _describe(p)
+    p.description = command_map(helps)
+    sub._choices_actions.clear()  # the map above replaces argparse's flat list
     return p
+
+
+def _describe(parser: argparse.ArgumentParser) -> None:
+    """Every (sub)command's own --help starts with what it does: its help line, where it has no description."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            helps = {a.dest: a.help for a in action._choices_actions}
+            for name, sp in action.choices.items():
+                sp.description = sp.description or helps.get(name)
+                _describe(sp)
+
+
+# `scalelab --help` and bare `scalelab`: the commands by workflow
+GROUPS = (("plan and size", ("count", "plan", "models")),
+          ("run a ladder", ("ladder", "demo", "train", "sample", "report")),
+          ("fit and forecast", ("fit", "predict", "backtest")),
+          ("labs", ("lab", "tasks")),
+          ("interop and data", ("export", "eval", "data")))
+START = ("start here: `scalelab fit --example chinchilla` fits a published ladder (seconds, no training); "
+         "`scalelab demo` trains one and forecasts a 4x bigger run (~5 min); `scalelab COMMAND --help` for any "
+         "command")
+
+
+def command_map(helps: dict[str, str]) -> str:
+    import textwrap
+
+    lines = ["A laboratory for language-model scaling: estimate how good a model will be before you train it.", "",
+             *textwrap.wrap(START, 100), ""]
+    listed = set()
+    for title, names in GROUPS:
+        lines.append(f"{title}:")
+        for n in names:
+            first, *rest = textwrap.wrap(helps[n], 78)
+            lines += [f"  {n:10s}{first}", *[" " * 12 + r for r in rest]]
+            listed.add(n)
+        lines.append("")
+    missing = sorted(set(helps) - listed)
+    if missing:
+        raise RuntimeError(f"commands missing from the command map: {missing}")
+    return "\n".join(lines)
 
 
 def flag_for(parser: argparse.ArgumentParser, command: str | None, arg: str) -> str | None:
@@ -128,6 +172,9 @@ def _quiet_stdout() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    if not (sys.argv[1:] if argv is None else argv):  # bare `scalelab`: the map, not an error
+        parser.print_help()
+        return 0
     args = parser.parse_args(argv)
     try:
         bad = non_finite(parser, args)

@@ -43,6 +43,11 @@ level = _domain(float, lambda v: 0 < v < 1, "in (0, 1), e.g. 0.9")
 class Parser(argparse.ArgumentParser):
     """argparse with the project's errors: one line on stderr, exit code 2, no usage block."""
 
+    def add_argument(self, *args, **kwargs):
+        if "--json" in args and "help" not in kwargs:  # one flag, one meaning everywhere
+            kwargs["help"] = "print the result as JSON instead of tables"
+        return super().add_argument(*args, **kwargs)
+
     def error(self, message: str):
         m = re.match(r"argument ([^:]+): (.*)", message, re.S)
         if m:  # "--seq-len must be ...", "COMMAND: invalid choice ..."

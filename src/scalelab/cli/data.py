@@ -71,6 +71,6 @@ def register(sub) -> None:
     f.add_argument("name", metavar="NAME", help="a dataset from `scalelab data list`, or all")
     f.set_defaults(fn=cmd_fetch)
     p = s.add_parser("path", help="print where a dataset's tidy table is cached (fetching it first if needed)")
-    p.add_argument("name", metavar="NAME")
+    p.add_argument("name", metavar="NAME", help="a dataset from `scalelab data list`")
     p.add_argument("--raw", action="store_true", help="the folder of its raw files instead")
     p.set_defaults(fn=cmd_path)

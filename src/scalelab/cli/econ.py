@@ -109,17 +109,23 @@ def cmd_models(a) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("plan", help="size, cost and time of a compute-optimal run under a scaling law",
+    p = sub.add_parser("plan", help="size, cost and time of a compute-optimal run under a law; or a data mixture "
+                                    "(--mixture)",
                        description="N*, D*, predicted loss and the cost of training them; with --inference-tokens, "
                                    "the smaller, longer-trained model that minimises training + inference FLOPs at "
                                    "the same loss (Sardana & Frankle 2023).")
     p.add_argument("--compute", type=positive, default=None, help="training FLOPs (required unless --mixture)")
     p.add_argument("--law", default="besiroglu2024", help="built-in law name or a fit file")
-    p.add_argument("--gpu", default="h100-sxm")
-    p.add_argument("--gpus", type=positive_int, default=1024)
-    p.add_argument("--mfu", type=fraction, default=0.4)
+    p.add_argument("--gpu", default="h100-sxm",
+                   help="accelerator: v100, a100-40gb, a100-80gb, h100-pcie, h100-sxm (default), h200, b200, l40s, "
+                        "rtx-4090, mi300x, tpu-v4, tpu-v5e, ... (economics/hardware.py)")
+    p.add_argument("--gpus", type=positive_int, default=1024, help="accelerators training in parallel (default 1024)")
+    p.add_argument("--mfu", type=fraction, default=0.4,
+                   help="model FLOPs utilisation as a fraction of the dense bf16 peak, in (0, 1] (default 0.4)")
     p.add_argument("--price", type=positive, default=None, help="USD per GPU-hour (default: the hardware table's)")
-    p.add_argument("--inference-tokens", type=positive, default=None)
+    p.add_argument("--inference-tokens", type=positive, default=None,
+                   help="tokens the model will serve over its life: sizes it for training + inference FLOPs (Sardana "
+                        "et al. 2024)")
     p.add_argument("--unique-tokens", type=positive, default=None,
                    help="cap on distinct training tokens: the data-constrained allocation (Muennighoff et al. "
                         "2023), repeats past it, beside the unconstrained answer")
@@ -134,7 +140,7 @@ def register(sub) -> None:
     p.add_argument("--params", type=positive, default=None, help="with --mixture: N, for laws fitted with N, D")
     p.add_argument("--natural", default=None, metavar="D=P,...",
                    help="with --mixture: the mixture to compare with (default: supply-proportional)")
-    p.add_argument("--level", type=level, default=0.9)
+    p.add_argument("--level", type=level, default=0.9, help="interval level, in (0, 1) (default 0.9)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_plan)
     m = sub.add_parser("models", help="published models, their compute, and distance from compute-optimal")

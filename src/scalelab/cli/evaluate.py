@@ -46,7 +46,8 @@ def register(sub) -> None:
     e.add_argument("--tasks", required=True, help="comma-separated harness tasks, e.g. lambada_openai,hellaswag")
     e.add_argument("--include-path", default=None, help="a folder of your own YAML task definitions")
     e.add_argument("--limit", type=positive, default=None, help="documents per task (a number, or a fraction < 1)")
-    e.add_argument("--num-fewshot", type=non_negative_int, default=None)
-    e.add_argument("--batch-size", type=positive_int, default=16)
+    e.add_argument("--num-fewshot", type=non_negative_int, default=None,
+                   help="in-context examples per question (default: each task's own)")
+    e.add_argument("--batch-size", type=positive_int, default=16, help="sequences scored at once (default 16)")
     e.add_argument("--json", action="store_true")
     e.set_defaults(fn=cmd_eval)

@@ -31,7 +31,7 @@ def register(ls) -> None:
         "a W&B offline run folder), a folder of run folders, an MLflow store (a .db file, a folder holding "
         "mlflow.db, or a tracking URI), a CSV/JSONL log, or wandb:ENTITY/PROJECT (with a network). A run's N "
         "comes from the config.json beside its logs (exact counts, as `scalelab count`) or --params."))
-    i.add_argument("paths", nargs="+", metavar="PATH")
+    i.add_argument("paths", nargs="+", metavar="PATH", help="run folders, folders of runs, MLflow stores or URIs, logs")
     i.add_argument("--out", required=True, help="the new ladder folder (must not exist, or be empty)")
     i.add_argument("--tokens-per-step", type=positive, default=None,
                    help="training tokens per optimizer step, where the logs carry no token count")

@@ -43,6 +43,8 @@ LABS = {
                     "the best learning rate across widths under SP and muP; lr*(N, D) vs DeepSeek and StepLaw"),
     "schedules": ("scalelab.labs.schedules", "SchedulesSpec",
                   "cosine, constant, WSD and the law's best schedule: forecast before training, then trained"),
+    "mixture": ("scalelab.labs.mixture", "MixtureSpec",
+                "proxy runs at random code/prose/tests mixtures, a mixture law's choice checked at 4x"),
     "distill": ("scalelab.labs.distill", "DistillSpec",
                 "students distilled from a teacher vs from scratch at equal student compute (Busbridge et al.)"),
 }
@@ -126,19 +128,20 @@ def register(sub) -> None:
     t = sub.add_parser("tasks", help="show synthetic task problems or write a task corpus")
     ts = t.add_subparsers(dest="tasks_cmd", required=True)
     s = ts.add_parser("show", help="print problems of a task, e.g. addition:digits=3,format=scratchpad")
-    s.add_argument("task")
-    s.add_argument("-n", type=positive_int, default=5)
-    s.add_argument("--seed", type=non_negative_int, default=0)
+    s.add_argument("task", help="a task spec, e.g. addition:digits=3,format=scratchpad")
+    s.add_argument("-n", type=positive_int, default=5, help="problems to show (default 5)")
+    s.add_argument("--seed", type=non_negative_int, default=0, help="problem sampling seed (default 0)")
     s.add_argument("--difficulty", action="store_true", help="print each problem's difficulty (carries)")
     s.set_defaults(fn=cmd_tasks_show)
     w = ts.add_parser("write", help="write a .jsonl corpus of task documents, optionally mixed into another corpus",
                       description="The file trains with `scalelab train data.corpus=FILE`. The tasks' held-out test "
                                   "problems (seed, test size) never appear in it.")
     w.add_argument("--task", action="append", required=True, help="a task spec (repeatable)")
-    w.add_argument("--out", required=True)
+    w.add_argument("--out", required=True, help="the .jsonl corpus to write")
     w.add_argument("--docs", type=positive_int, default=10_000, help="documents to write")
     w.add_argument("--mix-with", default=None, help="a corpus (stdlib, a path) whose documents fill the rest")
     w.add_argument("--fraction", type=fraction, default=1.0, help="fraction of documents that are task documents")
-    w.add_argument("--seed", type=non_negative_int, default=0)
-    w.add_argument("--test-size", type=positive_int, default=200)
+    w.add_argument("--seed", type=non_negative_int, default=0, help="problem sampling seed (default 0)")
+    w.add_argument("--test-size", type=positive_int, default=200,
+                   help="held-out problems per task, never written into the corpus (default 200)")
     w.set_defaults(fn=cmd_tasks_write)

@@ -231,14 +231,17 @@ def cmd_suggest(a) -> int:
 def _register_plan(ls) -> None:
     p = ls.add_parser("plan", help="plan an IsoFLOP grid from compute budgets (no training)")
     p.add_argument("--budgets", required=True, help="FLOP budgets, e.g. 1e12,3e12,1e13")
-    p.add_argument("--sizes-per-budget", type=positive_int, default=4)
-    p.add_argument("--strategy", choices=["cosine", "wsd"], default="cosine")
+    p.add_argument("--sizes-per-budget", type=positive_int, default=4,
+                   help="model sizes trained at each budget (default 4)")
+    p.add_argument("--strategy", choices=["cosine", "wsd"], default="cosine",
+                   help="cosine: one run per point; wsd: one constant-rate trunk per shape with a short cooldown per "
+                        "budget (default cosine)")
     p.add_argument("--corpus", default=None, help="stdlib (default), a local path, or hf:NAME")
-    p.add_argument("--vocab-size", type=positive_int, default=512)
-    p.add_argument("--seq-len", type=positive_int, default=128)
+    p.add_argument("--vocab-size", type=positive_int, default=512, help="BPE vocabulary size (default 512)")
+    p.add_argument("--seq-len", type=positive_int, default=128, help="training sequence length in tokens (default 128)")
     p.add_argument("--tokens-per-param", type=positive, default=40.0, help="centre of the sizes (D/N at the guess)")
     p.add_argument("--span", type=positive, default=16.0, help="largest/smallest size ratio per budget")
-    p.add_argument("--min-width", type=positive_int, default=16)
+    p.add_argument("--min-width", type=positive_int, default=16, help="smallest d_model in the family (default 16)")
     p.add_argument("--heuristics", default="deepseek", metavar="RULE",
                    help="how each rung's lr and batch are set: deepseek (DeepSeek LLM's fits in C), steplaw "
                         "(StepLaw's in N and D), mup (muP at every width, one lr tuned at the smallest), or "
@@ -261,12 +264,12 @@ def _register_plan(ls) -> None:
 
 
 def register(sub) -> None:
-    lad = sub.add_parser("ladder", help="plan, run, inspect and export IsoFLOP ladders")
+    lad = sub.add_parser("ladder", help="plan, run, import, inspect and export ladders of training runs")
     ls = lad.add_subparsers(dest="ladder_cmd", required=True, metavar="ACTION")
     _register_plan(ls)
     r = ls.add_parser("run", help="run or resume a ladder")
     r.add_argument("ladder", help="LADDER.toml from `scalelab ladder plan --out`")
-    r.add_argument("--out", required=True)
+    r.add_argument("--out", required=True, help="the ladder folder (runs, store, fits); run again to resume")
     r.add_argument("--parallel", type=positive_int, default=1, help="runs at a time (processes)")
     r.add_argument("--share", action="store_true",
                    help="let other `ladder run --share` processes (here or on machines sharing OUT's "
@@ -283,11 +286,11 @@ def register(sub) -> None:
     r.add_argument("--max-retries", type=non_negative_int, default=3, help="Ray: retries of a run whose worker dies")
     r.set_defaults(fn=cmd_run)
     s = ls.add_parser("status", help="progress of a ladder")
-    s.add_argument("dir")
+    s.add_argument("dir", help="a ladder folder")
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=cmd_status)
     e = ls.add_parser("export", help="write the (run, tokens, loss) table that `scalelab fit` reads")
-    e.add_argument("dir")
+    e.add_argument("dir", help="a ladder folder")
     e.add_argument("--out", required=True, help="runs.csv or runs.parquet")
     e.add_argument("--tasks", action="store_true",
                    help="the task table instead: one row per run, evaluation and task, with its metrics "
@@ -323,7 +326,7 @@ def register(sub) -> None:
     rp.set_defaults(fn=cmd_report)
 
     d = sub.add_parser("demo", help="the end-to-end demo: ladder -> laws -> a predicted, then trained, bigger run")
-    d.add_argument("--out", default="runs/demo")
-    d.add_argument("--parallel", type=positive_int, default=2)
+    d.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
+    d.add_argument("--parallel", type=positive_int, default=2, help="runs trained at a time (default 2)")
     d.add_argument("--quick", action="store_true", help="a smaller ladder (for a first look; ~1 min)")
     d.set_defaults(fn=cmd_demo)

@@ -303,12 +303,16 @@ def register(sub) -> None:
 
 
 def _register_fit(sub) -> None:
-    f = sub.add_parser("fit", help="fit a scaling law to a table of runs", description=(
+    f = sub.add_parser("fit", help="fit a scaling law to a table of runs (a curve law with --curves, a mixture "
+                                   "law with --mixture)", description=(
         "Fit a scaling law. TABLE has columns N, D (or C), loss; aliases params, tokens, flops. "
         "Approach 3 fits L = E + A/N^alpha + B/D^beta (Huber in log space, L-BFGS from the "
         "Chinchilla grid); approach 2 fits IsoFLOP parabolas; approach 1 uses training curves."))
-    f.add_argument("table", nargs="?")
-    f.add_argument("--approach", type=int, default=3, choices=[1, 2, 3])
+    f.add_argument("table", nargs="?",
+                   help="a run table (.csv or .parquet), a curve table with --curves, a mixture table with --mixture")
+    f.add_argument("--approach", type=int, default=3, choices=[1, 2, 3],
+                   help="Hoffmann et al.'s approach: 1 (envelope of curves), 2 (IsoFLOP minima), 3 (parametric fit; "
+                        "default)")
     f.add_argument("--method", default=None,
                    help="a back-tested method (`scalelab backtest`); default: the suite's winner, 'ensemble'; with "
                         "--curves: multi-power (default) or momentum")
@@ -323,10 +327,11 @@ def _register_fit(sub) -> None:
     f.add_argument("--bootstrap", type=non_negative_int, default=None, metavar="K",
                    help="bootstrap resamples for intervals (default: the method's, 50; 0 with --form)")
     f.add_argument("--level", type=level, default=0.9, help="interval level (default 0.9)")
-    f.add_argument("--seed", type=non_negative_int, default=0)
+    f.add_argument("--seed", type=non_negative_int, default=0, help="bootstrap seed (default 0)")
     f.add_argument("--params", default=None, choices=["total", "non_embedding"],
                    help="which parameter count is N when the table has both")
-    f.add_argument("--drop-highest-loss", type=non_negative_int, default=0, metavar="K")
+    f.add_argument("--drop-highest-loss", type=non_negative_int, default=0, metavar="K",
+                   help="leave out the K highest-loss runs (Besiroglu et al. drop 5 of Chinchilla's)")
     f.add_argument("--exclude-flagged", action="store_true",
                    help="leave out the rungs the ladder's quality checks flagged (the exported table's quality "
                         "column; `scalelab ladder status` says why); each one left out is printed")
@@ -359,10 +364,11 @@ def _register_fit(sub) -> None:
 
 
 def _register_predict(sub) -> None:
-    p = sub.add_parser("predict", help="predict loss or the compute-optimal allocation from a law",
+    p = sub.add_parser("predict", help="forecast from a fit: a loss, N* and D*, a curve under a schedule, or a "
+                                       "mixture's losses",
                        description="LAW is a fit file from `scalelab fit --out` or a built-in: kaplan2020, "
                                    "hoffmann2022, hoffmann2022-unrounded, besiroglu2024, muennighoff2023.")
-    p.add_argument("law")
+    p.add_argument("law", help="a fit file (`scalelab fit --out`), a curve or mixture fit, or a built-in law name")
     p.add_argument("--params", type=positive, default=None, help="N, parameters")
     p.add_argument("--tokens", type=positive, default=None, help="D, training tokens")
     p.add_argument("--unique-tokens", type=positive, default=None, help="unique tokens (muennighoff2023)")
@@ -382,14 +388,15 @@ def _register_predict(sub) -> None:
     p.add_argument("--target", default=None, metavar="T",
                    help="mixture fits: the target, the mean of the domain losses (default), a domain, or "
                         "DOMAIN=WEIGHT pairs")
-    p.add_argument("--level", type=level, default=0.9)
+    p.add_argument("--level", type=level, default=0.9, help="interval level, in (0, 1) (default 0.9)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_predict)
 
 
 
 def _register_backtest(sub) -> None:
-    b = sub.add_parser("backtest", help="score fitting methods by predicting the largest runs of public ladders",
+    b = sub.add_parser("backtest", help="score forecasting methods on public data they never saw (losses, "
+                                        "allocation, curves, mixtures, tasks)",
                        description="Each dataset's runs are cut by compute; every method is fitted below a cut and "
                                    "predicts the final loss of the runs above it (extrapolation ratios near 4x, 16x, "
                                    "64x). Datasets: chinchilla, misfitting, misfitting-curves, opt, scalelab-demo; "

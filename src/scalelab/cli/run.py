@@ -173,14 +173,16 @@ def register(sub) -> None:
     t.set_defaults(fn=cmd_train)
 
     s = sub.add_parser("sample", help="generate text from a trained run")
-    s.add_argument("run_dir")
-    s.add_argument("--prompt", default="def ")
-    s.add_argument("--max-new-tokens", type=positive_int, default=64)
+    s.add_argument("run_dir", help="a run folder (its config, tokenizer and checkpoint)")
+    s.add_argument("--prompt", default="def ", help="text to continue (default 'def ')")
+    s.add_argument("--max-new-tokens", type=positive_int, default=64, help="tokens to generate (default 64)")
     s.add_argument("--temperature", type=non_negative, default=0.8, help="0 = greedy")
-    s.add_argument("--top-k", type=positive_int, default=None)
-    s.add_argument("--top-p", type=fraction, default=None)
-    s.add_argument("--num-samples", type=positive_int, default=1)
-    s.add_argument("--seed", type=non_negative_int, default=0)
+    s.add_argument("--top-k", type=positive_int, default=None,
+                   help="sample among the k most likely tokens (default: all)")
+    s.add_argument("--top-p", type=fraction, default=None,
+                   help="nucleus sampling: the smallest set of tokens with this probability, in (0, 1]")
+    s.add_argument("--num-samples", type=positive_int, default=1, help="samples to draw (default 1)")
+    s.add_argument("--seed", type=non_negative_int, default=0, help="sampling seed (default 0)")
     s.add_argument("--no-cache", action="store_true", help="recompute the whole prefix each token (slow)")
     s.add_argument("--draft", default=None, metavar="RUN_DIR",
                    help="speculative decoding: a smaller run with the same tokenizer drafts, this one verifies "
@@ -203,11 +205,12 @@ def register(sub) -> None:
     c.add_argument("--dp", type=positive_int, default=1, help="data-parallel ranks for ZeRO sharding")
     c.add_argument("--regime", default="mixed",
                    help="training precision: fp32, mixed, mixed-fp32-grads, adam8bit, bf16")
-    c.add_argument("--recompute", default="none", choices=["none", "selective", "full"])
+    c.add_argument("--recompute", default="none", choices=["none", "selective", "full"],
+                   help="activation recomputation assumed by the memory estimate (default none)")
     c.add_argument("--memory", action="store_true", help="also print training and serving memory")
     c.set_defaults(fn=cmd_count)
 
     e = sub.add_parser("export", help="export a run as Hugging Face safetensors + config.json")
-    e.add_argument("run_dir")
-    e.add_argument("--out", required=True)
+    e.add_argument("run_dir", help="a run folder")
+    e.add_argument("--out", required=True, help="the Hugging Face folder to write")
     e.set_defaults(fn=cmd_export)
