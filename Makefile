@@ -11,7 +11,7 @@ PIP    := $(BIN)/python -m pip install -q --disable-pip-version-check
 UV     := $(BIN)/uv pip install -q --python $(BIN)/python
 OUT    ?= runs/demo
 
-.PHONY: demo test test-all lint bench gpu-check gpu-wheels install clean
+.PHONY: demo test test-all lint docs bench gpu-check gpu-wheels install clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -38,14 +38,18 @@ demo: $(VENV)/.base
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .
 
+# the documentation site, warnings as errors (a broken link, page or reference fails): site/ (git-ignored)
+docs: $(VENV)/.dev
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
 # numpy/scipy's OpenBLAS pool only spins on the fits' small arrays (docs/LOG.md 2026-11-30); torch uses MKL.
 # Tests start ~100 `scalelab` processes: where the environment sets PYTHONDONTWRITEBYTECODE, each would
 # compile scalelab's modules again, so the tests let Python cache them (__pycache__ is git-ignored).
 TEST_ENV := env -u PYTHONDONTWRITEBYTECODE OPENBLAS_NUM_THREADS=1
-test: lint
+test: lint docs
 	$(TEST_ENV) $(BIN)/python -m pytest -q -m "not slow"
 
-test-all: lint $(VENV)/.dev-all
+test-all: lint docs $(VENV)/.dev-all
 	$(TEST_ENV) $(BIN)/python -m pytest -q
 
 bench: $(VENV)/.dev

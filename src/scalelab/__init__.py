@@ -1,3 +1,3 @@
 """scalelab: a laboratory for the empirical science of language-model scaling."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -8,7 +8,8 @@ held-out documents by a hash of their name:
 The lab trains ``proxies`` small models, each on a random mixture (Dirichlet(1) over the domains, by bytes) and
 scores each on every domain's held-out text; fits the mixture law (``method``; default dml, the form that ranked
 RegMix's 1B mixtures best in `scalelab backtest --mixtures`); lets it choose the mixture that minimises
-``target``; writes to ``forecast.json`` the law's forecast for the chosen, the natural (each domain as much as
+``target`` under each domain's supply (the 4x model reads 4x the bytes: a small domain would repeat, which the
+proxies never did); writes to ``forecast.json`` the law's forecast for the chosen, the natural (each domain as much as
 it has) and the uniform mix *before* training a model 4x larger on each; then compares. The law speaks at the
 proxies' size, so the check is its ranking of the three mixes and the sign of the predicted gains.
 """
@@ -192,7 +193,10 @@ def run(spec: MixtureSpec, out: str | Path, log=print) -> dict:
     with LabProgress(out, {}, "mixture lab"):
         proxies = [runner.run(f"proxy{k:02d}", spec.proxy, w, spec.proxy_tokens, k) for k, w in enumerate(W)]
     fitted = MixtureMethod(spec.method).fit(read_mixtures(pd.DataFrame(proxies).drop(columns="run")))
-    plan = plan_mixture(fitted, target=spec.target, natural=dict(zip(DOMAINS, sizes / sizes.sum())))
+    # the 4x model reads target_tokens x BYTES_PER_TOKEN bytes: a domain asked for more than it has repeats
+    # (the proxies, 4x smaller, never did), costed by Muennighoff's law and capped at 4 epochs
+    plan = plan_mixture(fitted, target=spec.target, natural=dict(zip(DOMAINS, sizes / sizes.sum())),
+                        supply=dict(zip(DOMAINS, sizes)), tokens=spec.target_tokens * BYTES_PER_TOKEN)
     mixes = {"chosen": np.array([plan["best"]["mixture"][d] for d in DOMAINS]), "natural": sizes / sizes.sum(),
              "uniform": np.full(len(DOMAINS), 1 / len(DOMAINS))}
     fc = _forecasts(out, fitted, mixes, spec.target)
