@@ -91,7 +91,10 @@ def test_report_never_fits_by_itself(quick_demo, tmp_path):
     r = run_cli("report", bare)
     assert r.returncode == 0, r.stderr
     assert "has no fit_approach3.json" in r.stdout and not list(bare.glob("fit_*.json"))
-    assert "laws are not drawn" in (bare / "report.html").read_text()
+    page = (bare / "report.html").read_text()
+    assert "laws are not drawn" in page and "no compute-optimal frontier" in page
+    assert 'id="fig-frontier"' not in page and 'id="fig-prediction"' not in page  # no empty axes
+    assert "noise scale nan" not in page
     r = run_cli("report", bare, "--fit")
     assert r.returncode == 0, r.stderr
     assert {p.name for p in bare.glob("fit_*.json")} >= {"fit_approach3.json", "fit_selected.json"}

@@ -182,8 +182,10 @@ def _quality_line(q: pd.DataFrame) -> str:
     if q.empty:
         return "no finished rungs"
     flagged = q[q["quality"] != ""]
-    head = f"{len(flagged)} of {len(q)} rungs flagged (noise scale {q['noise'].iloc[0]:.3f} in ln loss, " \
-           f"{q['noise_source'].iloc[0]})"
+    noise = q["noise"].iloc[0]
+    scale = f"noise scale {noise:.3f} in ln loss, {q['noise_source'].iloc[0]}" if np.isfinite(noise) else \
+        "too few rungs to measure their noise"
+    head = f"{len(flagged)} of {len(q)} rungs flagged ({scale})"
     return head + "".join(f"; {r['run']}: {r['quality']}" for _, r in flagged.iterrows())
 
 

@@ -82,12 +82,13 @@ def isoflop(d: ReportData) -> go.Figure:
     return fig
 
 
-def frontier(d: ReportData) -> go.Figure:
+def frontier(d: ReportData) -> go.Figure | None:
     from plotly.subplots import make_subplots
 
-    fig, f = make_subplots(rows=1, cols=2, subplot_titles=("N*(C)", "D*(C)")), d.frontier
-    if f is None:
-        return fig
+    f = d.frontier
+    if f is None:  # no law: no frontier to draw (the report says how to get one)
+        return None
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("N*(C)", "D*(C)"))
     Cs = f.C
     for col, key in ((1, "N_opt"), (2, "D_opt")):
         band, legend = f.bands[key], col == 1
@@ -139,14 +140,14 @@ def curves(d: ReportData) -> go.Figure:
     return fig
 
 
-def prediction(d: ReportData) -> go.Figure:
+def prediction(d: ReportData) -> go.Figure | None:
     from plotly.subplots import make_subplots
 
+    chk = d.check
+    if chk is None:  # no law: nothing predicted
+        return None
     fig = make_subplots(rows=1, cols=2,
                         subplot_titles=("held-out runs: predicted vs actual", "residuals of the ladder runs"))
-    chk = d.check
-    if chk is None:
-        return fig
     if len(d.holdouts):
         h, pred, band = d.holdouts, chk.predicted, chk.band
         err = dict(type="data", symmetric=False, array=band[1] - pred, arrayminus=pred - band[0]) if band else None

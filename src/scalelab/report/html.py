@@ -39,7 +39,11 @@ def write_report(src: str | Path, out: str | Path | None = None, png_dir: str | 
     sections = [plotly_script()]
     for name, make in FIGURES.items():
         fig = make(d)
-        if fig is None:  # a section this ladder has nothing for (tasks)
+        if fig is None:  # a section this ladder has nothing for (tasks; without a law, the frontier and check)
+            if name == "frontier" and d.law3 is None:
+                cmd = html.escape(f"scalelab report {src} --fit")
+                sections.append(f'<section id="{name}"><p class="note">No fitted law in this ladder, so no '
+                                f'compute-optimal frontier and no forecast check: `{cmd}` fits it first.</p></section>')
             continue
         div = fig.to_html(full_html=False, include_plotlyjs=False, div_id=f"fig-{name}",
                               config={"displaylogo": False, "responsive": True})
