@@ -1,12 +1,13 @@
 """`scalelab`: one entry point, one module per command group, no domain logic here.
 
-    run.py     train, sample, count, export
-    ladder.py  ladder plan|run|status|export, report, demo
-    laws.py    fit, predict
-    econ.py    plan, models
-    labs.py    lab, tasks
-    evaluate.py  eval (lm-evaluation-harness)
-    data.py    data list|fetch|path (public datasets, fetched on first use)
+    run.py        train, sample, count, export
+    ladder.py     ladder plan|run|status|export|suggest, report, demo (importing.py: ladder import)
+    laws.py       fit, predict, backtest (curves.py, mixture.py, task_laws.py, allocation.py: their variants)
+    econ.py       plan, models (mixture.py: plan --mixture)
+    labs.py       lab
+    tasks.py      tasks show|write
+    evaluate.py   eval (lm-evaluation-harness)
+    data.py       data list|fetch|path (public datasets, fetched on first use)
 
 Every user error ends with one line on stderr and exit code 2 (a diverged run: exit code 3). Library
 errors name their argument (``UserError.arg``); `main` rewrites it as the flag that sets it.
@@ -32,7 +33,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 def build_parser() -> argparse.ArgumentParser:
     from scalelab import __version__
-    from scalelab.cli import data, econ, evaluate, labs, ladder, laws, run
+    from scalelab.cli import data, econ, evaluate, labs, ladder, laws, run, tasks
     from scalelab.cli.args import Parser
 
     p = Parser(prog="scalelab", formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -41,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a local mirror of public data laid out as OWNER/REPO/COMMIT/PATH, read instead of the "
                         "network (same as $SCALELAB_DATA_DIR)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (run, laws, ladder, econ, labs, evaluate, data):
+    for module in (run, laws, ladder, econ, labs, tasks, evaluate, data):
         module.register(sub)
     helps = {a.dest: a.help for a in sub._choices_actions}
     _describe(p)

@@ -100,7 +100,7 @@ def cmd_fit(a) -> int:
     if a.schedules:
         raise UserError("--schedules goes with --curves (a curve table's per-step learning rates)")
     if a.metric is not None or a.via is not None:
-        from scalelab.cli.tasks import cmd_fit_tasks
+        from scalelab.cli.task_laws import cmd_fit_tasks
 
         return cmd_fit_tasks(a)
     table = _load_fit_table(a)
@@ -148,7 +148,7 @@ def cmd_predict(a) -> int:
     from scalelab.laws.tasks import is_task_file
 
     if is_task_file(a.law):
-        from scalelab.cli.tasks import cmd_predict_tasks
+        from scalelab.cli.task_laws import cmd_predict_tasks
 
         return cmd_predict_tasks(a)
     from scalelab.laws.curve_law import is_curve_fit
@@ -252,7 +252,7 @@ def cmd_backtest(a) -> int:
 
         return cmd_backtest_curves(a)
     if a.tasks:
-        from scalelab.cli.tasks import cmd_backtest_tasks
+        from scalelab.cli.task_laws import cmd_backtest_tasks
 
         return cmd_backtest_tasks(a)
     from scalelab.laws.backtest import DATASETS, run_backtest

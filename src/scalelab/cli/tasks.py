@@ -1,125 +1,54 @@
-"""`scalelab fit --metric`, `scalelab predict` on a task-forecast file, `scalelab backtest --tasks`."""
+"""`scalelab tasks show|write`: the synthetic task generators (data/tasks.py) from the command line."""
 
 from __future__ import annotations
 
-import warnings
+from pathlib import Path
 
-import numpy as np
-
-from scalelab.cli.output import print_json, table
-from scalelab.errors import UserError
+from scalelab.cli.args import fraction, non_negative_int, positive_int
+from scalelab.cli.output import print_json
 
 
-def read_task_table(a):
-    """The table to fit: a CSV/Parquet path or ``--example pythia-tasks``."""
-    from scalelab.laws.table import read_frame
+def cmd_tasks_show(a) -> int:
+    from scalelab.data.tasks import parse_task, problem_set
 
-    if a.example == "pythia-tasks":
-        from scalelab.laws.task_backtest import pythia_tasks
-
-        return pythia_tasks()
-    if a.example:
-        raise UserError("--example with --metric must be pythia-tasks", arg="example")
-    if not a.table:
-        raise UserError("give a TABLE.csv with a metric column to fit, or --example pythia-tasks")
-    return read_frame(a.table)
-
-
-def cmd_fit_tasks(a) -> int:
-    from scalelab.laws.task_backtest import DEFAULT_TASK_METHOD, TASK_METHODS
-    from scalelab.laws.tasks import fit_tasks
-
-    if a.metric is None:
-        raise UserError("--via needs --metric (the column to forecast)", arg="via")
-    method = a.method or TASK_METHODS[DEFAULT_TASK_METHOD].law_method
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        fc = fit_tasks(read_task_table(a), a.metric, a.via, method=method, bootstrap=a.bootstrap, seed=a.seed)
-    if a.out:
-        fc.save(a.out)
-    rows = {name: _summary(law) for name, law in fc.tasks.items()}
-    if a.json:
-        print_json({"metric": fc.metric, "via": fc.via, "method": method, "tasks": rows})
-        return 0
-    how = f"via {fc.via}: step 1 {method}, step 2 acc = b + (1-b)/(1+exp(k(x-x0)))" if fc.via \
-        else f"direct: -ln({fc.metric}) fitted as a loss with {method}"
-    table(f"task forecasts of {fc.metric} ({how})", ["task", "runs", "b (floor)", "k", "x0", "scatter (points)"],
-          [(n, r["runs"], *(f"{r[k]:.3g}" if k in r else "" for k in ("b", "k", "x0")),
-            f"{100 * r['resid_sd']:.2f}" if fc.via else "") for n, r in rows.items()], right=())
-    if a.out:
-        print(f"wrote {a.out}")
+    task = parse_task(a.task)
+    for p in problem_set(task, a.n, a.seed):
+        print(f"{p.prompt}{p.answer}" + (f"    (difficulty {p.difficulty})" if a.difficulty else ""))
     return 0
 
 
-def _summary(law) -> dict:
-    out = {"runs": law.n_points, "resid_sd": law.resid_sd, "step1": law.step1.summary()}
-    if law.theta:
-        out.update(b=law.theta[0], k=float(np.exp(law.theta[1])), x0=law.theta[2])
-    return out
+def cmd_tasks_write(a) -> int:
+    from scalelab.data.corpora import iter_corpus
+    from scalelab.data.tasks import TaskMix, write_task_corpus
 
-
-def cmd_predict_tasks(a) -> int:
-    from scalelab.laws.tasks import TaskForecast
-
-    if a.compute is not None or a.unique_tokens is not None:
-        raise UserError("a task forecast takes --params N and --tokens D", arg="compute")
-    if a.params is None or a.tokens is None:
-        raise UserError("give --params N and --tokens D")
-    fc = TaskForecast.load(a.law)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        pred = fc.predict(a.params, a.tokens, a.level)
-    res = {t: {k: {kk: float(v[0]) if isinstance(v, np.ndarray) else v for kk, v in e.items()}
-               for k, e in p.items()} for t, p in pred.items()}
-    if a.json:
-        one = len(res) == 1 and next(iter(res)) == fc.metric
-        print_json({"N": a.params, "D": a.tokens, **(next(iter(res.values())) if one else {"tasks": res})})
-        return 0
-    iv = lambda e: f"[{e['lo']:.3f}, {e['hi']:.3f}]" if "lo" in e else ""  # noqa: E731
-    cols = ["task", fc.metric, f"{a.level:.0%} interval"] + ([fc.via, "interval"] if fc.via else [])
-    table(f"{a.law}: N = {a.params:.3g}, D = {a.tokens:.3g}", cols,
-          [(t, f"{p[fc.metric]['value']:.3f}", iv(p[fc.metric]),
-            *((f"{p[fc.via]['value']:.4g}", iv(p[fc.via])) if fc.via else ())) for t, p in res.items()], right=())
+    mix = TaskMix(tasks=tuple(a.task), seed=a.seed, test_size=a.test_size)
+    mix.parsed()
+    base = None
+    if a.mix_with:
+        base = (text for _, text in iter_corpus(a.mix_with))
+    info = write_task_corpus(mix, a.docs, Path(a.out), base_docs=base, fraction=a.fraction)
+    print_json(info)
     return 0
 
 
-def cmd_backtest_tasks(a) -> int:
-    from scalelab.laws.task_backtest import TASK_METHODS, run_task_backtest, summarize
-
-    methods = [m.strip() for m in a.methods.split(",")] if a.methods else list(TASK_METHODS)
-    for m in methods:
-        if m not in TASK_METHODS:
-            raise UserError(f"--methods: unknown task method {m!r}; choose from {', '.join(TASK_METHODS)}")
-    fits: dict = {}
-    rows = run_task_backtest(methods, level=a.level, fits=fits)
-    summ = summarize(rows)
-    res = {"summary": summ.reset_index().to_dict("records"),
-           "by_task": rows.groupby(["method", "task"])["abs_err_points"].mean().reset_index().to_dict("records"),
-           "points": rows.to_dict("records"), "level": a.level,
-           "data": "Pythia 70M-1.4B fitted, 2.8B/6.9B/12B (standard and deduped) held out; 8 zero-shot tasks"}
-    if a.out:
-        from scalelab.io import atomic_write_json
-
-        atomic_write_json(a.out, res)
-    if a.html:
-        from scalelab.laws.task_backtest import DEFAULT_TASK_METHOD, fit_method, task_curves
-        from scalelab.report.task_backtest import write_task_backtest_page
-
-        fc = fits.get(DEFAULT_TASK_METHOD) or fit_method(DEFAULT_TASK_METHOD)
-        write_task_backtest_page(res, task_curves(fc, DEFAULT_TASK_METHOD, a.level), a.html)
-    if a.json:
-        print_json({k: v for k, v in res.items() if k != "points"})
-        return 0
-    tasks = sorted(rows["task"].unique())
-    by = rows.groupby(["method", "task"])["abs_err_points"].mean()
-    table("task back-test: mean |error| in accuracy points by task (Pythia 2.8B-12B from 70M-1.4B)",
-          ["method", *tasks], [(m, *(f"{by[(m, t)]:.1f}" for t in tasks)) for m in summ.index])
-    table(f"task back-test summary ({len(rows) // len(methods)} held-out accuracies, {a.level:.0%} intervals, "
-          f"{rows['ratio'].min():.1f}x-{rows['ratio'].max():.1f}x the largest fitted model)",
-          ["method", "mean |err|", "median", "worst", "coverage", "median width"],
-          [(m, f"{r.mean_abs_err_points:.2f}", f"{r.median_abs_err_points:.2f}", f"{r.worst_abs_err_points:.1f}",
-            f"{r.coverage:.1%}", f"{r.median_width_points:.1f}") for m, r in summ.iterrows()])
-    for path in (a.out, a.html):
-        if path:
-            print(f"wrote {path}")
-    return 0
+def register(sub) -> None:
+    t = sub.add_parser("tasks", help="show synthetic task problems or write a task corpus")
+    ts = t.add_subparsers(dest="tasks_cmd", required=True)
+    s = ts.add_parser("show", help="print problems of a task, e.g. addition:digits=3,format=scratchpad")
+    s.add_argument("task", help="a task spec, e.g. addition:digits=3,format=scratchpad")
+    s.add_argument("-n", type=positive_int, default=5, help="problems to show (default 5)")
+    s.add_argument("--seed", type=non_negative_int, default=0, help="problem sampling seed (default 0)")
+    s.add_argument("--difficulty", action="store_true", help="print each problem's difficulty (carries)")
+    s.set_defaults(fn=cmd_tasks_show)
+    w = ts.add_parser("write", help="write a .jsonl corpus of task documents, optionally mixed into another corpus",
+                      description="The file trains with `scalelab train data.corpus=FILE`. The tasks' held-out test "
+                                  "problems (seed, test size) never appear in it.")
+    w.add_argument("--task", action="append", required=True, help="a task spec (repeatable)")
+    w.add_argument("--out", required=True, help="the .jsonl corpus to write")
+    w.add_argument("--docs", type=positive_int, default=10_000, help="documents to write")
+    w.add_argument("--mix-with", default=None, help="a corpus (stdlib, a path) whose documents fill the rest")
+    w.add_argument("--fraction", type=fraction, default=1.0, help="fraction of documents that are task documents")
+    w.add_argument("--seed", type=non_negative_int, default=0, help="problem sampling seed (default 0)")
+    w.add_argument("--test-size", type=positive_int, default=200,
+                   help="held-out problems per task, never written into the corpus (default 200)")
+    w.set_defaults(fn=cmd_tasks_write)
