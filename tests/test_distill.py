@@ -88,7 +88,7 @@ def test_a_teacher_with_another_tokenizer_or_none_is_refused(small_cfg, small_da
         train(small_cfg(f"distill.teacher={tmp_path / 'nothing'}", "train.max_steps=2"), tmp_path / "n")
     import shutil
 
-    from scalelab.data.tasks import char_tokenizer
+    from scalelab.data.chars import char_tokenizer
 
     other = tmp_path / "other"  # the same teacher with another tokenizer beside it
     shutil.copytree(teacher, other)

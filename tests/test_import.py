@@ -192,3 +192,21 @@ def test_hugging_face_trainer_runs_import_from_their_state_and_their_tensorboard
         assert x["tokens"] == t["tokens"] == int(name.rsplit("-s", 1)[1]) * 8 * 64  # num_input_tokens_seen
         assert x["N"] == t["N"] and x["final_loss"] == pytest.approx(t["final_loss"], rel=1e-6)
     assert got["hf"]["llama-h48-s40"]["final_loss"] < got["hf"]["llama-h48-s20"]["final_loss"]  # it learned
+
+
+def test_task_metrics_in_the_logs_come_in_as_task_evaluations(tmp_path):
+    """Logs that carry task metrics (scalelab's tracker names: tasks/<task>/<metric>) give the task table
+    `fit --metric` reads."""
+    steps = np.arange(10, 101, 10)
+    rows = [{"step": s, "run": f"r{n}", "N": n, "val_loss": law_curve(n, np.array([s]))[0],
+             "tasks/addition/exact_match": min(1.0, s / 100 * k), "tasks/addition/answer_bpb": 2.0 - s / 100}
+            for k, n in enumerate((1e6, 2e6, 4e6), 1) for s in steps]
+    pd.DataFrame(rows).to_csv(tmp_path / "log.csv", index=False)
+    r = run_cli("ladder", "import", tmp_path / "log.csv", "--out", tmp_path / "l", "--tokens-per-step", TPS)
+    assert r.returncode == 0, r.stderr
+    r = run_cli("ladder", "export", tmp_path / "l", "--tasks", "--out", tmp_path / "tasks.csv")
+    assert r.returncode == 0, r.stderr
+    t = pd.read_csv(tmp_path / "tasks.csv")
+    assert len(t) == 30 and set(t["task"]) == {"addition"}
+    got = t[(t["run"] == "r4000000.0") | (t["run"] == "r4000000")].sort_values("step")
+    assert got["exact_match"].tolist() == pytest.approx([min(1.0, s / 100 * 3) for s in steps])

@@ -45,7 +45,7 @@ def test_reproduces_besiroglu_huber_likelihood_fit(chinchilla_csv):
 
 def test_varpro_agrees_with_grid_lbfgs(chinchilla_csv):
     table = load_table(chinchilla_csv, drop_highest_loss=5)
-    a, b = fit_approach3(table), fit_approach3(table, method="varpro")
+    a, b = fit_approach3(table), fit_approach3(table, optimizer="varpro")
     for k in a.params:
         assert _rel(a.params[k], b.params[k]) < 1e-3
 

@@ -6,21 +6,10 @@ from itertools import combinations
 import numpy as np
 import pytest
 
-from scalelab.data.tasks import (
-    Addition,
-    People,
-    Recall,
-    TaskMix,
-    build_task_dataset,
-    decode_chars,
-    digit_matches,
-    edit_distance,
-    encode_chars,
-    final_answer,
-    parse_task,
-    problem_set,
-    write_task_corpus,
-)
+from scalelab.data.chars import build_task_dataset, decode_chars, encode_chars
+from scalelab.data.people import People
+from scalelab.data.scoring import digit_matches, edit_distance, final_answer
+from scalelab.data.tasks import Addition, Recall, TaskMix, parse_task, problem_set, write_task_corpus
 from scalelab.errors import UserError
 from scalelab.evaluate.harness import (
     best_of_k_likelihood,

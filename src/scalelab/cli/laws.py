@@ -66,7 +66,7 @@ def _fit_law(a, table):
     form, ranking = (a.form or "chinchilla"), None
     if form == "auto":
         form, ranking = choose_form(table)
-    law = fit_approach3(table, method=a.optimizer or "lbfgs", form=form, bootstrap=a.bootstrap or 0, seed=a.seed,
+    law = fit_approach3(table, optimizer=a.optimizer or "lbfgs", form=form, bootstrap=a.bootstrap or 0, seed=a.seed,
                         top_starts=None if a.all_starts else 32, objective=a.objective or "huber")
     return law, ranking
 

@@ -25,19 +25,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from scalelab.data.people import People, people_table
+from scalelab.data.scoring import final_answer
 from scalelab.errors import UserError
-from scalelab.io import build_atomically
-
-EOT = "<|endoftext|>"
-ALPHABET = "\n 0123456789+-*=,;:?.abcdefghijklmnopqrstuvwxyz"
-CHAR_VOCAB_SIZE = 64  # model vocabulary for character-level task models (47 characters + EOT, padded to 64)
 
 
 @dataclass(frozen=True)
@@ -49,33 +45,6 @@ class Problem:
     @property
     def text(self) -> str:
         return self.prompt + self.answer + "\n"
-
-
-# ---- scoring --------------------------------------------------------------------------------------
-
-def final_answer(task_format: str, completion: str) -> str:
-    """The answer a completion commits to: a scratchpad's text after its last ';', else all of it."""
-    completion = completion.split("\n", 1)[0]
-    if task_format == "scratchpad":
-        return completion.rsplit(";", 1)[-1]
-    return completion
-
-
-def edit_distance(a: str, b: str) -> int:
-    """Levenshtein distance between two token (character) sequences."""
-    prev = np.arange(len(b) + 1)
-    for i, ca in enumerate(a, 1):
-        cur = np.empty_like(prev)
-        cur[0] = i
-        for j, cb in enumerate(b, 1):
-            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb))
-        prev = cur
-    return int(prev[-1])
-
-
-def digit_matches(pred: str, target: str) -> list[bool]:
-    """Position-wise correctness of ``pred`` against ``target`` (a missing position is wrong)."""
-    return [i < len(pred) and pred[i] == c for i, c in enumerate(target)]
 
 
 # ---- tasks ----------------------------------------------------------------------------------------
@@ -165,69 +134,6 @@ class Multiplication:
 # attribute carries exactly log2(len(values)) bits per person (the knowledge-capacity lab's ground truth).
 # The first phrasing of each attribute is the capacity lab's probe: its text before the value is
 # shared with no other phrasing ("was born in" would be: "was born in the year").
-ATTRIBUTES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "city": (("paris", "lima", "oslo", "cairo", "dakar", "quito", "perth", "seoul", "delhi", "tokyo",
-              "rome", "baku", "kyiv", "lagos", "hanoi", "bern"),
-             ("{n} comes from {v}.", "{n} was born in {v}.", "the birthplace of {n} is {v}.")),
-    "job": (("baker", "nurse", "pilot", "judge", "miner", "poet", "smith", "tailor"),
-            ("{n} works as a {v}.", "{n} is a {v} by trade.", "the job of {n} is {v}.")),
-    "year": (tuple(str(y) for y in range(1900, 1964)),
-             ("{n} arrived in {v}.", "{n} was born in the year {v}.", "the birth year of {n} is {v}.")),
-    "color": (("red", "blue", "green", "amber", "violet", "gray", "teal", "pink"),
-              ("{n} likes the color {v}.", "the favorite color of {n} is {v}.", "{n} loves {v}.")),
-}
-SYLLABLES = ("ka", "vo", "mi", "ra", "lu", "ten", "so", "bi", "dar", "ne", "po", "zu", "fi", "gal", "ho",
-             "jin", "ke", "lo", "mu", "ny", "pa", "qui", "re", "sy", "tor", "ve", "wa", "xi", "ya", "ze")
-
-
-@dataclass(frozen=True)
-class People:
-    """``n`` synthetic people with uniformly random attributes, a pure function of ``seed``."""
-
-    n: int = 200
-    seed: int = 1234
-    attributes: tuple[str, ...] = ("city", "job", "year", "color")
-
-    def validate(self) -> People:
-        unknown = [a for a in self.attributes if a not in ATTRIBUTES]
-        if unknown:
-            raise UserError(f"unknown attribute {unknown[0]!r}; known: {', '.join(ATTRIBUTES)}")
-        if not 1 <= self.n <= 200_000:
-            raise UserError(f"the number of people must be in 1..200000, got {self.n}")
-        return self
-
-    def table(self) -> list[dict[str, str]]:
-        rng = np.random.default_rng([self.seed, 7])
-        names: set[str] = set()
-        rows = []
-        while len(rows) < self.n:
-            first = "".join(rng.choice(SYLLABLES, size=2))
-            last = "".join(rng.choice(SYLLABLES, size=int(rng.integers(2, 4))))
-            name = f"{first} {last}"
-            if name in names:
-                continue
-            names.add(name)
-            row = {"name": name}
-            for a in self.attributes:
-                values = ATTRIBUTES[a][0]
-                row[a] = values[int(rng.integers(len(values)))]
-            rows.append(row)
-        return rows
-
-    def bits_per_person(self) -> float:
-        return sum(math.log2(len(ATTRIBUTES[a][0])) for a in self.attributes)
-
-    def biography(self, row: dict[str, str], rng: np.random.Generator) -> str:
-        """One biography: every attribute in a random phrasing, in a random order."""
-        order = rng.permutation(len(self.attributes))
-        parts = []
-        for i in order:
-            a = self.attributes[i]
-            phrasings = ATTRIBUTES[a][1]
-            parts.append(phrasings[int(rng.integers(len(phrasings)))].format(n=row["name"], v=row[a]))
-        return " ".join(parts)
-
-
 @dataclass(frozen=True)
 class Recall:
     people: int = 200
@@ -243,7 +149,7 @@ class Recall:
         return People(self.people, self.seed)
 
     def sample(self, rng: np.random.Generator) -> Problem:
-        rows = _people_table(self.population)
+        rows = people_table(self.population)
         row = rows[int(rng.integers(len(rows)))]
         attr = self.population.attributes[int(rng.integers(len(self.population.attributes)))]
         return Problem(f"{row['name']}, {attr}:", row[attr], 0)
@@ -258,15 +164,6 @@ class Recall:
     @property
     def spec(self) -> str:
         return f"recall:people={self.people},seed={self.seed}"
-
-
-_TABLES: dict[People, list[dict[str, str]]] = {}
-
-
-def _people_table(p: People) -> list[dict[str, str]]:
-    if p not in _TABLES:
-        _TABLES[p] = p.table()
-    return _TABLES[p]
 
 
 @dataclass(frozen=True)
@@ -464,54 +361,6 @@ def mix_documents(base, names: tuple[str, ...], fraction: float, eval_problems: 
             task_chars, i = task_chars + n, i + 1
 
 
-def char_tokenizer():
-    """A character-level `tokenizers.Tokenizer` over ``ALPHABET`` (id 0 = EOT)."""
-    from tokenizers import Tokenizer, decoders, models
-
-    vocab = {EOT: 0, **{c: i + 1 for i, c in enumerate(ALPHABET)}}
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
-    tok.decoder = decoders.Fuse()
-    return tok
-
-
-def encode_chars(text: str) -> list[int]:
-    bad = set(text) - set(ALPHABET)
-    if bad:
-        raise UserError(f"character {sorted(bad)[0]!r} is not in the task alphabet")
-    return [ALPHABET.index(c) + 1 for c in text]
-
-
-def decode_chars(ids) -> str:
-    return "".join(ALPHABET[i - 1] if 0 < i <= len(ALPHABET) else "" for i in ids)
-
-
-def write_char_dataset(root: Path, name: str, texts, meta: dict) -> Path:
-    """Write texts {split: str} as a character-level token dataset (the shard format of
-    `scalelab.data.shards`) at ``root/name``, atomically; an existing one is reused. ``texts`` is a
-    callable returning the dict, so a cached dataset costs nothing."""
-    def fill(tmp: Path) -> None:
-        char_tokenizer().save(str(tmp / "tokenizer.json"))
-        splits = {}
-        for split, text in texts().items():
-            ids = np.asarray(encode_chars(text), dtype=np.uint16)
-            ids.tofile(tmp / f"{split}_000.bin")
-            splits[split] = {"shards": [{"file": f"{split}_000.bin", "num_tokens": len(ids)}],
-                             "num_tokens": len(ids), "num_bytes": len(text), "num_docs": text.count("\n")}
-        manifest = {"format_version": 1, "spec": meta, "dtype": "uint16", "vocab_size": len(ALPHABET) + 1,
-                    "eot_id": 0, "splits": splits}
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
-
-    return build_atomically(Path(root) / name, fill)
-
-
-def build_task_dataset(mix: TaskMix, train_chars: int, root: Path, val_chars: int = 20_000) -> Path:
-    """Write ``mix`` as a character-level token dataset, cached by content."""
-    key = hashlib.sha256(json.dumps([asdict(mix), train_chars, val_chars]).encode()).hexdigest()[:16]
-    return write_char_dataset(root, f"tasks-{key}",
-                              lambda: {"train": mix.stream(train_chars, mix.seed),
-                                       "val": mix.stream(val_chars, mix.seed + 10_000)}, {"tasks": asdict(mix)})
-
-
 def write_task_corpus(mix: TaskMix, n_docs: int, path: Path, base_docs=None, fraction: float = 1.0,
                       chars_per_doc: int = 400) -> dict:
     """Write a .jsonl corpus for `scalelab train data.corpus=PATH`: task documents (about
@@ -537,9 +386,3 @@ def write_task_corpus(mix: TaskMix, n_docs: int, path: Path, base_docs=None, fra
             f.write(json.dumps({"text": text}) + "\n")
     os.replace(tmp, path)
     return {"task_docs": n_task, "base_docs": n_base, "path": str(path)}
-
-
-__all__ = ["Addition", "Multiplication", "Recall", "Pairs", "heldout", "mix_documents",
-           "People", "Problem", "TaskMix", "parse_task", "problem_set",
-           "build_task_dataset", "write_task_corpus", "char_tokenizer", "encode_chars", "decode_chars",
-           "edit_distance", "digit_matches", "final_answer", "CHAR_VOCAB_SIZE", "ATTRIBUTES"]

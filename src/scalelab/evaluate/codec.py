@@ -1,6 +1,6 @@
 """From text to a model's token ids and back, for scoring prompt/answer pairs with any tokenizer.
 
-    CHARS               the task labs' character-level vocabulary (`scalelab.data.tasks.encode_chars`)
+    CHARS               the task labs' character-level vocabulary (`scalelab.data.chars.encode_chars`)
     TokenizerCodec      a run's own tokenizer (the byte-level BPE of `scalelab.data.tokenizer`, or any
                         `tokenizers.Tokenizer`)
 
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from functools import cached_property
 
-from scalelab.data.tasks import ALPHABET, decode_chars, encode_chars
+from scalelab.data.chars import ALPHABET, decode_chars, encode_chars
 
 
 class Codec:

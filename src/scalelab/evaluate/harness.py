@@ -25,7 +25,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from scalelab.data.tasks import Problem, digit_matches, edit_distance
+from scalelab.data.scoring import digit_matches, edit_distance
+from scalelab.data.tasks import Problem
 from scalelab.evaluate.codec import CHARS, Codec
 
 

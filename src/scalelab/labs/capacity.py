@@ -28,8 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
+from scalelab.data.chars import write_char_dataset
+from scalelab.data.people import ATTRIBUTES, People
 from scalelab.data.shards import TokenDataset
-from scalelab.data.tasks import ATTRIBUTES, People, Problem, write_char_dataset
+from scalelab.data.tasks import Problem
 from scalelab.errors import UserError
 from scalelab.evaluate.harness import score_answers
 from scalelab.labs.common import (

@@ -23,8 +23,9 @@ from pathlib import Path
 
 from scalelab import plotting
 from scalelab.config import DataConfig, load_dict
+from scalelab.data.chars import CHAR_VOCAB_SIZE, build_task_dataset
 from scalelab.data.shards import DataSpec, TokenDataset, documents
-from scalelab.data.tasks import CHAR_VOCAB_SIZE, TaskMix, build_task_dataset
+from scalelab.data.tasks import TaskMix
 from scalelab.errors import UserError
 from scalelab.io import atomic_write_text, to_plain
 from scalelab.labs import progress

@@ -43,7 +43,7 @@ def trend_residuals(N, D, loss) -> np.ndarray:
     n, d, y = (np.asarray(v, float) for v in (N, D, loss))
     with warnings.catch_warnings():  # an exponent at its bound is a fact about the ladder, not an error here
         warnings.simplefilter("ignore")
-        law = fit_approach3(load_table(pd.DataFrame({"N": n, "D": d, "loss": y})), method="varpro")
+        law = fit_approach3(load_table(pd.DataFrame({"N": n, "D": d, "loss": y})), optimizer="varpro")
     return np.log(y) - np.log(np.asarray(law.predict(n, d), float))
 
 

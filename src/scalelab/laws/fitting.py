@@ -118,13 +118,14 @@ def _fit_log_space(form: Form, F, y, delta, starts: np.ndarray, top_starts: int 
 
 # ---- approach 3 -----------------------------------------------------------------------------------
 
-def fit_approach3(table: RunTable, method: str = "lbfgs", delta: float = HUBER_DELTA,
+def fit_approach3(table: RunTable, optimizer: str = "lbfgs", delta: float = HUBER_DELTA,
                   top_starts: int | None = 32, bootstrap: int = 0, seed: int = 0,
                   form: str = "chinchilla", boot_starts: int = 0, objective: str = "huber",
                   weights: np.ndarray | None = None) -> FittedLaw:
     """Fit a parametric law (default: Chinchilla) to (N, D, loss) points.
 
-    method: "lbfgs" (the published grid + L-BFGS) or "varpro" (grid over exponents + NNLS).
+    optimizer: "lbfgs" (the published grid + L-BFGS) or "varpro" (grid over exponents + NNLS). (A *method*,
+    in `laws.methods`, is a whole recipe: form, objective, optimizer, intervals.)
     top_starts: run L-BFGS from this many best grid starts (None = every start, as published;
         on the Chinchilla data both give the same optimum, the full run takes ~30 s).
     objective: "huber" (Hoffmann et al.: summed Huber loss) or "huber-likelihood" (Besiroglu et al.:
@@ -142,14 +143,14 @@ def fit_approach3(table: RunTable, method: str = "lbfgs", delta: float = HUBER_D
     w = None if weights is None else np.asarray(weights, float)
     if w is not None and (w.shape != (len(table),) or np.any(w < 0) or not np.all(np.isfinite(w))):
         raise UserError(f"weights must be {len(table)} non-negative finite numbers, one per row")
-    if method == "varpro":
+    if optimizer == "varpro":
         if form != "chinchilla" or w is not None:
-            raise UserError("method varpro is for the chinchilla form, unweighted")
+            raise UserError("optimizer varpro is for the chinchilla form, unweighted")
         theta, obj = _varpro(table.N, table.D, table.loss, delta)
-    elif method == "lbfgs":
+    elif optimizer == "lbfgs":
         theta, obj = _fit_log_space(f, F, y, delta, f.grid(), top_starts, w)
     else:
-        raise UserError(f"unknown fit method {method!r}; use lbfgs or varpro")
+        raise UserError(f"unknown optimizer {optimizer!r}; use lbfgs or varpro")
     extra = {}
     if objective == "huber-likelihood":
         theta, obj, sigma = _fit_huber_likelihood(f, theta, F, y, delta, w)
@@ -167,7 +168,7 @@ def fit_approach3(table: RunTable, method: str = "lbfgs", delta: float = HUBER_D
     law = FittedLaw(form=form, params=f.to_params(theta), approach="3",
                     info={"n_points": len(table), "C_max_fitted": float(table.C.max()), "objective": obj,
                           "objective_kind": objective, **extra,
-                          "method": method, "huber_delta": delta,
+                          "optimizer": optimizer, "huber_delta": delta,
                           "param_convention": table.param_convention, "flops_convention": "C = 6 N D",
                           "notes": table.notes})
     if bootstrap:
@@ -218,7 +219,7 @@ def _varpro(N, D, L, delta, n_grid: int = 40):
             if obj < best[0]:
                 best = (obj, np.array([np.log(coef[1]), np.log(coef[2]), np.log(coef[0]), al, be]))
     if best[1] is None:
-        raise UserError("varpro found no (alpha, beta) with positive E, A, B; try method lbfgs")
+        raise UserError("varpro found no (alpha, beta) with positive E, A, B; try optimizer lbfgs")
     f = Chinchilla()
     return _lbfgs(f, best[1], f.features(N, D), np.log(L), delta)
 
@@ -378,9 +379,9 @@ def fit_approach1(table: RunTable, bootstrap: int = 0, seed: int = 0) -> FittedL
 
 
 def fit(table: RunTable, approach: int = 3, form: str = "chinchilla", bootstrap: int = 0, seed: int = 0,
-        method: str = "lbfgs") -> FittedLaw:
+        optimizer: str = "lbfgs") -> FittedLaw:
     if approach == 3:
-        return fit_approach3(table, method=method, bootstrap=bootstrap, seed=seed, form=form)
+        return fit_approach3(table, optimizer=optimizer, bootstrap=bootstrap, seed=seed, form=form)
     if approach == 2:
         return fit_approach2(table, bootstrap=bootstrap, seed=seed)
     if approach == 1:

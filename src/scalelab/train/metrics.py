@@ -8,16 +8,15 @@ from functools import lru_cache
 
 import torch
 
+# the shapes the peak is measured on (m, k, n): squares, and the tall-skinny products of a model's layers
+# (tokens x d_model times d_model x 4 d_model, and back); the best of them is the device's dense matmul peak
+PEAK_SHAPES = ((512, 512, 512), (1024, 1024, 1024), (4096, 256, 1024), (4096, 1024, 256), (2048, 512, 2048))
 
-@lru_cache(maxsize=8)
-def matmul_peak_flops(device: str = "cpu", dtype: str = "fp32", n: int = 1024) -> float:
-    """Measured dense matmul throughput (FLOP/s) of this device: the denominator of our MFU.
 
-    A square n x n matmul repeated until ~0.3 s; the best of three trials. On a 2-core CPU this is
-    about 1.3e11 fp32 FLOP/s; on GPUs it approaches the datasheet peak for large n."""
-    dt = torch.bfloat16 if dtype == "bf16" else torch.float32
-    a = torch.randn(n, n, device=device, dtype=dt)
-    b = torch.randn(n, n, device=device, dtype=dt)
+def _rate(device: str, dt, m: int, k: int, n: int, seconds: float, trials: int = 3) -> float:
+    """FLOP/s of repeated (m, k) @ (k, n) products: the best of ``trials`` trials of ``seconds`` each."""
+    a = torch.randn(m, k, device=device, dtype=dt)
+    b = torch.randn(k, n, device=device, dtype=dt)
 
     def sync():
         if device.startswith("cuda"):
@@ -27,17 +26,71 @@ def matmul_peak_flops(device: str = "cpu", dtype: str = "fp32", n: int = 1024) -
         a @ b
     sync()
     best = 0.0
-    for _ in range(3):
+    for _ in range(trials):
         reps, t0 = 0, time.perf_counter()
         while True:
             a @ b
             reps += 1
             if reps % 4 == 0:
                 sync()
-                if time.perf_counter() - t0 > 0.1:
+                if time.perf_counter() - t0 > seconds:
                     break
-        best = max(best, 2 * n**3 * reps / (time.perf_counter() - t0))
+        best = max(best, 2 * m * k * n * reps / (time.perf_counter() - t0))
     return best
+
+
+@lru_cache(maxsize=8)
+def matmul_peak_flops(device: str = "cpu", dtype: str = "fp32", n: int = 1024) -> float:
+    """Measured dense matmul throughput (FLOP/s) of this device: the denominator of our MFU.
+
+    On a GPU: a square n x n matmul (large n approaches the datasheet). On a CPU: the best over
+    `PEAK_SHAPES` (one 1024 x 1024 product alone under-measured this 2-core CPU's peak by enough that a
+    model's own matmuls beat it: MFU read 87-110%), and at least the theoretical peak where the CPU's
+    vector width and clock can be read (`cpu_theoretical_peak`)."""
+    dt = torch.bfloat16 if dtype == "bf16" else torch.float32
+    if not device.startswith("cpu"):
+        return _rate(device, dt, n, n, n, 0.1)
+    return max(max(_rate(device, dt, *shape, 0.05, trials=2) for shape in PEAK_SHAPES),  # ~0.6 s in all
+               cpu_theoretical_peak().get("flops_per_s", 0.0))
+
+
+def cpu_info() -> dict:
+    """The CPU's model name, the vector flags that set its peak, its logical cores and its clock (MHz) as
+    /proc/cpuinfo (Linux) reports them; what cannot be read is left out."""
+    import os
+    import platform
+
+    out = {"model": platform.processor() or platform.machine(), "cores": torch.get_num_threads(),
+           "logical_cpus": os.cpu_count()}
+    try:
+        text = open("/proc/cpuinfo").read()
+    except OSError:
+        return out
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key, value = key.strip(), value.strip()
+        if key == "model name":
+            out["model"] = value
+        elif key == "cpu MHz" and "mhz" not in out:
+            out["mhz"] = float(value)
+        elif key == "flags" and "flags" not in out:
+            out["flags"] = sorted(f for f in value.split() if f.startswith(("avx", "fma", "amx")))
+    return out
+
+
+def cpu_theoretical_peak(info: dict | None = None) -> dict:
+    """fp32 FLOP/s from the vector width, two FMA units per core (x86 server cores since Haswell), the
+    cores torch uses and the reported clock: cores x lanes x 2 (an FMA is two FLOPs) x 2 units x Hz. The
+    reported clock is the base one, not the boost, so this is a floor for the peak, not a ceiling; it says
+    which assumptions it made."""
+    info = info or cpu_info()
+    flags = set(info.get("flags", ()))
+    if "mhz" not in info or not flags & {"avx512f", "avx2", "fma", "avx"}:
+        return {}
+    lanes = 16 if "avx512f" in flags else 8
+    flops = info["cores"] * lanes * 2 * 2 * info["mhz"] * 1e6
+    return {"flops_per_s": flops, "lanes_fp32": lanes, "fma_units": 2, "cores": info["cores"], "mhz": info["mhz"],
+            "assumes": "two FMA units per core at the reported (base) clock"}
 
 
 def bits_per_byte(loss_nats: float, bytes_per_token: float) -> float:
