@@ -141,6 +141,7 @@ def write_mixture(path: Path, train: dict, w: np.ndarray, total_bytes: int, seed
     write_documents(path, rows)
 
 
+FIRST_RUN = "proxy00"
 BYTES_PER_TOKEN = 3  # a generous bound at vocab 512 (about 2 bytes per token on this corpus: LOG 2026-11-22)
 
 
@@ -156,14 +157,16 @@ class _Runner:
         corpus = self.out / "data" / f"{name}.jsonl"
         if not corpus.exists():
             write_mixture(corpus, self.train, w, tokens * BYTES_PER_TOKEN, seed)
-        tok = str(self.tok_file.resolve()) if self.tok_file.exists() else ""
+        # the first proxy trains the shared tokenizer; the others (and its own rerun) read it: each run's config
+        # stays what it was, so a rerun reuses every run (run identity)
+        tok = "" if name == FIRST_RUN else str(self.tok_file.resolve())
         data = asdict(replace(self.spec.data, corpus=str(corpus.resolve()), id_field="id", tokenizer=tok))
         return self.spec.run_config(size, tokens, data=data)
 
     def run(self, name: str, size: str, w: np.ndarray, tokens: int, seed: int = 0) -> dict:
         cfg = self.config(name, size, w, tokens, seed)
         ds = load_dataset(cfg, log=lambda *a: None)
-        if not self.tok_file.exists():  # the first run's tokenizer serves every other
+        if name == FIRST_RUN and not self.tok_file.exists():  # the first run's tokenizer serves every other
             self.tok_file.write_bytes((ds.path / "tokenizer.json").read_bytes())
         model, _ = train_or_load(cfg, RunDir.under(self.out, name), ds, self.log)
         tok = load_tokenizer(self.tok_file)
