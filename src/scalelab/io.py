@@ -71,6 +71,15 @@ def read_json(path: str | Path, what: str = "file") -> dict:
         raise UserError(f"{p} is not valid JSON ({e}); delete it or restore it from a copy") from None
 
 
+def json_kind(path: str | Path) -> str | None:
+    """The ``kind`` a scalelab JSON file declares (a task forecast, a curve fit, a mixture fit), or None for
+    any other file, readable or not."""
+    try:
+        return json.loads(Path(path).read_text()).get("kind")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def read_config_file(path: str | Path, what: str = "config file") -> dict:
     """A .json file as JSON, anything else as TOML; a missing or unparsable file is a UserError."""
     p = Path(path)

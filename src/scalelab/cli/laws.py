@@ -144,22 +144,20 @@ def cmd_fit(a) -> int:
 
 
 def cmd_predict(a) -> int:
+    from scalelab.io import json_kind
+    from scalelab.laws import curve_law, mixture, tasks
     from scalelab.laws.published import get_law
-    from scalelab.laws.tasks import is_task_file
 
-    if is_task_file(a.law):
+    kind = json_kind(a.law)  # a task forecast, a curve fit or a mixture fit has its own predict
+    if kind == tasks.KIND:
         from scalelab.cli.task_laws import cmd_predict_tasks
 
         return cmd_predict_tasks(a)
-    from scalelab.laws.curve_law import is_curve_fit
-
-    if is_curve_fit(a.law):
+    if kind == curve_law.KIND:
         from scalelab.cli.curves import cmd_predict_curves
 
         return cmd_predict_curves(a)
-    from scalelab.laws.mixture import is_mixture_fit
-
-    if is_mixture_fit(a.law):
+    if kind == mixture.KIND:
         from scalelab.cli.mixture import cmd_predict_mixture
 
         return cmd_predict_mixture(a)

@@ -17,7 +17,6 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
-from scipy.stats import norm
 
 from scalelab.config import ScheduleConfig
 from scalelab.errors import UserError
@@ -33,7 +32,8 @@ from scalelab.labs.common import (
     write_summary,
 )
 from scalelab.labs.progress import LabProgress
-from scalelab.laws.curves import CALIBRATION, FORMS, Curve, FittedCurveLaw, fit_curves
+from scalelab.laws.curves import CALIBRATION, FORMS, Curve, FittedCurveLaw, fit_curves, warmup_end
+from scalelab.laws.intervals import z_of
 from scalelab.laws.schedule_spec import schedule_lr
 from scalelab.report.page import table_html
 from scalelab.train.loop import load_dataset
@@ -101,7 +101,7 @@ def _config(spec: SchedulesSpec, size: str, s: ScheduleConfig, seed: int):
 def _curve(spec: SchedulesSpec, s: ScheduleConfig, run: RunDir) -> Curve:
     recs = [r for r in run.read_metrics() if r.evaluated]
     lr = _rates(spec, s)
-    w = int(np.argmax(lr >= lr.max() * (1 - 1e-9)))
+    w = warmup_end(lr)
     recs = [r for r in recs if w <= r.step < len(lr)]
     return Curve(run.name, lr, [r.step for r in recs], [r.val_loss for r in recs], w)
 
@@ -122,18 +122,18 @@ def best_schedule(law: FittedCurveLaw, spec: SchedulesSpec) -> tuple[ScheduleCon
     rows = []
     for s in CANDIDATES:
         lr = _rates(spec, s)
-        final = float(law.predict(Curve("c", lr, [spec.steps()], [1.0], int(np.argmax(lr >= lr.max()))))[0])
+        final = float(law.predict(Curve("c", lr, [spec.steps()], [1.0], warmup_end(lr)))[0])
         rows.append({"schedule": _spec_text(s, _warmup(spec)), "forecast_final_loss": final})
     i = int(np.argmin([r["forecast_final_loss"] for r in rows]))
     return CANDIDATES[i], rows
 
 
-def _schedule_of(text: str) -> ScheduleConfig:
+def _schedule_of(text: str, warmup: int) -> ScheduleConfig:
     """The candidate a forecast file names (`_spec_text`'s inverse over `CANDIDATES`)."""
-    by_text = {_spec_text(c, w): c for c in CANDIDATES for w in (int(text.split("warmup=")[1].split(",")[0]),)}
-    if text not in by_text:
+    found = next((c for c in CANDIDATES if _spec_text(c, warmup) == text), None)
+    if found is None:
         raise UserError(f"forecast.json names schedule {text!r}, not one this lab trains; delete the lab's folder")
-    return by_text[text]
+    return found
 
 
 def _forecast(law: FittedCurveLaw, c_steps: np.ndarray, lr: np.ndarray, w: int, sigma: float, z: float) -> dict:
@@ -144,7 +144,7 @@ def _forecast(law: FittedCurveLaw, c_steps: np.ndarray, lr: np.ndarray, w: int, 
 
 def run(spec: SchedulesSpec, out: str | Path, log=print) -> dict:
     spec, out, t0 = begin(spec, out)
-    z = float(norm.ppf(0.95))
+    z = z_of(0.9)
     ds = load_dataset(_config(spec, spec.sizes[0], FITTED["cosine"], spec.seed), log=log)
     sizes, forecasts = [], {}
     for size in spec.sizes:
@@ -159,7 +159,7 @@ def run(spec: SchedulesSpec, out: str | Path, log=print) -> dict:
         written = read_json(out / "forecast.json", "forecast") if (out / "forecast.json").exists() else {}
         if size in written:  # a rerun reads the forecast it wrote before training, never one made with hindsight
             forecasts[size] = written[size]
-            best = _schedule_of(forecasts[size]["law-best"]["schedule"])
+            best = _schedule_of(forecasts[size]["law-best"]["schedule"], _warmup(spec))
             targets["law-best"] = best
         else:
             forecasts[size] = {k: {"schedule": _spec_text(s, _warmup(spec)), **_forecast(

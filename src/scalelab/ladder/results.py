@@ -114,28 +114,27 @@ def curve_table(store: Store) -> pd.DataFrame:
     point, so its group's trunk records before that point come first, with their learning rates and no
     loss: the branch's schedule is whole, and no loss is counted twice."""
     runs = {r["name"]: r for r in store.runs()}
+    specs = {n: json.loads(r["spec"]) for n, r in runs.items()}
     holdouts = set(store.get_meta("holdouts", []))
     recs: dict[str, list[MetricsRecord]] = {}
     for name, rec in store.records():
         recs.setdefault(name, []).append(rec)
     rows = []
     for name, rs in recs.items():
-        spec = json.loads(runs[name]["spec"])
-        trunk = _trunk(spec, runs, name)
-        first = rs[0].step
-        lead = [r for r in recs.get(trunk, []) if r.step < first] if trunk else []
+        trunk = _trunk(specs, runs, name)
+        lead = [r for r in recs.get(trunk, []) if r.step < rs[0].step] if trunk else []
         rows += [{"run": name, "N": runs[name]["N"], "step": r.step, "tokens": r.tokens, "lr": r.lr,
-                  "loss": r.val_loss if r in rs else None, "train_loss": r.train_loss if r in rs else None,
-                  "holdout": name in holdouts} for r in (*lead, *rs)]
+                  "loss": r.val_loss if own else None, "train_loss": r.train_loss if own else None,
+                  "holdout": name in holdouts} for r, own in [(r, False) for r in lead] + [(r, True) for r in rs]]
     return pd.DataFrame(rows)
 
 
-def _trunk(spec: dict, runs: dict, name: str) -> str | None:
+def _trunk(specs: dict, runs: dict, name: str) -> str | None:
     """A WSD branch's trunk: the longest run of its group (None for a run that is not a branch)."""
+    spec = specs[name]
     if not spec.get("group") or not spec.get("decay_start"):
         return None
-    group = [n for n, r in runs.items() if json.loads(r["spec"]).get("group") == spec["group"]]
-    trunk = max(group, key=lambda n: runs[n]["steps"])
+    trunk = max((n for n, s in specs.items() if s.get("group") == spec["group"]), key=lambda n: runs[n]["steps"])
     return None if trunk == name else trunk
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.stats import norm
 
 from scalelab.errors import UserError
 from scalelab.io import atomic_write_json, read_json
@@ -32,8 +31,11 @@ from scalelab.laws.curves import (
     fit_curves,
     fit_joint,
     trend_params,
+    warmup_end,
 )
+from scalelab.laws.intervals import z_of
 
+KIND = "curves"  # what a curve fit file declares (`io.json_kind`)
 SAME_SIZE_RTOL = 0.01  # a requested N within 1% of a fitted size uses that size's own law
 MAX_CURVE_POINTS = 200
 
@@ -128,12 +130,12 @@ class FittedCurves:
         lr = np.asarray(lr, float)
         if lr.max() <= 0:
             raise UserError("the schedule's learning rates are all zero")
-        warmup = int(np.argmax(lr >= lr.max() * (1 - 1e-9)))
+        warmup = warmup_end(lr)
         last = len(lr) - 1
         steps = np.unique(np.linspace(max(warmup, 1), last, min(max_points, last - warmup + 1)).round().astype(int))
         loss = law.predict(Curve("forecast", lr, steps, np.ones(len(steps)), warmup))
         sig = self.sigma(rmse, decades)
-        z = float(norm.ppf(0.5 + level / 2))
+        z = z_of(level)
         lo, hi = loss * np.exp(-z * sig), loss * np.exp(z * sig)
         curve = [{"step": int(s), "tokens": float(s * tokens_per_step), "loss": float(v), "loss_lo": float(a),
                   "loss_hi": float(b)} for s, v, a, b in zip(steps, loss, lo, hi)]
@@ -147,7 +149,7 @@ class FittedCurves:
         info = dict(self.info)
         info["runs"] = {repr(k): v for k, v in info["runs"].items()}
         info["rmse_relative"] = [[k, v] for k, v in info["rmse_relative"].items()]
-        atomic_write_json(path, {"kind": "curves", "form": self.form,
+        atomic_write_json(path, {"kind": KIND, "form": self.form,
                                  "sizes": [{"N": n, "params": p} for n, p in self.sizes.items()], "info": info})
 
     @classmethod
@@ -160,13 +162,6 @@ class FittedCurves:
             return cls(d["form"], sizes, info)
         except (KeyError, TypeError, ValueError):
             raise UserError(f"{path} is not a curve fit written by `scalelab fit --curves --out`") from None
-
-
-def is_curve_fit(path) -> bool:
-    try:
-        return read_json(path, "fit").get("kind") == "curves"
-    except (UserError, AttributeError):
-        return False
 
 
 def calibrate(rows: list[dict], form: str, calibration_sizes=("25M", "100M"),

@@ -15,13 +15,13 @@ start there, so points logged during warmup are left out (and counted in ``notes
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from scalelab.errors import UserError
-from scalelab.laws.curves import Curve
+from scalelab.laws.curves import Curve, warmup_end
+from scalelab.laws.table import read_frame
 
 COLUMNS = ("run", "N", "step", "tokens", "lr", "loss")
 
@@ -42,16 +42,8 @@ class CurveTable:
         return [c for cs in self.by_size.values() for c in cs]
 
 
-def _read(src, what: str) -> pd.DataFrame:
-    if isinstance(src, pd.DataFrame):
-        return src.copy()
-    p = Path(src)
-    if not p.exists():
-        raise UserError(f"{what} {p} does not exist")
-    try:
-        return pd.read_parquet(p) if p.suffix == ".parquet" else pd.read_csv(p)
-    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as e:
-        raise UserError(f"{what} {p} is not a readable CSV/parquet table ({str(e).splitlines()[0]})") from None
+def _read(src) -> pd.DataFrame:
+    return src.copy() if isinstance(src, pd.DataFrame) else read_frame(src)
 
 
 def _numeric(df: pd.DataFrame, cols, what: str) -> None:
@@ -87,7 +79,7 @@ def _run_curve(run: str, g: pd.DataFrame, sched: pd.DataFrame | None, notes: lis
                         f"(columns run, step, lr)")
     if np.any(lr < 0) or lr.max() <= 0:
         raise UserError(f"run {run}: learning rates must be non-negative with a positive peak")
-    warmup = int(np.argmax(lr >= lr.max() * (1 - 1e-9)))
+    warmup = warmup_end(lr)
     pts = g[g["loss"].notna()]
     early = pts["step"] < warmup
     if early.any():
@@ -101,7 +93,7 @@ def _run_curve(run: str, g: pd.DataFrame, sched: pd.DataFrame | None, notes: lis
 
 def read_curves(src, schedules=None) -> CurveTable:
     """A `CurveTable` from a tidy curve table (path or DataFrame) and optional per-step schedules."""
-    df = _read(src, "curve table")
+    df = _read(src)
     missing = [c for c in ("run", "N", "step", "loss") if c not in df.columns]
     if missing:
         raise UserError(f"curve table: missing column(s) {', '.join(missing)}; a curve table has columns "
@@ -109,7 +101,7 @@ def read_curves(src, schedules=None) -> CurveTable:
     _numeric(df, [c for c in ("N", "step", "tokens", "lr", "loss") if c in df.columns], "curve table")
     sched = None
     if schedules is not None:
-        sched = _read(schedules, "schedules")
+        sched = _read(schedules)
         if missing := [c for c in ("run", "step", "lr") if c not in sched.columns]:
             raise UserError(f"--schedules: missing column(s) {', '.join(missing)}; it has columns run, step, lr")
         _numeric(sched, ["step", "lr"], "--schedules")

@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.optimize import least_squares
 from scipy.signal import lfilter
-from scipy.stats import norm
 
 from scalelab import datasets
 from scalelab.errors import UserError
+from scalelab.laws.intervals import z_of
 
 
 @dataclass
@@ -76,6 +76,11 @@ def mpl_schedule(name: str, last_step: int) -> np.ndarray:
     elif not re.fullmatch(r"constant_\d+", name):
         raise UserError(f"unknown Multi-Power Law schedule {name!r}")
     return np.where(s < MPL_WARMUP, MPL_PEAK * s / MPL_WARMUP, lr)
+
+
+def warmup_end(lr: np.ndarray) -> int:
+    """The first step whose rate reaches the schedule's peak: where the laws' post-warmup sums start."""
+    return int(np.argmax(lr >= lr.max() * (1 - 1e-9)))
 
 
 # ---- the laws ----------------------------------------------------------------------------------------------
@@ -275,7 +280,7 @@ def score_curve_law(task) -> list[dict]:
     form, model, curves, level = task
     law = fit_curves([curves[s] for s in MPL_TRAIN], form)
     sigma = float(np.hypot(law.info["rmse_relative"], CALIBRATION[form]["sigma_schedule"]))
-    z = float(norm.ppf(0.5 + level / 2))
+    z = z_of(level)
     return [_score(form, model, s, law, curves[s], "fitted" if s in MPL_TRAIN else "unseen", sigma, z)
             for s in (*MPL_TRAIN, *MPL_TEST)]
 
@@ -309,6 +314,6 @@ def score_across_sizes(form: str, params_by_model: dict[str, dict], target: str,
     decades = float(np.log10(MPL_SIZES[target] / max(sizes)))
     cal = CALIBRATION[form]
     sigma = float(np.hypot(cal["sigma_schedule"], cal["sigma_size_per_decade"] * decades))
-    z = float(norm.ppf(0.5 + level / 2))
+    z = z_of(level)
     return [_score(form, f"{target} from {'+'.join(params_by_model)}", s, law, curves[s], "unseen", sigma, z)
             for s in (*MPL_TRAIN, *MPL_TEST)]

@@ -28,10 +28,12 @@ from scipy.optimize import least_squares
 
 from scalelab.errors import UserError
 from scalelab.io import atomic_write_json, read_json
+from scalelab.laws.table import read_frame
 
 METHODS = ("linear", "dml", "bimix", "regmix")
 DEFAULT_MIXTURE_METHOD = "regmix"  # the winner of `scalelab backtest --mixtures` on RegMix's 60M runs (LOG)
 FOLDS = 5
+KIND = "mixture"  # what a mixture fit file declares (`io.json_kind`)
 
 
 @dataclass
@@ -47,7 +49,7 @@ class MixtureTable:
 
 
 def read_mixtures(src) -> MixtureTable:
-    df = src.copy() if isinstance(src, pd.DataFrame) else _read(src)
+    df = src.copy() if isinstance(src, pd.DataFrame) else read_frame(src)
     wcols = [c for c in df.columns if str(c).startswith("w_")]
     lcols = [c for c in df.columns if str(c).startswith("loss_")]
     if len(wcols) < 2 or not lcols:
@@ -77,15 +79,6 @@ def read_mixtures(src) -> MixtureTable:
         if np.ptp(scale, axis=0).max() == 0:
             scale = None  # one size and one budget: nothing to learn from them
     return MixtureTable([c[2:] for c in wcols], [c[5:] for c in lcols], W / sums[:, None], Y, scale)
-
-
-def _read(path) -> pd.DataFrame:
-    from pathlib import Path
-
-    p = Path(path)
-    if not p.exists():
-        raise UserError(f"mixture table {p} does not exist")
-    return pd.read_parquet(p) if p.suffix == ".parquet" else pd.read_csv(p)
 
 
 # ---- the four regressions: fit(X, y) -> state, predict(state, X) -> y ---------------------------------------
@@ -146,6 +139,13 @@ def _pred_regmix(s, W, scale, _i):
 
 REGRESSIONS = {"linear": (_fit_linear, _pred_linear), "dml": (_fit_dml, _pred_dml),
                "bimix": (_fit_bimix, _pred_bimix), "regmix": (_fit_regmix, _pred_regmix)}
+
+
+def conformal_half_width(residuals: np.ndarray, level: float) -> float:
+    """Split-conformal half-width: the ceil((n + 1) level)-th smallest |residual| of n (Lei et al. 2018); with
+    too few residuals for the level, the largest."""
+    n = len(residuals)
+    return float(np.quantile(np.abs(residuals), min(1.0, np.ceil((n + 1) * level) / n), method="higher"))
 
 
 # ---- the estimator --------------------------------------------------------------------------------------------
@@ -230,8 +230,7 @@ class FittedMixture:
     def half_widths(self, level: float, tw: np.ndarray) -> tuple[np.ndarray, float]:
         """Conformal half-widths in log loss: per domain, and for the target weighting ``tw``."""
         def q(res):
-            n = len(res)
-            return float(np.quantile(np.abs(res), min(1.0, np.ceil((n + 1) * level) / n), method="higher"))
+            return conformal_half_width(res, level)
         logres = np.log(self.oof / self.table.Y)
         target_res = np.log((self.oof @ tw) / (self.table.Y @ tw))
         return np.array([q(logres[:, j]) for j in range(logres.shape[1])]), q(target_res)
@@ -267,7 +266,7 @@ class FittedMixture:
     def save(self, path) -> None:
         t = self.table
         atomic_write_json(path, {
-            "kind": "mixture", "method": self.method, "weights": t.weights, "domains": t.domains,
+            "kind": KIND, "method": self.method, "weights": t.weights, "domains": t.domains,
             "W": t.W.tolist(), "Y": t.Y.tolist(), "scale": None if t.scale is None else t.scale.tolist(),
             "oof": self.oof.tolist(), "notes": t.notes,
             # a gradient-boosted model is refitted from the runs on load (deterministic): no pickle in a fit file
@@ -283,13 +282,6 @@ class FittedMixture:
             return cls(d["method"], t, states, np.array(d["oof"], float))
         except (KeyError, TypeError, ValueError):
             raise UserError(f"{path} is not a mixture fit written by `scalelab fit --mixture --out`") from None
-
-
-def is_mixture_fit(path) -> bool:
-    try:
-        return read_json(path, "fit").get("kind") == "mixture"
-    except (UserError, AttributeError):
-        return False
 
 
 def parse_mixture(text: str, what: str = "--mixture") -> dict[str, float]:

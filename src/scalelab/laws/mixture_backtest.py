@@ -21,10 +21,18 @@ import warnings
 
 import numpy as np
 import pandas as pd
-from scipy.stats import norm, spearmanr
+from scipy.stats import spearmanr
 
 from scalelab import datasets
-from scalelab.laws.mixture import METHODS, REGRESSIONS, MixtureMethod, MixtureTable, read_mixtures
+from scalelab.laws.intervals import z_of
+from scalelab.laws.mixture import (
+    METHODS,
+    REGRESSIONS,
+    MixtureMethod,
+    MixtureTable,
+    conformal_half_width,
+    read_mixtures,
+)
 
 TARGETS = {"mean": None, "pile_cc": "pile_cc"}
 FEW_SHOT = 16
@@ -90,7 +98,7 @@ def _few_shot_map(P: np.ndarray, Y: np.ndarray, tw: np.ndarray, level: float) ->
             a_i, b_i = np.polyfit(P[keep, j], Y[keep, j], 1)[::-1]
             loo[i, j] = a_i + b_i * P[cal[i], j]
     res = np.log(_target(loo, tw) / _target(Y[cal], tw))
-    half = float(np.quantile(np.abs(res), min(1.0, np.ceil((FEW_SHOT + 1) * level) / FEW_SHOT), method="higher"))
+    half = conformal_half_width(res, level)
     pred, truth = _target(mapped[rest], tw), _target(Y[rest], tw)
     return {"few_shot_runs": FEW_SHOT, "few_shot_median_abs_error": float(np.median(np.abs(pred / truth - 1))),
             "few_shot_coverage": _covered(pred, truth, half)}
@@ -127,5 +135,5 @@ def run_mixture_backtest(methods: list[str] | None = None, level: float = 0.9) -
         rows += score_bimix()
     choice = pd.DataFrame([r for r in rows if r["data"] == "RegMix 60M"]).groupby("method")["spearman"].mean()
     return {"data": "RegMix public runs (512 train mixtures at 1M; test 256 at 1M and 60M, 64 at 1B) and BiMix",
-            "level": level, "z": float(norm.ppf(0.5 + level / 2)), "rows": rows,
+            "level": level, "z": z_of(level), "rows": rows,
             "chosen_on_60M": str(choice.idxmax())}

@@ -183,13 +183,6 @@ class TaskForecast:
                             ) from None
 
 
-def is_task_file(path: str | Path) -> bool:
-    try:
-        return json.loads(Path(path).read_text()).get("kind") == KIND
-    except (OSError, ValueError, AttributeError):
-        return False
-
-
 def task_rows(df: pd.DataFrame, metric: str, via: str | None) -> pd.DataFrame:
     """The rows a task fit uses, checked: the columns exist, the metric is a fraction in [0, 1], the
     task loss positive and finite; only rows marked ``final`` when the table has that column (a
