@@ -30,6 +30,7 @@ from scalelab.io import atomic_write_json
 from scalelab.ladder.results import curve_table, open_store, results_table
 from scalelab.laws.curve_law import CurveMethod
 from scalelab.laws.curve_table import read_curves
+from scalelab.laws.curves import FORMS
 from scalelab.laws.methods import DEFAULT_METHOD, get_method
 from scalelab.laws.table import load_table
 from scalelab.train.rundir import RunDir
@@ -88,7 +89,7 @@ def wsd_subset(store, budgets: set[float]) -> tuple[pd.DataFrame, pd.DataFrame, 
 def curve_forecasts(curves: pd.DataFrame, hold: dict) -> dict:
     out = {}
     table = read_curves(curves)
-    for form in ("multi-power", "momentum"):
+    for form in FORMS:
         for across in ("trend", "joint"):
             try:
                 fitted = CurveMethod(form, across).fit(table)

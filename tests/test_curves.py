@@ -38,8 +38,24 @@ def test_the_multi_power_law_equals_its_formula_term_by_term():
     assert got == pytest.approx(want, rel=1e-12)
 
 
-def test_the_momentum_law_recovers_a_known_law_and_forecasts_an_unseen_schedule():
-    truth = FittedCurveLaw("momentum", {"L0": 2.5, "A": 0.6, "alpha": 0.45, "C": 1.5, "lam": 0.997})
+def test_the_q_forms_reduce_to_the_published_laws_at_q_1():
+    """multi-power-q at q = 1 is the Multi-Power Law with beta = 1 and C in units of the peak rate; momentum-q
+    at q = 1 is the momentum law: checked on a WSD schedule (warmup, plateau, cooldown)."""
+    lr = mpl_schedule("wsd_20000_24000", 23904)
+    c = Curve("x", lr, np.arange(MPL_WARMUP, 23905, 500), np.ones(44), MPL_WARMUP)
+    gamma, cq = 0.7, 20.0
+    got = FORMS["multi-power-q"].predict(np.array([2.5, 0.6, 0.45, 400.0, cq, gamma, 1.0]), c)
+    want = FORMS["multi-power"].predict(np.array([2.5, 0.6, 0.45, 400.0, cq * 3e-4 ** gamma, 1.0, gamma]), c)
+    assert got == pytest.approx(want, rel=1e-12)
+    p = np.array([2.5, 0.6, 0.45, 1.5, 0.997])
+    assert FORMS["momentum-q"].predict(np.r_[p, 1.0], c) == pytest.approx(FORMS["momentum"].predict(p, c), rel=1e-12)
+    # q < 1: a low rate makes more progress per unit of rate, so the cooldown's loss is lower than at q = 1
+    assert FORMS["momentum-q"].predict(np.r_[p, 0.6], c)[-1] < FORMS["momentum"].predict(p, c)[-1]
+
+
+@pytest.mark.parametrize("form, q", [("momentum", {}), ("momentum-q", {"q": 0.7})])
+def test_the_momentum_laws_recover_a_known_law_and_forecast_an_unseen_schedule(form, q):
+    truth = FittedCurveLaw(form, {"L0": 2.5, "A": 0.6, "alpha": 0.45, "C": 1.5, "lam": 0.997, **q})
     rng = np.random.default_rng(0)
 
     def curve(name, last):
@@ -49,7 +65,7 @@ def test_the_momentum_law_recovers_a_known_law_and_forecasts_an_unseen_schedule(
         return Curve(name, lr, steps, clean * np.exp(0.001 * rng.standard_normal(len(steps))), MPL_WARMUP)
 
     law = fit_curves([curve("cosine_24000", 23920), curve("constant_24000", 23936), curve("wsdcon_9", 15936)],
-                     "momentum")
+                     form)
     for k, v in truth.params.items():
         assert law.params[k] == pytest.approx(v, rel=0.1), k
     unseen = curve("wsd_20000_24000", 23904)
@@ -67,27 +83,30 @@ def test_bad_curves_are_refused_in_one_line():
 
 
 def test_backtest_curves_scores_unseen_schedules_and_refuses_an_unknown_law(public, tmp_path):
-    """The momentum law on the public curves: fitted on the authors' three schedules, its unseen-schedule
-    curves within 0.3% on average at every size (the final step is where it errs most: LOG); 400M forecast
-    from the 25M and 100M laws is reported too."""
+    """The default curve law (momentum-q) on the public curves: fitted on the authors' three schedules, its
+    unseen-schedule curves within 0.15% and final steps within 0.35% on average at every size (LOG,
+    2026-12-06 session 3: 0.13/0.09/0.13% and 0.20/0.18/0.33%); 400M from the 25M and 100M laws too."""
     import json
 
     from conftest import run_cli
 
     public("mpl-curves")
     out = tmp_path / "bt.json"
-    r = run_cli("backtest", "--curves", "--methods", "momentum", "--workers", "1", "--json", "--out", out)
+    public("misfitting-curves")
+    r = run_cli("backtest", "--curves", "--methods", "momentum-q", "--workers", "2", "--json", "--out", out)
     assert r.returncode == 0, r.stderr
     s = json.loads(r.stdout)["summary"]
     # the interval sigmas pinned in the code are the ones this back-test gives (recomputed from its rows)
     from scalelab.laws.curve_law import calibrate
     from scalelab.laws.curves import CALIBRATION
 
-    got = calibrate(json.loads(out.read_text())["rows"], "momentum")
-    assert got == pytest.approx(CALIBRATION["momentum"], abs=5e-5)
+    got = calibrate(json.loads(out.read_text())["rows"], "momentum-q")
+    assert got == pytest.approx(CALIBRATION["momentum-q"], abs=5e-5)
     assert all(0 <= x["final_covered"] <= x["unseen"] for x in s) and s[0]["curve_coverage"] > 0.8
-    assert [x["model"] for x in s] == ["25M", "100M", "400M", "400M from 25M+100M"]
-    assert all(x["unseen_mean_abs_error"] < 0.003 and abs(x["worst_final_error"]) < 0.02 for x in s[:3]), s
+    assert [x["model"] for x in s] == ["25M", "100M", "400M", "400M from 25M+100M", "open_lm, longest"]
+    # open_lm's longest cosine runs from their shorter ones (1.3-8x the steps): half within 2% (LOG: 0.98%)
+    assert s[4]["unseen"] >= 25 and s[4]["unseen_median_abs_final_error"] < 0.02, s[4]
+    assert all(x["unseen_mean_abs_error"] < 0.0015 and x["unseen_mean_abs_final_error"] < 0.0035 for x in s[:3]), s
     # across sizes (each parameter's trend through two sizes) it is far worse: measured and reported (LOG)
     assert 0.003 < s[3]["unseen_mean_abs_error"] < 0.1 and s[3]["fitted_mean_abs_error"] is None
     r = run_cli("backtest", "--curves", "--methods", "cubic")

@@ -313,7 +313,7 @@ def _register_fit(sub) -> None:
                         "default)")
     f.add_argument("--method", default=None,
                    help="a back-tested method (`scalelab backtest`); default: the suite's winner, 'ensemble'; with "
-                        "--curves: multi-power (default) or momentum")
+                        "--curves: momentum-q (default), multi-power-q, momentum or multi-power")
     f.add_argument("--form", default=None,
                    choices=["chinchilla", "kaplan", "overtraining", "compute", "auto"],
                    help="fit one law form instead (approach 3 as published); auto = best by leave-largest-out")
@@ -346,7 +346,8 @@ def _register_fit(sub) -> None:
                         "without it the metric is fitted directly")
     f.add_argument("--curves", action="store_true",
                    help="TABLE is a curve table (run, N, step, tokens, lr, loss: every logged point with its learning "
-                        "rate); fit a curve law per size (--method multi-power (default) or momentum)")
+                        "rate); fit a curve law per size (--method momentum-q (default), multi-power-q, momentum, "
+                        "multi-power)")
     f.add_argument("--mixture", action="store_true",
                    help="TABLE is a mixture table (w_<domain> proportions, loss_<domain> losses, optionally N, D); "
                         "fit a mixture law (--method regmix (default), dml, bimix or linear)")

@@ -41,16 +41,17 @@ MAX_CURVE_POINTS = 200
 
 
 ACROSS = ("trend", "joint")
+DEFAULT_FORM = "momentum-q"  # best on the 25M and 100M public curves' unseen schedules (400M kept apart): LOG
 
 
 @dataclass(frozen=True)
 class CurveMethod:
-    """Fit a curve law to every size of a `CurveTable` (``form``: multi-power or momentum). ``across``: how a
+    """Fit a curve law to every size of a `CurveTable` (``form``: one of `laws.curves.FORMS`). ``across``: how a
     new size is reached: "trend" (each parameter's line in log N through the per-size fits) or "joint" (one fit
     of every curve of every size, the loss floor L0(N) = E + A_N N^-alpha_N and the other parameters shared:
     `laws.curves.fit_joint`)."""
 
-    form: str = "multi-power"
+    form: str = DEFAULT_FORM
     across: str = "trend"
 
     def __post_init__(self):
