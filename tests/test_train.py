@@ -183,7 +183,7 @@ def test_compile_auto_decision():
 
     peak = 3e11
     assert not compile_pays_off(1e6, 1e6, peak)  # a 1e12-FLOP run: seconds, not worth 15-30 s of compiling
-    assert not compile_pays_off(1e7, 1e6, peak)  # ~2 min at 30% MFU: still not worth it
+    assert not compile_pays_off(1e7, 1e6, peak)  # about a minute at 50% MFU: still not worth it
     assert compile_pays_off(1e9, 1e7, peak)  # 1e16 FLOPs: hours
 
 

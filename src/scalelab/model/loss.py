@@ -73,14 +73,16 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
 
 
 def default_chunk(vocab_size: int, device_type: str) -> int:
-    """Tokens per chunk so that one chunk's logits stay near 4 MB on CPU (about one core's L2
-    here): 256 tokens at vocab 4096, 64 at 32000. Against a fixed 512 that made the loss 20-35%
-    faster at vocab 4096 (docs/LOG.md). On CUDA the budget is 512 MB, 4096 tokens at vocab 32000:
-    on an H200 (bf16, d_model 768, 16k tokens) larger chunks ran faster up to no chunking at all,
-    and the budget caps the memory one chunk's logits take (docs/LOG.md, 2026-11-30)."""
+    """Tokens per chunk. CPU: one chunk's logits near 4 MB, and at least 256 tokens: 256 at vocab 4096
+    and at 32000. Against a fixed 512 that made the loss 20-35% faster at vocab 4096 (docs/LOG.md); the
+    floor of 256 (was 64) comes from timing 64-2048 under ATen's AVX-512 and AVX2 kernels: at vocab
+    32000 256 beat 64 by 6% and 24%, at 4096 the two kernels' times were flat or best at 256
+    (docs/LOG.md, 2026-12-06). On CUDA the budget is 512 MB, 4096 tokens at vocab 32000: on an H200
+    (bf16, d_model 768, 16k tokens) larger chunks ran faster up to no chunking at all, and the budget
+    caps the memory one chunk's logits take (docs/LOG.md, 2026-11-30)."""
     if device_type == "cuda":
         return int(min(8192, max(256, 2 ** round(math.log2(2 ** 27 / vocab_size)))))
-    return int(min(1024, max(64, 2 ** round(math.log2(2 ** 20 / vocab_size)))))  # elements of one fp32 chunk
+    return int(min(1024, max(256, 2 ** round(math.log2(2 ** 20 / vocab_size)))))  # elements of one fp32 chunk
 
 
 def linear_cross_entropy(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,

@@ -68,15 +68,18 @@ def resolve_device(cfg: RunConfig) -> tuple[str, torch.dtype | None, bool]:
     return dev, amp, compile_
 
 
-# `compile=auto` compiles only runs expected to take longer than this, estimated at 30% MFU of the
-# peak. CPU: inductor speeds a step up 1.3-1.4x for d_model 64-256 but costs 15-30 s to compile.
+# `compile=auto` compiles only runs expected to take longer than this, estimated at ASSUMED_MFU of the
+# peak (CPU 50%: the 30% it was tuned with against a peak that read 332 GFLOP/s on this project's Zen 4
+# machine, now 203 measured, docs/LOG.md 2026-12-06, so that the decisions stay where they were).
+# CPU: inductor speeds a step up 1.3-1.4x for d_model 64-256 but costs 15-30 s to compile.
 # CUDA (H200): 1.81x at 125M (519k vs 286k tokens/s) for 25-30 s of compiling, so it pays from ~60 s
 # of eager training; the demo's 13 tiny runs, each compiled, took 143 s in all, 80 s not (docs/LOG.md, 2026-11-30).
 COMPILE_MIN_SECONDS = {"cpu": 120.0, "cuda": 60.0}
+ASSUMED_MFU = {"cpu": 0.5, "cuda": 0.3}
 
 
 def compile_pays_off(total_tokens: float, flops_per_token: float, peak_flops: float, device: str = "cpu") -> bool:
-    return total_tokens * flops_per_token / (0.3 * peak_flops) > COMPILE_MIN_SECONDS[device]
+    return total_tokens * flops_per_token / (ASSUMED_MFU[device] * peak_flops) > COMPILE_MIN_SECONDS[device]
 
 
 @torch.no_grad()

@@ -40,18 +40,18 @@ def _rate(device: str, dt, m: int, k: int, n: int, seconds: float, trials: int =
 
 
 @lru_cache(maxsize=8)
-def matmul_peak_flops(device: str = "cpu", dtype: str = "fp32", n: int = 1024) -> float:
+def matmul_peak_flops(device: str = "cpu", dtype: str = "fp32", n: int = 1024, floor: bool = True) -> float:
     """Measured dense matmul throughput (FLOP/s) of this device: the denominator of our MFU.
 
     On a GPU: a square n x n matmul (large n approaches the datasheet). On a CPU: the best over
     `PEAK_SHAPES` (one 1024 x 1024 product alone under-measured this 2-core CPU's peak by enough that a
     model's own matmuls beat it: MFU read 87-110%), and at least the theoretical peak where the CPU's
-    vector width and clock can be read (`cpu_theoretical_peak`)."""
+    vector width and clock can be read (`cpu_theoretical_peak`; ``floor=False``: the measurement alone)."""
     dt = torch.bfloat16 if dtype == "bf16" else torch.float32
     if not device.startswith("cpu"):
         return _rate(device, dt, n, n, n, 0.1)
     return max(max(_rate(device, dt, *shape, 0.05, trials=2) for shape in PEAK_SHAPES),  # ~0.6 s in all
-               cpu_theoretical_peak().get("flops_per_s", 0.0))
+               cpu_theoretical_peak().get("flops_per_s", 0.0) if floor else 0.0)
 
 
 def cpu_info() -> dict:
@@ -61,7 +61,8 @@ def cpu_info() -> dict:
     import platform
 
     out = {"model": platform.processor() or platform.machine(), "cores": torch.get_num_threads(),
-           "logical_cpus": os.cpu_count()}
+           "logical_cpus": os.cpu_count(), "aten_capability": torch.backends.cpu.get_cpu_capability(),
+           "mkl_instructions": os.environ.get("MKL_ENABLE_INSTRUCTIONS", "")}
     try:
         text = open("/proc/cpuinfo").read()
     except OSError:
@@ -71,6 +72,10 @@ def cpu_info() -> dict:
         key, value = key.strip(), value.strip()
         if key == "model name":
             out["model"] = value
+        elif key == "vendor_id" and "vendor" not in out:
+            out["vendor"] = value
+        elif key == "cpu family" and "family" not in out:
+            out["family"] = int(value) if value.isdigit() else value
         elif key == "cpu MHz" and "mhz" not in out:
             out["mhz"] = float(value)
         elif key == "flags" and "flags" not in out:
@@ -78,16 +83,27 @@ def cpu_info() -> dict:
     return out
 
 
+def vector_bits(info: dict) -> int:
+    """The width of the FMA datapath (bits): 512 where AVX-512 runs at full width (Intel, and AMD from Zen 5,
+    family 26), 256 elsewhere, AMD's Zen 4 included (family 25: AVX-512 split over 256-bit units: 200 GFLOP/s
+    measured against 166 at 256 bits and 332 at 512 on 2 cores, docs/LOG.md 2026-12-06). MKL_ENABLE_INSTRUCTIONS
+    =AVX2 (with ATEN_CPU_CAPABILITY=avx2, how an AVX2 machine is emulated on an AVX-512 one) caps it at 256."""
+    flags = set(info.get("flags", ()))
+    capped = info.get("mkl_instructions", "").upper().startswith(("AVX2", "AVX", "SSE"))
+    amd_split = info.get("vendor") == "AuthenticAMD" and isinstance(info.get("family"), int) and info["family"] < 26
+    return 512 if "avx512f" in flags and not capped and not amd_split else 256
+
+
 def cpu_theoretical_peak(info: dict | None = None) -> dict:
-    """fp32 FLOP/s from the vector width, two FMA units per core (x86 server cores since Haswell), the
-    cores torch uses and the reported clock: cores x lanes x 2 (an FMA is two FLOPs) x 2 units x Hz. The
-    reported clock is the base one, not the boost, so this is a floor for the peak, not a ceiling; it says
-    which assumptions it made."""
+    """fp32 FLOP/s from the FMA datapath's width (`vector_bits`), two FMA units per core (x86 server cores
+    since Haswell), the cores torch uses and the reported clock: cores x lanes x 2 (an FMA is two FLOPs) x 2
+    units x Hz. The reported clock is the base one, not the boost, so this is meant as a floor for the peak,
+    not a ceiling; it says which assumptions it made."""
     info = info or cpu_info()
     flags = set(info.get("flags", ()))
     if "mhz" not in info or not flags & {"avx512f", "avx2", "fma", "avx"}:
         return {}
-    lanes = 16 if "avx512f" in flags else 8
+    lanes = vector_bits(info) // 32
     flops = info["cores"] * lanes * 2 * 2 * info["mhz"] * 1e6
     return {"flops_per_s": flops, "lanes_fp32": lanes, "fma_units": 2, "cores": info["cores"], "mhz": info["mhz"],
             "assumes": "two FMA units per core at the reported (base) clock"}
