@@ -11,7 +11,7 @@ PIP    := $(BIN)/python -m pip install -q --disable-pip-version-check
 UV     := $(BIN)/uv pip install -q --python $(BIN)/python
 OUT    ?= runs/demo
 
-.PHONY: demo test test-all lint docs bench gpu-check gpu-wheels install clean
+.PHONY: demo demo-gpu test test-all lint docs bench gpu-check gpu-wheels install clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -61,6 +61,10 @@ bench: $(VENV)/.dev
 GPU_PY := $(if $(wildcard $(BIN)/python),$(BIN)/python,python3)
 gpu-check:
 	PYTHONPATH=src$${PYTHONPATH:+:$$PYTHONPATH} $(GPU_PY) bench/gpu_check.py --json bench/results/gpu_check.json
+
+# The GPU demo (#41): a ladder, its fit and a held-out run at 4x on one CUDA device (without one, its toy twin).
+demo-gpu:
+	PYTHONPATH=src$${PYTHONPATH:+:$$PYTHONPATH} $(GPU_PY) -m scalelab.cli demo --gpu --out runs/demo-gpu
 
 # Wheels for a GPU machine without a registry (CPython 3.12, x86-64): what its image lacks.
 gpu-wheels:

@@ -12,7 +12,8 @@ of value, each stage timed and kept even if a later one fails:
     4. loss_chunks  the fused loss's time at several chunk sizes (the CUDA chunk budget is a guess
                     until this runs)
     5. moe          one MoE layer's time per dispatch (sorted, dense reference, torch's grouped_mm)
-    6. demo         `scalelab demo` on the GPU, its wall time (stopped at the budget's end)
+    6. demo         `scalelab demo --gpu`: its ladder, fit, forecast of the held-out run, the run, wall time
+                    (stopped at the budget's end; on a CPU its toy-scale twin)
 
 and writes every figure into one JSON (--json). It runs against the machine's own PyTorch: on a
 machine with no package registry, put the project's src/ on PYTHONPATH and carry missing packages as
@@ -172,8 +173,7 @@ def _median_ms(step, device: str, n: int = 12, warmup: int = 2) -> float:
 
 def demo(device: str, timeout_s: float, out_dir: Path) -> dict:
     t0 = time.perf_counter()
-    cmd = [sys.executable, "-m", "scalelab.cli", "demo", "--out", str(out_dir)]
-    cmd += [] if device == "cuda" else ["--quick"]
+    cmd = [sys.executable, "-m", "scalelab.cli", "demo", "--gpu", "--out", str(out_dir)]  # the CPU: its toy twin
     try:
         r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout_s)
     except subprocess.TimeoutExpired as e:
@@ -184,7 +184,10 @@ def demo(device: str, timeout_s: float, out_dir: Path) -> dict:
     summary = out_dir / "summary.json"
     if summary.exists():
         s = json.loads(summary.read_text())
-        res["holdout"] = {k: s["holdout"][k] for k in ("predicted_loss", "actual_loss", "relative_error")}
+        res["holdout"] = {k: s["holdout"][k] for k in ("N", "D", "C", "predicted_loss", "predicted_interval",
+                                                      "actual_loss", "relative_error")}
+        res["ladder"] = {"runs": s["ladder_runs"], "budgets": s["budgets"], "fit": s["fit"]["selection"]["law"]}
+        res["summary_json"] = s
     return res
 
 

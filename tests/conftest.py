@@ -86,8 +86,12 @@ def run_cli(*args, env=None):
 
 @pytest.fixture(scope="session")
 def quick_demo(tmp_path_factory):
-    """`scalelab demo --quick` once per session: (output dir, completed process)."""
+    """The quick demo's ladder once per session, as `scalelab demo --gpu` trains it where there is no CUDA
+    device (its toy-scale twin: the GPU demo's command path, the quick ladder), else `scalelab demo --quick`:
+    (output dir, completed process)."""
+    import torch
+
     out = tmp_path_factory.mktemp("demo") / "demo"
-    r = run_cli("demo", "--quick", "--out", out)
+    r = run_cli("demo", "--quick" if torch.cuda.is_available() else "--gpu", "--out", out)
     assert r.returncode == 0, r.stderr[-3000:]
     return out, r

@@ -30,6 +30,10 @@ def test_quick_demo_end_to_end(quick_demo):
     assert abs(h["relative_error"]) < 0.15  # sanity at this tiny scale; the full demo's figure is in docs/LOG.md
     assert [a["C"] for a in s["allocations"]] == [1e15, 1e18, 1e21]
     assert s["wall_seconds"] > 0 and "fitted laws" in r.stdout
+    import torch
+
+    if not torch.cuda.is_available():  # the fixture ran `demo --gpu`: it says what it trains instead
+        assert "no CUDA device: `demo --gpu` trains its toy-scale twin" in r.stdout
     for f in ("runs.csv", "fit_approach3.json", "fit_selected.json", "ladder.sqlite", "report.html",
               "figures/landscape.png", "figures/isoflop.svg"):
         assert (out / f).exists()
@@ -47,3 +51,24 @@ def test_quick_demo_rerun_trains_nothing(quick_demo):
     store = open_store(out)
     assert all(row["attempts"] == 1 and row["status"] == "done" for row in store.runs())
     assert json.loads((out / "summary.json").read_text())["holdout"]["actual_loss"] == h["actual_loss"]
+
+
+def test_the_gpu_demo_ladder_is_planned_for_one_gpu():
+    """`demo --gpu`'s ladder on a CUDA machine (planned here, nothing trained): 12 rungs of about 1-15M
+    parameters at seq 512, the held-out run at 4x the largest budget, the corpus every installed Python file;
+    --budgets replaces the budgets, and without CUDA the command falls back to the quick ladder."""
+    from dataclasses import replace
+
+    from scalelab.demo import GPU_DEMO, demo_spec, installed_python
+    from scalelab.ladder.plan import plan
+
+    rungs = plan(replace(GPU_DEMO, data=replace(GPU_DEMO.data, corpus=str(installed_python()))))
+    ns = sorted(r.N for r in rungs)
+    assert len(rungs) == 12 and 5e5 < ns[0] < 3e6 and 8e6 < ns[-1] < 4e7, ns
+    assert all(r.config.train.seq_len == 512 and r.config.model.vocab_size == 4096 for r in rungs)
+    assert any(installed_python().rglob("*.py"))  # the corpus exists on any machine with scalelab installed
+    assert demo_spec(gpu=True, budgets=(1e11, 2e11)).budgets == (1e11, 2e11)
+    import torch
+
+    if not torch.cuda.is_available():
+        assert demo_spec(gpu=True).budgets == QUICK.budgets

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import sysconfig
 import time
 import warnings
 from dataclasses import replace
@@ -42,6 +43,14 @@ DEMO = LadderSpec(budgets=(1e11, 3e11, 1e12), sizes_per_budget=4, span=16.0, tok
                   vocab_size=512, seq_len=128, min_width=16, threads=1, eval_tokens=16384, evals_per_run=2,
                   data=DataConfig(tokenizer_train_bytes=4_000_000))
 QUICK = replace(DEMO, budgets=(3e10, 6e10, 1.2e11), eval_tokens=8192)  # half the tokens of (3e10, 1e11, 3e11)
+# `demo --gpu` (#41) on one CUDA device: a ladder of ~1-15M parameters (1 curve of 12 rungs, ~1.7e16 FLOPs) meant for
+# about 6 minutes of bf16 training, a held-out run at 4x its largest budget; data: every Python source and text
+# file installed beside the interpreter (`installed_python`), a corpus any offline GPU machine has. Not yet run
+# on a GPU: the first GPU session sets the budgets from its measured speed (`--budgets`). Without CUDA the same
+# command trains its toy-scale twin, the quick demo's ladder, on the CPU (tested).
+GPU_DEMO = replace(DEMO, budgets=(3e14, 1e15, 3e15), span=8.0, tokens_per_param=20.0, vocab_size=4096, seq_len=512,
+                   head_dim=64, width_step=64, min_width=128, threads=4, eval_tokens=1 << 20, evals_per_run=4,
+                   data=DataConfig(tokenizer_train_bytes=20_000_000))  # corpus: `installed_python()`
 HOLDOUT_FACTOR = 4.0
 TARGETS = (1e15, 1e18, 1e21)
 
@@ -52,18 +61,41 @@ def holdout_rung(spec: LadderSpec, n_star: float, C: float) -> Rung:
     return make_rung(spec, c, C, prefix="holdout-")
 
 
-def run_demo(out_dir: str | Path, quick: bool = False, parallel: int = 2) -> dict:
+def demo_spec(quick: bool = False, gpu: bool = False, budgets: tuple[float, ...] | None = None) -> LadderSpec:
+    """The demo's ladder: DEMO, QUICK, or with ``gpu`` GPU_DEMO where CUDA is (its corpus resolved to this
+    machine's installed Python files) and QUICK, its toy-scale twin, where it is not; ``budgets`` replaces the
+    ladder's budgets."""
+    spec = QUICK if quick else DEMO
+    if gpu and torch.cuda.is_available():
+        spec = replace(GPU_DEMO, data=replace(GPU_DEMO.data, corpus=str(installed_python())))
+    elif gpu:
+        spec = QUICK
+    spec = replace(spec, budgets=tuple(budgets)) if budgets else spec
+    if importlib.util.find_spec("tensorboard") is not None:  # `tensorboard --logdir OUT/runs` shows every rung
+        spec = replace(spec, loggers=("tensorboard",))
+    return spec.validate()
+
+
+def installed_python() -> Path:
+    """The folder of this interpreter's installed packages (site-packages: torch, numpy and the rest, all
+    their .py, .md and .txt files), the GPU demo's corpus."""
+    return Path(sysconfig.get_paths()["purelib"])
+
+
+def run_demo(out_dir: str | Path, quick: bool = False, parallel: int = 2, gpu: bool = False,
+             budgets: tuple[float, ...] | None = None) -> dict:
     t0 = time.time()
     out = Path(out_dir)
     con = console()
-    spec = QUICK if quick else DEMO
-    if importlib.util.find_spec("tensorboard") is not None:  # `tensorboard --logdir OUT/runs` shows every rung
-        spec = replace(spec, loggers=("tensorboard",))
+    spec = demo_spec(quick, gpu, budgets)
+    if gpu and not torch.cuda.is_available():
+        con.print("no CUDA device: `demo --gpu` trains its toy-scale twin (the quick demo's ladder) on the CPU")
     rungs = plan(spec)
     C_hold = HOLDOUT_FACTOR * max(spec.budgets)
+    corpus = "Python standard library" if spec.data.corpus == "stdlib" else spec.data.corpus
     con.print(f"[bold]scalelab demo[/]: {len(rungs)} runs at budgets "
               f"{', '.join(f'{b:.0e}' for b in spec.budgets)} FLOPs, then a held-out run at {C_hold:.0e} FLOPs\n"
-              f"corpus: Python standard library (offline), byte-level BPE vocab {spec.vocab_size}, "
+              f"corpus: {corpus} (offline), byte-level BPE vocab {spec.vocab_size}, "
               f"context {spec.seq_len}; C = 6 N D, N = total parameters (tied embeddings); out: {out}")
     with FlopsProgress(out / "ladder.sqlite", rungs, C_hold, description="demo") as bar:
         store = run_ladder(spec, out, parallel=parallel)

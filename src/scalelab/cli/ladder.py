@@ -188,7 +188,8 @@ def cmd_report(a) -> int:
 def cmd_demo(a) -> int:
     from scalelab.demo import run_demo
 
-    run_demo(a.out, quick=a.quick, parallel=a.parallel)
+    run_demo(a.out, quick=a.quick, parallel=a.parallel, gpu=a.gpu,
+             budgets=_parse_budgets(a.budgets) if a.budgets else None)
     return 0
 
 
@@ -329,4 +330,10 @@ def register(sub) -> None:
     d.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     d.add_argument("--parallel", type=positive_int, default=2, help="runs trained at a time (default 2)")
     d.add_argument("--quick", action="store_true", help="a smaller ladder (for a first look; ~1 min)")
+    d.add_argument("--gpu", action="store_true",
+                   help="the GPU demo: ~1-15M-parameter rungs in bf16 on one CUDA device, trained on the machine's "
+                        "installed Python files; without CUDA, its toy-scale twin (the quick ladder) on the CPU")
+    d.add_argument("--budgets", default=None, metavar="C1,C2,...",
+                   help="replace the ladder's FLOP budgets (e.g. 1e15,3e15,1e16; the held-out run is at 4x the "
+                        "largest)")
     d.set_defaults(fn=cmd_demo)
