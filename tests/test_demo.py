@@ -29,6 +29,8 @@ def test_quick_demo_end_to_end(quick_demo):
     assert cfg.model.num_params_total == h["N"] and cfg.total_steps * cfg.train.tokens_per_step == h["D"]
     assert abs(h["relative_error"]) < 0.15  # sanity at this tiny scale; the full demo's figure is in docs/LOG.md
     assert [a["C"] for a in s["allocations"]] == [1e15, 1e18, 1e21]
+    c = s["corpus"]  # the corpus's size and its repetition, as the GPU demo must say
+    assert c["train_tokens"] > 1e6 and c["max_epochs"] == pytest.approx(c["longest_run_tokens"] / c["train_tokens"])
     assert s["wall_seconds"] > 0 and "fitted laws" in r.stdout
     import torch
 

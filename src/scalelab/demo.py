@@ -35,6 +35,7 @@ from scalelab.laws.methods import DEFAULT_METHOD, get_method
 from scalelab.laws.table import load_table
 from scalelab.model.transformer import generate
 from scalelab.report.html import write_report
+from scalelab.train.data import load_dataset
 from scalelab.train.rundir import RunDir
 from scalelab.train.runner import load_run
 from scalelab.ui import console
@@ -119,6 +120,7 @@ def run_demo(out_dir: str | Path, quick: bool = False, parallel: int = 2, gpu: b
     df.to_csv(out / "runs.csv", index=False)
     store.close()
     sample = _sample(RunDir.under(out, hold.name))
+    corpus = _corpus_size(hold, rungs)
     rel = (actual - pred) / pred
     interior = {f"{o['C']:.3g}": not o["edge"] for o in law2.info["optima"]} if law2 else {}
     s3 = law3.summary()
@@ -137,6 +139,7 @@ def run_demo(out_dir: str | Path, quick: bool = False, parallel: int = 2, gpu: b
                     "relative_error_by_form": {k: (actual - v) / v for k, v in by_form.items()}},
         "allocations": _allocations(alloc_law, law_sel),
         "sample": sample,
+        "corpus": corpus,
     }
 
     report = write_report(out, out / "report.html", png_dir=out / "figures")
@@ -184,6 +187,15 @@ def _fit_laws(table):
             law2 = None
         law_sel = get_method(DEFAULT_METHOD).fit(table)  # its 50 resamples: the interval was calibrated with 50
     return law3, law2, law_sel, caught
+
+
+def _corpus_size(hold, rungs) -> dict:
+    """The corpus's tokens (its cached shards' manifest) and how many times the longest run reads them."""
+    ds = load_dataset(hold.config, log=lambda *a: None)
+    train = ds.num_tokens("train")
+    longest = max(r.D for r in [*rungs, hold])
+    return {"corpus": hold.config.data.corpus, "train_tokens": train, "val_tokens": ds.num_tokens("val"),
+            "longest_run_tokens": longest, "max_epochs": longest / train}
 
 
 def _sample(run_dir: Path, prompt: str = "def ", tokens: int = 40) -> dict:
@@ -239,6 +251,9 @@ def _print_summary(con, s: dict) -> None:
     con.print(t)
     from rich.markup import escape
 
+    c = s["corpus"]
+    con.print(f"corpus {c['corpus']}: {c['train_tokens']:,} training tokens; the longest run reads "
+              f"{c['longest_run_tokens']:,} ({c['max_epochs']:.2f} epochs)")
     con.print(f"sample from the held-out model (temperature 0.8): [dim]{escape(s['sample']['text'])!r}[/]")
     for w in s["warnings"]:
         con.print(f"[yellow]warning:[/] {w}")
