@@ -91,6 +91,9 @@ def test_curves_of_two_sizes_forecast_a_bigger_models_unseen_schedule(tmp_path):
     assert f["loss"] == pytest.approx(true, rel=0.01) and f["loss_lo"] < true < f["loss_hi"]
     assert out["size_extrapolation_decades"] == pytest.approx(np.log10(4))
     assert out["curve"][-1]["step"] == 2000 and out["curve"][-1]["tokens"] == 2000 * TPS
+    assert out["warnings"] == []  # 2x the fitted steps, the fitted peak rate: inside what the back-test measured
+    far = loaded.forecast(16e6, schedule_lr("cosine:warmup=50", 2500, 0.5 * PEAK), TPS, 0.9)["warnings"]
+    assert len(far) == 2 and "2.5x the steps" in far[0] and "peaks at lr 0.0005" in far[1]
     one = CurveMethod("momentum").fit(read_curves(synthetic_table(sizes=(1e6,))))
     with pytest.raises(UserError, match="two sizes or more"):
         one.forecast(4e6, lr, TPS)

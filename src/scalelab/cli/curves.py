@@ -150,4 +150,6 @@ def cmd_predict_curves(a) -> int:
           [("final", f"{out['tokens']:.4g}", f"{f['loss']:.4f}", f"[{f['loss_lo']:.4f}, {f['loss_hi']:.4f}]")])
     print(f"{a.level:.0%} interval: {out['interval']}; {out['size_extrapolation_decades']:.2f} decades of N past "
           f"the fitted sizes, {out['step_extrapolation_ratio']:.2g}x the longest fitted run's steps")
+    for w in out["warnings"]:
+        print(f"warning: {w}")
     return 0

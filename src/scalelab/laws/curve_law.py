@@ -81,6 +81,8 @@ class CurveMethod:
                 "points": sum(len(c.steps) for c in table.curves), "peak_lr": table.peak_lr,
                 "warmup_steps": int(np.median(warm)), "tokens_per_step": float(np.median(tps)) if tps else None,
                 "max_steps": int(max(c.steps.max() for c in table.curves)), "across": self.across,
+                "by_size": [{"N": n, "max_steps": int(max(c.steps.max() for c in cs)),
+                             "peak_lr": float(max(c.lr.max() for c in cs))} for n, cs in table.by_size.items()],
                 "calibration": CALIBRATION[self.form], "notes": table.notes}
 
     def _fit_joint(self, table: CurveTable) -> FittedCurves:
@@ -141,10 +143,29 @@ class FittedCurves:
         curve = [{"step": int(s), "tokens": float(s * tokens_per_step), "loss": float(v), "loss_lo": float(a),
                   "loss_hi": float(b)} for s, v, a, b in zip(steps, loss, lo, hi)]
         return {"N": float(n), "steps": int(last), "tokens": float(last * tokens_per_step), "form": self.form,
+                "warnings": self.outside_the_backtest(n, last, float(lr.max())),
                 "final": {"loss": curve[-1]["loss"], "loss_lo": curve[-1]["loss_lo"], "loss_hi": curve[-1]["loss_hi"],
                           "level": level},
                 "sigma_relative": sig, "size_extrapolation_decades": decades,
                 "step_extrapolation_ratio": last / self.info["max_steps"], "curve": curve}
+
+    def outside_the_backtest(self, n: float, steps: int, peak_lr: float) -> list[str]:
+        """What the calibrated interval does not cover, as `backtest --curves` and scalelab's own ladder measured
+        it: a run far longer than the fitted ones of the nearest size, or one at another peak rate."""
+        sizes = self.info.get("by_size") or []
+        if not sizes:
+            return []
+        near = min(sizes, key=lambda s: abs(np.log(s["N"] / n)))
+        out = []
+        if (ratio := steps / near["max_steps"]) > 2:
+            out.append(f"{ratio:.1f}x the steps of the longest fitted run of the nearest size (N = {near['N']:.4g}): "
+                       f"in `backtest --curves` forecasts beyond 2x the fitted horizon erred by 3.7-6.6% (median, "
+                       f"open_lm) and half fell outside their intervals; this interval does not include that")
+        if abs(np.log(peak_lr / near["peak_lr"])) > np.log(1.25):
+            out.append(f"this schedule peaks at lr {peak_lr:.3g}, the fitted curves of N = {near['N']:.4g} at "
+                       f"{near['peak_lr']:.3g}: the laws see the rate only through its sums (on scalelab's own "
+                       f"ladder such a forecast erred by +9% to +14%); this interval does not include that")
+        return out
 
     def save(self, path) -> None:
         info = dict(self.info)
