@@ -44,7 +44,7 @@ DEMO = LadderSpec(budgets=(1e11, 3e11, 1e12), sizes_per_budget=4, span=16.0, tok
                   vocab_size=512, seq_len=128, min_width=16, threads=1, eval_tokens=16384, evals_per_run=2,
                   data=DataConfig(tokenizer_train_bytes=4_000_000))
 QUICK = replace(DEMO, budgets=(3e10, 6e10, 1.2e11), eval_tokens=8192)  # half the tokens of (3e10, 1e11, 3e11)
-# `demo --gpu` (#41) on one CUDA device: a ladder of ~1-15M parameters (1 curve of 12 rungs, ~1.7e16 FLOPs) meant for
+# `demo --gpu` (#41) on one CUDA device: 12 rungs of 1.4-14M parameters (~1.7e16 FLOPs in all), meant for
 # about 6 minutes of bf16 training, a held-out run at 4x its largest budget; data: every Python source and text
 # file installed beside the interpreter (`installed_python`), a corpus any offline GPU machine has. Not yet run
 # on a GPU: the first GPU session sets the budgets from its measured speed (`--budgets`). Without CUDA the same
