@@ -44,12 +44,14 @@ DEMO = LadderSpec(budgets=(1e11, 3e11, 1e12), sizes_per_budget=4, span=16.0, tok
                   vocab_size=512, seq_len=128, min_width=16, threads=1, eval_tokens=16384, evals_per_run=2,
                   data=DataConfig(tokenizer_train_bytes=4_000_000))
 QUICK = replace(DEMO, budgets=(3e10, 6e10, 1.2e11), eval_tokens=8192)  # half the tokens of (3e10, 1e11, 3e11)
-# `demo --gpu` (#41) on one CUDA device: 12 rungs of 1.4-14M parameters (~1.7e16 FLOPs in all), meant for
-# about 6 minutes of bf16 training, a held-out run at 4x its largest budget; data: every Python source and text
-# file installed beside the interpreter (`installed_python`), a corpus any offline GPU machine has. Not yet run
-# on a GPU: the first GPU session sets the budgets from its measured speed (`--budgets`). Without CUDA the same
-# command trains its toy-scale twin, the quick demo's ladder, on the CPU (tested).
-GPU_DEMO = replace(DEMO, budgets=(3e14, 1e15, 3e15), span=8.0, tokens_per_param=20.0, vocab_size=4096, seq_len=512,
+# `demo --gpu` (#41) on one CUDA device: 12 rungs of 1.4-14M parameters (5.6e15 FLOPs in all, then a held-out run
+# at 4x the largest budget), meant for a few minutes of bf16 training; data: every Python source and text file
+# installed beside the interpreter (`installed_python`), a corpus any offline GPU machine has. The budgets keep
+# the longest rung (121M tokens) near one pass over such a corpus: 411 MB of files here gave 3.2 bytes per token
+# at vocab 4096 (~126M tokens; 40 MB built in 30 s on 2 cores, docs/LOG.md). Not yet run on a GPU: the first GPU
+# session sets the budgets from its measured speed (`--budgets`). Without CUDA the same command trains its
+# toy-scale twin, the quick demo's ladder, on the CPU (tested).
+GPU_DEMO = replace(DEMO, budgets=(1e14, 3e14, 1e15), span=8.0, tokens_per_param=20.0, vocab_size=4096, seq_len=512,
                    head_dim=64, width_step=64, min_width=128, threads=4, eval_tokens=1 << 20, evals_per_run=4,
                    data=DataConfig(tokenizer_train_bytes=20_000_000))  # corpus: `installed_python()`
 HOLDOUT_FACTOR = 4.0
