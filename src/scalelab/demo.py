@@ -104,7 +104,7 @@ def run_demo(out_dir: str | Path, quick: bool = False, parallel: int = 2, gpu: b
         store = run_ladder(spec, out, parallel=parallel)
         df = results_table(store)
         table = load_table(df[~df["holdout"]].reset_index(drop=True)).finals()
-        law3, law2, law_sel, caught = _fit_laws(table)
+        law3, law2, law_sel, caught = _fit_laws(table, bootstrap=50 if spec.budgets == QUICK.budgets else 200)
         chosen = DEFAULT_METHOD
         alloc_law = law2 or law3
         law3.save(out / FIT_APPROACH3)
@@ -176,14 +176,16 @@ def _allocations(alloc_law, law_sel) -> list[dict]:
     return rows
 
 
-def _fit_laws(table):
-    """Approach 3 (Chinchilla form), approach 2 (None when a budget has no valley), and the default
-    method, the back-test's winner, that makes the forecasts. -> (law3, law2, forecast law, warnings caught)."""
+def _fit_laws(table, bootstrap: int = 200):
+    """Approach 3 (Chinchilla form), approach 2 (None when a budget has no valley), each with ``bootstrap``
+    resamples (50 for the quick ladder, a first look: its 200 took ~10 of the quick demo's 80 s), and the
+    default method, the back-test's winner, that makes the forecasts (its own 50 resamples, as calibrated).
+    -> (law3, law2, forecast law, warnings caught)."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        law3 = fit_approach3(table, bootstrap=200, seed=0)  # Chinchilla form
+        law3 = fit_approach3(table, bootstrap=bootstrap, seed=0)  # Chinchilla form
         try:
-            law2 = fit_approach2(table, bootstrap=200, seed=0)
+            law2 = fit_approach2(table, bootstrap=bootstrap, seed=0)
         except UserError as e:  # no valley at some budget: allocate with approach 3 instead
             warnings.warn(f"approach 2 unavailable: {e}", stacklevel=2)
             law2 = None

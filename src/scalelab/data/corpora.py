@@ -18,6 +18,7 @@ reordered (FineWeb's ``id``; the data-wall labs' corpora).
 from __future__ import annotations
 
 import bz2
+import functools
 import glob
 import gzip
 import hashlib
@@ -25,6 +26,7 @@ import io
 import itertools
 import json
 import lzma
+import os
 import sysconfig
 from collections.abc import Iterator
 from pathlib import Path
@@ -58,9 +60,17 @@ def stdlib_root() -> Path:
     return Path(sysconfig.get_paths()["stdlib"])
 
 
-def _stdlib_files() -> list[Path]:
+@functools.lru_cache(maxsize=1)
+def _stdlib_files() -> tuple[Path, ...]:
+    """The standard library's .py files, relative to its root, in sorted path order. The walk never enters
+    site-packages (a pyenv or system Python keeps its installed packages under the same root: 941 MB here,
+    1.3 s to walk at every dataset key; now 0.1 s, once per process)."""
     root = stdlib_root()
-    return [p.relative_to(root) for p in sorted(root.rglob("*.py")) if "site-packages" not in p.relative_to(root).parts]
+    found = []
+    for d, dirs, files in os.walk(root):
+        dirs[:] = [x for x in dirs if x not in ("site-packages", "dist-packages")]
+        found += [Path(d, f) for f in files if f.endswith(".py")]
+    return tuple(p.relative_to(root) for p in sorted(found))
 
 
 def iter_stdlib() -> Iterator[tuple[str, str]]:
