@@ -114,10 +114,11 @@ def _change_blocks(c: Curve, max_blocks: int | None) -> tuple[np.ndarray, np.nda
     return mean_k, drop
 
 
-def _progress_sum(lr: np.ndarray, q: float) -> np.ndarray:
-    """sum_{tau <= s} eta_0 (eta_tau / eta_0)^q for every step s (eta_0 the peak): S1 when q = 1."""
+def _progress_rates(lr: np.ndarray, q: float) -> np.ndarray:
+    """eta_0 (eta_s / eta_0)^q for every step s (eta_0 the peak): the rates themselves when q = 1; their
+    running sum is the laws' S1."""
     peak = lr.max()
-    return np.cumsum(lr if q == 1.0 else peak * (np.maximum(lr, 0.0) / peak) ** q)
+    return lr if q == 1.0 else peak * (np.maximum(lr, 0.0) / peak) ** q
 
 
 def _multi_power(L0, A, alpha, B, C, beta, gamma, c: Curve, q: float = 1.0, eta_unit: float = 1.0,
@@ -125,8 +126,8 @@ def _multi_power(L0, A, alpha, B, C, beta, gamma, c: Curve, q: float = 1.0, eta_
     """The Multi-Power Law's loss at ``c.steps``; ``q`` (progress exponent) and ``eta_unit`` (the rate the
     eta_k^-gamma factor is measured in) generalise it for the "multi-power-q" form: 1 and 1 are the paper's."""
     e = c.lr[c.warmup_steps:]  # e[0] = the peak, e[k] = step k after warmup
-    u = _progress_sum(c.lr, q)
-    progress = u - (u[c.warmup_steps] - (u[c.warmup_steps - 1] if c.warmup_steps else 0.0))  # S_W + S_1(t)
+    v = _progress_rates(c.lr, q)
+    progress = np.cumsum(v) - v[c.warmup_steps]  # S_W + S_1(t): the peak step e[0] itself is not summed
     cs = np.concatenate([[0.0], np.cumsum(e[1:])])  # cs[j] = sum_{i=1..j} e[i]
     k, drop = _change_blocks(c, max_blocks)  # only the steps where the rate changes contribute
     grid = np.arange(len(cs), dtype=float)
@@ -143,8 +144,8 @@ def _multi_power(L0, A, alpha, B, C, beta, gamma, c: Curve, q: float = 1.0, eta_
     return out
 
 
-def _mpl_predict(p: np.ndarray, c: Curve, max_blocks: int | None = 512) -> np.ndarray:
-    return _multi_power(*p, c, max_blocks=max_blocks)
+def _mpl_predict(p: np.ndarray, c: Curve) -> np.ndarray:
+    return _multi_power(*p, c)
 
 
 def _mpl_q_predict(p: np.ndarray, c: Curve) -> np.ndarray:
@@ -154,7 +155,7 @@ def _mpl_q_predict(p: np.ndarray, c: Curve) -> np.ndarray:
 
 def _momentum_predict(p: np.ndarray, c: Curve) -> np.ndarray:
     L0, A, alpha, C, lam, *q = p
-    s1 = _progress_sum(c.lr, q[0] if q else 1.0)
+    s1 = np.cumsum(_progress_rates(c.lr, q[0] if q else 1.0))
     m = lfilter([1.0], [1.0, -lam], np.concatenate([[0.0], c.lr[:-1] - c.lr[1:]]))  # warmup included: LOG
     s2 = np.cumsum(m)
     return L0 + A * s1[c.steps] ** (-alpha) - C * s2[c.steps]
