@@ -9,6 +9,8 @@ import math
 import re
 import sys
 
+from scalelab.errors import UserError
+
 
 def _number(text: str, kind: type):
     try:
@@ -38,6 +40,16 @@ non_negative = _domain(float, lambda v: v >= 0, "a number >= 0")
 fraction = _domain(float, lambda v: 0 < v <= 1, "a fraction in (0, 1]")
 unit_interval = _domain(float, lambda v: 0 <= v <= 1, "a fraction in [0, 1]")
 level = _domain(float, lambda v: 0 < v < 1, "in (0, 1), e.g. 0.9")
+
+
+def method_names(text: str | None, known, what: str) -> list[str]:
+    """``--methods A,B`` checked against ``known`` (all of them when not given); an unknown name is one line:
+    "--methods: unknown WHAT 'X'; choose from ..."."""
+    names = [m.strip() for m in text.split(",")] if text else list(known)
+    for m in names:
+        if m not in known:
+            raise UserError(f"--methods: unknown {what} {m!r}; choose from {', '.join(known)}")
+    return names
 
 
 class Parser(argparse.ArgumentParser):

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from scalelab.cli.output import print_json, save_and_print_json, table
+from scalelab.cli.args import method_names
+from scalelab.cli.output import fit_written, print_json, save_and_print_json, table
 from scalelab.errors import UserError
 
 
@@ -14,10 +15,7 @@ def cmd_backtest_curves(a) -> int:
     from scalelab.laws.curve_horizons import misfitting_groups, score_horizons
     from scalelab.laws.curves import FORMS, mpl_curves, score_across_sizes, score_curve_law
 
-    forms = [m.strip() for m in a.methods.split(",")] if a.methods else list(FORMS)
-    for f in forms:
-        if f not in FORMS:
-            raise UserError(f"--methods: unknown curve law {f!r}; choose from {', '.join(FORMS)}")
+    forms = method_names(a.methods, FORMS, "curve law")
     curves = mpl_curves()
     rows = map_tasks(score_curve_law, [(f, m, curves[m], a.level) for f in forms for m in sorted(curves, key=_size)],
                      a.workers)
@@ -114,10 +112,8 @@ def cmd_fit_curves(a) -> int:
           ["N", "runs", "rel. rmse", *names],
           [(f"{n:.4g}", len(fitted.info["runs"][n]), f"{fitted.info['rmse_relative'][n]:.3%}",
             *[f"{p[k]:.4g}" for k in names]) for n, p in fitted.sizes.items()])
-    print(f"forecast any schedule: scalelab predict {a.out or 'FIT.json'} --params N --schedule wsd:decay=0.2 "
-          f"--steps T --tokens-per-step B" + ("" if a.out else "  (write the fit with --out)"))
-    if a.out:
-        print(f"wrote {a.out}")
+    fit_written(a.out, "forecast any schedule: scalelab predict {fit} --params N --schedule wsd:decay=0.2 --steps T "
+                       "--tokens-per-step B")
     return 0
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 
-from scalelab.cli.output import print_json, save_and_print_json, table
+from scalelab.cli.args import method_names
+from scalelab.cli.output import fit_written, print_json, save_and_print_json, table
 from scalelab.errors import UserError
 
 
@@ -29,10 +30,8 @@ def cmd_fit_mixture(a) -> int:
           ["domain", f"{a.level:.0%} interval (cross-validated)"],
           [(d, f"x/ {math.exp(h):.4f}") for d, h in zip(t.domains, hw)] +
           [("mean of the domains", f"x/ {math.exp(ht):.4f}")])
-    print(f"forecast a mixture: scalelab predict {a.out or 'FIT.json'} --mixture {t.weights[0]}=0.5,"
-          f"{t.weights[1]}=0.5 [--target DOMAIN]" + ("" if a.out else "  (write the fit with --out)"))
-    if a.out:
-        print(f"wrote {a.out}")
+    fit_written(a.out, f"forecast a mixture: scalelab predict {{fit}} --mixture {t.weights[0]}=0.5,{t.weights[1]}=0.5 "
+                       f"[--target DOMAIN]")
     return 0
 
 
@@ -85,10 +84,7 @@ def cmd_backtest_mixtures(a) -> int:
     from scalelab.laws.mixture import METHODS
     from scalelab.laws.mixture_backtest import run_mixture_backtest
 
-    methods = [m.strip() for m in a.methods.split(",")] if a.methods else list(METHODS)
-    for m in methods:
-        if m not in METHODS:
-            raise UserError(f"--methods: unknown mixture method {m!r}; choose from {', '.join(METHODS)}")
+    methods = method_names(a.methods, METHODS, "mixture method")
     res = run_mixture_backtest(methods, a.level)
     if save_and_print_json(res, a.out, a.json, detail="none"):
         return 0

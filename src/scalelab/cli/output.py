@@ -35,6 +35,14 @@ def table(title: str, columns: list[str], rows: list[tuple], right: tuple[str, .
     console().print(t)
 
 
+def fit_written(out: str | None, next_command: str) -> None:
+    """A fit command's closing lines: ``next_command`` (``{fit}`` stands for the fit file) and where the fit
+    was written, or that --out writes it."""
+    print(next_command.replace("{fit}", out or "FIT.json") + ("" if out else "  (write the fit with --out)"))
+    if out:
+        print(f"wrote {out}")
+
+
 def warn(lines) -> None:
     """Each warning as one line on stderr (results stay on stdout)."""
     import sys

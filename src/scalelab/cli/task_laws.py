@@ -6,6 +6,7 @@ import warnings
 
 import numpy as np
 
+from scalelab.cli.args import method_names
 from scalelab.cli.output import print_json, table
 from scalelab.errors import UserError
 
@@ -86,10 +87,7 @@ def cmd_predict_tasks(a) -> int:
 def cmd_backtest_tasks(a) -> int:
     from scalelab.laws.task_backtest import TASK_METHODS, run_task_backtest, summarize
 
-    methods = [m.strip() for m in a.methods.split(",")] if a.methods else list(TASK_METHODS)
-    for m in methods:
-        if m not in TASK_METHODS:
-            raise UserError(f"--methods: unknown task method {m!r}; choose from {', '.join(TASK_METHODS)}")
+    methods = method_names(a.methods, TASK_METHODS, "task method")
     fits: dict = {}
     rows = run_task_backtest(methods, level=a.level, fits=fits)
     summ = summarize(rows)
