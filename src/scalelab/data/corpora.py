@@ -64,7 +64,7 @@ def stdlib_root() -> Path:
 def _stdlib_files() -> tuple[Path, ...]:
     """The standard library's .py files, relative to its root, in sorted path order. The walk never enters
     site-packages (a pyenv or system Python keeps its installed packages under the same root: 941 MB here,
-    1.3 s to walk at every dataset key; now 0.1 s, once per process)."""
+    0.42 s to walk at every dataset key; now 0.05 s, once per process)."""
     root = stdlib_root()
     found = []
     for d, dirs, files in os.walk(root):
