@@ -47,6 +47,7 @@ def test_count_llama_and_mixtral_json():
     (["count", "deepseek-v3", "--seq-len", "0"], "--seq-len must be an integer >= 1, got 0"),
     (["count", "deepseek-v3", "--seq-len=-4"], "--seq-len must be an integer >= 1, got -4"),
     (["ladder", "plan", "--budgets", "1e12", "--seq-len", "0"], "--seq-len must be an integer >= 1"),
+    (["demo", "--gpu", "--budgets", "1e11,-3", "--out", "unused-demo-dir"], "--budgets must be positive FLOP counts"),
     (["plan", "--compute", "1e24", "--price=-3"], "--price must be a positive number, got -3"),
     (["plan", "--compute", "1e24", "--inference-tokens=-1e12"], "--inference-tokens must be a positive number"),
     (["predict", "muennighoff2023", "--params", "1e9", "--tokens", "1e10", "--unique-tokens", "-5"],

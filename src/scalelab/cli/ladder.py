@@ -17,6 +17,8 @@ def _parse_budgets(text: str) -> tuple[float, ...]:
         raise UserError(f"--budgets must be comma-separated numbers like 1e12,3e12,1e13, got {text!r}") from None
     if not vals:
         raise UserError("--budgets is empty")
+    if not all(v > 0 and v != float("inf") for v in vals):
+        raise UserError(f"--budgets must be positive FLOP counts like 1e12,3e12,1e13, got {text!r}")
     return vals
 
 
