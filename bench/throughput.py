@@ -3,15 +3,20 @@
 For each config both implementations run a full training step (forward, backward, AdamW) on the
 same batch size and sequence length, alternating in the same process over several repetitions;
 we report medians, the speed-up, and MFU against a matmul peak measured here on the same device.
+"ceiling" is the speed-up scalelab would have if it spent no time outside its decoder blocks and its blocks
+ran as fast as `transformers`' (both call the same attention and GEMM kernels): what a faster loss and
+optimizer can give at most; beyond it only faster blocks help.
 
     python bench/throughput.py                    # the default configs
     python bench/throughput.py --quick            # three sizes, fewer repetitions
     python bench/throughput.py --json out.json    # rows: config, d_model, moe, tokens_per_s, ...
+    python bench/throughput.py --dtype bf16       # both sides under bf16 autocast (a CPU with avx512_bf16/AMX)
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import resource
@@ -99,6 +104,32 @@ def timed(step, n, device) -> float:
     return time.perf_counter() - t0
 
 
+def outside_blocks(hf, x, ctx, device) -> dict:
+    """`transformers`' time outside its decoder layers, per step (ms, medians of 5): final norm + output
+    projection + loss (forward and backward), embedding backward, and its optimizer's step. If scalelab spent
+    nothing outside its blocks, and its blocks ran as fast as these (they call the same SDPA and GEMM kernels),
+    its speed-up would be step / (step - these): the most a faster loss and optimizer can give."""
+    B, T = x.shape
+    h = torch.randn(B, T, hf.config.hidden_size, device=device, requires_grad=True)
+    for p in hf.parameters():
+        p.grad = torch.randn_like(p)
+    opt = torch.optim.AdamW(hf.parameters(), lr=1e-4, weight_decay=0.1,
+                            **({"foreach": True} if device == "cpu" else {"fused": True}))
+
+    def head():
+        logits = hf.lm_head(hf.model.norm(h))
+        hf.loss_function(logits=logits, labels=x, vocab_size=hf.config.vocab_size).backward()
+
+    parts = {"head": head, "embedding": lambda: hf.model.embed_tokens(x).backward(h.detach()), "optimizer": opt.step}
+    out = {}
+    for name, fn in parts.items():
+        with ctx() if ctx else contextlib.nullcontext():
+            ms = [timed(fn, 1, device) * 1e3 for _ in range(7)][2:]
+        out[f"hf_{name}_ms"] = statistics.median(ms)
+    hf.zero_grad(set_to_none=True)
+    return out
+
+
 def bench_config(spec, reps, steps, device, amp, peak, compile_=True) -> dict:
     name, d, L, H, V, T, B, moe = spec
     cfg = model_config(d, L, H, V, T, moe)
@@ -147,6 +178,9 @@ def bench_config(spec, reps, steps, device, amp, peak, compile_=True) -> dict:
         compiled_tps = tok / statistics.median(ct)
         hf_tps = tok / statistics.median(times["hf"])
     ours_tps = max(eager_tps, compiled_tps or 0.0)
+    outside = outside_blocks(theirs, x, ctx, device)
+    hf_step_ms = 1e3 * tok / hf_tps
+    free = hf_step_ms / max(hf_step_ms - sum(outside.values()), 1e-9)
     return {"config": name, "d_model": d, "n_layers": L, "vocab_size": V, "seq_len": T, "batch": B, "moe": moe,
             "num_params_total": cfg.num_params_total, "flops_per_token": fpt,
             "tokens_per_s": ours_tps, "hf_tokens_per_s": hf_tps, "speedup_vs_hf": ours_tps / hf_tps,
@@ -154,7 +188,8 @@ def bench_config(spec, reps, steps, device, amp, peak, compile_=True) -> dict:
             "compiled_tokens_per_s": compiled_tps, "compile_seconds": compile_s,
             "mfu": ours_tps * fpt / peak, "hf_mfu": hf_tps * fpt / peak,
             "peak_memory_bytes": mem.get("scalelab", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024),
-            "hf_peak_memory_bytes": mem.get("hf"),
+            "hf_peak_memory_bytes": mem.get("hf"), "hf_step_ms": hf_step_ms, **outside,
+            "speedup_if_free_outside_blocks": free,
             "memory_note": "CUDA max allocated" if mem else "process max RSS so far (CPU; monotone)"}
 
 
@@ -167,6 +202,8 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile measurement")
+    ap.add_argument("--dtype", choices=("auto", "fp32", "bf16"), default="auto",
+                    help="both sides' precision: bf16 autocast or fp32; auto = bf16 on CUDA, fp32 on CPU")
     a = ap.parse_args(argv)
     names = a.configs.split(",") if a.configs else default_configs(a.device, a.quick)
     unknown = set(names) - {c[0] for c in CONFIGS}
@@ -175,18 +212,19 @@ def main(argv=None) -> int:
         print(f"throughput: error: --configs: {what}; choose from {[c[0] for c in CONFIGS]}", file=sys.stderr)
         return 2
     specs = [c for c in CONFIGS if c[0] in names]
-    amp = a.device == "cuda"
+    amp = a.dtype == "bf16" or (a.dtype == "auto" and a.device == "cuda")
     peak = matmul_peak_flops(a.device, "bf16" if amp else "fp32", n=2048 if a.device == "cuda" else 1024)
     cpu = cpu_info() if a.device == "cpu" else {}
-    theory = cpu_theoretical_peak(cpu) if a.device == "cpu" else {}
-    print(f"device {a.device} ({cpu.get('model') or platform.processor() or platform.machine()}), torch "
+    theory = cpu_theoretical_peak(cpu, "bf16" if amp else "fp32") if a.device == "cpu" else {}
+    print(f"device {a.device} ({cpu.get('model') or platform.processor() or platform.machine()}), "
+          f"{'bf16 autocast' if amp else 'fp32'} on both sides, torch "
           f"{torch.__version__}, threads {torch.get_num_threads()}, matmul peak {peak / 1e9:.1f} GFLOP/s (best of "
           f"{len(PEAK_SHAPES)} shapes" + (f"; theoretical at the base clock {theory['flops_per_s'] / 1e9:.1f}"
                                            if theory else "") + ")"
           + (f"; vector flags {' '.join(cpu.get('flags', []))}" if cpu else ""))
     rows = []
     print(f"{'config':<16}{'params':>10}{'eager':>9}{'compiled':>10}{'compile s':>10}{'HF':>9}"
-          f"{'speedup':>9}{'(eager)':>9}{'MFU':>7}{'HF MFU':>8}")
+          f"{'speedup':>9}{'(eager)':>9}{'MFU':>7}{'HF MFU':>8}{'ceiling':>9}")
     for spec in specs:
         r = bench_config(spec, 3 if a.quick else a.reps, a.steps, a.device, amp, peak, not a.no_compile)
         rows.append(r)
@@ -194,7 +232,7 @@ def main(argv=None) -> int:
             else f"{'-':>10}{'-':>10}"
         print(f"{r['config']:<16}{r['num_params_total'] / 1e6:>9.2f}M{r['eager_tokens_per_s']:>9,.0f}{comp}"
               f"{r['hf_tokens_per_s']:>9,.0f}{r['speedup_vs_hf']:>8.2f}x{r['eager_speedup_vs_hf']:>8.2f}x"
-              f"{r['mfu']:>7.1%}{r['hf_mfu']:>8.1%}")
+              f"{r['mfu']:>7.1%}{r['hf_mfu']:>8.1%}{r['speedup_if_free_outside_blocks']:>8.2f}x")
         sys.stdout.flush()
     fastest = max(max(r["tokens_per_s"], r["hf_tokens_per_s"]) * r["flops_per_token"] for r in rows)
     source = f"measured matmul peak (best of {len(PEAK_SHAPES)} shapes{', or the theoretical floor' if theory else ''})"
@@ -207,7 +245,8 @@ def main(argv=None) -> int:
                 r["hf_tokens_per_s"] * r["flops_per_token"] / peak
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.json).write_text(json.dumps({"device": a.device, "peak_flops": peak, "peak_source": source,
+        Path(a.json).write_text(json.dumps({"device": a.device, "dtype": "bf16" if amp else "fp32",
+                                            "peak_flops": peak, "peak_source": source,
                                             "cpu": cpu, "theoretical_peak": theory, "torch": torch.__version__,
                                             "date": time.strftime("%Y-%m-%d"), "rows": rows}, indent=2))
         print(f"wrote {a.json}")

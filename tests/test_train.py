@@ -178,6 +178,25 @@ def test_compiled_training_matches_eager(small_cfg, small_dataset, tmp_path):
     assert comp["final"]["val_loss"] == pytest.approx(eager["final"]["val_loss"], rel=1e-3)
 
 
+def test_bf16_training_on_a_cpu_with_bf16_instructions_follows_fp32(small_cfg, small_dataset, tmp_path):
+    """train.dtype=bf16 on a CPU (autocast; the fused loss included) trains the same model as fp32 to bf16's
+    precision: 8 bits of mantissa, so the losses agree to ~1%, not to float tolerance."""
+    from scalelab.train.metrics import cpu_info, native_bf16
+
+    if not native_bf16(cpu_info()):
+        pytest.skip("this CPU has no bf16 instructions (train.dtype=bf16 is refused here, tested in test_peak)")
+    base = ["train.max_steps=12", "train.eval_every=12", "train.log_every=4", "model.d_model=32",
+            "model.n_layers=1", "model.n_heads=2", "train.compile=off"]
+    fp32 = train(small_cfg(*base, "train.dtype=fp32"), tmp_path / "fp32", dataset=small_dataset)
+    bf16 = train(small_cfg(*base, "train.dtype=bf16"), tmp_path / "bf16", dataset=small_dataset)
+    a, b = _records(tmp_path / "fp32"), _records(tmp_path / "bf16")
+    assert b[-1]["train_loss"] < b[0]["train_loss"] - 0.1  # it learns
+    for ra, rb in zip(a, b):
+        assert rb["train_loss"] == pytest.approx(ra["train_loss"], rel=2e-2)
+        assert rb["train_loss"] != ra["train_loss"]  # and it did run in bf16
+    assert bf16["final"]["val_loss"] == pytest.approx(fp32["final"]["val_loss"], rel=2e-2)
+
+
 def test_compile_auto_decision():
     from scalelab.train.loop import compile_pays_off
 

@@ -43,7 +43,7 @@ from scalelab.train.checkpoint import keep_copy, load_checkpoint, save_checkpoin
 from scalelab.train.data import load_dataset
 from scalelab.train.distill import distillation_loss, load_teacher
 from scalelab.train.hooks import Chain, Hooks
-from scalelab.train.metrics import bits_per_byte, matmul_peak_flops
+from scalelab.train.metrics import bits_per_byte, cpu_info, matmul_peak_flops, native_bf16
 from scalelab.train.optim import build_optimizer
 from scalelab.train.records import MetricsRecord, MetricsWriter
 from scalelab.train.rundir import RunDir
@@ -62,6 +62,10 @@ def resolve_device(cfg: RunConfig) -> tuple[str, torch.dtype | None, bool]:
     amp = None
     if t.dtype == "bf16" or (t.dtype == "auto" and dev.startswith("cuda") and torch.cuda.is_bf16_supported()):
         amp = torch.bfloat16
+    if amp is not None and dev == "cpu" and not native_bf16(cpu_info()):
+        # measured on a Zen 4 with oneDNN held below its bf16 kernels: bf16 matmuls 3-72 GFLOP/s vs 140-198 fp32
+        raise UserError("train.dtype=bf16 on a CPU without bf16 instructions (avx512_bf16 or amx_bf16): its bf16 "
+                        "matmuls run slower than fp32, up to 50x; use train.dtype=fp32 (or auto)")
     # MoE: each step's expert sizes are data-dependent, and dynamo recompiles for new ones until it gives
     # up (a 74-step MoE run took 7m43s compiled, docs/LOG.md): `auto` leaves MoE models eager
     compile_ = t.compile == "on" or (t.compile == "auto" and dev.startswith("cuda") and cfg.model.moe is None)

@@ -51,7 +51,7 @@ def matmul_peak_flops(device: str = "cpu", dtype: str = "fp32", n: int = 1024, f
     if not device.startswith("cpu"):
         return _rate(device, dt, n, n, n, 0.1)
     return max(max(_rate(device, dt, *shape, 0.05, trials=2) for shape in PEAK_SHAPES),  # ~0.6 s in all
-               cpu_theoretical_peak().get("flops_per_s", 0.0) if floor else 0.0)
+               cpu_theoretical_peak(dtype=dtype).get("flops_per_s", 0.0) if floor else 0.0)
 
 
 def cpu_info() -> dict:
@@ -62,7 +62,8 @@ def cpu_info() -> dict:
 
     out = {"model": platform.processor() or platform.machine(), "cores": torch.get_num_threads(),
            "logical_cpus": os.cpu_count(), "aten_capability": torch.backends.cpu.get_cpu_capability(),
-           "mkl_instructions": os.environ.get("MKL_ENABLE_INSTRUCTIONS", "")}
+           "mkl_instructions": os.environ.get("MKL_ENABLE_INSTRUCTIONS", ""),
+           "onednn_max_isa": os.environ.get("ONEDNN_MAX_CPU_ISA", "")}
     try:
         text = open("/proc/cpuinfo").read()
     except OSError:
@@ -87,25 +88,44 @@ def vector_bits(info: dict) -> int:
     """The width of the FMA datapath (bits): 512 where AVX-512 runs at full width (Intel, and AMD from Zen 5,
     family 26), 256 elsewhere, AMD's Zen 4 included (family 25: AVX-512 split over 256-bit units: 200 GFLOP/s
     measured against 166 at 256 bits and 332 at 512 on 2 cores, docs/LOG.md 2026-12-06). MKL_ENABLE_INSTRUCTIONS
-    =AVX2 (with ATEN_CPU_CAPABILITY=avx2, how an AVX2 machine is emulated on an AVX-512 one) caps it at 256."""
+    =AVX2 or ONEDNN_MAX_CPU_ISA=AVX2 (with ATEN_CPU_CAPABILITY=avx2, how an AVX2 machine is emulated on an
+    AVX-512 one) caps it at 256."""
     flags = set(info.get("flags", ()))
-    capped = info.get("mkl_instructions", "").upper().startswith(("AVX2", "AVX", "SSE"))
+    capped = any(info.get(k, "").upper().startswith(("AVX2", "AVX", "SSE")) and not info.get(k, "").upper()
+                 .startswith("AVX512") for k in ("mkl_instructions", "onednn_max_isa"))
     amd_split = info.get("vendor") == "AuthenticAMD" and isinstance(info.get("family"), int) and info["family"] < 26
     return 512 if "avx512f" in flags and not capped and not amd_split else 256
 
 
-def cpu_theoretical_peak(info: dict | None = None) -> dict:
-    """fp32 FLOP/s from the FMA datapath's width (`vector_bits`), two FMA units per core (x86 server cores
+def native_bf16(info: dict) -> bool:
+    """Whether the CPU multiplies bf16 in hardware (AVX512_BF16's dot products or AMX tiles); elsewhere a
+    bf16 matmul converts to fp32 and runs no faster than fp32 does. ONEDNN_MAX_CPU_ISA below the bf16
+    ISAs (how a CPU without them is emulated) turns it off, as it does oneDNN's bf16 kernels."""
+    import os
+
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper()
+    capped = isa in ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI")
+    return not capped and bool(set(info.get("flags", ())) & {"avx512_bf16", "amx_bf16"})
+
+
+def cpu_theoretical_peak(info: dict | None = None, dtype: str = "fp32") -> dict:
+    """FLOP/s from the FMA datapath's width (`vector_bits`), two FMA units per core (x86 server cores
     since Haswell), the cores torch uses and the reported clock: cores x lanes x 2 (an FMA is two FLOPs) x 2
     units x Hz. The reported clock is the base one, not the boost, so this is meant as a floor for the peak,
-    not a ceiling; it says which assumptions it made."""
+    not a ceiling; it says which assumptions it made. bf16: twice the fp32 figure where the CPU has bf16 dot
+    products (`native_bf16`: each fp32 lane's VDPBF16PS multiplies two pairs; AMX's tiles do more, left out
+    so the figure stays a floor); nothing where it has none (a bf16 matmul there is slower than fp32)."""
     info = info or cpu_info()
     flags = set(info.get("flags", ()))
     if "mhz" not in info or not flags & {"avx512f", "avx2", "fma", "avx"}:
         return {}
+    if dtype == "bf16" and not native_bf16(info):
+        return {}
     lanes = vector_bits(info) // 32
-    flops = info["cores"] * lanes * 2 * 2 * info["mhz"] * 1e6
-    return {"flops_per_s": flops, "lanes_fp32": lanes, "fma_units": 2, "cores": info["cores"], "mhz": info["mhz"],
+    per_lane = 2 if dtype == "bf16" else 1
+    flops = info["cores"] * lanes * per_lane * 2 * 2 * info["mhz"] * 1e6
+    return {"flops_per_s": flops, "dtype": dtype, "lanes_fp32": lanes, "products_per_lane": per_lane,
+            "fma_units": 2, "cores": info["cores"], "mhz": info["mhz"],
             "assumes": "two FMA units per core at the reported (base) clock"}
 
 
