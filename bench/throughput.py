@@ -3,9 +3,11 @@
 For each config both implementations run a full training step (forward, backward, AdamW) on the
 same batch size and sequence length, alternating in the same process over several repetitions;
 we report medians, the speed-up, and MFU against a matmul peak measured here on the same device.
-"ceiling" is the speed-up scalelab would have if it spent no time outside its decoder blocks and its blocks
-ran as fast as `transformers`' (both call the same attention and GEMM kernels): what a faster loss and
-optimizer can give at most; beyond it only faster blocks help.
+Where the lead comes from, per config: each side's time outside its decoder blocks (final norm, output
+projection and loss, embedding, optimizer; timed alone) and in them (the rest of its step). "blocks" is
+`transformers`' block time over scalelab's (both call the same attention and GEMM kernels); "rest" is the
+speed-up scalelab would have if its blocks ran only as fast as `transformers`': what the loss, embedding and
+optimizer give.
 
     python bench/throughput.py                    # the default configs
     python bench/throughput.py --quick            # three sizes, fewer repetitions
@@ -30,6 +32,7 @@ import torch
 from scalelab.config import OptimConfig
 from scalelab.model import ModelConfig, MoEConfig
 from scalelab.model.hf import config_to_hf
+from scalelab.model.loss import linear_cross_entropy
 from scalelab.model.transformer import Transformer
 from scalelab.train.metrics import PEAK_SHAPES, cpu_info, cpu_theoretical_peak, matmul_peak_flops
 from scalelab.train.optim import build_optimizer
@@ -72,12 +75,16 @@ def hf_model(cfg: ModelConfig):
     return m
 
 
-def make_step(model, kind: str, x, y, device):
+def make_optimizer(model, kind: str, device):
     # scalelab: its training optimizer (fused AdamW, decay on matrices). HF: the fastest stock
     # AdamW a plain loop could pick (foreach on CPU, where the default is the per-tensor loop).
-    opt = build_optimizer(model, OptimConfig(lr=1e-4)) if kind == "scalelab" else \
+    return build_optimizer(model, OptimConfig(lr=1e-4)) if kind == "scalelab" else \
         torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.1,
                           **({"foreach": True} if device == "cpu" else {"fused": True}))
+
+
+def make_step(model, kind: str, x, y, device):
+    opt = make_optimizer(model, kind, device)
 
     def step():
         if kind == "scalelab":
@@ -104,30 +111,46 @@ def timed(step, n, device) -> float:
     return time.perf_counter() - t0
 
 
-def outside_blocks(hf, x, ctx, device) -> dict:
-    """`transformers`' time outside its decoder layers, per step (ms, medians of 5): final norm + output
-    projection + loss (forward and backward), embedding backward, and its optimizer's step. If scalelab spent
-    nothing outside its blocks, and its blocks ran as fast as these (they call the same SDPA and GEMM kernels),
-    its speed-up would be step / (step - these): the most a faster loss and optimizer can give."""
+def outside_blocks(model, kind: str, x, y, ctx, device) -> dict:
+    """One side's time outside its decoder layers, per step (ms, medians of 5, eager): the final norm, output
+    projection and loss (forward and backward), the embedding's backward and the optimizer's step. The rest of
+    a step is its blocks', which on both sides call the same attention and GEMM kernels; the two splits say
+    where a lead comes from."""
     B, T = x.shape
-    h = torch.randn(B, T, hf.config.hidden_size, device=device, requires_grad=True)
-    for p in hf.parameters():
+    d = model.cfg.d_model if kind == "scalelab" else model.config.hidden_size
+    h = torch.randn(B, T, d, device=device, requires_grad=True)
+    for p in model.parameters():
         p.grad = torch.randn_like(p)
-    opt = torch.optim.AdamW(hf.parameters(), lr=1e-4, weight_decay=0.1,
-                            **({"foreach": True} if device == "cpu" else {"fused": True}))
-
-    def head():
-        logits = hf.lm_head(hf.model.norm(h))
-        hf.loss_function(logits=logits, labels=x, vocab_size=hf.config.vocab_size).backward()
-
-    parts = {"head": head, "embedding": lambda: hf.model.embed_tokens(x).backward(h.detach()), "optimizer": opt.step}
+    opt = make_optimizer(model, kind, device)
+    if kind == "scalelab":
+        def head():
+            linear_cross_entropy(model.norm(h).reshape(B * T, d), model.lm_head.weight, y.reshape(-1)).backward()
+        emb = model.tok_emb
+    else:
+        def head():
+            logits = model.lm_head(model.model.norm(h))
+            model.loss_function(logits=logits, labels=x, vocab_size=model.config.vocab_size).backward()
+        emb = model.model.embed_tokens
+    parts = {"head": head, "embedding": lambda: emb(x).backward(h.detach()), "optimizer": opt.step}
     out = {}
     for name, fn in parts.items():
         with ctx() if ctx else contextlib.nullcontext():
             ms = [timed(fn, 1, device) * 1e3 for _ in range(7)][2:]
-        out[f"hf_{name}_ms"] = statistics.median(ms)
-    hf.zero_grad(set_to_none=True)
+        out[name] = statistics.median(ms)
+    model.zero_grad(set_to_none=True)
     return out
+
+
+def split_step(ours, theirs, x, y, ctx, device, ours_tps, hf_tps) -> dict:
+    """Both steps split into blocks and the rest (`outside_blocks`), and the speed-up scalelab would have if
+    its blocks ran only as fast as `transformers`' (what its loss, embedding and optimizer alone give)."""
+    tok = x.numel()
+    o, t = outside_blocks(ours, "scalelab", x, y, ctx, device), outside_blocks(theirs, "hf", x, y, ctx, device)
+    ours_ms, hf_ms = 1e3 * tok / ours_tps, 1e3 * tok / hf_tps
+    ours_blocks, hf_blocks = ours_ms - sum(o.values()), hf_ms - sum(t.values())
+    return {"step_ms": ours_ms, "hf_step_ms": hf_ms, "outside_ms": o, "hf_outside_ms": t,
+            "blocks_ms": ours_blocks, "hf_blocks_ms": hf_blocks, "blocks_speedup": hf_blocks / ours_blocks,
+            "speedup_from_outside_blocks": hf_ms / (hf_blocks + sum(o.values()))}
 
 
 def bench_config(spec, reps, steps, device, amp, peak, compile_=True) -> dict:
@@ -178,9 +201,6 @@ def bench_config(spec, reps, steps, device, amp, peak, compile_=True) -> dict:
         compiled_tps = tok / statistics.median(ct)
         hf_tps = tok / statistics.median(times["hf"])
     ours_tps = max(eager_tps, compiled_tps or 0.0)
-    outside = outside_blocks(theirs, x, ctx, device)
-    hf_step_ms = 1e3 * tok / hf_tps
-    free = hf_step_ms / max(hf_step_ms - sum(outside.values()), 1e-9)
     return {"config": name, "d_model": d, "n_layers": L, "vocab_size": V, "seq_len": T, "batch": B, "moe": moe,
             "num_params_total": cfg.num_params_total, "flops_per_token": fpt,
             "tokens_per_s": ours_tps, "hf_tokens_per_s": hf_tps, "speedup_vs_hf": ours_tps / hf_tps,
@@ -188,8 +208,8 @@ def bench_config(spec, reps, steps, device, amp, peak, compile_=True) -> dict:
             "compiled_tokens_per_s": compiled_tps, "compile_seconds": compile_s,
             "mfu": ours_tps * fpt / peak, "hf_mfu": hf_tps * fpt / peak,
             "peak_memory_bytes": mem.get("scalelab", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024),
-            "hf_peak_memory_bytes": mem.get("hf"), "hf_step_ms": hf_step_ms, **outside,
-            "speedup_if_free_outside_blocks": free,
+            "hf_peak_memory_bytes": mem.get("hf"),
+            **split_step(ours, theirs, x, y, ctx, device, ours_tps, hf_tps),
             "memory_note": "CUDA max allocated" if mem else "process max RSS so far (CPU; monotone)"}
 
 
@@ -224,7 +244,7 @@ def main(argv=None) -> int:
           + (f"; vector flags {' '.join(cpu.get('flags', []))}" if cpu else ""))
     rows = []
     print(f"{'config':<16}{'params':>10}{'eager':>9}{'compiled':>10}{'compile s':>10}{'HF':>9}"
-          f"{'speedup':>9}{'(eager)':>9}{'MFU':>7}{'HF MFU':>8}{'ceiling':>9}")
+          f"{'speedup':>9}{'(eager)':>9}{'MFU':>7}{'HF MFU':>8}{'blocks':>8}{'rest':>7}")
     for spec in specs:
         r = bench_config(spec, 3 if a.quick else a.reps, a.steps, a.device, amp, peak, not a.no_compile)
         rows.append(r)
@@ -232,7 +252,8 @@ def main(argv=None) -> int:
             else f"{'-':>10}{'-':>10}"
         print(f"{r['config']:<16}{r['num_params_total'] / 1e6:>9.2f}M{r['eager_tokens_per_s']:>9,.0f}{comp}"
               f"{r['hf_tokens_per_s']:>9,.0f}{r['speedup_vs_hf']:>8.2f}x{r['eager_speedup_vs_hf']:>8.2f}x"
-              f"{r['mfu']:>7.1%}{r['hf_mfu']:>8.1%}{r['speedup_if_free_outside_blocks']:>8.2f}x")
+              f"{r['mfu']:>7.1%}{r['hf_mfu']:>8.1%}{r['blocks_speedup']:>7.2f}x"
+              f"{r['speedup_from_outside_blocks']:>6.2f}x")
         sys.stdout.flush()
     fastest = max(max(r["tokens_per_s"], r["hf_tokens_per_s"]) * r["flops_per_token"] for r in rows)
     source = f"measured matmul peak (best of {len(PEAK_SHAPES)} shapes{', or the theoretical floor' if theory else ''})"
