@@ -3,11 +3,10 @@
 For each config both implementations run a full training step (forward, backward, AdamW) on the
 same batch size and sequence length, alternating in the same process over several repetitions;
 we report medians, the speed-up, and MFU against a matmul peak measured here on the same device.
-Where the lead comes from, per config: each side's time outside its decoder blocks (final norm, output
-projection and loss, embedding, optimizer; timed alone) and in them (the rest of its step). "blocks" is
-`transformers`' block time over scalelab's (both call the same attention and GEMM kernels); "rest" is the
-speed-up scalelab would have if its blocks ran only as fast as `transformers`': what the loss, embedding and
-optimizer give.
+Where the lead comes from, per config: each side's step is timed again without its output projection and
+loss (a headless step: embedding, blocks, final norm, a trivial loss, backward, optimizer). "body" is
+`transformers`' headless step time over scalelab's (the blocks call the same attention and GEMM kernels);
+"head" is the same ratio for the output projection + loss (full step minus headless step).
 
     python bench/throughput.py                    # the default configs
     python bench/throughput.py --quick            # three sizes, fewer repetitions
@@ -18,7 +17,6 @@ optimizer give.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import platform
 import resource
@@ -32,7 +30,6 @@ import torch
 from scalelab.config import OptimConfig
 from scalelab.model import ModelConfig, MoEConfig
 from scalelab.model.hf import config_to_hf
-from scalelab.model.loss import linear_cross_entropy
 from scalelab.model.transformer import Transformer
 from scalelab.train.metrics import PEAK_SHAPES, cpu_info, cpu_theoretical_peak, matmul_peak_flops
 from scalelab.train.optim import build_optimizer
@@ -111,46 +108,50 @@ def timed(step, n, device) -> float:
     return time.perf_counter() - t0
 
 
-def outside_blocks(model, kind: str, x, y, ctx, device) -> dict:
-    """One side's time outside its decoder layers, per step (ms, medians of 5, eager): the final norm, output
-    projection and loss (forward and backward), the embedding's backward and the optimizer's step. The rest of
-    a step is its blocks', which on both sides call the same attention and GEMM kernels; the two splits say
-    where a lead comes from."""
-    B, T = x.shape
-    d = model.cfg.d_model if kind == "scalelab" else model.config.hidden_size
-    h = torch.randn(B, T, d, device=device, requires_grad=True)
-    for p in model.parameters():
-        p.grad = torch.randn_like(p)
+def headless_step(model, kind: str, x, device, compiled: bool):
+    """A training step without the output projection and loss: embedding, blocks and final norm, a trivial
+    loss ((h * g).sum() for a fixed random g, so the gradient is dense as a real one), backward, optimizer.
+    Timed like the full step, its difference from it is the head's cost inside a real step."""
     opt = make_optimizer(model, kind, device)
-    if kind == "scalelab":
-        def head():
-            linear_cross_entropy(model.norm(h).reshape(B * T, d), model.lm_head.weight, y.reshape(-1)).backward()
-        emb = model.tok_emb
-    else:
-        def head():
-            logits = model.lm_head(model.model.norm(h))
-            model.loss_function(logits=logits, labels=x, vocab_size=model.config.vocab_size).backward()
-        emb = model.model.embed_tokens
-    parts = {"head": head, "embedding": lambda: emb(x).backward(h.detach()), "optimizer": opt.step}
-    out = {}
-    for name, fn in parts.items():
-        with ctx() if ctx else contextlib.nullcontext():
-            ms = [timed(fn, 1, device) * 1e3 for _ in range(7)][2:]
-        out[name] = statistics.median(ms)
-    model.zero_grad(set_to_none=True)
-    return out
+    g = None
+
+    def body(idx):
+        if kind != "scalelab":
+            return model.model(input_ids=idx).last_hidden_state  # (B, T, D), after the final norm
+        cos, sin = model.rope_cos[:idx.shape[1]], model.rope_sin[:idx.shape[1]]
+        h = model.tok_emb(idx)  # (B, T, D)
+        for block in model.layers:
+            h, _ = block(h, cos, sin)
+        return model.norm(h)
+
+    fn = torch.compile(body) if compiled else body
+
+    def step():
+        nonlocal g
+        h = fn(x)
+        g = torch.randn_like(h) if g is None else g
+        (h * g).sum().backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return step
 
 
-def split_step(ours, theirs, x, y, ctx, device, ours_tps, hf_tps) -> dict:
-    """Both steps split into blocks and the rest (`outside_blocks`), and the speed-up scalelab would have if
-    its blocks ran only as fast as `transformers`' (what its loss, embedding and optimizer alone give)."""
-    tok = x.numel()
-    o, t = outside_blocks(ours, "scalelab", x, y, ctx, device), outside_blocks(theirs, "hf", x, y, ctx, device)
-    ours_ms, hf_ms = 1e3 * tok / ours_tps, 1e3 * tok / hf_tps
-    ours_blocks, hf_blocks = ours_ms - sum(o.values()), hf_ms - sum(t.values())
-    return {"step_ms": ours_ms, "hf_step_ms": hf_ms, "outside_ms": o, "hf_outside_ms": t,
-            "blocks_ms": ours_blocks, "hf_blocks_ms": hf_blocks, "blocks_speedup": hf_blocks / ours_blocks,
-            "speedup_from_outside_blocks": hf_ms / (hf_blocks + sum(o.values()))}
+def split_step(run, ours_ms: float, hf_ms: float, reps: int, steps: int) -> dict:
+    """Both steps split, inside real steps, into the body (embedding, blocks, final norm, optimizer) and the
+    head (output projection + loss: the full step minus the headless one); "body" and "head" are
+    `transformers`' time over scalelab's for each, and `speedup_from_head` the speed-up scalelab would have
+    if its body were only as fast as `transformers`'."""
+    t = {"ours_body": [], "hf_body": []}
+    for _ in range(reps):
+        for kind in t:
+            t[kind].append(1e3 * run(kind, steps) / steps)
+    ours_body, hf_body = statistics.median(t["ours_body"]), statistics.median(t["hf_body"])
+    ours_head, hf_head = ours_ms - ours_body, hf_ms - hf_body
+    return {"step_ms": ours_ms, "hf_step_ms": hf_ms, "body_ms": ours_body, "hf_body_ms": hf_body,
+            "head_ms": ours_head, "hf_head_ms": hf_head, "body_speedup": hf_body / ours_body,
+            "head_speedup": hf_head / ours_head if ours_head > 0 else None,
+            "speedup_from_head": hf_ms / (hf_body + ours_head)}
 
 
 def bench_config(spec, reps, steps, device, amp, peak, compile_=True) -> dict:
@@ -201,6 +202,12 @@ def bench_config(spec, reps, steps, device, amp, peak, compile_=True) -> dict:
         compiled_tps = tok / statistics.median(ct)
         hf_tps = tok / statistics.median(times["hf"])
     ours_tps = max(eager_tps, compiled_tps or 0.0)
+    use_compiled = ours_tps == compiled_tps
+    steps_fn["ours_body"] = headless_step(ours, "scalelab", x, device, use_compiled)
+    steps_fn["hf_body"] = headless_step(theirs, "hf", x, device, False)
+    for kind in ("ours_body", "hf_body"):  # warm-up (and the compile)
+        run(kind, 2)
+    split = split_step(run, 1e3 * tok / ours_tps, 1e3 * tok / hf_tps, max(3, reps // 2), steps)
     return {"config": name, "d_model": d, "n_layers": L, "vocab_size": V, "seq_len": T, "batch": B, "moe": moe,
             "num_params_total": cfg.num_params_total, "flops_per_token": fpt,
             "tokens_per_s": ours_tps, "hf_tokens_per_s": hf_tps, "speedup_vs_hf": ours_tps / hf_tps,
@@ -209,7 +216,7 @@ def bench_config(spec, reps, steps, device, amp, peak, compile_=True) -> dict:
             "mfu": ours_tps * fpt / peak, "hf_mfu": hf_tps * fpt / peak,
             "peak_memory_bytes": mem.get("scalelab", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024),
             "hf_peak_memory_bytes": mem.get("hf"),
-            **split_step(ours, theirs, x, y, ctx, device, ours_tps, hf_tps),
+            **split,
             "memory_note": "CUDA max allocated" if mem else "process max RSS so far (CPU; monotone)"}
 
 
@@ -244,7 +251,7 @@ def main(argv=None) -> int:
           + (f"; vector flags {' '.join(cpu.get('flags', []))}" if cpu else ""))
     rows = []
     print(f"{'config':<16}{'params':>10}{'eager':>9}{'compiled':>10}{'compile s':>10}{'HF':>9}"
-          f"{'speedup':>9}{'(eager)':>9}{'MFU':>7}{'HF MFU':>8}{'blocks':>8}{'rest':>7}")
+          f"{'speedup':>9}{'(eager)':>9}{'MFU':>7}{'HF MFU':>8}{'body':>7}{'head':>7}")
     for spec in specs:
         r = bench_config(spec, 3 if a.quick else a.reps, a.steps, a.device, amp, peak, not a.no_compile)
         rows.append(r)
@@ -252,8 +259,8 @@ def main(argv=None) -> int:
             else f"{'-':>10}{'-':>10}"
         print(f"{r['config']:<16}{r['num_params_total'] / 1e6:>9.2f}M{r['eager_tokens_per_s']:>9,.0f}{comp}"
               f"{r['hf_tokens_per_s']:>9,.0f}{r['speedup_vs_hf']:>8.2f}x{r['eager_speedup_vs_hf']:>8.2f}x"
-              f"{r['mfu']:>7.1%}{r['hf_mfu']:>8.1%}{r['blocks_speedup']:>7.2f}x"
-              f"{r['speedup_from_outside_blocks']:>6.2f}x")
+              f"{r['mfu']:>7.1%}{r['hf_mfu']:>8.1%}{r['body_speedup']:>6.2f}x"
+              + (f"{r['head_speedup']:>6.2f}x" if r["head_speedup"] else f"{'-':>7}"))
         sys.stdout.flush()
     fastest = max(max(r["tokens_per_s"], r["hf_tokens_per_s"]) * r["flops_per_token"] for r in rows)
     source = f"measured matmul peak (best of {len(PEAK_SHAPES)} shapes{', or the theoretical floor' if theory else ''})"
