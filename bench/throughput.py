@@ -137,20 +137,22 @@ def headless_step(model, kind: str, x, device, compiled: bool):
     return step
 
 
-def split_step(run, ours_ms: float, hf_ms: float, reps: int, steps: int) -> dict:
+def split_step(run, reps: int, steps: int, ours_kind: str) -> dict:
     """Both steps split, inside real steps, into the body (embedding, blocks, final norm, optimizer) and the
-    head (output projection + loss: the full step minus the headless one); "body" and "head" are
-    `transformers`' time over scalelab's for each, and `speedup_from_head` the speed-up scalelab would have
-    if its body were only as fast as `transformers`'."""
-    t = {"ours_body": [], "hf_body": []}
+    head (output projection + loss: the full step minus the headless one). The four steps are timed
+    alternating, rep by rep, since this host's speed drifts by 10-20% over minutes (a split from headless
+    steps timed after the full ones gave negative heads). "body" and "head" are `transformers`' time over
+    scalelab's for each; `speedup_from_head` is the speed-up scalelab would have if its body were only as
+    fast as `transformers`'."""
+    t = {ours_kind: [], "hf": [], "ours_body": [], "hf_body": []}
     for _ in range(reps):
         for kind in t:
             t[kind].append(1e3 * run(kind, steps) / steps)
-    ours_body, hf_body = statistics.median(t["ours_body"]), statistics.median(t["hf_body"])
+    ours_ms, hf_ms, ours_body, hf_body = (statistics.median(v) for v in t.values())
     ours_head, hf_head = ours_ms - ours_body, hf_ms - hf_body
-    return {"step_ms": ours_ms, "hf_step_ms": hf_ms, "body_ms": ours_body, "hf_body_ms": hf_body,
+    return {"split_step_ms": ours_ms, "split_hf_step_ms": hf_ms, "body_ms": ours_body, "hf_body_ms": hf_body,
             "head_ms": ours_head, "hf_head_ms": hf_head, "body_speedup": hf_body / ours_body,
-            "head_speedup": hf_head / ours_head if ours_head > 0 else None,
+            "head_speedup": hf_head / ours_head if ours_head > 0 and hf_head > 0 else None,
             "speedup_from_head": hf_ms / (hf_body + ours_head)}
 
 
@@ -202,12 +204,12 @@ def bench_config(spec, reps, steps, device, amp, peak, compile_=True) -> dict:
         compiled_tps = tok / statistics.median(ct)
         hf_tps = tok / statistics.median(times["hf"])
     ours_tps = max(eager_tps, compiled_tps or 0.0)
-    use_compiled = ours_tps == compiled_tps
-    steps_fn["ours_body"] = headless_step(ours, "scalelab", x, device, use_compiled)
+    # the split is of the compiled step when compiling is on (it is the faster one in most rows)
+    steps_fn["ours_body"] = headless_step(ours, "scalelab", x, device, compile_)
     steps_fn["hf_body"] = headless_step(theirs, "hf", x, device, False)
     for kind in ("ours_body", "hf_body"):  # warm-up (and the compile)
         run(kind, 2)
-    split = split_step(run, 1e3 * tok / ours_tps, 1e3 * tok / hf_tps, max(3, reps // 2), steps)
+    split = split_step(run, reps, steps, "compiled" if compile_ else "scalelab")
     return {"config": name, "d_model": d, "n_layers": L, "vocab_size": V, "seq_len": T, "batch": B, "moe": moe,
             "num_params_total": cfg.num_params_total, "flops_per_token": fpt,
             "tokens_per_s": ours_tps, "hf_tokens_per_s": hf_tps, "speedup_vs_hf": ours_tps / hf_tps,
