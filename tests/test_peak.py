@@ -28,7 +28,8 @@ def test_the_floor_is_not_above_what_this_machine_measures():
     theory = cpu_theoretical_peak(info)
     if not theory:
         pytest.skip("no clock or vector flags readable here")
-    measured = matmul_peak_flops("cpu", "fp32", floor=False)
+    # the best of two measurements: one taken in a slow moment of a shared host read 20% low (2026-12-06)
+    measured = max(matmul_peak_flops.__wrapped__("cpu", "fp32", floor=False) for _ in range(2))
     assert theory["flops_per_s"] <= 1.25 * measured, (theory, measured / 1e9, info)
     assert info["aten_capability"] in {"DEFAULT", "AVX2", "AVX512", "ZVECTOR", "NO AVX", "VSX"}
 
@@ -42,32 +43,33 @@ def test_the_bf16_floor_counts_bf16_dot_products_only_where_the_cpu_has_them(mon
     fp32 = cpu_theoretical_peak(zen4)["flops_per_s"]
     assert cpu_theoretical_peak(zen4, "bf16")["flops_per_s"] == pytest.approx(2 * fp32)  # VDPBF16PS: 2 pairs/lane
     plain = {**zen4, "flags": ["avx", "avx2", "avx512f", "fma"]}  # Skylake-like: bf16 converts to fp32
-    assert not native_bf16(plain) and cpu_theoretical_peak(plain, "bf16") == {}
+    assert native_bf16(plain) is False and cpu_theoretical_peak(plain, "bf16") == {}
+    assert native_bf16({"cores": 2}) is None  # no x86 flags readable (another architecture): not known
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_VNNI")  # oneDNN held below its bf16 kernels
-    assert not native_bf16(zen4)
+    assert native_bf16(zen4) is False
 
 
-_RATIO = ("import torch; from scalelab.train.metrics import matmul_peak_flops, native_bf16, cpu_info; "
-          "print(native_bf16(cpu_info()), matmul_peak_flops('cpu', 'bf16', floor=False) / "
-          "matmul_peak_flops('cpu', 'fp32', floor=False))")
-
-
-@pytest.mark.parametrize("isa", ["", "AVX512_CORE_VNNI"])
-def test_native_bf16_says_whether_bf16_matmuls_beat_fp32_here(isa):
-    """The rule behind train.dtype=bf16 on a CPU, on two kinds of CPU: this one as it is, and with oneDNN held
-    below its bf16 kernels (a CPU without avx512_bf16). On the Zen 4 it was written on: 2.1x and 0.36x."""
+def test_native_bf16_says_whether_bf16_matmuls_beat_fp32_here():
+    """The rule behind train.dtype=bf16 on a CPU, on two kinds of CPU: this one as it is (in process), and with
+    oneDNN held below its bf16 kernels (a CPU without avx512_bf16; a subprocess, since oneDNN reads the variable
+    once). On the Zen 4 it was written on: 2.1x and 0.36x."""
     import os
+    import platform
     import subprocess
     import sys
 
-    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": isa} if isa else {k: v for k, v in os.environ.items()
-                                                               if k != "ONEDNN_MAX_CPU_ISA"}
-    out = subprocess.run([sys.executable, "-c", _RATIO], capture_output=True, text=True, env=env, timeout=300)
-    native, ratio = out.stdout.split()
-    if native == "True":
-        assert float(ratio) > 1.3, ratio
-    else:
-        assert float(ratio) < 1.0, ratio
+    from scalelab.train.metrics import native_bf16
+
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        pytest.skip("the rule reads x86 flags; elsewhere bf16 is not refused")
+    ratio = matmul_peak_flops("cpu", "bf16", floor=False) / matmul_peak_flops("cpu", "fp32", floor=False)
+    assert (ratio > 1.3) if native_bf16(cpu_info()) else (ratio < 1.0), ratio
+    code = ("from scalelab.train.metrics import matmul_peak_flops as m, native_bf16, cpu_info; "
+            "print(native_bf16(cpu_info()), m('cpu', 'bf16', floor=False) / m('cpu', 'fp32', floor=False))")
+    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX512_CORE_VNNI"}
+    native, capped = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                                    timeout=300).stdout.split()
+    assert native == "False" and float(capped) < 1.0, capped
 
 
 def test_bf16_training_on_a_cpu_without_bf16_is_refused_in_one_line(small_cfg, monkeypatch):

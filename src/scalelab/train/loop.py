@@ -62,7 +62,7 @@ def resolve_device(cfg: RunConfig) -> tuple[str, torch.dtype | None, bool]:
     amp = None
     if t.dtype == "bf16" or (t.dtype == "auto" and dev.startswith("cuda") and torch.cuda.is_bf16_supported()):
         amp = torch.bfloat16
-    if amp is not None and dev == "cpu" and not native_bf16(cpu_info()):
+    if amp is not None and dev == "cpu" and native_bf16(cpu_info()) is False:
         # measured on a Zen 4 with oneDNN held below its bf16 kernels: bf16 matmuls 3-72 GFLOP/s vs 140-198 fp32
         raise UserError("train.dtype=bf16 on a CPU without bf16 instructions (avx512_bf16 or amx_bf16): its bf16 "
                         "matmuls run slower than fp32, up to 50x; use train.dtype=fp32 (or auto)")

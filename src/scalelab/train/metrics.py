@@ -97,15 +97,18 @@ def vector_bits(info: dict) -> int:
     return 512 if "avx512f" in flags and not capped and not amd_split else 256
 
 
-def native_bf16(info: dict) -> bool:
+def native_bf16(info: dict) -> bool | None:
     """Whether the CPU multiplies bf16 in hardware (AVX512_BF16's dot products or AMX tiles); elsewhere a
     bf16 matmul converts to fp32 and runs no faster than fp32 does. ONEDNN_MAX_CPU_ISA below the bf16
-    ISAs (how a CPU without them is emulated) turns it off, as it does oneDNN's bf16 kernels."""
+    ISAs (how a CPU without them is emulated) turns it off, as it does oneDNN's bf16 kernels. None where no x86
+    flags can be read (another architecture: not known either way)."""
     import os
 
     isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper()
     capped = isa in ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI")
-    return not capped and bool(set(info.get("flags", ())) & {"avx512_bf16", "amx_bf16"})
+    if "flags" not in info:
+        return None
+    return not capped and bool(set(info["flags"]) & {"avx512_bf16", "amx_bf16"})
 
 
 def cpu_theoretical_peak(info: dict | None = None, dtype: str = "fp32") -> dict:
@@ -119,7 +122,7 @@ def cpu_theoretical_peak(info: dict | None = None, dtype: str = "fp32") -> dict:
     flags = set(info.get("flags", ()))
     if "mhz" not in info or not flags & {"avx512f", "avx2", "fma", "avx"}:
         return {}
-    if dtype == "bf16" and not native_bf16(info):
+    if dtype == "bf16" and not native_bf16(info):  # None (unknown) too: no floor
         return {}
     lanes = vector_bits(info) // 32
     per_lane = 2 if dtype == "bf16" else 1
