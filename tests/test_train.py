@@ -15,6 +15,10 @@ from scalelab.train.rundir import RunDir
 from scalelab.train.runner import load_run
 from scalelab.train.schedule import lr_at
 
+# a run of seconds, for comparing two ways of training the same model step by step
+TWELVE_TINY_STEPS = ["train.max_steps=12", "train.eval_every=12", "train.log_every=4", "model.d_model=32",
+                     "model.n_layers=1", "model.n_heads=2"]
+
 
 def _records(run_dir) -> list[dict]:
     return [r.to_dict() for r in RunDir(run_dir).read_metrics()]
@@ -167,8 +171,7 @@ def test_config_toml_and_derived_fields(tmp_path):
 
 def test_compiled_training_matches_eager(small_cfg, small_dataset, tmp_path):
     """torch.compile (inductor, on CPU here) trains the same model: losses agree to float tolerance."""
-    base = ["train.max_steps=12", "train.eval_every=12", "train.log_every=4", "model.d_model=32",
-            "model.n_layers=1", "model.n_heads=2"]
+    base = TWELVE_TINY_STEPS
     eager = train(small_cfg(*base, "train.compile=off"), tmp_path / "eager", dataset=small_dataset)
     comp = train(small_cfg(*base, "train.compile=on"), tmp_path / "compiled", dataset=small_dataset)
     assert comp["compiled"] and not eager["compiled"]
@@ -185,8 +188,7 @@ def test_bf16_training_on_a_cpu_with_bf16_instructions_follows_fp32(small_cfg, s
 
     if not native_bf16(cpu_info()):
         pytest.skip("this CPU has no bf16 instructions (train.dtype=bf16 is refused here, tested in test_peak)")
-    base = ["train.max_steps=12", "train.eval_every=12", "train.log_every=4", "model.d_model=32",
-            "model.n_layers=1", "model.n_heads=2", "train.compile=off"]
+    base = [*TWELVE_TINY_STEPS, "train.compile=off"]
     fp32 = train(small_cfg(*base, "train.dtype=fp32"), tmp_path / "fp32", dataset=small_dataset)
     bf16 = train(small_cfg(*base, "train.dtype=bf16"), tmp_path / "bf16", dataset=small_dataset)
     a, b = _records(tmp_path / "fp32"), _records(tmp_path / "bf16")

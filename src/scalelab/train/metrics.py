@@ -91,8 +91,8 @@ def vector_bits(info: dict) -> int:
     =AVX2 or ONEDNN_MAX_CPU_ISA=AVX2 (with ATEN_CPU_CAPABILITY=avx2, how an AVX2 machine is emulated on an
     AVX-512 one) caps it at 256."""
     flags = set(info.get("flags", ()))
-    capped = any(info.get(k, "").upper().startswith(("AVX2", "AVX", "SSE")) and not info.get(k, "").upper()
-                 .startswith("AVX512") for k in ("mkl_instructions", "onednn_max_isa"))
+    caps = [info.get(k, "").upper() for k in ("mkl_instructions", "onednn_max_isa")]
+    capped = any(v == "AVX" or v.startswith(("AVX2", "SSE")) for v in caps)  # AVX512* and AVX10_*_512 are not caps
     amd_split = info.get("vendor") == "AuthenticAMD" and isinstance(info.get("family"), int) and info["family"] < 26
     return 512 if "avx512f" in flags and not capped and not amd_split else 256
 
@@ -100,14 +100,12 @@ def vector_bits(info: dict) -> int:
 def native_bf16(info: dict) -> bool | None:
     """Whether the CPU multiplies bf16 in hardware (AVX512_BF16's dot products or AMX tiles); elsewhere a
     bf16 matmul converts to fp32 and runs no faster than fp32 does. ONEDNN_MAX_CPU_ISA below the bf16
-    ISAs (how a CPU without them is emulated) turns it off, as it does oneDNN's bf16 kernels. None where no x86
-    flags can be read (another architecture: not known either way)."""
-    import os
-
-    isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper()
-    capped = isa in ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI")
+    ISAs (``onednn_max_isa`` in `cpu_info`: how a CPU without them is emulated) turns it off, as it does oneDNN's
+    bf16 kernels. None where no x86 flags can be read (another architecture: not known either way)."""
     if "flags" not in info:
         return None
+    capped = info.get("onednn_max_isa", "").upper() in ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2",
+                                                          "AVX512_CORE", "AVX512_CORE_VNNI")
     return not capped and bool(set(info["flags"]) & {"avx512_bf16", "amx_bf16"})
 
 
